@@ -76,7 +76,5 @@ def is_retryable(exc: BaseException) -> bool:
     """Decide once, for the whole pipeline, whether a failed task may be tried again."""
     if isinstance(exc, ProviderUnavailableError):
         return True
-    if isinstance(exc, PipelineError):
-        return False
     # Unknown errors (database restarts, network blips) are retried by the queue up to its cap.
-    return True
+    return not isinstance(exc, PipelineError)

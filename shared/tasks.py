@@ -105,7 +105,8 @@ def validate_payload(
         return model.model_validate(raw).model_dump(exclude_none=True)
     except ValidationError as exc:
         details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise InvalidPayloadError(f"invalid {task_type} payload: {details}", task_id) from None
 

@@ -1,0 +1,29 @@
+"""The one way to open a Redis client: timeouts longer than any blocking read, retries on blips."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.config import Settings
+
+# XREADGROUP BLOCK stays well below the socket timeout, so a blocking read never times out.
+BLOCK_MS = 2000
+
+
+def create_redis(settings: Settings, name: str, max_connections: int | None = None) -> Redis:
+    if settings.redis_socket_timeout * 1000 <= BLOCK_MS:
+        raise ValueError("REDIS_SOCKET_TIMEOUT must be longer than the 2 s blocking read")
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        client_name=name,
+        max_connections=max_connections,
+        retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )

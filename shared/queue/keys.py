@@ -1,0 +1,39 @@
+"""Every Redis key and channel name of the queue; all carry the `{task_type}` hash tag.
+
+Everything one atomic step touches (a type's stream, its dead-letter stream and the records of
+its tasks) lives in one Redis Cluster slot, so the Lua steps stay valid on a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import Settings
+from shared.tasks import TaskType
+
+GROUP = "workers"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    queue_prefix: str
+    result_prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Keys:
+        return cls(settings.redis_queue_prefix, settings.redis_result_prefix)
+
+    def stream(self, task_type: TaskType) -> str:
+        return f"{self.queue_prefix}{{{task_type}}}"
+
+    def dead(self, task_type: TaskType) -> str:
+        return f"{self.queue_prefix}{{{task_type}}}:dead"
+
+    def record(self, task_type: TaskType, task_id: str) -> str:
+        return f"{self.result_prefix}{{{task_type}}}:{task_id}"
+
+    def channel(self, task_type: TaskType) -> str:
+        return f"{self.queue_prefix}{{{task_type}}}:done"
+
+    def channels(self) -> dict[str, TaskType]:
+        return {self.channel(t): t for t in TaskType}

@@ -1,0 +1,148 @@
+"""Encoding of stream entries and task records; the only place that knows their fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from shared.errors import InvalidPayloadError, TaskError
+from shared.tasks import (
+    QueueTask,
+    TaskStatus,
+    TaskType,
+    dumps,
+    loads,
+    parse_task_type,
+    validate_payload,
+)
+
+
+def ts(value: datetime) -> str:
+    return repr(value.timestamp())
+
+
+def entry_json(task: QueueTask) -> bytes:
+    """The immutable part of a task: what the stream entry carries and the record keeps."""
+    return dumps(
+        {
+            "task_id": task.task_id,
+            "type": task.type,
+            "user_id": task.user_id,
+            "data": task.data,
+            "created_at": task.created_at.timestamp(),
+            "charge_id": task.charge_id,
+        }
+    )
+
+
+def _time(raw: bytes | float | None) -> datetime | None:
+    return None if raw is None else datetime.fromtimestamp(float(raw), UTC)
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def build_task(static: dict[str, Any], state: dict[str, Any]) -> QueueTask:
+    """Join the immutable part with the mutable state (record fields or a completion message)."""
+    status = _text(state.get("status")) or "pending"
+    return QueueTask(
+        task_id=static["task_id"],
+        type=static["type"],
+        status=TaskStatus(status),
+        user_id=static["user_id"],
+        data=static["data"],
+        result=state.get("result"),
+        error=_text(state.get("error")),
+        created_at=datetime.fromtimestamp(static["created_at"], UTC),
+        started_at=_time(state.get("started_at")),
+        finished_at=_time(state.get("finished_at")),
+        attempts=int(state.get("attempts") or 0),
+        consumer=_text(state.get("consumer")),
+        charge_id=static.get("charge_id"),
+    )
+
+
+def task_from_record(fields: dict[bytes, bytes]) -> QueueTask | None:
+    """Build a QueueTask from HGETALL output, or None for a missing record."""
+    if b"task" not in fields:
+        return None
+    state: dict[str, Any] = {k.decode(): v for k, v in fields.items() if k != b"task"}
+    if "result" in state:
+        state["result"] = loads(state["result"])
+    return build_task(loads(fields[b"task"]), state)
+
+
+def completion_message(
+    delivery: Delivery, state: dict[str, Any], result_json: bytes | None, limit: int
+) -> bytes:
+    """The pub/sub announcement: the whole final task when small, else only its id and status.
+
+    Small results (replies, prompts) reach the waiter without a read; an image stays in its
+    record and is read once by whoever needs it.
+    """
+    size = len(delivery.raw) + (len(result_json) if result_json else 0)
+    if size > limit:
+        return dumps({"task_id": delivery.task.task_id, "status": state["status"]})
+    message = dict(state, task=orjson.Fragment(delivery.raw), task_id=delivery.task.task_id)
+    if result_json is not None:
+        message["result"] = orjson.Fragment(result_json)
+    return dumps(message)
+
+
+def task_from_message(message: dict[str, Any]) -> QueueTask | None:
+    """The final task carried by a completion message, or None when it must be read."""
+    static = message.get("task")
+    return None if static is None else build_task(static, message)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One stream entry handed to this consumer, parsed into its task."""
+
+    entry_id: str
+    task_type: TaskType
+    task: QueueTask
+    raw: bytes
+
+
+@dataclass(slots=True)
+class Malformed:
+    """An entry that cannot become a task; it is dead-lettered with the reason."""
+
+    entry_id: str
+    task_type: TaskType
+    fields: dict[bytes, bytes]
+    reason: str
+
+
+def parse_entry(
+    task_type: TaskType, entry_id: bytes, fields: dict[bytes, bytes], max_bytes: int
+) -> Delivery | Malformed:
+    """Parse one stream entry; anything unexpected becomes a Malformed with a readable reason."""
+    eid = entry_id.decode()
+    raw = fields.get(b"task")
+    if raw is None:
+        return Malformed(eid, task_type, fields, "entry has no 'task' field")
+    if len(raw) > max_bytes:
+        return Malformed(eid, task_type, fields, f"entry is {len(raw)} bytes, limit {max_bytes}")
+    try:
+        static: Any = loads(raw)
+        if not isinstance(static, dict):
+            raise InvalidPayloadError("task is not a JSON object")
+        if parse_task_type(static.get("type", "")) is not task_type:
+            raise InvalidPayloadError(f"task of type {static.get('type')!r} in {task_type} stream")
+        task = QueueTask(
+            task_id=static["task_id"],
+            type=task_type,
+            user_id=static["user_id"],
+            data=validate_payload(task_type, static["data"], static["task_id"]),
+            created_at=datetime.fromtimestamp(static["created_at"], UTC),
+            charge_id=static.get("charge_id"),
+        )
+    except (ValueError, KeyError, TypeError, TaskError) as exc:
+        return Malformed(eid, task_type, fields, f"malformed entry: {exc}")
+    return Delivery(eid, task_type, task, raw)

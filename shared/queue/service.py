@@ -1,0 +1,187 @@
+"""QueueService: the seed's API (enqueue, get, length, clear, wait) rebuilt on Redis Streams."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from shared.config import Settings, load_settings
+from shared.errors import InvalidPayloadError
+from shared.queue.connection import create_redis
+from shared.queue.consume import Outcome, StreamConsumer, ensure_group
+from shared.queue.inspect import QueueDepth, queue_depth
+from shared.queue.keys import Keys
+from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
+from shared.queue.scripts import Scripts
+from shared.queue.waiter import ResultWaiter
+from shared.tasks import QueueTask, TaskStatus, TaskType, now, parse_task_type, validate_payload
+
+log = structlog.get_logger(__name__)
+
+
+class QueueService:
+    """Producer-side entry point; also hands out the consumer primitives."""
+
+    def __init__(self, settings: Settings | None = None, client_name: str = "producer") -> None:
+        self.settings = settings or load_settings()
+        self.keys = Keys.from_settings(self.settings)
+        self._client_name = client_name
+        self._redis: Redis | None = None
+        self._scripts: Scripts | None = None
+        self._waiter: ResultWaiter | None = None
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("QueueService.connect() was not called")
+        return self._redis
+
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            raise RuntimeError("QueueService.connect() was not called")
+        return self._scripts
+
+    async def connect(self) -> None:
+        """Open the pool, load the Lua steps and create the consumer groups (idempotent)."""
+        if self._redis is not None:
+            return
+        self._redis = create_redis(self.settings, self._client_name)
+        self._scripts = Scripts(self._redis)
+        await self._scripts.load()
+        for task_type in TaskType:
+            await ensure_group(self._redis, self.keys, task_type)
+
+    async def close(self) -> None:
+        if self._waiter is not None:
+            await self._waiter.aclose()
+            self._waiter = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    def _new_task(
+        self,
+        task_type: TaskType,
+        user_id: int,
+        data: Any,
+        task_id: str | None,
+        charge_id: str | None,
+    ) -> tuple[QueueTask, bytes]:
+        task_id = task_id or str(uuid.uuid4())
+        payload = validate_payload(task_type, data, task_id)
+        task = QueueTask(
+            task_id=task_id,
+            type=task_type,
+            user_id=user_id,
+            data=payload,
+            created_at=now(),
+            charge_id=charge_id,
+        )
+        raw = entry_json(task)
+        if len(raw) > self.settings.max_payload_bytes:
+            limit = self.settings.max_payload_bytes
+            raise InvalidPayloadError(f"task is {len(raw)} bytes, limit {limit}", task_id)
+        return task, raw
+
+    def _enqueue_args(self, task: QueueTask, raw: bytes) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.stream(task.type), self.keys.record(task.type, task.task_id)]
+        return keys, [raw, self.settings.redis_task_ttl]
+
+    async def enqueue_task(
+        self,
+        task_type: TaskType | str,
+        user_id: int,
+        data: dict[str, Any],
+        *,
+        task_id: str | None = None,
+        charge_id: str | None = None,
+    ) -> str:
+        """Validate, then write the record and XADD the entry in one atomic step.
+
+        Idempotent by `task_id`: enqueuing the same id again adds nothing.
+        """
+        task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
+        keys, args = self._enqueue_args(task, raw)
+        await self.scripts.run("enqueue", keys, args)
+        log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
+        return task.task_id
+
+    async def enqueue_many(
+        self, task_type: TaskType | str, items: Sequence[tuple[int, dict[str, Any]]]
+    ) -> list[str]:
+        """Enqueue many tasks of one type in one round trip (each still atomic on its own)."""
+        kind = parse_task_type(task_type)
+        tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
+        pipe = self.redis.pipeline(transaction=False)
+        for task, raw in tasks:
+            keys, args = self._enqueue_args(task, raw)
+            self.scripts.queue(pipe, "enqueue", keys, args)
+        await self.scripts.execute(pipe)
+        return [task.task_id for task, _ in tasks]
+
+    async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:
+        """The stored task, looked up in every type's records unless the type is given."""
+        candidates = [task_type] if task_type else list(TaskType)
+        pipe = self.redis.pipeline(transaction=False)
+        for candidate in candidates:
+            pipe.hgetall(self.keys.record(candidate, task_id))
+        for fields in await pipe.execute():
+            task = task_from_record(fields) if fields else None
+            if task is not None:
+                return task
+        return None
+
+    async def get_queue_depth(
+        self, task_type: TaskType, with_consumers: bool = False
+    ) -> QueueDepth:
+        return await queue_depth(self.redis, self.keys, task_type, with_consumers)
+
+    async def get_queue_length(self, task_type: TaskType) -> int:
+        """Tasks not finished yet: waiting plus in flight (see get_queue_depth for the split)."""
+        return (await self.get_queue_depth(task_type)).unfinished
+
+    async def clear_queue(self, task_type: TaskType, reason: str = "cleared by operator") -> int:
+        """Fail every unfinished task of the type into its dead-letter stream; return the count."""
+        return len(await self.drain(task_type, reason))
+
+    async def drain(self, task_type: TaskType, reason: str) -> list[QueueTask]:
+        """Dead-letter every entry (waiting and in flight); return the tasks that were failed."""
+        consumer = StreamConsumer(self.redis, self.scripts, self.settings, "operator")
+        failed: list[QueueTask] = []
+        stream = self.keys.stream(task_type)
+        while entries := await self._range(stream):
+            parsed = [
+                parse_entry(task_type, eid, fields, self.settings.max_payload_bytes)
+                for eid, fields in entries
+            ]
+            outcomes = [self._drain_outcome(p, reason) for p in parsed if isinstance(p, Delivery)]
+            for bad in (p for p in parsed if isinstance(p, Malformed)):
+                await consumer.dead_letter_malformed(bad)
+            written = await consumer.finish(outcomes)
+            failed += [o.delivery.task for o, w in zip(outcomes, written, strict=True) if w]
+        log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
+        return failed
+
+    async def _range(self, stream: str) -> Any:
+        return await self.redis.xrange(stream, count=500)
+
+    @staticmethod
+    def _drain_outcome(delivery: Delivery, reason: str) -> Outcome:
+        return Outcome(delivery, TaskStatus.FAILED, 0, time.time(), error=reason, dead=True)
+
+    async def wait_for_task_result(
+        self, task_id: str, timeout: float = 60.0, task_type: TaskType | None = None
+    ) -> QueueTask:
+        """Wait for the final task through the process's shared pub/sub waiter."""
+        if self._waiter is None:
+            self._waiter = ResultWaiter(self.settings, f"{self._client_name}:waiter")
+        return await self._waiter.wait(task_id, timeout, task_type)
+
+    def consumer(self, name: str) -> StreamConsumer:
+        return StreamConsumer(self.redis, self.scripts, self.settings, name)

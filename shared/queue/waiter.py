@@ -1,0 +1,188 @@
+"""Waiting for results: one pub/sub connection and one reader per process, shared by all waiters.
+
+Order per waiter: subscribed (once, confirmed) -> register -> read the stored record, so a
+completion is either announced to a registered waiter or already visible in the record.
+After the pub/sub connection drops, every pending record is read again. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.config import Settings
+from shared.errors import TaskTimeoutError
+from shared.queue.keys import Keys
+from shared.queue.records import task_from_message, task_from_record
+from shared.tasks import FINAL_STATUSES, QueueTask, TaskType, loads
+
+log = structlog.get_logger(__name__)
+
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _single_connection_client(settings: Settings, name: str) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=1,
+        timeout=settings.redis_socket_timeout,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=5,
+        health_check_interval=10,
+        client_name=name,
+    )
+    return Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
+class ResultWaiter:
+    """Routes completion announcements to in-process futures."""
+
+    def __init__(self, settings: Settings, client_name: str = "waiter") -> None:
+        self._keys = Keys.from_settings(settings)
+        self._channels = self._keys.channels()
+        self._sub_client = _single_connection_client(settings, f"{client_name}:sub")
+        self._reader = _single_connection_client(settings, f"{client_name}:read")
+        self._futures: dict[str, list[asyncio.Future[QueueTask]]] = {}
+        self._types: dict[str, TaskType | None] = {}
+        self._to_read: dict[str, TaskType | None] = {}
+        self._read_wakeup = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._listen(), name="waiter-listen"),
+                asyncio.create_task(self._read_loop(), name="waiter-read"),
+            ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._sub_client.aclose()
+        await self._reader.aclose()
+
+    async def wait(
+        self, task_id: str, timeout: float, task_type: TaskType | None = None
+    ) -> QueueTask:
+        """Return the task once it is completed or failed; TaskTimeoutError after `timeout`."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[QueueTask] = loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+                self._futures.setdefault(task_id, []).append(future)
+                self._types[task_id] = task_type
+                self._request_read(task_id, task_type)
+                return await future
+        except TimeoutError:
+            raise TaskTimeoutError(
+                f"no result for task {task_id} after {timeout}s", task_id
+            ) from None
+        finally:
+            self._forget(task_id, future)
+
+    def pending_count(self) -> int:
+        return sum(len(f) for f in self._futures.values())
+
+    def _forget(self, task_id: str, future: asyncio.Future[QueueTask]) -> None:
+        waiting = self._futures.get(task_id)
+        if waiting and future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._futures.pop(task_id, None)
+            self._types.pop(task_id, None)
+
+    def _resolve(self, task: QueueTask) -> None:
+        for future in self._futures.get(task.task_id, []):
+            if not future.done():
+                future.set_result(task)
+
+    def _request_read(self, task_id: str, task_type: TaskType | None) -> None:
+        self._to_read[task_id] = task_type
+        self._read_wakeup.set()
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self._sub_client.pubsub()
+            try:
+                await pubsub.subscribe(*self._channels)
+                confirmed = 0
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        confirmed += 1
+                        if confirmed == len(self._channels):
+                            self._on_subscribed()
+                            backoff = 0.05
+                    elif message["type"] == "message":
+                        self._on_message(message)
+            except _REDIS_ERRORS as exc:
+                self._ready.clear()
+                log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(*_REDIS_ERRORS):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _on_subscribed(self) -> None:
+        # Announcements sent while we were not subscribed are gone: re-read every pending record.
+        for task_id, task_type in self._types.items():
+            self._request_read(task_id, task_type)
+        self._ready.set()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        data = loads(message["data"])
+        task_id = data.get("task_id")
+        if task_id not in self._futures:
+            return
+        task = task_from_message(data)
+        if task is not None:
+            self._resolve(task)
+        elif data.get("status") in FINAL_STATUSES:
+            self._request_read(task_id, self._channels.get(message["channel"].decode()))
+
+    async def _read_loop(self) -> None:
+        while True:
+            await self._read_wakeup.wait()
+            self._read_wakeup.clear()
+            batch, self._to_read = self._to_read, {}
+            batch = {tid: t for tid, t in batch.items() if tid in self._futures}
+            if not batch:
+                continue
+            try:
+                await self._read_records(batch)
+            except _REDIS_ERRORS as exc:
+                log.warning("waiter_read_failed", error=str(exc), pending=len(batch))
+                await asyncio.sleep(0.2)
+                for task_id, task_type in batch.items():
+                    self._to_read.setdefault(task_id, task_type)
+                self._read_wakeup.set()
+
+    async def _read_records(self, batch: dict[str, TaskType | None]) -> None:
+        """Read many records in one round trip (a type hint saves looking in every stream)."""
+        pipe = self._reader.pipeline(transaction=False)
+        order: list[str] = []
+        for task_id, task_type in batch.items():
+            for candidate in [task_type] if task_type else list(TaskType):
+                pipe.hgetall(self._keys.record(candidate, task_id))
+                order.append(task_id)
+        for task_id_, fields in zip(order, await pipe.execute(), strict=True):
+            task = task_from_record(fields) if fields else None
+            if task is not None and task.is_final and task.task_id == task_id_:
+                self._resolve(task)
