@@ -1,0 +1,168 @@
+"""`python -m consumers --name NAME [--types ...]`: one named consumer process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import structlog
+from redis.exceptions import RedisError
+
+from consumers.metrics import Metrics, serve_metrics, watch_streams
+from consumers.providers.base import ImageClient, LLMClient
+from consumers.providers.factory import build_image_client, build_llm_client
+from consumers.refunds import Refunder
+from consumers.registry import build_handlers
+from consumers.runner import ConsumerRunner
+from shared.config import Settings, load_settings
+from shared.db.engine import create_engine, create_sessionmaker
+from shared.errors import ConfigError
+from shared.logging import configure_logging
+from shared.queue import QueueService
+from shared.tasks import TaskType, parse_task_type
+
+log = structlog.get_logger("consumers")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumers",
+        description="Run one named consumer of the task streams. Several consumers, on one or "
+        "many machines, share the work through the Redis consumer groups.",
+    )
+    parser.add_argument(
+        "--name",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        help="consumer name, unique per running process (default: hostname-pid)",
+    )
+    parser.add_argument(
+        "--types",
+        default=",".join(t.value for t in TaskType),
+        help="comma-separated task types to serve (default: all three)",
+    )
+    parser.add_argument(
+        "--image-concurrency",
+        type=int,
+        help="parallel image generations (default MAX_CONCURRENT_IMAGE_GENERATIONS)",
+    )
+    parser.add_argument(
+        "--reply-concurrency",
+        type=int,
+        help="parallel replies (default MAX_CONCURRENT_REPLY_GENERATIONS)",
+    )
+    parser.add_argument(
+        "--prompt-concurrency",
+        type=int,
+        help="parallel image prompts (default MAX_CONCURRENT_PROMPT_GENERATIONS)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        help="seconds to finish in-flight tasks on SIGTERM (default SHUTDOWN_GRACE_SECONDS)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (default METRICS_PORT, off)",
+    )
+    parser.add_argument(
+        "--burst", action="store_true", help="exit once nothing is waiting or running"
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default LOG_LEVEL)")
+    return parser.parse_args(argv)
+
+
+def served_types(raw: str) -> list[TaskType]:
+    return [parse_task_type(part.strip()) for part in raw.split(",") if part.strip()]
+
+
+def concurrency(args: argparse.Namespace, settings: Settings) -> dict[TaskType, int]:
+    limits = {
+        TaskType.GENERATE_IMAGE: args.image_concurrency
+        or settings.max_concurrent_image_generations,
+        TaskType.GENERATE_REPLY: args.reply_concurrency
+        or settings.max_concurrent_reply_generations,
+        TaskType.GENERATE_IMAGE_PROMPT: args.prompt_concurrency
+        or settings.max_concurrent_prompt_generations,
+    }
+    if any(limit < 1 for limit in limits.values()):
+        raise ConfigError("concurrency limits must be at least 1")
+    return limits
+
+
+def build_clients(
+    settings: Settings, types: list[TaskType]
+) -> tuple[LLMClient | None, ImageClient | None]:
+    """Build only the providers the served types need; a misconfigured one stops the start."""
+    needs_llm = TaskType.GENERATE_REPLY in types or TaskType.GENERATE_IMAGE_PROMPT in types
+    llm = build_llm_client(settings) if needs_llm else None
+    images = build_image_client(settings) if TaskType.GENERATE_IMAGE in types else None
+    return llm, images
+
+
+async def connect_queue(queue: QueueService) -> None:
+    """Wait for Redis at start instead of crashing, logging each failed try."""
+    delay = 0.5
+    while True:
+        try:
+            await queue.connect()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("redis_unavailable", error=str(exc), retry_in=delay)
+        await queue.close()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> None:
+    types = served_types(args.types)
+    limits = concurrency(args, settings)
+    llm, images = build_clients(settings, types)
+    engine = create_engine(settings.database_url)
+    db = create_sessionmaker(engine)
+    queue = QueueService(settings, client_name=f"consumer:{args.name}")
+    port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
+    metrics = serve_metrics(port) if port else Metrics.disabled()
+    try:
+        handlers = build_handlers(types, llm, images, db)
+        await connect_queue(queue)
+        options = ConsumerRunner.options_from(settings, {t: limits[t] for t in types})
+        options.burst = args.burst
+        if args.grace is not None:
+            options.grace_seconds = args.grace
+        runner = ConsumerRunner(
+            queue.consumer(args.name), handlers, options, Refunder(db), metrics
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        watcher = asyncio.create_task(watch_streams(metrics, queue, types))
+        await runner.run()
+        watcher.cancel()
+    finally:
+        for client in (llm, images):
+            if client is not None:
+                await client.aclose()
+        await queue.close()
+        await engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(args.log_level or settings.log_level, settings.log_json)
+        asyncio.run(run(args, settings))
+    except ConfigError as exc:
+        print(f"consumer cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

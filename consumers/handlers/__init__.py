@@ -1,0 +1,1 @@
+"""One handler class per task type."""

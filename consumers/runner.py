@@ -1,0 +1,273 @@
+"""The consumer runtime: per-type slots, reads sized to free slots, claims, renewals, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import structlog
+from redis.exceptions import RedisError
+
+from consumers.completer import Completer
+from consumers.metrics import Metrics
+from consumers.registry import FailureHook, TaskHandler
+from shared.config import Settings
+from shared.errors import is_retryable
+from shared.queue import Delivery, Malformed, Outcome, StreamConsumer
+from shared.queue.connection import BLOCK_MS
+from shared.tasks import TaskStatus, TaskType, dumps
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class RunnerOptions:
+    limits: Mapping[TaskType, int]
+    claim_idle_ms: int = 10_000
+    claim_interval: float = 1.0
+    grace_seconds: float = 20.0
+    max_deliveries: int = 5
+    retry_base_seconds: float = 0.5
+    burst: bool = False  # stop once nothing is waiting or running (tests, scripts)
+
+
+@dataclass(slots=True)
+class _Running:
+    delivery: Delivery
+    task: asyncio.Task[None]
+
+
+@dataclass(slots=True)
+class _TypeState:
+    limit: int
+    running: dict[str, _Running] = field(default_factory=dict)
+    slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
+    last_claim: float = 0.0
+
+    @property
+    def free(self) -> int:
+        return self.limit - len(self.running)
+
+
+class ConsumerRunner:
+    """Runs handlers for the served task types until stopped."""
+
+    def __init__(
+        self,
+        consumer: StreamConsumer,
+        handlers: Mapping[TaskType, TaskHandler],
+        options: RunnerOptions,
+        on_failure: FailureHook | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.name = consumer.name
+        self._handlers = handlers
+        self._opts = options
+        self._on_failure = on_failure
+        self._metrics = metrics or Metrics.disabled()
+        self._states = {t: _TypeState(options.limits[t]) for t in handlers}
+        self._completer = Completer(consumer)
+        self._stopping = asyncio.Event()
+
+    @classmethod
+    def options_from(cls, settings: Settings, limits: Mapping[TaskType, int]) -> RunnerOptions:
+        return RunnerOptions(
+            limits=limits,
+            claim_idle_ms=int(settings.claim_idle_seconds * 1000),
+            grace_seconds=settings.shutdown_grace_seconds,
+            max_deliveries=settings.max_deliveries,
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def in_flight(self) -> int:
+        return sum(len(s.running) for s in self._states.values())
+
+    async def run(self) -> None:
+        """Serve until stop() (or, in burst mode, until idle), then shut down gracefully."""
+        self._completer.start()
+        limits = {str(t): s.limit for t, s in self._states.items()}
+        log.info("consumer_started", consumer=self.name, limits=limits)
+        loops = [asyncio.create_task(self._type_loop(t)) for t in self._states]
+        renewer = asyncio.create_task(self._renew_loop())
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for loop in loops:
+                loop.cancel()
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await self._shutdown()
+
+    async def _type_loop(self, task_type: TaskType) -> None:
+        state = self._states[task_type]
+        while not self._stopping.is_set():
+            state.slot_freed.clear()
+            if state.free <= 0:
+                await state.slot_freed.wait()
+                continue
+            try:
+                entries = await self._fetch(task_type, state)
+            except (RedisError, OSError) as exc:
+                log.warning("read_failed", task_type=task_type, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            if self._stopping.is_set():
+                await self._release_unstarted(entries)
+                break
+            await self._dispatch(task_type, entries)
+            if self._opts.burst and not entries and not state.running:
+                break
+
+    async def _fetch(self, task_type: TaskType, state: _TypeState) -> list[Delivery | Malformed]:
+        """Idle entries of dead consumers first, then new ones; never more than free slots."""
+        entries: list[Delivery | Malformed] = []
+        now = time.monotonic()
+        if now - state.last_claim >= self._opts.claim_interval:
+            state.last_claim = now
+            claimed = await self.consumer.claim_idle(
+                task_type, state.free, self._opts.claim_idle_ms
+            )
+            # Our own entries come back when our event loop stalled past the idle time: they
+            # are already running here, so they must not start twice.
+            entries = [e for e in claimed if e.entry_id not in state.running]
+        if not entries:
+            block = 100 if self._opts.burst else BLOCK_MS
+            entries = await self.consumer.read(task_type, state.free, block)
+        return entries
+
+    async def _release_unstarted(self, entries: list[Delivery | Malformed]) -> None:
+        handed = await self.consumer.hand_back([e for e in entries if isinstance(e, Delivery)])
+        if handed:
+            log.info("entries_handed_back", count=handed, reason="shutdown")
+
+    async def _dispatch(self, task_type: TaskType, entries: list[Delivery | Malformed]) -> None:
+        deliveries: list[Delivery] = []
+        for entry in entries:
+            if isinstance(entry, Malformed):
+                log.error(
+                    "malformed_entry",
+                    task_type=task_type,
+                    entry_id=entry.entry_id,
+                    reason=entry.reason,
+                    consumer=self.name,
+                )
+                await self.consumer.dead_letter_malformed(entry)
+                self._metrics.dead_lettered(task_type)
+            else:
+                deliveries.append(entry)
+        if not deliveries:
+            return
+        started = time.time()
+        attempts = await self.consumer.start(deliveries, started)
+        state = self._states[task_type]
+        for delivery, attempt in zip(deliveries, attempts, strict=True):
+            job = asyncio.create_task(self._run_one(delivery, attempt, started))
+            state.running[delivery.entry_id] = _Running(delivery, job)
+        self._metrics.set_in_flight(task_type, len(state.running))
+
+    async def _run_one(self, delivery: Delivery, attempt: int, started: float) -> None:
+        task = delivery.task
+        structlog.contextvars.bind_contextvars(
+            task_id=task.task_id, task_type=str(task.type), consumer=self.name
+        )
+        try:
+            outcome = await self._outcome(delivery, attempt, started)
+            if outcome is not None:
+                await self._completer.submit(outcome)
+        finally:
+            state = self._states[task.type]
+            state.running.pop(delivery.entry_id, None)
+            state.slot_freed.set()
+            self._metrics.set_in_flight(task.type, len(state.running))
+
+    async def _outcome(self, delivery: Delivery, attempt: int, started: float) -> Outcome | None:
+        task = delivery.task
+        if attempt < 0:  # finished by someone else already: only ack and delete the entry
+            log.info("task_duplicate_skipped")
+            return Outcome(delivery, TaskStatus.COMPLETED, 0, started)
+        if attempt > self._opts.max_deliveries:
+            reason = f"delivered {attempt} times, limit {self._opts.max_deliveries}"
+            return await self._final_failure(delivery, attempt, started, reason)
+        log.info("task_processing", attempt=attempt)
+        t0 = time.perf_counter()
+        try:
+            result = await self._handlers[task.type](task)
+        except Exception as exc:  # noqa: BLE001 - every failure must end acked, retried or dead
+            return await self._failed(delivery, attempt, started, exc)
+        elapsed = time.perf_counter() - t0
+        self._metrics.processed(task.type, elapsed)
+        log.info("task_completed", duration_ms=round(elapsed * 1000, 2))
+        result_json = dumps(result.model_dump())
+        return Outcome(delivery, TaskStatus.COMPLETED, attempt, started, result_json=result_json)
+
+    async def _failed(
+        self, delivery: Delivery, attempt: int, started: float, exc: Exception
+    ) -> Outcome | None:
+        error = f"{type(exc).__name__}: {exc}"
+        if is_retryable(exc) and attempt < self._opts.max_deliveries:
+            delay = min(self._opts.retry_base_seconds * 2 ** (attempt - 1), 30.0)
+            log.warning("task_retry", error=error, attempt=attempt, retry_in=delay)
+            self._metrics.retried(delivery.task_type)
+            if not self._stopping.is_set():
+                await asyncio.sleep(delay)
+            await self.consumer.hand_back([delivery])
+            return None
+        log.error("task_failed", error=error, attempt=attempt)
+        return await self._final_failure(delivery, attempt, started, error)
+
+    async def _final_failure(
+        self, delivery: Delivery, attempt: int, started: float, reason: str
+    ) -> Outcome | None:
+        """Refund first, then fail and dead-letter: the user is told only after the refund."""
+        try:
+            if self._on_failure is not None:
+                await self._on_failure(delivery.task, reason)
+        except Exception as exc:  # noqa: BLE001 - the task must come back, not be lost
+            log.error("refund_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self._opts.retry_base_seconds)
+            await self.consumer.hand_back([delivery])
+            return None
+        self._metrics.failed(delivery.task_type)
+        self._metrics.dead_lettered(delivery.task_type)
+        return Outcome(delivery, TaskStatus.FAILED, attempt, started, error=reason, dead=True)
+
+    async def _renew_loop(self) -> None:
+        """Keep running entries' idle time low so only a dead consumer's work looks idle."""
+        interval = self._opts.claim_idle_ms / 1000 / 3
+        while True:
+            await asyncio.sleep(interval)
+            for task_type, state in self._states.items():
+                if not state.running:
+                    continue
+                try:
+                    lost = await self.consumer.renew(task_type, list(state.running))
+                except (RedisError, OSError) as exc:
+                    log.warning("renew_failed", task_type=task_type, error=str(exc))
+                    continue
+                for entry_id in lost:
+                    log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
+
+    async def _shutdown(self) -> None:
+        """Finish in-flight work within the grace period, then hand the rest back at once."""
+        running = [r for s in self._states.values() for r in s.running.values()]
+        if running:
+            log.info("consumer_draining", in_flight=len(running), grace=self._opts.grace_seconds)
+            _, late = await asyncio.wait(
+                [r.task for r in running], timeout=self._opts.grace_seconds or None
+            )
+            unfinished = [r for r in running if r.task in late]
+            for r in unfinished:
+                r.task.cancel()
+            await asyncio.gather(*(r.task for r in unfinished), return_exceptions=True)
+            handed = await self.consumer.hand_back([r.delivery for r in unfinished])
+            if handed:
+                log.warning("entries_handed_back", count=handed, reason="grace period over")
+        await self._completer.aclose()
+        log.info("consumer_stopped", consumer=self.name)
