@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 @dataclass(slots=True)
 class RunnerOptions:
     limits: Mapping[TaskType, int]
-    claim_idle_ms: int = 10_000
+    claim_idle_ms: int = 6_000
     claim_interval: float = 1.0
     grace_seconds: float = 20.0
     max_deliveries: int = 5
@@ -72,6 +72,7 @@ class ConsumerRunner:
         self._states = {t: _TypeState(options.limits[t]) for t in handlers}
         self._completer = Completer(consumer)
         self._stopping = asyncio.Event()
+        self._stopped_at: float | None = None
 
     @classmethod
     def options_from(cls, settings: Settings, limits: Mapping[TaskType, int]) -> RunnerOptions:
@@ -83,7 +84,9 @@ class ConsumerRunner:
         )
 
     def stop(self) -> None:
-        self._stopping.set()
+        if not self._stopping.is_set():
+            self._stopped_at = time.monotonic()
+            self._stopping.set()
 
     def in_flight(self) -> int:
         return sum(len(s.running) for s in self._states.values())
@@ -258,10 +261,11 @@ class ConsumerRunner:
         """Finish in-flight work within the grace period, then hand the rest back at once."""
         running = [r for s in self._states.values() for r in s.running.values()]
         if running:
-            log.info("consumer_draining", in_flight=len(running), grace=self._opts.grace_seconds)
-            _, late = await asyncio.wait(
-                [r.task for r in running], timeout=self._opts.grace_seconds or None
-            )
+            # The grace period counts from the stop signal, not from when the reads returned.
+            since_stop = time.monotonic() - (self._stopped_at or time.monotonic())
+            grace = max(0.0, self._opts.grace_seconds - since_stop)
+            log.info("consumer_draining", in_flight=len(running), grace=round(grace, 2))
+            _, late = await asyncio.wait([r.task for r in running], timeout=grace)
             unfinished = [r for r in running if r.task in late]
             for r in unfinished:
                 r.task.cancel()

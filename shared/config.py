@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(10.0, gt=0)
     max_payload_bytes: int = Field(65536, gt=0)
     max_deliveries: int = Field(5, ge=1)
-    claim_idle_seconds: float = Field(10.0, gt=0)
+    claim_idle_seconds: float = Field(6.0, gt=0)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
 
     # Consumer concurrency per type (the seed's semaphores).

@@ -1,0 +1,98 @@
+"""Build the configured LLM and image clients from Settings; misconfiguration fails at start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import SecretStr
+
+from consumers.providers.base import ImageClient, LLMClient, RetryPolicy
+from consumers.providers.live3d import NO_API_MESSAGE
+from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.providers.replicate import ReplicateImageClient
+from consumers.providers.sd import SDImageClient
+from consumers.providers.venice import VeniceClient
+from consumers.providers.venice_image import VeniceImageClient
+from shared.config import ImageProvider, LLMProvider, Settings
+from shared.errors import ConfigError
+
+LIVE3D = "live3d"
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(budget_seconds=settings.provider_retry_seconds)
+
+
+def build_llm_client(settings: Settings, *, retry: RetryPolicy | None = None) -> LLMClient:
+    """LLM_PROVIDER=venice (default) needs VENICE_API_KEY; offline needs nothing."""
+    if settings.llm_provider is LLMProvider.OFFLINE:
+        return OfflineLLMClient()
+    return VeniceClient(
+        _require(settings.venice_api_key, "VENICE_API_KEY", "LLM_PROVIDER=venice"),
+        base_url=settings.venice_base_url,
+        model=settings.venice_model,
+        timeout=settings.provider_timeout_seconds,
+        retry=retry or retry_policy(settings),
+    )
+
+
+def choose_image_provider(settings: Settings) -> str:
+    """IMAGE_PROVIDER wins; otherwise the seed's order: USE_LIVE3D, USE_REPLICATE, local SD."""
+    if settings.image_provider is not None:
+        return settings.image_provider.value
+    if settings.use_live3d:
+        return LIVE3D
+    if settings.use_replicate:
+        return ImageProvider.REPLICATE.value
+    return ImageProvider.LOCAL.value
+
+
+def build_image_client(settings: Settings, *, retry: RetryPolicy | None = None) -> ImageClient:
+    """Raise ConfigError for Live3D or a chosen provider whose credentials are missing."""
+    choice = choose_image_provider(settings)
+    if choice == LIVE3D:
+        raise ConfigError(f"USE_LIVE3D=true: {NO_API_MESSAGE}")
+    builders: dict[str, Callable[[Settings, RetryPolicy], ImageClient]] = {
+        ImageProvider.LOCAL.value: _build_sd,
+        ImageProvider.REPLICATE.value: _build_replicate,
+        ImageProvider.VENICE.value: _build_venice_image,
+        ImageProvider.OFFLINE.value: lambda _settings, _retry: OfflineImageClient(),
+    }
+    return builders[choice](settings, retry or retry_policy(settings))
+
+
+def _build_sd(settings: Settings, retry: RetryPolicy) -> ImageClient:
+    return SDImageClient(
+        base_url=settings.image_api_url,
+        default_negative_prompt=settings.image_default_negative_prompt,
+        timeout=settings.provider_timeout_seconds,
+        retry=retry,
+    )
+
+
+def _build_replicate(settings: Settings, retry: RetryPolicy) -> ImageClient:
+    return ReplicateImageClient(
+        _require(settings.replicate_api_token, "REPLICATE_API_TOKEN", "the replicate provider"),
+        base_url=settings.replicate_base_url,
+        model=settings.replicate_model,
+        timeout=settings.provider_timeout_seconds,
+        retry=retry,
+    )
+
+
+def _build_venice_image(settings: Settings, retry: RetryPolicy) -> ImageClient:
+    return VeniceImageClient(
+        _require(settings.venice_api_key, "VENICE_API_KEY", "IMAGE_PROVIDER=venice"),
+        base_url=settings.venice_base_url,
+        model=settings.venice_image_model,
+        safe_mode=settings.venice_safe_mode,
+        default_negative_prompt=settings.image_default_negative_prompt,
+        timeout=settings.provider_timeout_seconds,
+        retry=retry,
+    )
+
+
+def _require(secret: SecretStr | None, variable: str, needed_by: str) -> SecretStr:
+    if secret is None or not secret.get_secret_value().strip():
+        raise ConfigError(f"{variable} is required for {needed_by} but is not set")
+    return secret

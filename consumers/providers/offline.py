@@ -1,0 +1,103 @@
+"""Offline providers: deterministic replies and locally drawn PNGs, for demos and tests."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+
+_REPLY_OPENINGS = (
+    "Ой, как интересно!",
+    "Знаешь, я как раз об этом думала.",
+    "Хм, дай подумать…",
+    "Ты всегда умеешь удивить меня.",
+    "Мне нравится, когда ты так пишешь.",
+    "Правда? Расскажи подробнее!",
+    "Ха, ты меня рассмешил.",
+    "Я скучала по нашим разговорам.",
+)
+_SCENES = ("cozy cafe", "city street at night", "sunny beach", "library", "rooftop at sunset")
+_LIGHTS = ("soft light", "warm golden light", "neon glow", "natural daylight", "candle light")
+_MOODS = ("gentle smile", "playful wink", "thoughtful look", "bright laugh", "shy glance")
+# A request mentioning these asks for an image prompt rather than an in-character reply.
+_PROMPT_MARKERS = ("prompt", "промпт", "stable diffusion")
+_ECHO_CHARS = 200
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("\x1f".join(parts).encode()).digest()
+
+
+class OfflineLLMClient:
+    """LLMClient that needs no network: the same messages always give the same Russian reply."""
+
+    name = "offline"
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> str:
+        system = "\n".join(m.get("content", "") for m in messages if m.get("role") == "system")
+        users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+        last_user = users[-1] if users else ""
+        digest = _digest(system, last_user)
+        if any(marker in f"{system}\n{last_user}".lower() for marker in _PROMPT_MARKERS):
+            return _image_prompt(digest)
+        opening = _REPLY_OPENINGS[digest[0] % len(_REPLY_OPENINGS)]
+        echo = " ".join(last_user.split())[:_ECHO_CHARS]
+        return f"{opening} Ты написал: «{echo}»" if echo else opening
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _image_prompt(digest: bytes) -> str:
+    scene = _SCENES[digest[1] % len(_SCENES)]
+    light = _LIGHTS[digest[2] % len(_LIGHTS)]
+    mood = _MOODS[digest[3] % len(_MOODS)]
+    return f"1girl, solo, anime style, {scene}, {light}, {mood}, detailed face, high quality"
+
+
+class OfflineImageClient:
+    """ImageClient that draws a diagonal two-colour gradient PNG chosen by the prompt's hash."""
+
+    name = "offline_image"
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+
+    async def generate(self, prompt: str, negative_prompt: str | None = None) -> bytes:
+        digest = _digest(prompt, negative_prompt or "")
+        return render_gradient_png(self.size, self.size, digest[0:3], digest[3:6])
+
+    async def aclose(self) -> None:
+        return None
+
+
+def render_gradient_png(width: int, height: int, start: bytes, end: bytes) -> bytes:
+    """A valid 8-bit RGB PNG fading from `start` (top left) to `end` (bottom right) colour."""
+    steps = max(width + height - 2, 1)
+    # Every pixel on a diagonal has the same colour, so each row is a slice of one palette.
+    palette = b"".join(
+        bytes(a + (b - a) * i // steps for a, b in zip(start, end, strict=True))
+        for i in range(width + height - 1)
+    )
+    rows = b"".join(b"\x00" + palette[y * 3 : (y + width) * 3] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"".join(
+        (
+            PNG_SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(rows, 6)),
+            _chunk(b"IEND", b""),
+        )
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)

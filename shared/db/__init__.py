@@ -1,0 +1,1 @@
+"""The shared relational database: models, engine, migrations and repositories."""

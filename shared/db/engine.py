@@ -1,0 +1,65 @@
+"""Engine and sessionmaker factories; built once per process by its composition root.
+
+Keep transactions short and never await network I/O inside one: on SQLite every transaction
+holds the database write lock, on PostgreSQL the row locks taken by charges and dialog switches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
+    """Build the async engine; a PostgreSQL `schema` becomes every connection's search_path."""
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        if schema is not None:
+            raise ValueError("SQLite has no schemas; pass schema=None")
+        engine = _create_async_engine(url)
+        _configure_sqlite(engine)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if schema is not None:
+        connect_args["server_settings"] = {"search_path": schema}
+    return _create_async_engine(
+        url,
+        connect_args=connect_args,
+        pool_size=5,
+        max_overflow=10,
+        # Survive database restarts and idle connections cut by proxies.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions keep loaded attributes after commit, so results can be used outside the block."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take BEGIN away from the sqlite3 driver, which defers it and breaks savepoints.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
+        # fail with SQLITE_BUSY on lock upgrade, and concurrent writers queue on busy_timeout.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

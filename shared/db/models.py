@@ -1,0 +1,203 @@
+"""ORM models of the shared database; the Alembic migrations mirror them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Explicit constraint names keep migrations deterministic across backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias), not a BIGINT one.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+NOW = text("CURRENT_TIMESTAMP")
+
+
+class Currency(StrEnum):
+    ENERGY = "energy"
+    DIAMONDS = "diamonds"
+
+
+class LedgerKind(StrEnum):
+    CHARGE = "charge"
+    REFUND = "refund"
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("energy >= 0", name="energy_non_negative"),
+        CheckConstraint("diamonds >= 0", name="diamonds_non_negative"),
+    )
+
+    # The Telegram user id, so never generated here.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(255))
+    language: Mapped[str | None] = mapped_column(String(16))
+    energy: Mapped[int] = mapped_column(Integer)
+    diamonds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+
+
+class Character(Base):
+    __tablename__ = "characters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    system_prompt: Mapped[str] = mapped_column(Text)
+    appearance: Mapped[str] = mapped_column(Text)
+    avatar_url: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+
+
+class Dialog(Base):
+    __tablename__ = "dialogs"
+    __table_args__ = (
+        # One active dialog per user; partial so any number of inactive ones may exist.
+        Index(
+            "uq_dialogs_active_user",
+            "user_id",
+            unique=True,
+            postgresql_where=text("is_active"),
+            sqlite_where=text("is_active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    character_id: Mapped[int] = mapped_column(Integer, ForeignKey("characters.id"))
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    photo_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=NOW
+    )
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        CheckConstraint("role IN ('user', 'assistant')", name="role"),
+        # Telegram message ids are unique per chat, not globally, so the key is per dialog.
+        UniqueConstraint("dialog_id", "telegram_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    dialog_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dialogs.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Task ids are uuids, unique across the whole pipeline.
+    task_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class PhotoEvent(Base):
+    """The idempotency record of one photo-counter bump."""
+
+    __tablename__ = "photo_events"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dialog_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dialogs.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger"
+    __table_args__ = (
+        CheckConstraint("currency IN ('energy', 'diamonds')", name="currency"),
+        CheckConstraint(
+            "(kind = 'charge' AND amount <= 0) OR (kind = 'refund' AND amount >= 0)",
+            name="kind_sign",
+        ),
+        UniqueConstraint("task_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    currency: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(255))
+    # The charge id: the refund of a charge carries the same one.
+    task_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+
+
+class Delivery(Base):
+    """A result the bot must send exactly once; delivered_at is set by the one claimer."""
+
+    __tablename__ = "deliveries"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

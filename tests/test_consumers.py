@@ -1,0 +1,268 @@
+"""Consumer runtime in-process: each handler end to end, limits, retries, poison, delivery cap."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.providers.venice import VeniceClient
+from consumers.refunds import Refunder
+from consumers.registry import TaskHandler, build_handlers
+from consumers.runner import ConsumerRunner, RunnerOptions
+from shared.config import Settings
+from shared.db import repositories as repo
+from shared.db.models import Currency, Dialog
+from shared.errors import ProviderUnavailableError
+from shared.queue import Delivery, QueueService
+from shared.tasks import ImagePromptResult, QueueTask, TaskStatus, TaskType, dumps
+from tests.consumer_helpers import SlowVenice, World, count_replies, ledger, make_world
+from tests.fixtures_db import Sessions
+
+ALL = list(TaskType)
+
+
+@pytest.fixture
+async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
+    service = QueueService(settings)
+    await service.connect()
+    yield service
+    await service.close()
+
+
+def options(limit: int = 10, **kw: Any) -> RunnerOptions:
+    return RunnerOptions(limits=dict.fromkeys(TaskType, limit), burst=True, **kw)
+
+
+def offline_handlers(db: Sessions) -> dict[TaskType, TaskHandler]:
+    return build_handlers(ALL, OfflineLLMClient(), OfflineImageClient(), db)
+
+
+def reply_payload(world: World, text: str = "Привет!") -> dict[str, Any]:
+    return {
+        "system_prompt": "Ты Мира.",
+        "history": [],
+        "dialog_id": world.dialog_id,
+        "user_message": text,
+    }
+
+
+async def charge(db: Sessions, world: World, charge_id: str, currency: str = "diamonds") -> None:
+    async with db.begin() as session:
+        await repo.charge(
+            session, world.user_id, Currency(currency), 1, charge_id=charge_id, reason="t"
+        )
+
+
+async def test_each_task_type_end_to_end(queue: QueueService, db: Sessions) -> None:
+    world = await make_world(db)
+    reply_id = await queue.enqueue_task(
+        TaskType.GENERATE_REPLY, world.user_id, reply_payload(world)
+    )
+    prompt_id = await queue.enqueue_task(
+        TaskType.GENERATE_IMAGE_PROMPT,
+        world.user_id,
+        {
+            "girl_name": "Мира",
+            "girl_description": "auburn hair",
+            "recent_dialogue": [{"role": "user", "content": "Покажи себя"}],
+        },
+    )
+    image_id = await queue.enqueue_task(
+        TaskType.GENERATE_IMAGE,
+        world.user_id,
+        {"prompt": "girl in a cafe", "dialog_id": world.dialog_id, "girl_id": world.character_id},
+    )
+    runner = ConsumerRunner(queue.consumer("c1"), offline_handlers(db), options())
+    await runner.run()
+    reply = await queue.wait_for_task_result(reply_id, timeout=5)
+    assert reply.status is TaskStatus.COMPLETED and reply.result
+    assert reply.result["dialog_id"] == world.dialog_id and reply.result["reply"]
+    assert await count_replies(db, world.dialog_id) == (1, 1)
+    prompt = await queue.wait_for_task_result(prompt_id, timeout=5)
+    assert prompt.result and prompt.result["prompt"]
+    image = await queue.wait_for_task_result(image_id, timeout=5)
+    assert image.result is not None
+    png = base64.b64decode(image.result["image_base64"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and image.result["image_size"] == len(png)
+    assert image.result["girl_id"] == world.character_id
+    async with db() as session:
+        dialog = await session.get(Dialog, world.dialog_id)
+    assert dialog is not None and dialog.photo_count == 1
+
+
+async def test_redelivered_tasks_do_not_repeat_side_effects(
+    queue: QueueService, db: Sessions
+) -> None:
+    world = await make_world(db)
+    handlers = offline_handlers(db)
+    reply_id = await queue.enqueue_task(TaskType.GENERATE_REPLY, 1, reply_payload(world))
+    image_id = await queue.enqueue_task(
+        TaskType.GENERATE_IMAGE, 1, {"prompt": "x", "dialog_id": world.dialog_id}
+    )
+    for task_id, task_type in (
+        (reply_id, TaskType.GENERATE_REPLY),
+        (image_id, TaskType.GENERATE_IMAGE),
+    ):
+        task = await queue.get_task(task_id)
+        assert task is not None
+        await handlers[task_type](task)
+        await handlers[task_type](task)  # a redelivery runs the handler again
+    assert await count_replies(db, world.dialog_id) == (1, 1)
+    async with db() as session:
+        photo_count = await session.scalar(
+            select(Dialog.photo_count).where(Dialog.id == world.dialog_id)
+        )
+    assert photo_count == 1
+
+
+async def test_concurrency_limit_bounds_parallel_provider_calls(
+    queue: QueueService, db: Sessions, settings: Settings
+) -> None:
+    world = await make_world(db)
+    async with SlowVenice(delay=0.3) as venice:
+        llm = VeniceClient(SecretStr(venice.api_key), base_url=venice.url)
+        handlers = build_handlers([TaskType.GENERATE_REPLY], llm, None, db)
+        await queue.enqueue_many(
+            TaskType.GENERATE_REPLY, [(1, reply_payload(world, f"m{i}")) for i in range(12)]
+        )
+        opts = RunnerOptions(limits={TaskType.GENERATE_REPLY: 3}, burst=True)
+        await ConsumerRunner(queue.consumer("c1"), handlers, opts).run()
+        await llm.aclose()
+    assert venice.peak == 3
+    assert len(venice.chat_requests) == 12
+    assert await count_replies(db, world.dialog_id) == (12, 12)
+
+
+class Flaky:
+    """Fails the first `failures` calls as a provider outage, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self, task: QueueTask) -> ImagePromptResult:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ProviderUnavailableError("upstream 503", "fake", 503)
+        return ImagePromptResult(prompt="ok")
+
+
+PROMPT = {"girl_name": "a", "girl_description": "b"}
+
+
+async def test_retryable_failure_is_retried_then_completes(queue: QueueService) -> None:
+    task_id = await queue.enqueue_task(TaskType.GENERATE_IMAGE_PROMPT, 1, PROMPT)
+    handler = Flaky(failures=2)
+    opts = options(retry_base_seconds=0.01)
+    await ConsumerRunner(
+        queue.consumer("c1"), {TaskType.GENERATE_IMAGE_PROMPT: handler}, opts
+    ).run()
+    task = await queue.wait_for_task_result(task_id, timeout=5)
+    assert task.status is TaskStatus.COMPLETED and task.attempts == 3
+    assert handler.calls == 3
+
+
+async def test_permanent_failure_dead_letters_and_refunds_once(
+    queue: QueueService, db: Sessions, redis_client: aioredis.Redis
+) -> None:
+    world = await make_world(db, diamonds=5)
+    charge_id = "photo-charge-1"
+    await charge(db, world, charge_id)
+    task_id = await queue.enqueue_task(
+        TaskType.GENERATE_IMAGE_PROMPT, world.user_id, PROMPT, charge_id=charge_id
+    )
+    handler = Flaky(failures=99)
+    opts = options(max_deliveries=3, retry_base_seconds=0.01)
+    runner = ConsumerRunner(
+        queue.consumer("c1"),
+        {TaskType.GENERATE_IMAGE_PROMPT: handler},
+        opts,
+        on_failure=Refunder(db),
+    )
+    await runner.run()
+    task = await queue.wait_for_task_result(task_id, timeout=5)
+    assert task.status is TaskStatus.FAILED and "upstream 503" in (task.error or "")
+    assert handler.calls == 3
+    assert await ledger(db, world.user_id) == [("charge", -1, charge_id), ("refund", 1, charge_id)]
+    async with db() as session:
+        assert await repo.balance(session, world.user_id) == (100, 5)
+    dead: Any = await redis_client.xrange(queue.keys.dead(TaskType.GENERATE_IMAGE_PROMPT))
+    assert len(dead) == 1 and b"upstream 503" in dead[0][1][b"reason"]
+
+
+async def test_poison_entries_are_dead_lettered_while_good_ones_flow(
+    queue: QueueService, db: Sessions, redis_client: aioredis.Redis
+) -> None:
+    world = await make_world(db)
+    stream = queue.keys.stream(TaskType.GENERATE_REPLY)
+    good = []
+    for i in range(10):
+        await redis_client.xadd(stream, {"task": b"{broken json"})
+        await redis_client.xadd(stream, {"task": dumps({"task_id": f"bad{i}", "type": "nope"})})
+        good.append(
+            await queue.enqueue_task(TaskType.GENERATE_REPLY, 1, reply_payload(world, f"m{i}"))
+        )
+    await ConsumerRunner(queue.consumer("c1"), offline_handlers(db), options()).run()
+    for task_id in good:
+        task = await queue.wait_for_task_result(task_id, timeout=5)
+        assert task.status is TaskStatus.COMPLETED
+    assert await redis_client.xlen(queue.keys.dead(TaskType.GENERATE_REPLY)) == 20
+    depth = await queue.get_queue_depth(TaskType.GENERATE_REPLY)
+    assert (depth.waiting, depth.in_flight, depth.stream_length) == (0, 0, 0)
+
+
+async def test_delivery_cap_dead_letters_a_task_that_keeps_crashing_consumers(
+    queue: QueueService, db: Sessions
+) -> None:
+    world = await make_world(db, diamonds=3)
+    await charge(db, world, "c-cap")
+    task_id = await queue.enqueue_task(
+        TaskType.GENERATE_IMAGE_PROMPT, world.user_id, PROMPT, charge_id="c-cap"
+    )
+    # Two consumers take the entry and die without finishing (as a poison task would cause).
+    for name in ("crash-1", "crash-2"):
+        consumer = queue.consumer(name)
+        entries = await consumer.claim_idle(TaskType.GENERATE_IMAGE_PROMPT, 1, 50)
+        entries = entries or await consumer.read(TaskType.GENERATE_IMAGE_PROMPT, 1, 100)
+        await consumer.start([e for e in entries if isinstance(e, Delivery)], time.time())
+        await asyncio.sleep(0.1)
+    handler = Flaky(failures=0)
+    opts = options(max_deliveries=2, claim_idle_ms=50)
+    runner = ConsumerRunner(
+        queue.consumer("c3"),
+        {TaskType.GENERATE_IMAGE_PROMPT: handler},
+        opts,
+        on_failure=Refunder(db),
+    )
+    await runner.run()
+    task = await queue.wait_for_task_result(task_id, timeout=5)
+    assert task.status is TaskStatus.FAILED and "delivered 3 times, limit 2" in (task.error or "")
+    assert handler.calls == 0
+    assert [k for k, _, _ in await ledger(db, world.user_id)] == ["charge", "refund"]
+
+
+async def test_refund_needs_a_charge(queue: QueueService, db: Sessions) -> None:
+    world = await make_world(db, diamonds=2)
+    task_id = await queue.enqueue_task(
+        TaskType.GENERATE_IMAGE_PROMPT, world.user_id, PROMPT, charge_id="never-charged"
+    )
+    opts = options(max_deliveries=1)
+    await ConsumerRunner(
+        queue.consumer("c1"),
+        {TaskType.GENERATE_IMAGE_PROMPT: Flaky(9)},
+        opts,
+        on_failure=Refunder(db),
+    ).run()
+    assert (await queue.wait_for_task_result(task_id, timeout=5)).status is TaskStatus.FAILED
+    assert await ledger(db, world.user_id) == []
+    async with db() as session:
+        assert await repo.balance(session, world.user_id) == (100, 2)
