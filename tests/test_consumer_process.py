@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from scripts.private_redis import PrivateRedis
 from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
@@ -32,7 +33,6 @@ from tests.consumer_helpers import (
     stop_process,
 )
 from tests.fixtures_db import Backend, Sessions
-from tests.redis_server import PrivateRedis
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -14,16 +14,20 @@ from shared.config import Settings
 BLOCK_MS = 2000
 
 
-def create_redis(settings: Settings, name: str, max_connections: int | None = None) -> Redis:
+def create_redis(settings: Settings, name: str, max_connections: int = 64) -> Redis:
+    """A client over a bounded pool: under a burst, callers wait for a free connection
+    (up to the socket timeout) instead of opening hundreds or failing."""
     if settings.redis_socket_timeout * 1000 <= BLOCK_MS:
         raise ValueError("REDIS_SOCKET_TIMEOUT must be longer than the 2 s blocking read")
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=max_connections,
+        timeout=settings.redis_socket_timeout,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=5,
         health_check_interval=30,
         client_name=name,
-        max_connections=max_connections,
         retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), 3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return Redis.from_pool(pool)

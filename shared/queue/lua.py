@@ -97,15 +97,18 @@ return redis.call('XADD', KEYS[1], '*', 'task', ARGV[5])
 """
 
 # KEYS: stream. ARGV: group, consumer, ids... Renews the idle time of entries this consumer
-# still owns (XCLAIM JUSTID does not bump the delivery count) and returns the ids it lost.
+# still owns (XCLAIM JUSTID does not bump the delivery count) and returns the ids another
+# consumer took; ids no longer pending (finished meanwhile) are skipped.
 RENEW = """
 local lost = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  else
-    lost[#lost + 1] = ARGV[i]
+  if #p == 1 then
+    if p[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      lost[#lost + 1] = ARGV[i]
+    end
   end
 end
 return lost
@@ -119,6 +122,50 @@ if r[3] and #r[3] > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(r[3])) en
 return {r[1], r[2]}
 """
 
+# KEYS: stream. ARGV: group, consumer, min idle ms.
+# Deletes a consumer only if it has been idle that long and owns no pending entry, in one step:
+# XGROUP DELCONSUMER would otherwise drop its pending entries, and a check made outside the
+# script could be outdated by a read the consumer makes in between. Returns 1 if deleted.
+DELETE_CONSUMER = """
+local idle = nil
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, ms = nil, nil
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'idle' then ms = c[i + 1] end
+  end
+  if name == ARGV[2] then idle = ms end
+end
+if idle == nil or idle < tonumber(ARGV[3]) then return 0 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: stream, dead, record. ARGV: dead entry id, task ttl.
+# Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
+# stream, the record is reset to a fresh pending task (attempts 0, so the delivery cap starts
+# over) and the dead entry is deleted. Returns {1, new entry id} or {0, why not}: the dead entry
+# is gone (replayed or purged meanwhile), has no `task` (a raw malformed entry), or its task has
+# completed since (running it again would repeat its side effects).
+REPLAY_DEAD = """
+local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
+if #found == 0 then return {0, 'not in the dead-letter stream'} end
+local task = nil
+local fields = found[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'task' then task = fields[i + 1] end
+end
+if not task then return {0, 'no task field (malformed entry)'} end
+if redis.call('HGET', KEYS[3], 'status') == 'completed' then
+  return {0, 'task completed since'}
+end
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'task', task, 'status', 'pending', 'attempts', 0)
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[1])
+return {1, redis.call('XADD', KEYS[1], '*', 'task', task)}
+"""
+
 SCRIPTS = {
     "enqueue": ENQUEUE,
     "start": START,
@@ -128,4 +175,6 @@ SCRIPTS = {
     "requeue": REQUEUE,
     "renew": RENEW,
     "claim": CLAIM,
+    "delete_consumer": DELETE_CONSUMER,
+    "replay_dead": REPLAY_DEAD,
 }

@@ -1,4 +1,4 @@
-"""A private redis-server on a free loopback port, for tests that restart or kill Redis."""
+"""A private redis-server on a free loopback port (Redis restart tests, `bench --own-redis`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class PrivateRedis:
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed (scripts/test.sh installs it)")
+            raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
         self.binary = binary
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="private-redis-"))

@@ -1,0 +1,73 @@
+"""Builds the Bot and the Dispatcher: routers in a fixed order, the logging middleware, hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiogram import BaseMiddleware, Bot, Dispatcher
+from aiogram.types import BotCommand, TelegramObject, Update
+from aiogram.utils.token import TokenValidationError, validate_token
+
+from producer import texts
+from producer.handlers import account, admin, dialogue, errors, generate, photo, start
+from producer.services import Services
+from producer.telegram_session import create_session
+from shared.config import Settings
+from shared.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+
+class LogContextMiddleware(BaseMiddleware):
+    """Binds update_id and user_id to every log line written while the update is handled."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        if not isinstance(event, Update):
+            return await handler(event, data)
+        user = data.get("event_from_user")
+        user_id = user.id if user is not None else None
+        with structlog.contextvars.bound_contextvars(update_id=event.update_id, user_id=user_id):
+            return await handler(event, data)
+
+
+def build_bot(settings: Settings) -> Bot:
+    """The Bot; ConfigError naming BOT_TOKEN if it is missing or malformed (never its value)."""
+    if settings.bot_token is None or not settings.bot_token.get_secret_value():
+        raise ConfigError("BOT_TOKEN is not set: get one from @BotFather")
+    try:
+        validate_token(settings.bot_token.get_secret_value())
+    except TokenValidationError:
+        raise ConfigError("BOT_TOKEN is malformed: expected <digits>:<secret>") from None
+    return Bot(settings.bot_token.get_secret_value(), session=create_session(settings))
+
+
+def build_dispatcher(services: Services) -> Dispatcher:
+    dispatcher = Dispatcher(services=services)
+    dispatcher.update.outer_middleware(LogContextMiddleware())
+    # Commands first, the free-text dialogue last; the errors router sees every failure.
+    for module in (start, account, admin, generate, photo, dialogue, errors):
+        dispatcher.include_router(module.create_router())
+    dispatcher.startup.register(_on_startup)
+    dispatcher.shutdown.register(_on_shutdown)
+    return dispatcher
+
+
+async def _on_startup(bot: Bot, services: Services) -> None:
+    commands = [
+        BotCommand(command=name, description=text) for name, text in texts.COMMANDS.items()
+    ]
+    await bot.set_my_commands(commands)
+    await services.deliveries.resume()
+    log.info("bot_started", bot_id=bot.id)
+
+
+async def _on_shutdown(services: Services) -> None:
+    await services.deliveries.close()
+    log.info("bot_stopped")

@@ -1,0 +1,139 @@
+"""How the bot talks to a user: the Sender protocol, its Telegram side, text splitting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BufferedInputFile
+
+from producer.keyboards import photo_keyboard
+
+log = structlog.get_logger(__name__)
+
+# Telegram counts message length in UTF-16 code units.
+TELEGRAM_TEXT_LIMIT = 4096
+# A chat action shows for up to 5 s; renewing a little earlier keeps it from flickering.
+CHAT_ACTION_INTERVAL = 4.5
+
+_BOUNDARIES = (
+    re.compile(r"\n\s*\n"),
+    re.compile(r"\n"),
+    re.compile(r"(?<=[.!?…])\s+"),
+    re.compile(r"\s+"),
+)
+
+
+class ChatAction(StrEnum):
+    TYPING = "typing"
+    UPLOAD_PHOTO = "upload_photo"
+
+
+class Sender(Protocol):
+    """Everything the conversation needs from a transport (Telegram, the console)."""
+
+    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None: ...
+
+    async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None: ...
+
+    async def chat_action(self, chat_id: int, kind: ChatAction) -> None: ...
+
+
+class TelegramSender:
+    """Sender on an aiogram Bot; flood waits are handled by the session middleware."""
+
+    def __init__(self, bot: Bot) -> None:
+        self._bot = bot
+
+    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
+        markup = photo_keyboard() if photo_button else None
+        await self._bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)
+
+    async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:
+        photo = BufferedInputFile(data, filename=f"photo{image_extension(data)}")
+        await self._bot.send_photo(chat_id=chat_id, photo=photo, caption=caption)
+
+    async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
+        # Only a hint for the user: losing one must never break a delivery.
+        try:
+            await self._bot.send_chat_action(chat_id=chat_id, action=kind.value)
+        except TelegramAPIError as exc:
+            log.debug("chat_action_failed", chat_id=chat_id, error=str(exc))
+
+
+@contextlib.asynccontextmanager
+async def chat_action_kept(
+    sender: Sender, chat_id: int, kind: ChatAction, interval: float = CHAT_ACTION_INTERVAL
+) -> AsyncIterator[None]:
+    """Show `kind` in the chat for as long as the block runs."""
+
+    async def renew() -> None:
+        while True:
+            await sender.chat_action(chat_id, kind)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(renew(), name=f"chat-action-{chat_id}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def image_extension(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return ".png"
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _prefix_within(text: str, limit: int) -> int:
+    """Length (in characters) of the longest prefix that fits in `limit` UTF-16 units."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _units(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _cut(text: str, limit: int) -> tuple[str, str]:
+    """Split off a head that fits, preferring a paragraph, a line, a sentence, then a word."""
+    fits = _prefix_within(text, limit)
+    # One character more: whitespace right after the limit is a boundary, and it is dropped.
+    window = text[: fits + 1]
+    for boundary in _BOUNDARIES:
+        ends = [m for m in boundary.finditer(window) if 0 < m.start() <= fits]
+        if ends:
+            last = ends[-1]
+            return text[: last.start()], text[last.end() :]
+    return text[:fits], text[fits:]
+
+
+def split_text(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
+    """Split a text into messages of at most `limit` units, at the most natural boundary."""
+    parts: list[str] = []
+    rest = text.strip()
+    while _units(rest) > limit:
+        head, rest = _cut(rest, limit)
+        if head.strip():
+            parts.append(head.rstrip())
+        rest = rest.lstrip()
+    if rest:
+        parts.append(rest)
+    return parts

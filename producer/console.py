@@ -1,0 +1,190 @@
+"""`python -m producer --console`: one user's chat on stdin/stdout, on the bot's own code path.
+
+Messages go through the same Conversation and Deliveries as on Telegram (charge, enqueue,
+pub/sub wait, claimed delivery); only the Sender differs: text is printed, photos are written
+to files whose paths are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from producer import texts
+from producer.channel import ChatAction, image_extension
+from producer.conversation import Incoming, Profile
+from producer.services import Services, build_services
+from shared.config import Settings
+from shared.db.models import Character
+from shared.errors import PipelineError
+from shared.queue import QueueService
+
+
+class ConsoleSender:
+    """Sender that prints messages and saves photos as files."""
+
+    def __init__(self, out: TextIO, photo_dir: Path) -> None:
+        self._out = out
+        self._photo_dir = photo_dir
+        self._photos = itertools.count(1)
+
+    def _print(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
+
+    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
+        self._print(texts.console_message(text))
+        if photo_button:
+            self._print(texts.CONSOLE_PHOTO_HINT)
+
+    async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:
+        self._photo_dir.mkdir(parents=True, exist_ok=True)
+        name = f"photo-{int(time.time())}-{next(self._photos)}{image_extension(data)}"
+        path = (self._photo_dir / name).resolve()
+        await asyncio.to_thread(path.write_bytes, data)
+        self._print(texts.console_photo(str(path)))
+
+    async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
+        return None
+
+
+class Console:
+    """Reads one command or message per line, like the bot's handlers do per update."""
+
+    def __init__(self, services: Services, profile: Profile) -> None:
+        self._services = services
+        self._profile = profile
+        self._chat_id = profile.user_id
+        # Message ids must not repeat across runs: they make the task ids.
+        self._message_ids = itertools.count(time.time_ns() // 1_000_000)
+        self._listed: list[Character] = []
+        self._confirming_delete = False
+        self._commands: dict[str, Callable[[str], Awaitable[None]]] = {
+            "/start": self._start,
+            "/characters": self._characters,
+            "/photo": self._photo,
+            "/generate": self._generate,
+            "/balance": self._balance,
+            "/reset": self._reset,
+            "/help": self._help,
+            "/privacy": self._privacy,
+            "/delete_me": self._delete_me,
+        }
+
+    async def handle(self, line: str) -> bool:
+        """Handle one input line; False when the user quits."""
+        command, _, rest = line.partition(" ")
+        if command == "/quit":
+            return False
+        try:
+            await self._dispatch(line, command, rest.strip())
+        except PipelineError as exc:
+            await self._say(texts.error_text(exc))
+        return True
+
+    async def _dispatch(self, line: str, command: str, rest: str) -> None:
+        confirming, self._confirming_delete = self._confirming_delete, False
+        if not line:
+            return
+        if confirming and line.lower() in texts.CONSOLE_YES:
+            await self._services.conversation.delete_data(self._profile.user_id)
+            await self._say(texts.DELETE_DONE)
+        elif handler := self._commands.get(command):
+            await handler(rest)
+        elif line.startswith("/"):
+            await self._say(texts.UNKNOWN_COMMAND)
+        elif line.isdigit() and self._listed:
+            await self._choose(int(line))
+        else:
+            await self._services.conversation.reply(self._incoming(line))
+
+    def _incoming(self, text: str) -> Incoming:
+        return Incoming(self._chat_id, next(self._message_ids), text, self._profile)
+
+    async def _say(self, text: str) -> None:
+        await self._services.sender.send_text(self._chat_id, text)
+
+    async def _start(self, _: str) -> None:
+        user, characters = await self._services.conversation.start(self._profile)
+        await self._say(texts.greeting(self._profile.name, user.energy, user.diamonds))
+        await self._list(characters)
+
+    async def _characters(self, _: str) -> None:
+        await self._list(await self._services.conversation.characters())
+
+    async def _list(self, characters: list[Character]) -> None:
+        self._listed = characters
+        if not characters:
+            await self._say(texts.NO_CHARACTERS)
+            return
+        await self._say(texts.console_characters([c.name for c in characters]))
+
+    async def _choose(self, number: int) -> None:
+        if not 1 <= number <= len(self._listed):
+            await self._say(texts.UNKNOWN_CHARACTER)
+            return
+        chosen = self._listed[number - 1]
+        character = await self._services.conversation.choose_character(self._profile, chosen.id)
+        if character is None:
+            await self._say(texts.UNKNOWN_CHARACTER)
+            return
+        await self._say(texts.character_chosen(character.name, character.description))
+
+    async def _photo(self, _: str) -> None:
+        await self._services.conversation.photo(self._chat_id, self._profile, uuid.uuid4().hex)
+
+    async def _generate(self, rest: str) -> None:
+        await self._services.conversation.generate(self._incoming(rest))
+
+    async def _balance(self, _: str) -> None:
+        energy, diamonds = await self._services.conversation.balance(self._profile)
+        await self._say(texts.balance(energy, diamonds))
+
+    async def _reset(self, _: str) -> None:
+        character = await self._services.conversation.reset(self._profile.user_id)
+        await self._say(texts.NO_DIALOG if character is None else texts.reset_done(character.name))
+
+    async def _help(self, _: str) -> None:
+        settings = self._services.settings
+        await self._say(texts.help_text(settings.reply_energy_cost, settings.image_diamond_cost))
+
+    async def _privacy(self, _: str) -> None:
+        await self._say(texts.PRIVACY)
+
+    async def _delete_me(self, _: str) -> None:
+        self._confirming_delete = True
+        await self._say(f"{texts.DELETE_QUESTION}\n{texts.CONSOLE_CONFIRM_HINT}")
+
+
+async def run_console(
+    settings: Settings,
+    db: async_sessionmaker[AsyncSession],
+    queue: QueueService,
+    *,
+    photo_dir: Path,
+    user_id: int,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Chat until /quit or end of input; each line waits for its results before the next."""
+    services = build_services(settings, db, queue, ConsoleSender(out, photo_dir))
+    console = Console(services, Profile(user_id, texts.CONSOLE_USER_NAME, "ru"))
+    out.write(texts.CONSOLE_INTRO + "\n")
+    out.flush()
+    try:
+        # A thread reads stdin, so a blocking read never stalls deliveries on the loop.
+        while line := await asyncio.to_thread(stdin.readline):
+            if not await console.handle(line.strip()):
+                break
+            await services.deliveries.wait_idle(settings.image_wait_seconds)
+    finally:
+        await services.deliveries.wait_idle(settings.image_wait_seconds)
+        await services.deliveries.close()

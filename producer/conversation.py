@@ -1,0 +1,319 @@
+"""The bot's use cases, shared by the Telegram handlers and the console.
+
+Use cases that queue work talk to the user through the Sender and return at once; the result
+comes later from Deliveries. Expected refusals (not enough balance) are raised as
+PipelineError subclasses for the caller's error handling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from producer import texts
+from producer.channel import Sender
+from producer.delivery import Deliveries
+from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
+from producer.throttle import PhotoLock, RateLimiter
+from shared.config import Settings
+from shared.db import repositories as repo
+from shared.db.models import Character, Currency, Dialog, User
+from shared.errors import InvalidPayloadError
+from shared.queue import QueueDepth, QueueService
+from shared.tasks import (
+    ChatTurn,
+    ImagePayload,
+    ImagePromptPayload,
+    Payload,
+    ReplyPayload,
+    TaskType,
+)
+
+log = structlog.get_logger(__name__)
+
+# How much of the dialogue the image prompt writer sees.
+PROMPT_DIALOGUE_MESSAGES = 10
+# Room left in a task for its envelope (ids, timestamps, JSON punctuation).
+_ENVELOPE_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    user_id: int
+    name: str
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A user's text: `message_id` is unique per chat and makes the task id deterministic."""
+
+    chat_id: int
+    message_id: int
+    text: str
+    user: Profile
+
+
+def fit_history(turns: list[ChatTurn], budget: int) -> list[ChatTurn]:
+    """The newest turns whose UTF-8 size fits `budget` bytes, oldest first."""
+    kept: list[ChatTurn] = []
+    for turn in reversed(turns):
+        budget -= len(turn.content.encode()) + 32
+        if budget < 0:
+            break
+        kept.append(turn)
+    return kept[::-1]
+
+
+async def _dialog_character(
+    session: AsyncSession, user_id: int
+) -> tuple[Dialog, Character] | None:
+    """The user's active dialog and its character, if the user has chosen one."""
+    dialog = await repo.active_dialog(session, user_id)
+    if dialog is None:
+        return None
+    character = await repo.get_character(session, dialog.character_id)
+    return None if character is None else (dialog, character)
+
+
+class Conversation:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: async_sessionmaker[AsyncSession],
+        queue: QueueService,
+        sender: Sender,
+        deliveries: Deliveries,
+        limiter: RateLimiter,
+        photo_lock: PhotoLock,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._queue = queue
+        self._sender = sender
+        self._deliveries = deliveries
+        self._limiter = limiter
+        self._photo_lock = photo_lock
+
+    # Plain requests.
+
+    async def _user(self, session: AsyncSession, profile: Profile) -> User:
+        return await repo.get_or_create_user(
+            session,
+            profile.user_id,
+            profile.name,
+            profile.language,
+            start_energy=self._settings.start_energy,
+            start_diamonds=self._settings.start_diamonds,
+        )
+
+    async def start(self, profile: Profile) -> tuple[User, list[Character]]:
+        """Register the user on first sight (with the start balances); list the characters."""
+        async with self._db.begin() as session:
+            user = await self._user(session, profile)
+            return user, await repo.list_characters(session)
+
+    async def characters(self) -> list[Character]:
+        async with self._db.begin() as session:
+            return await repo.list_characters(session)
+
+    async def choose_character(self, profile: Profile, character_id: int) -> Character | None:
+        """Start or resume the dialog with the character; None if there is no such character."""
+        async with self._db.begin() as session:
+            await self._user(session, profile)
+            character = await repo.get_character(session, character_id)
+            if character is not None:
+                await repo.start_dialog(session, profile.user_id, character_id)
+            return character
+
+    async def reset(self, user_id: int) -> Character | None:
+        """A fresh dialog with the same character; None if the user has no dialog."""
+        async with self._db.begin() as session:
+            dialog = await repo.reset_dialog(session, user_id)
+            if dialog is None:
+                return None
+            return await repo.get_character(session, dialog.character_id)
+
+    async def balance(self, profile: Profile) -> tuple[int, int]:
+        async with self._db.begin() as session:
+            user = await self._user(session, profile)
+            return user.energy, user.diamonds
+
+    async def delete_data(self, user_id: int) -> int:
+        async with self._db.begin() as session:
+            deleted = await repo.delete_user_data(session, user_id)
+        log.info("user_data_deleted", dialogs=deleted)
+        return deleted
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        return [await self._queue.get_queue_depth(task_type) for task_type in TaskType]
+
+    # Queued work.
+
+    async def reply(self, message: Incoming) -> None:
+        """Charge energy, store the message and queue the character's reply."""
+        if len(message.text) > self._settings.max_message_chars:
+            await self._say(
+                message.chat_id, texts.message_too_long(self._settings.max_message_chars)
+            )
+            return
+        if not await self._limiter.allow(message.user.user_id):
+            await self._say(message.chat_id, texts.THROTTLED)
+            return
+        task_id = task_id_for("reply", message.chat_id, message.message_id)
+        job = Job(task_id, DeliveryKind.REPLY, message.chat_id)
+        payload = await self._prepare_reply(message, job)
+        if payload is None:
+            await self._say(message.chat_id, texts.NO_DIALOG)
+            return
+        if await self._enqueue(job, message.user.user_id, TaskType.GENERATE_REPLY, payload):
+            self._deliveries.watch(job)
+
+    async def _prepare_reply(self, message: Incoming, job: Job) -> ReplyPayload | None:
+        settings = self._settings
+        user_id = message.user.user_id
+        async with self._db.begin() as session:
+            await self._user(session, message.user)
+            found = await _dialog_character(session, user_id)
+            if found is None:
+                return None
+            dialog, character = found
+            turns = await repo.history(session, dialog.id, settings.history_messages)
+            await repo.charge(
+                session,
+                user_id,
+                Currency.ENERGY,
+                settings.reply_energy_cost,
+                charge_id=job.charge_id,
+                reason="reply",
+            )
+            await repo.save_user_message(session, dialog.id, message.text, message.message_id)
+            await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
+        budget = settings.max_payload_bytes - _ENVELOPE_BYTES
+        budget -= len(character.system_prompt.encode()) + len(message.text.encode())
+        history = fit_history([ChatTurn.model_validate(turn) for turn in turns], budget)
+        return ReplyPayload(
+            system_prompt=character.system_prompt,
+            history=history,
+            dialog_id=dialog.id,
+            user_message=message.text,
+        )
+
+    async def photo(self, chat_id: int, profile: Profile, request_id: str) -> None:
+        """The photo button: one photo at a time per user, charged once per press."""
+        prompt_id = task_id_for("photo", chat_id, request_id)
+        job = Job(prompt_id, DeliveryKind.PHOTO_PROMPT, chat_id)
+        if not await self._photo_lock.acquire(profile.user_id, job.charge_id):
+            await self._say(chat_id, texts.PHOTO_IN_PROGRESS)
+            return
+        queued = False
+        try:
+            payload = await self._prepare_photo(profile, job)
+            if payload is None:
+                await self._say(chat_id, texts.NO_DIALOG)
+                return
+            queued = await self._enqueue(
+                job, profile.user_id, TaskType.GENERATE_IMAGE_PROMPT, payload
+            )
+        finally:
+            if not queued:
+                await self._photo_lock.release(profile.user_id, job.charge_id)
+        if queued:
+            self._deliveries.watch(job)
+
+    async def _prepare_photo(self, profile: Profile, job: Job) -> ImagePromptPayload | None:
+        async with self._db.begin() as session:
+            await self._user(session, profile)
+            found = await _dialog_character(session, profile.user_id)
+            if found is None:
+                return None
+            dialog, character = found
+            recent = await repo.history(session, dialog.id, PROMPT_DIALOGUE_MESSAGES)
+            await self._charge_diamonds(session, profile.user_id, job, "photo")
+            job.dialog_id = dialog.id
+            kind = encode_kind(job.kind, dialog.id)
+            await repo.record_pending_delivery(session, job.task_id, job.chat_id, kind)
+        return ImagePromptPayload(
+            girl_name=character.name,
+            girl_description=character.appearance,
+            recent_dialogue=[ChatTurn.model_validate(turn) for turn in recent],
+        )
+
+    async def generate(self, message: Incoming) -> None:
+        """/generate <text>: the character's appearance plus the user's words, as a photo."""
+        text = message.text.strip()
+        if not text:
+            await self._say(message.chat_id, texts.GENERATE_USAGE)
+            return
+        if len(text) > self._settings.max_prompt_chars:
+            await self._say(
+                message.chat_id, texts.prompt_too_long(self._settings.max_prompt_chars)
+            )
+            return
+        image_id = task_id_for("generate", message.chat_id, message.message_id)
+        job = Job(image_id, DeliveryKind.IMAGE, message.chat_id)
+        character = await self._charge_generate(message, job)
+        if character is None:
+            await self._say(message.chat_id, texts.NO_DIALOG)
+            return
+        payload = ImagePayload(
+            prompt=f"{character.appearance}, {text}",
+            negative_prompt=self._settings.image_default_negative_prompt,
+            girl_id=character.id,
+        )
+        if await self._enqueue(job, message.user.user_id, TaskType.GENERATE_IMAGE, payload):
+            await self._deliveries.tell_queue_place(message.chat_id)
+            self._deliveries.watch(job)
+
+    async def _charge_generate(self, message: Incoming, job: Job) -> Character | None:
+        user_id = message.user.user_id
+        async with self._db.begin() as session:
+            await self._user(session, message.user)
+            found = await _dialog_character(session, user_id)
+            if found is None:
+                return None
+            character = found[1]
+            await self._charge_diamonds(session, user_id, job, "generate")
+            await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
+        return character
+
+    async def _charge_diamonds(
+        self, session: AsyncSession, user_id: int, job: Job, reason: str
+    ) -> None:
+        await repo.charge(
+            session,
+            user_id,
+            Currency.DIAMONDS,
+            self._settings.image_diamond_cost,
+            charge_id=job.charge_id,
+            reason=reason,
+        )
+
+    async def _enqueue(
+        self, job: Job, user_id: int, task_type: TaskType, payload: Payload
+    ) -> bool:
+        """Queue the task; if that is impossible, undo the charge and close its delivery."""
+        try:
+            await self._queue.enqueue_task(
+                task_type,
+                user_id,
+                payload.model_dump(exclude_none=True),
+                task_id=job.task_id,
+                charge_id=job.charge_id,
+            )
+        except (RedisError, OSError, InvalidPayloadError) as exc:
+            log.error("enqueue_failed", task_id=job.task_id, error=str(exc))
+            async with self._db.begin() as session:
+                await repo.claim_delivery(session, job.task_id)
+                await repo.refund(session, job.charge_id, "could not enqueue")
+            await self._say(job.chat_id, texts.ENQUEUE_FAILED)
+            return False
+        log.info("task_queued", task_id=job.task_id, task_type=task_type)
+        return True
+
+    async def _say(self, chat_id: int, text: str) -> None:
+        await self._sender.send_text(chat_id, text)

@@ -1,0 +1,59 @@
+"""Balance, reset, help, privacy and deleting one's data."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+
+from producer import texts
+from producer.handlers import chat_of, profile_of
+from producer.keyboards import DeleteCallback, delete_keyboard
+from producer.services import Services
+
+
+async def balance(message: Message, services: Services) -> None:
+    energy, diamonds = await services.conversation.balance(profile_of(message.from_user))
+    await message.answer(texts.balance(energy, diamonds))
+
+
+async def reset(message: Message, services: Services) -> None:
+    character = await services.conversation.reset(profile_of(message.from_user).user_id)
+    text = texts.NO_DIALOG if character is None else texts.reset_done(character.name)
+    await message.answer(text)
+
+
+async def help_command(message: Message, services: Services) -> None:
+    settings = services.settings
+    await message.answer(texts.help_text(settings.reply_energy_cost, settings.image_diamond_cost))
+
+
+async def privacy(message: Message) -> None:
+    await message.answer(texts.PRIVACY)
+
+
+async def delete_me(message: Message) -> None:
+    await message.answer(texts.DELETE_QUESTION, reply_markup=delete_keyboard())
+
+
+async def delete_confirmed(
+    callback: CallbackQuery, callback_data: DeleteCallback, services: Services
+) -> None:
+    await callback.answer()
+    text = texts.DELETE_CANCELLED
+    if callback_data.confirmed:
+        await services.conversation.delete_data(profile_of(callback.from_user).user_id)
+        text = texts.DELETE_DONE
+    await services.sender.send_text(chat_of(callback), text)
+
+
+def create_router() -> Router:
+    """A new Router per Dispatcher (a Router can belong to only one)."""
+    router = Router(name=__name__)
+    router.message.register(balance, Command("balance"))
+    router.message.register(reset, Command("reset"))
+    router.message.register(help_command, Command("help"))
+    router.message.register(privacy, Command("privacy"))
+    router.message.register(delete_me, Command("delete_me"))
+    router.callback_query.register(delete_confirmed, DeleteCallback.filter())
+    return router

@@ -1,0 +1,52 @@
+"""Errors of any handler: expected ones are answered in Russian, the rest logged in full."""
+
+from __future__ import annotations
+
+import structlog
+from aiogram import Router
+from aiogram.filters import ExceptionTypeFilter
+from aiogram.types import ErrorEvent, Update
+
+from producer import texts
+from producer.services import Services
+from shared.errors import PipelineError
+
+log = structlog.get_logger(__name__)
+
+
+def _chat_of(update: Update) -> int | None:
+    if update.message is not None:
+        return update.message.chat.id
+    if update.callback_query is not None:
+        callback = update.callback_query
+        return callback.message.chat.id if callback.message else callback.from_user.id
+    return None
+
+
+async def _tell(update: Update, services: Services, text: str) -> None:
+    chat_id = _chat_of(update)
+    if chat_id is not None:
+        await services.sender.send_text(chat_id, text)
+
+
+async def expected(event: ErrorEvent, services: Services) -> None:
+    # The errors middleware runs outside the logging one: name the update here.
+    log.info(
+        "request_refused",
+        update_id=event.update.update_id,
+        error=type(event.exception).__name__,
+    )
+    await _tell(event.update, services, texts.error_text(event.exception))
+
+
+async def unexpected(event: ErrorEvent, services: Services) -> None:
+    log.error("update_failed", update_id=event.update.update_id, exc_info=event.exception)
+    await _tell(event.update, services, texts.UNEXPECTED_ERROR)
+
+
+def create_router() -> Router:
+    """A new Router per Dispatcher (a Router can belong to only one)."""
+    router = Router(name=__name__)
+    router.error.register(expected, ExceptionTypeFilter(PipelineError))
+    router.error.register(unexpected)
+    return router

@@ -1,0 +1,79 @@
+"""What the bot owes a chat: delivery kinds, deterministic task ids and the Job record.
+
+Task ids are uuid5 of what caused them (chat and message, or the button press), so a
+repeated Telegram update charges and enqueues once. The photo chain's image task id is derived
+from its prompt task id and doubles as the chain's charge id, so either step's failure refunds
+the same single charge.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from shared.tasks import TaskType, now
+
+_NAMESPACE = uuid.UUID("5d0c1f3e-9a61-4c55-8a8e-0b6f3c1d2e7a")
+
+
+class DeliveryKind(StrEnum):
+    REPLY = "reply"
+    IMAGE = "image"
+    PHOTO_PROMPT = "photo_prompt"
+
+
+_TASK_TYPES = {
+    DeliveryKind.REPLY: TaskType.GENERATE_REPLY,
+    DeliveryKind.IMAGE: TaskType.GENERATE_IMAGE,
+    DeliveryKind.PHOTO_PROMPT: TaskType.GENERATE_IMAGE_PROMPT,
+}
+
+
+def task_id_for(*parts: object) -> str:
+    """A task id derived from what caused it, so a repeated update maps to the same task."""
+    return str(uuid.uuid5(_NAMESPACE, ":".join(str(part) for part in parts)))
+
+
+def image_task_id(prompt_task_id: str) -> str:
+    """The image step of a photo chain; also the chain's charge id."""
+    return task_id_for(prompt_task_id, "image")
+
+
+def encode_kind(kind: DeliveryKind, dialog_id: int | None = None) -> str:
+    return kind.value if dialog_id is None else f"{kind.value}:{dialog_id}"
+
+
+def decode_kind(raw: str) -> tuple[DeliveryKind, int | None]:
+    kind, _, dialog = raw.partition(":")
+    return DeliveryKind(kind), int(dialog) if dialog else None
+
+
+@dataclass(slots=True)
+class Job:
+    """One result to bring to a chat."""
+
+    task_id: str
+    kind: DeliveryKind
+    chat_id: int
+    dialog_id: int | None = None
+    created_at: datetime = field(default_factory=now)
+    started: float = field(default_factory=time.monotonic)
+    # Set once the user was told it takes longer; recovered jobs start silent.
+    notified: bool = False
+
+    @property
+    def task_type(self) -> TaskType:
+        return _TASK_TYPES[self.kind]
+
+    @property
+    def charge_id(self) -> str:
+        if self.kind is DeliveryKind.PHOTO_PROMPT:
+            return image_task_id(self.task_id)
+        return self.task_id
+
+    @property
+    def is_photo(self) -> bool:
+        return self.kind is not DeliveryKind.REPLY

@@ -1,0 +1,51 @@
+"""The bot's dependencies in one frozen object, injected into handlers by the name `services`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from producer.channel import Sender
+from producer.conversation import Conversation
+from producer.delivery import Deliveries
+from producer.throttle import BotKeys, PhotoLock, RateLimiter
+from shared.config import Settings
+from shared.queue import QueueService
+
+# The photo lock outlives a normal wait, and expires by itself if a bot dies holding it.
+_PHOTO_LOCK_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    db: async_sessionmaker[AsyncSession]
+    queue: QueueService
+    sender: Sender
+    deliveries: Deliveries
+    conversation: Conversation
+
+
+def build_services(
+    settings: Settings,
+    db: async_sessionmaker[AsyncSession],
+    queue: QueueService,
+    sender: Sender,
+) -> Services:
+    """Wire the use cases on a connected queue and a sender (Telegram or console)."""
+    keys = BotKeys.from_settings(settings)
+    lock_ttl = int(settings.image_wait_seconds) + _PHOTO_LOCK_MARGIN_SECONDS
+    photo_lock = PhotoLock(queue.redis, keys, lock_ttl)
+    limiter = RateLimiter(queue.redis, keys, settings.user_messages_per_minute)
+    deliveries = Deliveries(settings, db, queue, sender, photo_lock)
+    conversation = Conversation(
+        settings=settings,
+        db=db,
+        queue=queue,
+        sender=sender,
+        deliveries=deliveries,
+        limiter=limiter,
+        photo_lock=photo_lock,
+    )
+    return Services(settings, db, queue, sender, deliveries, conversation)

@@ -1,0 +1,75 @@
+"""Per-user limits kept in Redis, so every bot process sees the same counters and locks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from shared.config import Settings
+
+RATE_WINDOW_SECONDS = 60
+# Compare and delete in one step, so a lock taken by a newer press in between survives.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BotKeys:
+    """Redis keys of the bot's own state, under the queue prefix (one namespace per deploy)."""
+
+    prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BotKeys:
+        return cls(f"{settings.redis_queue_prefix}bot:")
+
+    def rate(self, user_id: int) -> str:
+        return f"{self.prefix}rate:{user_id}"
+
+    def photo_lock(self, user_id: int) -> str:
+        return f"{self.prefix}photo:{user_id}"
+
+
+class RateLimiter:
+    """At most `per_minute` messages per user in a fixed one-minute window."""
+
+    def __init__(self, redis: Redis, keys: BotKeys, per_minute: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._per_minute = per_minute
+
+    async def allow(self, user_id: int) -> bool:
+        key = self._keys.rate(user_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            # NX: only the first message of a window starts its clock.
+            pipe.expire(key, RATE_WINDOW_SECONDS, nx=True)
+            count, _ = await pipe.execute()
+        return int(count) <= self._per_minute
+
+
+class PhotoLock:
+    """One photo in progress per user; the holder is identified by the photo's charge id."""
+
+    def __init__(self, redis: Redis, keys: BotKeys, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl_seconds
+        self._release = redis.register_script(_RELEASE_LUA)
+
+    async def acquire(self, user_id: int, holder: str) -> bool:
+        """True if taken now or already held by `holder` (a repeated update of the same press)."""
+        key = self._keys.photo_lock(user_id)
+        if await self._redis.set(key, holder, nx=True, ex=self._ttl):
+            return True
+        current = await self._redis.get(key)
+        return current in {holder, holder.encode()}
+
+    async def release(self, user_id: int, holder: str) -> None:
+        """Release only our own lock: a late release must not free someone else's newer one."""
+        await self._release(keys=[self._keys.photo_lock(user_id)], args=[holder])

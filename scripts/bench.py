@@ -1,0 +1,399 @@
+"""`python -m scripts.bench`: the pipeline against the seed's design, interleaved in one run.
+
+Each round runs both systems (A B A B ...) on fresh key prefixes with real consumer processes
+and a no-op handler, and measures throughput (1 and 2 consumer processes), the enqueue rate,
+round-trip latency, 1,000 concurrent waiters, consumer peak RSS and the Redis memory left
+behind. Figures are medians over rounds, with min-max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from scripts.bench_seed import SeedQueueService
+from scripts.private_redis import PrivateRedis
+from shared.config import Settings, load_settings
+from shared.logging import configure_logging
+from shared.queue import QueueService
+from shared.tasks import QueueTask, TaskType
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK_TYPE = TaskType.GENERATE_IMAGE_PROMPT
+BATCH = 500
+SINGLE_CALL_CONCURRENCY = 64
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {"girl_name": f"n{i}", "girl_description": "bench"}
+
+
+@dataclass
+class Producer:
+    """What the benchmark needs from a system's producer side."""
+
+    enqueue_one: Callable[[int], Awaitable[str]]
+    enqueue_batch: Callable[[range], Awaitable[list[str]]] | None
+    wait: Callable[[str, float], Coroutine[Any, Any, QueueTask]]
+    close: Callable[[], Awaitable[None]]
+    waiter_client_prefix: str
+
+
+async def pipeline_producer(settings: Settings) -> Producer:
+    name = f"bench-producer:{settings.redis_queue_prefix}"
+    queue = QueueService(settings, client_name=name)
+    await queue.connect()
+
+    async def one(i: int) -> str:
+        return await queue.enqueue_task(TASK_TYPE, 1, payload(i))
+
+    async def batch(items: range) -> list[str]:
+        return await queue.enqueue_many(TASK_TYPE, [(1, payload(i)) for i in items])
+
+    async def wait(task_id: str, timeout: float) -> QueueTask:
+        return await queue.wait_for_task_result(task_id, timeout, TASK_TYPE)
+
+    return Producer(one, batch, wait, queue.close, f"{name}:waiter")
+
+
+async def seed_producer(settings: Settings) -> Producer:
+    name = f"seed-producer:{settings.redis_queue_prefix}"
+    queue = SeedQueueService(settings, client_name=name)
+
+    async def one(i: int) -> str:
+        return await queue.enqueue_task(TASK_TYPE, 1, payload(i))
+
+    return Producer(one, None, queue.wait_for_task_result, queue.close, name)
+
+
+SYSTEMS = {
+    "pipeline": ("scripts.bench_consumer", pipeline_producer),
+    "seed_design": ("scripts.bench_seed", seed_producer),
+}
+
+
+class Consumers:
+    """Consumer processes of one system; peak RSS read from /proc before they stop."""
+
+    def __init__(self, module: str, env: dict[str, str]) -> None:
+        self.module, self.env = module, env
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def add(self, name: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            self.module,
+            "--name",
+            name,
+            cwd=ROOT,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        if proc.stdout is None:
+            raise RuntimeError("no stdout pipe")
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"{self.module} did not start: {line!r}")
+        self.procs.append(proc)
+
+    def peak_rss_mb(self) -> float:
+        peaks = []
+        for proc in self.procs:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peaks.append(int(status.split("VmHWM:")[1].split()[0]) / 1024)
+        return round(max(peaks), 1)
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+async def throughput(producer: Producer, n: int, single_call: bool) -> float:
+    """Tasks/s from the first enqueue to the last completion seen by the producer."""
+    waiters: list[asyncio.Task[QueueTask]] = []
+    start = time.perf_counter()
+    if single_call or producer.enqueue_batch is None:
+        limit = asyncio.Semaphore(SINGLE_CALL_CONCURRENCY)
+
+        async def one(i: int) -> QueueTask:
+            async with limit:
+                task_id = await producer.enqueue_one(i)
+            return await producer.wait(task_id, 300)
+
+        waiters = [asyncio.create_task(one(i)) for i in range(n)]
+    else:
+        for first in range(0, n, BATCH):
+            ids = await producer.enqueue_batch(range(first, min(n, first + BATCH)))
+            waiters += [asyncio.create_task(producer.wait(i, 300)) for i in ids]
+    done = await asyncio.gather(*waiters)
+    elapsed = time.perf_counter() - start
+    if any(not t.result for t in done):
+        raise RuntimeError("a task finished without its result")
+    return round(n / elapsed)
+
+
+async def enqueue_rate(producer: Producer, n: int) -> float:
+    start = time.perf_counter()
+    if producer.enqueue_batch is not None:
+        for first in range(0, n, BATCH):
+            await producer.enqueue_batch(range(first, min(n, first + BATCH)))
+    else:
+        limit = asyncio.Semaphore(SINGLE_CALL_CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with limit:
+                await producer.enqueue_one(i)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return round(n / (time.perf_counter() - start))
+
+
+async def latency(producer: Producer, trips: int) -> dict[str, float]:
+    samples = []
+    for i in range(trips + max(10, trips // 10)):  # the first tenth warms up
+        start = time.perf_counter()
+        await producer.wait(await producer.enqueue_one(i), 30)
+        samples.append((time.perf_counter() - start) * 1000)
+    samples = sorted(samples[-trips:])
+
+    def pct(p: float) -> float:
+        return round(samples[min(len(samples) - 1, int(p * len(samples)))], 3)
+
+    return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)}
+
+
+async def many_waiters(producer: Producer, admin: Redis, count: int) -> dict[str, Any]:
+    """`count` concurrent enqueue-and-wait calls in one process: all right, few connections."""
+    peak = 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            clients = await admin.client_list()
+            used = sum(
+                1 for c in clients if c.get("name", "").startswith(producer.waiter_client_prefix)
+            )
+            peak = max(peak, used)
+            await asyncio.sleep(0.02)
+
+    async def one(i: int) -> bool:
+        task = await producer.wait(await producer.enqueue_one(i), 60)
+        return task.result == {"prompt": f"n{i}"}
+
+    watcher = asyncio.create_task(watch())
+    results = await asyncio.gather(*(one(i) for i in range(count)))
+    done.set()
+    await watcher
+    return {"ok": all(results), "redis_connections": peak}
+
+
+async def used_memory(admin: Redis) -> int:
+    info = await admin.info("memory")
+    return int(info["used_memory"])
+
+
+async def delete_prefix(admin: Redis, pattern: str) -> int:
+    keys = [k async for k in admin.scan_iter(match=pattern, count=1000)]
+    for first in range(0, len(keys), 1000):
+        await admin.delete(*keys[first : first + 1000])
+    return len(keys)
+
+
+def settings_for(redis_url: str, prefix: str) -> Settings:
+    return load_settings(
+        _env_file=None,
+        redis_url=redis_url,
+        redis_queue_prefix=f"{prefix}queue:",
+        redis_result_prefix=f"{prefix}result:",
+    )
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=settings.redis_url,
+        REDIS_QUEUE_PREFIX=settings.redis_queue_prefix,
+        REDIS_RESULT_PREFIX=settings.redis_result_prefix,
+        DATABASE_URL="sqlite+aiosqlite:///:memory:",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+async def run_system(system: str, args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    module, make_producer = SYSTEMS[system]
+    prefix = f"bench:{uuid.uuid4().hex[:10]}:"
+    settings = settings_for(redis_url, prefix)
+    admin = Redis.from_url(redis_url)
+    before = await used_memory(admin)
+    out: dict[str, Any] = {}
+    producer = await make_producer(settings)
+    try:
+        out["enqueue_tps"] = await enqueue_rate(producer, args.tasks)
+        await delete_prefix(admin, f"{prefix}*")
+        await producer.close()
+        producer = await make_producer(settings)
+        consumers = Consumers(module, child_env(settings))
+        await consumers.add(f"{system}-1")
+        out["latency_ms"] = await latency(producer, args.round_trips)
+        out["waiters_1000"] = await many_waiters(producer, admin, args.waiters)
+        out["throughput_1proc_tps"] = await throughput(producer, args.tasks, single_call=False)
+        if system == "pipeline":
+            out["throughput_1proc_single_call_tps"] = await throughput(
+                producer, args.tasks, single_call=True
+            )
+        await consumers.add(f"{system}-2")
+        out["throughput_2proc_tps"] = await throughput(producer, args.tasks, single_call=False)
+        out["consumer_rss_mb"] = consumers.peak_rss_mb()
+        await consumers.stop()
+    finally:
+        await producer.close()
+    records = await delete_prefix(admin, f"{prefix}result:*")
+    out["redis_memory_leftover_bytes"] = await used_memory(admin) - before
+    out["leftover_keys_besides_records"] = await delete_prefix(admin, f"{prefix}*")
+    out["result_records"] = records
+    await admin.aclose()
+    return out
+
+
+def _flatten(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def summarize(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Median per figure (structure kept), plus min-max per flattened figure."""
+    flats = [_flatten(r) for r in rounds]
+    ranges = {k: [min(f[k] for f in flats), max(f[k] for f in flats)] for k in flats[0]}
+
+    def median_of(template: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in template.items():
+            if isinstance(value, dict):
+                out[key] = median_of(value, f"{prefix}{key}.")
+            elif isinstance(value, bool):
+                out[key] = all(f[f"{prefix}{key}"] for f in flats)
+            else:
+                out[key] = round(statistics.median(f[f"{prefix}{key}"] for f in flats), 3)
+        return out
+
+    return median_of(rounds[0]), ranges
+
+
+ROWS = [
+    ("throughput_1proc_tps", "throughput, 1 consumer (tasks/s, batch enqueue)"),
+    ("throughput_1proc_single_call_tps", "throughput, 1 consumer (tasks/s, one call per task)"),
+    ("throughput_2proc_tps", "throughput, 2 consumers (tasks/s, batch enqueue)"),
+    ("enqueue_tps", "enqueue alone (tasks/s)"),
+    ("latency_ms.p50", "round trip p50 (ms)"),
+    ("latency_ms.p95", "round trip p95 (ms)"),
+    ("latency_ms.p99", "round trip p99 (ms)"),
+    ("waiters_1000.ok", "concurrent waiters all correct"),
+    ("waiters_1000.redis_connections", "Redis connections for waiting"),
+    ("consumer_rss_mb", "consumer peak RSS (MB)"),
+    ("redis_memory_leftover_bytes", "Redis memory left (bytes, besides records)"),
+]
+
+
+def table(report: dict[str, Any], ranges: dict[str, dict[str, list[float]]]) -> str:
+    lines = [f"{'figure':52} {'pipeline':>22} {'seed design':>22}"]
+    for key, label in ROWS:
+        cells = []
+        for system in SYSTEMS:
+            flat = _flatten(report[system])
+            if key not in flat:
+                cells.append(f"{'-':>22}")
+                continue
+            low, high = ranges[system][key]
+            span = "" if low == high else f" ({low:g}-{high:g})"
+            cells.append(f"{flat[key]:g}{span}".rjust(22))
+        lines.append(f"{label:52} {' '.join(cells)}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2,000 tasks, 100 trips, 1 round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--round-trips", type=int, default=500)
+    parser.add_argument("--waiters", type=int, default=1000)
+    parser.add_argument("--own-redis", action="store_true", help="start a private redis-server")
+    parser.add_argument("--json", type=Path, help="write the report as JSON here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.tasks, args.round_trips = 1, 2000, 100
+    return args
+
+
+async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    per_system: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
+    for number in range(1, args.rounds + 1):
+        for system in SYSTEMS:  # interleaved: A B A B ...
+            print(f"round {number}/{args.rounds}: {system}", file=sys.stderr, flush=True)
+            per_system[system].append(await run_system(system, args, redis_url))
+    report: dict[str, Any] = {"rounds": args.rounds, "n": args.tasks}
+    ranges: dict[str, dict[str, list[float]]] = {}
+    for system, rounds in per_system.items():
+        report[system], ranges[system] = summarize(rounds)
+    report["ranges"] = ranges
+    report["enqueue_mode"] = (
+        "pipeline: batch API (enqueue_many, 500 per call) and one call per task (64 concurrent); "
+        "seed design: one call per task (64 concurrent), as it has no batch API"
+    )
+    report["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging("WARNING", json=True)
+    private = PrivateRedis() if args.own_redis else None
+    if private is not None:
+        private.start()
+    try:
+        url = private.url if private else load_settings().redis_url
+        report = asyncio.run(bench(args, url))
+    finally:
+        if private is not None:
+            private.cleanup()
+    print(table(report, report["ranges"]))
+    pipeline, seed = report["pipeline"], report["seed_design"]
+    print(
+        f"throughput ratio (1 consumer): "
+        f"{pipeline['throughput_1proc_tps'] / seed['throughput_1proc_tps']:.1f}x; "
+        f"p50 latency ratio: {pipeline['latency_ms']['p50'] / seed['latency_ms']['p50']:.4f}"
+    )
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

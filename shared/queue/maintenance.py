@@ -1,0 +1,294 @@
+"""Recovery of stuck work: entries idle in a consumer's pending list, and consumers long gone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from shared.queue.consume import Outcome, StreamConsumer
+from shared.queue.inspect import ConsumerInfo
+from shared.queue.keys import GROUP, Keys
+from shared.queue.records import Delivery, Malformed, parse_entry
+from shared.queue.scripts import Arg, Scripts
+from shared.tasks import FINAL_STATUSES, QueueTask, TaskStatus, TaskType
+
+# The consumers' failure hook (consumers.refunds.Refunder): refunds a task's charge, once.
+Refund = Callable[[QueueTask, str], Awaitable[None]]
+
+GONE_REASON = "entry deleted while pending"
+
+
+@dataclass(frozen=True, slots=True)
+class StuckEntry:
+    """A pending entry as XPENDING reports it: owner, idle time, delivery count."""
+
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+class Action(StrEnum):
+    REQUEUE = "requeue"
+    DEAD_LETTER = "dead_letter"
+
+
+class Result(StrEnum):
+    PLANNED = "planned"  # decided, not applied (a dry run)
+    REQUEUED = "requeued"
+    DEAD_LETTERED = "dead_lettered"
+    ACKED = "acked"  # its task had finished already: only the leftover entry was removed
+    SKIPPED = "skipped"  # renewed or taken over meanwhile: its consumer is alive after all
+    ERROR = "error"
+
+
+@dataclass(slots=True)
+class StuckWork:
+    """One stuck entry, what reclaim decided for it and what came of it."""
+
+    task_type: TaskType
+    entry: StuckEntry
+    parsed: Delivery | Malformed
+    status: str | None
+    attempts: int
+    action: Action
+    reason: str
+    result: Result = Result.PLANNED
+    detail: str = ""
+
+    @property
+    def task_id(self) -> str | None:
+        return self.parsed.task.task_id if isinstance(self.parsed, Delivery) else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def stuck_entries(
+    redis: Redis,
+    keys: Keys,
+    task_type: TaskType,
+    min_idle_ms: int,
+    *,
+    count: int = 100,
+    after: str | None = None,
+) -> list[StuckEntry]:
+    """Pending entries idle at least `min_idle_ms`, lowest id first (XPENDING ... IDLE).
+
+    `after` continues a listing past that entry id. No stream or group means nothing stuck.
+    """
+    start = f"({after}" if after else "-"
+    try:
+        rows = await redis.xpending_range(
+            keys.stream(task_type), GROUP, start, "+", count, idle=min_idle_ms
+        )
+    except ResponseError as exc:
+        if "NOGROUP" in str(exc):
+            return []
+        raise
+    return [
+        StuckEntry(
+            _text(r["message_id"]),
+            _text(r["consumer"]),
+            int(r["time_since_delivered"]),
+            int(r["times_delivered"]),
+        )
+        for r in rows
+    ]
+
+
+def _decide(
+    task_type: TaskType,
+    stuck: StuckEntry,
+    parsed: Delivery | Malformed,
+    state: Sequence[Any],
+    max_deliveries: int,
+) -> StuckWork:
+    status = _text(state[0]) if state and state[0] is not None else None
+    attempts = int(state[1] or 0) if state else 0
+    work = StuckWork(task_type, stuck, parsed, status, attempts, Action.REQUEUE, "")
+    if isinstance(parsed, Malformed):
+        work.action, work.reason = Action.DEAD_LETTER, parsed.reason
+    elif status in FINAL_STATUSES:
+        # The requeue step only acks an entry whose task finished: nothing to refund or fail.
+        work.reason = f"task already {status}, leftover entry"
+    elif attempts >= max_deliveries:
+        work.action = Action.DEAD_LETTER
+        work.reason = (
+            f"abandoned by consumer {stuck.consumer} after {attempts} attempts, "
+            f"limit {max_deliveries}"
+        )
+    else:
+        work.reason = f"idle {stuck.idle_ms / 1000:.1f}s in consumer {stuck.consumer}"
+    return work
+
+
+async def plan_stuck(
+    redis: Redis,
+    keys: Keys,
+    task_type: TaskType,
+    stuck: Sequence[StuckEntry],
+    *,
+    max_deliveries: int,
+    max_payload_bytes: int,
+) -> list[StuckWork]:
+    """Read each stuck entry (XRANGE id id) and its record, and decide what to do; reads only.
+
+    A task already started `max_deliveries` times, and an entry that is gone or cannot be
+    parsed, is to be dead-lettered; any other is to be requeued.
+    """
+    if not stuck:
+        return []
+    stream = keys.stream(task_type)
+    pipe = redis.pipeline(transaction=False)
+    for s in stuck:
+        pipe.xrange(stream, min=s.entry_id, max=s.entry_id)
+    parsed: list[Delivery | Malformed] = []
+    for s, rows in zip(stuck, await pipe.execute(), strict=True):
+        if not rows:
+            parsed.append(Malformed(s.entry_id, task_type, {}, GONE_REASON))
+        else:
+            parsed.append(parse_entry(task_type, rows[0][0], rows[0][1], max_payload_bytes))
+    pipe = redis.pipeline(transaction=False)
+    for p in parsed:
+        if isinstance(p, Delivery):
+            pipe.hmget(keys.record(task_type, p.task.task_id), ["status", "attempts"])
+    states = iter(await pipe.execute())
+    return [
+        _decide(task_type, s, p, next(states) if isinstance(p, Delivery) else (), max_deliveries)
+        for s, p in zip(stuck, parsed, strict=True)
+    ]
+
+
+def _planned(works: Sequence[StuckWork], action: Action) -> Iterator[StuckWork]:
+    return (w for w in works if w.action is action and w.result is Result.PLANNED)
+
+
+async def requeue_stuck(
+    redis: Redis, scripts: Scripts, keys: Keys, works: Sequence[StuckWork], min_idle_ms: int
+) -> None:
+    """Hand each entry planned for requeue back to the group as a fresh entry, in one round trip.
+
+    Each move (ack, delete, add) is one Lua step that runs only while the entry is still
+    pending for the same consumer and still idle `min_idle_ms`: a consumer that renewed
+    meanwhile keeps its entry, and the task is never in neither place nor in both.
+    """
+    todo = [
+        (w, w.parsed) for w in _planned(works, Action.REQUEUE) if isinstance(w.parsed, Delivery)
+    ]
+    if not todo:
+        return
+    pipe = redis.pipeline(transaction=False)
+    for w, d in todo:
+        step_keys = [keys.stream(w.task_type), keys.record(w.task_type, d.task.task_id)]
+        args: list[Arg] = [GROUP, w.entry.entry_id, w.entry.consumer, min_idle_ms, d.raw]
+        scripts.queue(pipe, "requeue", step_keys, args)
+    for (w, _), new_id in zip(todo, await scripts.execute(pipe), strict=True):
+        if new_id:
+            w.result, w.detail = Result.REQUEUED, _text(new_id)
+        elif w.status in FINAL_STATUSES:
+            w.result = Result.ACKED
+        else:
+            w.result, w.detail = Result.SKIPPED, "renewed or taken over meanwhile"
+
+
+async def dead_letter_stuck(
+    consumer: StreamConsumer,
+    keys: Keys,
+    works: Sequence[StuckWork],
+    min_idle_ms: int,
+    refund: Refund | None,
+) -> None:
+    """Dead-letter the entries planned for it, through the consumers' own primitives.
+
+    Each entry is first taken over by `consumer` with XCLAIM, which succeeds only while it is
+    still idle `min_idle_ms` (a live consumer keeps it). Then, as in the consumers, the charge
+    is refunded before the task is failed and announced; a failed refund hands the entry back.
+    """
+    for work in _planned(works, Action.DEAD_LETTER):
+        await _dead_letter_one(consumer, keys, work, min_idle_ms, refund)
+
+
+async def _take_over(consumer: StreamConsumer, keys: Keys, work: StuckWork, idle: int) -> bool:
+    stream = keys.stream(work.task_type)
+    claimed = await consumer.redis.xclaim(
+        stream, GROUP, consumer.name, idle, [work.entry.entry_id], justid=True
+    )
+    return bool(claimed)
+
+
+async def _dead_letter_one(
+    consumer: StreamConsumer, keys: Keys, work: StuckWork, min_idle_ms: int, refund: Refund | None
+) -> None:
+    parsed = work.parsed
+    # A deleted entry cannot be claimed (Redis 7 drops it from the pending list on XCLAIM), so
+    # it is recorded in the dead-letter stream straight away; nobody can run it any more.
+    gone = isinstance(parsed, Malformed) and not parsed.fields
+    if not gone and not await _take_over(consumer, keys, work, min_idle_ms):
+        work.result, work.detail = Result.SKIPPED, "renewed or taken over meanwhile"
+        return
+    if isinstance(parsed, Malformed):
+        await consumer.dead_letter_malformed(parsed)
+        work.result = Result.DEAD_LETTERED
+        return
+    try:
+        if refund is not None:
+            await refund(parsed.task, work.reason)
+    except Exception as exc:  # noqa: BLE001 - the task goes back rather than failing unrefunded
+        await consumer.hand_back([parsed])
+        work.result = Result.ERROR
+        work.detail = f"refund failed ({type(exc).__name__}: {exc}); entry requeued"
+        return
+    outcome = Outcome(
+        parsed, TaskStatus.FAILED, work.attempts, time.time(), error=work.reason, dead=True
+    )
+    [wrote] = await consumer.finish([outcome])
+    work.result = Result.DEAD_LETTERED if wrote else Result.ACKED
+
+
+async def forget_consumer(scripts: Scripts, keys: Keys, task_type: TaskType, name: str) -> bool:
+    """Delete a consumer at once if it owns nothing (the reclaimer's own name after a pass)."""
+    return bool(await scripts.run("delete_consumer", [keys.stream(task_type)], [GROUP, name, 0]))
+
+
+async def gone_consumers(
+    redis: Redis, keys: Keys, task_type: TaskType, idle_ms: int
+) -> list[ConsumerInfo]:
+    """Consumers idle at least `idle_ms` that own no pending entry (XINFO CONSUMERS)."""
+    try:
+        rows = await redis.xinfo_consumers(keys.stream(task_type), GROUP)
+    except ResponseError as exc:
+        if "NOGROUP" in str(exc) or "no such key" in str(exc):
+            return []
+        raise
+    return [
+        ConsumerInfo(_text(c["name"]), 0, int(c["idle"]) / 1000)
+        for c in rows
+        if int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms
+    ]
+
+
+async def remove_gone_consumers(
+    redis: Redis, scripts: Scripts, keys: Keys, task_type: TaskType, idle_ms: int
+) -> list[ConsumerInfo]:
+    """Delete consumers idle at least `idle_ms` with nothing pending; return those deleted.
+
+    The candidates come from XINFO CONSUMERS, and each deletion re-checks both conditions
+    inside one Lua step, so a consumer that read an entry in between is kept.
+    """
+    candidates = await gone_consumers(redis, keys, task_type, idle_ms)
+    if not candidates:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    stream = keys.stream(task_type)
+    for c in candidates:
+        scripts.queue(pipe, "delete_consumer", [stream], [GROUP, c.name, idle_ms])
+    deleted = await scripts.execute(pipe)
+    return [c for c, ok in zip(candidates, deleted, strict=True) if ok]
