@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from redis.exceptions import RedisError
 
 from shared.queue import QueueService
 from shared.tasks import TaskType
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -21,6 +24,9 @@ class Metrics:
         self.registry = registry
         if registry is None:
             return
+        # Imported only when metrics are served: a consumer without them stays smaller.
+        from prometheus_client import Counter, Gauge, Histogram  # noqa: PLC0415
+
         label = ["task_type"]
         self._processed = Counter("tasks_processed", "Tasks completed", label, registry=registry)
         self._failed = Counter("tasks_failed", "Tasks failed for good", label, registry=registry)
@@ -86,6 +92,8 @@ class Metrics:
 
 
 def serve_metrics(port: int) -> Metrics:
+    from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
+
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104 - scraped by Prometheus

@@ -117,11 +117,17 @@ class Consumers:
             peaks.append(int(status.split("VmHWM:")[1].split()[0]) / 1024)
         return round(max(peaks), 1)
 
-    async def stop(self) -> None:
+    def stop(self) -> asyncio.Task[None]:
+        """SIGTERM all; the returned task finishes when they exited (awaited later, since a
+        consumer may sit up to one blocking read before it notices)."""
         for proc in self.procs:
             proc.terminate()
-        for proc in self.procs:
-            await asyncio.wait_for(proc.wait(), 30)
+
+        async def wait_all() -> None:
+            for proc in self.procs:
+                await asyncio.wait_for(proc.wait(), 30)
+
+        return asyncio.create_task(wait_all())
 
 
 async def throughput(producer: Producer, n: int, single_call: bool) -> float:
@@ -166,7 +172,7 @@ async def enqueue_rate(producer: Producer, n: int) -> float:
 
 async def latency(producer: Producer, trips: int) -> dict[str, float]:
     samples = []
-    for i in range(trips + max(10, trips // 10)):  # the first tenth warms up
+    for i in range(trips + max(3, trips // 20)):  # the first few warm up
         start = time.perf_counter()
         await producer.wait(await producer.enqueue_one(i), 30)
         samples.append((time.perf_counter() - start) * 1000)
@@ -209,6 +215,23 @@ async def used_memory(admin: Redis) -> int:
     return int(info["used_memory"])
 
 
+async def memory_of(admin: Redis, pattern: str) -> tuple[int, int]:
+    """(bytes, keys) that keys matching `pattern` hold, by MEMORY USAGE: unlike used_memory
+    it is not moved by other clients of a shared Redis."""
+    keys = [k async for k in admin.scan_iter(match=pattern, count=1000)]
+    sizes = [await admin.memory_usage(k, samples=0) or 0 for k in keys]
+    return sum(sizes), len(keys)
+
+
+async def records_with_ttl(admin: Redis, pattern: str) -> tuple[int, bool]:
+    keys = [k async for k in admin.scan_iter(match=pattern, count=1000)]
+    pipe = admin.pipeline(transaction=False)
+    for key in keys:
+        pipe.ttl(key)
+    ttls = await pipe.execute()
+    return len(keys), all(t > 0 for t in ttls)
+
+
 async def delete_prefix(admin: Redis, pattern: str) -> int:
     keys = [k async for k in admin.scan_iter(match=pattern, count=1000)]
     for first in range(0, len(keys), 1000):
@@ -237,38 +260,57 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def run_system(system: str, args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+def _phase(name: str, started: float) -> float:
+    now = time.perf_counter()
+    if os.environ.get("BENCH_TRACE"):
+        print(f"  {name}: {now - started:.2f}s", file=sys.stderr, flush=True)
+    return now
+
+
+async def run_system(
+    system: str, args: argparse.Namespace, redis_url: str, exiting: list[asyncio.Task[None]]
+) -> dict[str, Any]:
     module, make_producer = SYSTEMS[system]
     prefix = f"bench:{uuid.uuid4().hex[:10]}:"
     settings = settings_for(redis_url, prefix)
     admin = Redis.from_url(redis_url)
-    before = await used_memory(admin)
     out: dict[str, Any] = {}
-    producer = await make_producer(settings)
+    consumers = Consumers(module, child_env(settings))
+    # The first consumer starts while the enqueue rate is measured on keys of its own.
+    starting = asyncio.create_task(consumers.add(f"{system}-1"))
+    producer = await make_producer(settings_for(redis_url, f"{prefix}enqueue:"))
+    t = time.perf_counter()
     try:
         out["enqueue_tps"] = await enqueue_rate(producer, args.tasks)
-        await delete_prefix(admin, f"{prefix}*")
+        await delete_prefix(admin, f"{prefix}enqueue:*")
         await producer.close()
         producer = await make_producer(settings)
-        consumers = Consumers(module, child_env(settings))
-        await consumers.add(f"{system}-1")
+        await starting
+        t = _phase("enqueue rate + first consumer", t)
         out["latency_ms"] = await latency(producer, args.round_trips)
+        t = _phase("latency", t)
         out["waiters_1000"] = await many_waiters(producer, admin, args.waiters)
+        t = _phase("waiters", t)
         out["throughput_1proc_tps"] = await throughput(producer, args.tasks, single_call=False)
         if system == "pipeline":
             out["throughput_1proc_single_call_tps"] = await throughput(
                 producer, args.tasks, single_call=True
             )
+        t = _phase("throughput 1 consumer", t)
         await consumers.add(f"{system}-2")
+        t = _phase("second consumer start", t)
         out["throughput_2proc_tps"] = await throughput(producer, args.tasks, single_call=False)
         out["consumer_rss_mb"] = consumers.peak_rss_mb()
-        await consumers.stop()
+        exiting.append(consumers.stop())
+        t = _phase("throughput 2 consumers", t)
     finally:
         await producer.close()
-    records = await delete_prefix(admin, f"{prefix}result:*")
-    out["redis_memory_leftover_bytes"] = await used_memory(admin) - before
-    out["leftover_keys_besides_records"] = await delete_prefix(admin, f"{prefix}*")
-    out["result_records"] = records
+    # Records carry a TTL by design; everything else the run left is counted, then removed.
+    out["result_records"], records_ttl = await records_with_ttl(admin, f"{prefix}result:*")
+    out["records_all_have_ttl"] = records_ttl
+    await delete_prefix(admin, f"{prefix}result:*")
+    out["redis_memory_leftover_bytes"], out["leftover_keys"] = await memory_of(admin, f"{prefix}*")
+    await delete_prefix(admin, f"{prefix}*")
     await admin.aclose()
     return out
 
@@ -314,6 +356,8 @@ ROWS = [
     ("waiters_1000.redis_connections", "Redis connections for waiting"),
     ("consumer_rss_mb", "consumer peak RSS (MB)"),
     ("redis_memory_leftover_bytes", "Redis memory left (bytes, besides records)"),
+    ("leftover_keys", "keys left besides records (empty streams/lists)"),
+    ("records_all_have_ttl", "every result record has a TTL"),
 ]
 
 
@@ -350,11 +394,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     per_system: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
+    exiting: list[asyncio.Task[None]] = []
+    admin = Redis.from_url(redis_url)
+    memory_before = await used_memory(admin)
     for number in range(1, args.rounds + 1):
         for system in SYSTEMS:  # interleaved: A B A B ...
             print(f"round {number}/{args.rounds}: {system}", file=sys.stderr, flush=True)
-            per_system[system].append(await run_system(system, args, redis_url))
+            per_system[system].append(await run_system(system, args, redis_url, exiting))
+    await asyncio.gather(*exiting)
+    # Whole-server view: meaningful with --own-redis, where nobody else writes.
+    delta = await used_memory(admin) - memory_before
+    await admin.aclose()
     report: dict[str, Any] = {"rounds": args.rounds, "n": args.tasks}
+    report["redis_used_memory_delta_bytes"] = delta
     ranges: dict[str, dict[str, list[float]]] = {}
     for system, rounds in per_system.items():
         report[system], ranges[system] = summarize(rounds)

@@ -1,0 +1,34 @@
+"""A small run of the benchmark, so it cannot rot: both systems, every figure present."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(180)
+def test_small_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "scripts.bench", "--tasks", "200", "--round-trips", "20"]
+    command += ["--waiters", "100", "--rounds", "1", "--own-redis", "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=170, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    report = orjson.loads(out.read_bytes())
+    assert (report["rounds"], report["n"]) == (1, 200)
+    pipeline, seed = report["pipeline"], report["seed_design"]
+    for system in (pipeline, seed):
+        assert system["throughput_1proc_tps"] > 0 and system["throughput_2proc_tps"] > 0
+        assert system["enqueue_tps"] > 0 and system["consumer_rss_mb"] > 0
+        assert system["waiters_1000"]["ok"] is True
+        assert 0 < system["latency_ms"]["p50"] <= system["latency_ms"]["p99"]
+    assert pipeline["throughput_1proc_single_call_tps"] > 0
+    assert pipeline["waiters_1000"]["redis_connections"] <= 3
+    # Polling every 0.2 s cannot beat pub/sub: the seed design waits at least one interval.
+    assert seed["latency_ms"]["p50"] >= 150 > pipeline["latency_ms"]["p50"]
+    assert "throughput ratio" in done.stdout.decode()
