@@ -150,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: asyncio.run has already cancelled and cleaned up
+        return 0
     return 0
 
 

@@ -8,8 +8,10 @@ to files whose paths are printed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -164,6 +166,25 @@ class Console:
         await self._say(f"{texts.DELETE_QUESTION}\n{texts.CONSOLE_CONFIRM_HINT}")
 
 
+def read_lines(stdin: TextIO) -> asyncio.Queue[str | None]:
+    """Lines of `stdin` (None at its end), read by a daemon thread.
+
+    A blocking read stays off the event loop, and a daemon thread, unlike the loop's default
+    executor, does not keep Ctrl-C from ending the process while it waits for input.
+    """
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def pump() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed first: nothing to deliver
+            for line in iter(stdin.readline, ""):
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
+    return lines
+
+
 async def run_console(
     settings: Settings,
     db: async_sessionmaker[AsyncSession],
@@ -179,9 +200,9 @@ async def run_console(
     console = Console(services, Profile(user_id, texts.CONSOLE_USER_NAME, "ru"))
     out.write(texts.CONSOLE_INTRO + "\n")
     out.flush()
+    lines = read_lines(stdin)
     try:
-        # A thread reads stdin, so a blocking read never stalls deliveries on the loop.
-        while line := await asyncio.to_thread(stdin.readline):
+        while (line := await lines.get()) is not None:
             if not await console.handle(line.strip()):
                 break
             await services.deliveries.wait_idle(settings.image_wait_seconds)

@@ -74,7 +74,7 @@ PRIVACY = (
 def greeting(name: str, energy: int, diamonds: int) -> str:
     return (
         f"Привет, {name}! Здесь можно переписываться с персонажами и получать их фото.\n"
-        f"Твой баланс: {energy} ⚡ энергии и {diamonds} 💎 алмазов.\n\n{CHOOSE_CHARACTER}"
+        f"Твой баланс: {energy} ⚡ энергии и {diamonds} 💎 алмазов."
     )
 
 

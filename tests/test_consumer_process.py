@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from scripts.private_redis import PrivateRedis
+from scripts.private_redis import PrivateRedis, free_port
 from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
@@ -289,3 +290,44 @@ def test_misconfigured_consumer_stops_at_start_naming_the_problem(
     )
     assert done.returncode == 2
     assert message in done.stderr.decode()
+
+
+async def test_metrics_endpoint_reports_tasks_and_stream_health(
+    queue: QueueService,
+    sqlite_db: Sessions,
+    sqlite_backend: Backend,
+    settings: Settings,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    world = await make_world(sqlite_db)
+    port = free_port()
+    proc = start_consumer(
+        consumer_env(settings, sqlite_backend.url),
+        "metered",
+        tmp_path / "c.log",
+        "--types",
+        "generate_reply",
+        "--metrics-port",
+        str(port),
+    )
+    procs.append(proc)
+    task_id = await queue.enqueue_task(TaskType.GENERATE_REPLY, 1, reply(world, 1))
+    assert (await queue.wait_for_task_result(task_id, 20)).status is TaskStatus.COMPLETED
+    async with httpx.AsyncClient() as client:
+        for _ in range(100):  # the stream gauges refresh every few seconds
+            body = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            if 'stream_pending{task_type="generate_reply"} 0.0' in body:
+                break
+            await asyncio.sleep(0.1)
+    assert 'tasks_processed_total{task_type="generate_reply"} 1.0' in body
+    assert 'task_duration_seconds_count{task_type="generate_reply"} 1.0' in body
+    for gauge in (
+        "stream_waiting",
+        "stream_pending",
+        "stream_oldest_pending_seconds",
+        "stream_dead_letters",
+        "tasks_in_flight",
+    ):
+        assert f'{gauge}{{task_type="generate_reply"}}' in body
+    assert await stop_process(proc) == 0

@@ -25,6 +25,7 @@ from shared.tasks import FINAL_STATUSES, QueueTask, TaskType, loads
 log = structlog.get_logger(__name__)
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
 
 
 def _single_connection_client(settings: Settings, name: str) -> Redis:
@@ -175,14 +176,24 @@ class ResultWaiter:
                 self._read_wakeup.set()
 
     async def _read_records(self, batch: dict[str, TaskType | None]) -> None:
-        """Read many records in one round trip (a type hint saves looking in every stream)."""
+        """Read many records' status in one round trip (a type hint saves looking in every
+        stream), then whole records only for the final ones: a waiter registered early
+        costs one small read, not a parse of its payload."""
         pipe = self._reader.pipeline(transaction=False)
-        order: list[str] = []
+        keys: list[tuple[str, str]] = []
         for task_id, task_type in batch.items():
             for candidate in [task_type] if task_type else list(TaskType):
-                pipe.hgetall(self._keys.record(candidate, task_id))
-                order.append(task_id)
-        for task_id_, fields in zip(order, await pipe.execute(), strict=True):
+                key = self._keys.record(candidate, task_id)
+                pipe.hget(key, "status")
+                keys.append((task_id, key))
+        statuses = await pipe.execute()
+        final = [(tid, key) for (tid, key), st in zip(keys, statuses, strict=True) if st in _FINAL]
+        if not final:
+            return
+        pipe = self._reader.pipeline(transaction=False)
+        for _, key in final:
+            pipe.hgetall(key)
+        for fields in await pipe.execute():
             task = task_from_record(fields) if fields else None
-            if task is not None and task.is_final and task.task_id == task_id_:
+            if task is not None and task.is_final:
                 self._resolve(task)
