@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.config import Settings, load_settings
+from shared.queue import QueueService
 
 pytest_plugins = ["tests.fixtures_db"]
 
@@ -40,3 +41,12 @@ async def redis_client(prefix: str) -> AsyncIterator[aioredis.Redis]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
+    """A connected QueueService on the test's prefix (its clients named after the prefix)."""
+    service = QueueService(settings, client_name=f"{settings.redis_queue_prefix}producer")
+    await service.connect()
+    yield service
+    await service.close()

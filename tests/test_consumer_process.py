@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from scripts.private_redis import PrivateRedis, free_port
 from shared.config import Settings
@@ -43,14 +42,6 @@ async def sqlite_db(sqlite_backend: Backend) -> AsyncIterator[Sessions]:
     engine = create_engine(sqlite_backend.url)
     yield create_sessionmaker(engine)
     await engine.dispose()
-
-
-@pytest.fixture
-async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
-    service = QueueService(settings)
-    await service.connect()
-    yield service
-    await service.close()
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -28,14 +26,6 @@ from tests.consumer_helpers import SlowVenice, World, count_replies, ledger, mak
 from tests.fixtures_db import Sessions
 
 ALL = list(TaskType)
-
-
-@pytest.fixture
-async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
-    service = QueueService(settings)
-    await service.connect()
-    yield service
-    await service.close()
 
 
 def options(limit: int = 10, **kw: Any) -> RunnerOptions:

@@ -11,7 +11,6 @@ import redis.asyncio as aioredis
 
 from consumers.refunds import Refunder
 from scripts.reclaim_stuck import reclaim_pass
-from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Currency
@@ -25,14 +24,6 @@ from tests.ops_helpers import reclaim_options, strand
 
 REPLY = TaskType.GENERATE_REPLY
 PROMPT = {"girl_name": "a", "girl_description": "b"}
-
-
-@pytest.fixture
-async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
-    service = QueueService(settings)
-    await service.connect()
-    yield service
-    await service.close()
 
 
 @pytest.fixture

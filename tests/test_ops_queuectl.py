@@ -27,14 +27,6 @@ CTL = "scripts.queuectl"
 
 
 @pytest.fixture
-async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
-    service = QueueService(settings)
-    await service.connect()
-    yield service
-    await service.close()
-
-
-@pytest.fixture
 async def db(sqlite_backend: Backend) -> AsyncIterator[Sessions]:
     engine = create_engine(sqlite_backend.url)
     yield create_sessionmaker(engine)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from shared.config import Settings
 from shared.errors import InvalidPayloadError, TaskTimeoutError, UnknownTaskTypeError
 from shared.queue import Delivery, Malformed, Outcome, QueueService, StreamConsumer
 from shared.tasks import TaskStatus, TaskType, dumps
@@ -34,14 +32,6 @@ RESULTS: dict[TaskType, dict[str, Any]] = {
     TaskType.GENERATE_REPLY: {"reply": "Отлично!", "dialog_id": 3},
     TaskType.GENERATE_IMAGE_PROMPT: {"prompt": "1girl, cafe"},
 }
-
-
-@pytest.fixture
-async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
-    service = QueueService(settings, client_name=f"{settings.redis_queue_prefix}producer")
-    await service.connect()
-    yield service
-    await service.close()
 
 
 async def take(consumer: StreamConsumer, task_type: TaskType, count: int = 10) -> list[Delivery]:
