@@ -9,9 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from producer.channel import Sender
 from producer.conversation import Conversation
 from producer.delivery import Deliveries
-from producer.throttle import BotKeys, PhotoLock, RateLimiter
+from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
 from shared.queue import QueueService
+from shared.queue.keys import Keys
 
 # The photo lock outlives a normal wait, and expires by itself if a bot dies holding it.
 _PHOTO_LOCK_MARGIN_SECONDS = 60
@@ -34,7 +35,7 @@ def build_services(
     sender: Sender,
 ) -> Services:
     """Wire the use cases on a connected queue and a sender (Telegram or console)."""
-    keys = BotKeys.from_settings(settings)
+    keys = Keys.from_settings(settings)
     lock_ttl = int(settings.image_wait_seconds) + _PHOTO_LOCK_MARGIN_SECONDS
     photo_lock = PhotoLock(queue.redis, keys, lock_ttl)
     limiter = RateLimiter(queue.redis, keys, settings.user_messages_per_minute)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from redis.asyncio import Redis
 
-from shared.config import Settings
+from shared.queue.keys import Keys
 
 RATE_WINDOW_SECONDS = 60
 # Compare and delete in one step, so a lock taken by a newer press in between survives.
@@ -18,33 +16,16 @@ return 0
 """
 
 
-@dataclass(frozen=True, slots=True)
-class BotKeys:
-    """Redis keys of the bot's own state, under the queue prefix (one namespace per deploy)."""
-
-    prefix: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> BotKeys:
-        return cls(f"{settings.redis_queue_prefix}bot:")
-
-    def rate(self, user_id: int) -> str:
-        return f"{self.prefix}rate:{user_id}"
-
-    def photo_lock(self, user_id: int) -> str:
-        return f"{self.prefix}photo:{user_id}"
-
-
 class RateLimiter:
     """At most `per_minute` messages per user in a fixed one-minute window."""
 
-    def __init__(self, redis: Redis, keys: BotKeys, per_minute: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, per_minute: int) -> None:
         self._redis = redis
         self._keys = keys
         self._per_minute = per_minute
 
     async def allow(self, user_id: int) -> bool:
-        key = self._keys.rate(user_id)
+        key = self._keys.bot_rate(user_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             # NX: only the first message of a window starts its clock.
@@ -56,7 +37,7 @@ class RateLimiter:
 class PhotoLock:
     """One photo in progress per user; the holder is identified by the photo's charge id."""
 
-    def __init__(self, redis: Redis, keys: BotKeys, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl_seconds
@@ -64,7 +45,7 @@ class PhotoLock:
 
     async def acquire(self, user_id: int, holder: str) -> bool:
         """True if taken now or already held by `holder` (a repeated update of the same press)."""
-        key = self._keys.photo_lock(user_id)
+        key = self._keys.bot_photo_lock(user_id)
         if await self._redis.set(key, holder, nx=True, ex=self._ttl):
             return True
         current = await self._redis.get(key)
@@ -72,4 +53,4 @@ class PhotoLock:
 
     async def release(self, user_id: int, holder: str) -> None:
         """Release only our own lock: a late release must not free someone else's newer one."""
-        await self._release(keys=[self._keys.photo_lock(user_id)], args=[holder])
+        await self._release(keys=[self._keys.bot_photo_lock(user_id)], args=[holder])

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -144,13 +143,6 @@ async def _stop_polling(dispatcher: Dispatcher, polling: asyncio.Task[None]) -> 
 
 ROOT = Path(__file__).resolve().parent.parent
 _OWN_ENV = ("BOT_", "TELEGRAM_", "REDIS_", "DATABASE_", "WEBHOOK_", "VENICE_", "ADMIN_", "LOG_")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def process_env(settings: Settings, **extra: Any) -> dict[str, str]:

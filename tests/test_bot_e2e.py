@@ -15,6 +15,7 @@ import pytest
 
 from producer import texts
 from producer.keyboards import PhotoCallback
+from scripts.private_redis import free_port
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
@@ -24,7 +25,6 @@ from tests.bot_harness import (
     Processes,
     balances,
     bot_settings,
-    free_port,
     log_events,
     migrated_sqlite,
     process_env,

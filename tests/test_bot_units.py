@@ -24,9 +24,10 @@ from producer.jobs import (
     task_id_for,
 )
 from producer.telegram_session import ChatPacer, FloodControlMiddleware
-from producer.throttle import BotKeys, PhotoLock, RateLimiter
+from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
 from shared.errors import InsufficientBalanceError
+from shared.queue.keys import Keys
 from shared.tasks import ChatTurn
 from tests.bot_harness import TOKEN
 from tests.fakes.telegram import FakeTelegram
@@ -93,7 +94,7 @@ def test_balance_refusal_names_the_balance() -> None:
 async def test_rate_limit_is_shared_through_redis(
     settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    keys = BotKeys.from_settings(settings)
+    keys = Keys.from_settings(settings)
     first = RateLimiter(redis_client, keys, per_minute=2)
     second = RateLimiter(redis_client, keys, per_minute=2)  # as in another bot process
     assert [await first.allow(1), await second.allow(1), await first.allow(1)] == [
@@ -102,13 +103,13 @@ async def test_rate_limit_is_shared_through_redis(
         False,
     ]
     assert await first.allow(2)
-    assert 0 < await redis_client.ttl(keys.rate(1)) <= 60
+    assert 0 < await redis_client.ttl(keys.bot_rate(1)) <= 60
 
 
 async def test_photo_lock_belongs_to_its_holder(
     settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    lock = PhotoLock(redis_client, BotKeys.from_settings(settings), ttl_seconds=30)
+    lock = PhotoLock(redis_client, Keys.from_settings(settings), ttl_seconds=30)
     assert await lock.acquire(1, "a")
     assert await lock.acquire(1, "a")  # the same press again (a redelivered update)
     assert not await lock.acquire(1, "b")

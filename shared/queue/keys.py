@@ -37,3 +37,10 @@ class Keys:
 
     def channels(self) -> dict[str, TaskType]:
         return {self.channel(t): t for t in TaskType}
+
+    # The bot's own per-user state, under the queue prefix (one namespace per deploy).
+    def bot_rate(self, user_id: int) -> str:
+        return f"{self.queue_prefix}bot:rate:{user_id}"
+
+    def bot_photo_lock(self, user_id: int) -> str:
+        return f"{self.queue_prefix}bot:photo:{user_id}"
