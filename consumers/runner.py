@@ -117,14 +117,16 @@ class ConsumerRunner:
                 continue
             try:
                 entries = await self._fetch(task_type, state)
+                if self._stopping.is_set():
+                    await self._release_unstarted(entries)
+                    break
+                await self._dispatch(task_type, entries)
             except (RedisError, OSError) as exc:
+                # Entries read but not started stay in our pending list; the claim pass
+                # (ours or another consumer's) picks them up once they are idle.
                 log.warning("read_failed", task_type=task_type, error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
-            if self._stopping.is_set():
-                await self._release_unstarted(entries)
-                break
-            await self._dispatch(task_type, entries)
             if self._opts.burst and not entries and not state.running:
                 break
 
