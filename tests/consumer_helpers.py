@@ -100,6 +100,17 @@ def consumer_env(settings: Settings, database_url: str, **extra: Any) -> dict[st
     return env
 
 
+def venice_env(settings: Settings, database_url: str, venice: FakeVenice) -> dict[str, str]:
+    """A consumer environment whose LLM is the given fake Venice server."""
+    return consumer_env(
+        settings,
+        database_url,
+        LLM_PROVIDER="venice",
+        VENICE_API_KEY=venice.api_key,
+        VENICE_BASE_URL=venice.url,
+    )
+
+
 def start_consumer(
     env: dict[str, str], name: str, log_path: Path, *args: str
 ) -> subprocess.Popen[bytes]:

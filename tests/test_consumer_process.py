@@ -31,6 +31,7 @@ from tests.consumer_helpers import (
     make_world,
     start_consumer,
     stop_process,
+    venice_env,
 )
 from tests.fixtures_db import Backend, Sessions
 
@@ -103,13 +104,7 @@ async def test_sigkill_mid_flight_another_consumer_finishes_everything_once(
 ) -> None:
     world = await make_world(sqlite_db, energy=500)
     async with SlowVenice(delay=3.0) as venice:
-        env = consumer_env(
-            settings,
-            sqlite_backend.url,
-            LLM_PROVIDER="venice",
-            VENICE_API_KEY=venice.api_key,
-            VENICE_BASE_URL=venice.url,
-        )
+        env = venice_env(settings, sqlite_backend.url, venice)
         ids = await enqueue_paid_replies(queue, sqlite_db, world, 200)
         victim = start_consumer(
             env,
@@ -159,13 +154,7 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
 ) -> None:
     world = await make_world(sqlite_db, energy=50)
     async with SlowVenice(delay=4.0) as venice:
-        env = consumer_env(
-            settings,
-            sqlite_backend.url,
-            LLM_PROVIDER="venice",
-            VENICE_API_KEY=venice.api_key,
-            VENICE_BASE_URL=venice.url,
-        )
+        env = venice_env(settings, sqlite_backend.url, venice)
         ids = await enqueue_paid_replies(queue, sqlite_db, world, 5)
         proc = start_consumer(env, "graceful", tmp_path / "c.log", "--types", "generate_reply")
         procs.append(proc)
@@ -190,13 +179,7 @@ async def test_grace_period_over_hands_back_at_once(
 ) -> None:
     world = await make_world(sqlite_db, energy=50)
     async with SlowVenice(delay=30.0) as venice:
-        env = consumer_env(
-            settings,
-            sqlite_backend.url,
-            LLM_PROVIDER="venice",
-            VENICE_API_KEY=venice.api_key,
-            VENICE_BASE_URL=venice.url,
-        )
+        env = venice_env(settings, sqlite_backend.url, venice)
         ids = await enqueue_paid_replies(queue, sqlite_db, world, 3)
         proc = start_consumer(
             env, "leaving", tmp_path / "c.log", "--types", "generate_reply", "--grace", "0.5"

@@ -35,6 +35,7 @@ from tests.consumer_helpers import (
     count_replies,
     make_world,
     start_consumer,
+    venice_env,
 )
 from tests.fixtures_db import Backend, Sessions
 from tests.ops_helpers import reclaim_options, reply_payload, run_cli, snapshot, strand
@@ -109,13 +110,7 @@ async def test_cli_recovers_the_work_of_a_sigkilled_consumer_process(
         for i in range(3)
     ]
     async with SlowVenice(delay=30.0) as venice:
-        env = consumer_env(
-            settings,
-            sqlite_backend.url,
-            LLM_PROVIDER="venice",
-            VENICE_API_KEY=venice.api_key,
-            VENICE_BASE_URL=venice.url,
-        )
+        env = venice_env(settings, sqlite_backend.url, venice)
         victim = start_consumer(
             env, "victim", tmp_path / "victim.log", "--types", "generate_reply"
         )
