@@ -18,7 +18,10 @@ ensure_uv() {
   export PATH="$HOME/.local/bin:$PATH"
   if ! command -v uv >/dev/null 2>&1; then
     echo "setup: installing uv with pip"
-    python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv \
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    # Debian and Ubuntu mark the system Python as externally managed (PEP 668).
+    python3 -m pip install --quiet --user uv 2>/dev/null \
+      || python3 -m pip install --quiet --user --break-system-packages uv 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages uv
   fi
   uv sync --frozen --quiet --compile-bytecode
