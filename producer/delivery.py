@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -43,6 +46,9 @@ log = structlog.get_logger(__name__)
 RECHECK_SECONDS = 60.0
 # A row younger than this may belong to another process that has not enqueued yet.
 LOST_GRACE_SECONDS = 30.0
+# On shutdown, a message whose delivery is already claimed gets this long to be sent: the
+# claim means nobody else will send it, so cancelling it would lose it.
+SEND_GRACE_SECONDS = 15.0
 
 
 class Deliveries:
@@ -62,6 +68,7 @@ class Deliveries:
         self._sender = sender
         self._photo_lock = photo_lock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[Any]] = set()
 
     def watch(self, job: Job) -> None:
         """Deliver `job` in the background; the caller returns at once."""
@@ -89,11 +96,32 @@ class Deliveries:
         return not pending
 
     async def close(self) -> None:
-        """Stop waiting; unclaimed rows stay in the database for the next start."""
+        """Stop waiting; unclaimed rows stay in the database for the next start.
+
+        Deliveries already claimed are in the middle of sending: they may finish (bounded by
+        SEND_GRACE_SECONDS), because nobody else would send them after a restart.
+        """
         tasks = list(self._tasks)
+        sending = [task for task in tasks if task in self._sending]
         for task in tasks:
+            if task not in self._sending:
+                task.cancel()
+        if sending:
+            await asyncio.wait(sending, timeout=SEND_GRACE_SECONDS)
+        for task in sending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @contextlib.contextmanager
+    def _sending_now(self) -> Iterator[None]:
+        """Mark the running delivery as claimed and sending until the block ends."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._sending.add(task)
+        try:
+            yield
+        finally:
+            self._sending.discard(task)
 
     async def tell_queue_place(self, chat_id: int) -> None:
         depth = await self._queue.get_queue_depth(TaskType.GENERATE_IMAGE)
@@ -166,8 +194,9 @@ class Deliveries:
                 return
             outcome = await repo.refund(session, job.charge_id, "result lost")
         log.warning("delivery_lost", kind=job.kind, refund=str(outcome))
-        await self._after_photo(job, job.chat_id)
-        await self._sender.send_text(job.chat_id, self._failure_text(job))
+        with self._sending_now():
+            await self._after_photo(job, job.chat_id)
+            await self._sender.send_text(job.chat_id, self._failure_text(job))
 
     async def _claim(self, task_id: str) -> bool:
         async with self._db.begin() as session:
@@ -178,8 +207,9 @@ class Deliveries:
         if not await self._claim(job.task_id):
             return
         log.info("task_failure_announced", kind=job.kind, error=task.error)
-        await self._after_photo(job, task.user_id)
-        await self._sender.send_text(job.chat_id, self._failure_text(job))
+        with self._sending_now():
+            await self._after_photo(job, task.user_id)
+            await self._sender.send_text(job.chat_id, self._failure_text(job))
 
     @staticmethod
     def _failure_text(job: Job) -> str:
@@ -193,18 +223,22 @@ class Deliveries:
         if not await self._claim(job.task_id):
             log.info("delivery_already_claimed", kind=job.kind)
             return
+        with self._sending_now():
+            await self._send_claimed(job, task)
+        log.info("result_delivered", kind=job.kind)
+
+    async def _send_claimed(self, job: Job, task: QueueTask) -> None:
         if job.kind is DeliveryKind.REPLY:
             reply = ReplyResult.model_validate(task.result).reply
             parts = split_text(reply) or [texts.EMPTY_REPLY]
             for number, part in enumerate(parts, start=1):
                 await self._sender.send_text(job.chat_id, part, photo_button=number == len(parts))
-        else:
-            image = ImageResult.model_validate(task.result)
-            try:
-                await self._sender.send_photo(job.chat_id, base64.b64decode(image.image_base64))
-            finally:
-                await self._after_photo(job, task.user_id)
-        log.info("result_delivered", kind=job.kind)
+            return
+        image = ImageResult.model_validate(task.result)
+        try:
+            await self._sender.send_photo(job.chat_id, base64.b64decode(image.image_base64))
+        finally:
+            await self._after_photo(job, task.user_id)
 
     async def _continue_photo(self, job: Job, prompt_task: QueueTask) -> None:
         """Enqueue the image step, hand the row over to it, then deliver the image."""

@@ -14,7 +14,7 @@ from aiogram.client.session.middlewares.base import (
     NextRequestMiddlewareType,
 )
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramRetryAfter
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import Response, SendChatAction, TelegramMethod
 from aiogram.methods.base import TelegramType
 
@@ -56,7 +56,8 @@ class ChatPacer:
 
 
 class FloodControlMiddleware(BaseRequestMiddleware):
-    """Paces sends per chat and, on 429, waits `retry_after` (plus jitter) and sends again."""
+    """Paces sends per chat; on 429 waits `retry_after` (plus jitter), on a network error or a
+    5xx backs off, and sends again, a bounded number of times."""
 
     def __init__(self, pacer: ChatPacer | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:
         self._pacer = pacer or ChatPacer()
@@ -74,18 +75,32 @@ class FloodControlMiddleware(BaseRequestMiddleware):
                 await self._pacer.wait(chat_id)
             try:
                 return await make_request(bot, method)
-            except TelegramRetryAfter as exc:
+            except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError) as exc:
                 if attempt == self._max_attempts:
                     raise
-                delay = exc.retry_after + random.uniform(0, JITTER_SECONDS)
+                delay = _retry_delay(exc, attempt)
                 log.warning(
-                    "telegram_flood_wait",
+                    "telegram_retry",
                     method=method.__api_method__,
-                    retry_after=exc.retry_after,
+                    error=type(exc).__name__,
                     attempt=attempt,
+                    retry_in=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _retry_delay(exc: Exception, attempt: int) -> float:
+    """Flood control says how long to wait; a network error or a 5xx backs off exponentially.
+
+    A paid reply or photo whose delivery is already claimed must not be dropped on one
+    transient failure; a repeat after a lost response is the lesser harm.
+    """
+    jitter = random.uniform(0, JITTER_SECONDS)
+    if isinstance(exc, TelegramRetryAfter):
+        return float(exc.retry_after) + jitter
+    backoff: float = 0.5 * 2.0 ** (attempt - 1)
+    return min(8.0, backoff) + jitter
 
 
 def _paced_chat(method: TelegramMethod[TelegramType]) -> int | str | None:

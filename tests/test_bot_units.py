@@ -11,6 +11,7 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramRetryAfter
+from aiogram.types import BufferedInputFile
 
 from producer import texts
 from producer.channel import split_text
@@ -138,6 +139,13 @@ async def test_flood_wait_is_honoured_then_the_message_is_sent(tg: FakeTelegram)
         await bot.send_message(chat_id=5, text="Привет")
     assert time.monotonic() - started >= 1.0
     assert [r.status for r in tg.sent("sendMessage")] == [429, 200]
+
+
+async def test_transient_telegram_errors_are_retried(tg: FakeTelegram) -> None:
+    tg.fail_next("sendPhoto", 500, "Internal Server Error: try again", times=2)
+    async with _bot(tg, FloodControlMiddleware()) as bot:
+        await bot.send_photo(chat_id=5, photo=BufferedInputFile(b"\x89PNG-bytes", "p.png"))
+    assert [r.status for r in tg.sent("sendPhoto")] == [500, 500, 200]
 
 
 async def test_flood_retries_are_bounded(tg: FakeTelegram) -> None:
