@@ -387,3 +387,17 @@ async def test_missing_group_is_recreated_not_looped(
     assert await consumer.read(task_type, 5, block_ms=100) == []  # NOGROUP handled
     [delivery] = await take(consumer, task_type)
     assert delivery.task.task_id == task_id
+
+
+async def test_concurrent_enqueues_share_round_trips_and_connections(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    task_type = TaskType.GENERATE_IMAGE
+    ids = await asyncio.gather(
+        *(queue.enqueue_task(task_type, i, PAYLOADS[task_type]) for i in range(500))
+    )
+    assert len(set(ids)) == 500
+    assert (await queue.get_queue_depth(task_type)).waiting == 500
+    producer = f"{queue.settings.redis_queue_prefix}producer"
+    clients = await redis_client.client_list()
+    assert sum(1 for c in clients if c.get("name") == producer) <= 2

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from shared.config import Settings, load_settings
 from shared.errors import InvalidPayloadError
+from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import create_redis
 from shared.queue.consume import Outcome, StreamConsumer, ensure_group
 from shared.queue.inspect import QueueDepth, queue_depth
@@ -34,6 +35,7 @@ class QueueService:
         self._redis: Redis | None = None
         self._scripts: Scripts | None = None
         self._waiter: ResultWaiter | None = None
+        self._batcher: ScriptBatcher | None = None
 
     @property
     def redis(self) -> Redis:
@@ -53,6 +55,7 @@ class QueueService:
             return
         self._redis = create_redis(self.settings, self._client_name)
         self._scripts = Scripts(self._redis)
+        self._batcher = ScriptBatcher(self._redis, self._scripts)
         await self._scripts.load()
         for task_type in TaskType:
             await ensure_group(self._redis, self.keys, task_type)
@@ -61,6 +64,9 @@ class QueueService:
         if self._waiter is not None:
             await self._waiter.aclose()
             self._waiter = None
+        if self._batcher is not None:
+            await self._batcher.aclose()
+            self._batcher = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -108,7 +114,10 @@ class QueueService:
         """
         task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
         keys, args = self._enqueue_args(task, raw)
-        await self.scripts.run("enqueue", keys, args)
+        if self._batcher is None:
+            raise RuntimeError("QueueService.connect() was not called")
+        # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
+        await self._batcher.run("enqueue", keys, args)
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
         return task.task_id
 
