@@ -52,7 +52,14 @@ ensure_redis() { # starts a non-persistent local Redis on 6379 when none answers
 pg_up() { python3 -c "import socket; socket.create_connection(('127.0.0.1', 5432), timeout=1)" 2>/dev/null; }
 
 ensure_postgres() { # for the tests: a server on 127.0.0.1:5432 with a database `test`
-  if pg_up; then return 0; fi
+  if pg_up; then
+    if [ -z "${TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1 \
+      && ! psql -h 127.0.0.1 -U postgres -d test -Atqc 'select 1' >/dev/null 2>&1; then
+      echo "setup: PostgreSQL answers on 127.0.0.1:5432 but not as postgres@test without a" >&2
+      echo "       password; set TEST_DATABASE_URL=postgresql+asyncpg://USER:PASS@127.0.0.1:5432/DB" >&2
+    fi
+    return 0
+  fi
   if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
     echo "setup: installing postgresql"
     apt_install postgresql
