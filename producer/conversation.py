@@ -309,6 +309,8 @@ class Conversation:
             log.error("enqueue_failed", task_id=job.task_id, error=str(exc))
             async with self._db.begin() as session:
                 await repo.claim_delivery(session, job.task_id)
+                # Answered right here, in the user's own request: nothing to resend later.
+                await repo.confirm_delivery(session, job.task_id)
                 await repo.refund(session, job.charge_id, "could not enqueue")
             await self._say(job.chat_id, texts.ENQUEUE_FAILED)
             return False

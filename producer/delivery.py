@@ -14,6 +14,7 @@ import base64
 import contextlib
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -49,6 +50,9 @@ LOST_GRACE_SECONDS = 30.0
 # On shutdown, a message whose delivery is already claimed gets this long to be sent: the
 # claim means nobody else will send it, so cancelling it would lose it.
 SEND_GRACE_SECONDS = 15.0
+# A claim not confirmed as sent after this long belongs to a process that died mid-send
+# (sending, retries included, takes seconds): the next start sends that message again.
+CLAIM_LEASE = timedelta(minutes=2)
 
 
 class Deliveries:
@@ -77,16 +81,18 @@ class Deliveries:
         task.add_done_callback(self._tasks.discard)
 
     async def resume(self) -> int:
-        """Watch every delivery left unclaimed by an earlier run; return how many."""
+        """Watch every delivery an earlier run left unclaimed, or claimed and never sent
+        (it died mid-send: at-least-once beats losing a paid message); return how many."""
         async with self._db.begin() as session:
             rows = await repo.undelivered(session)
-        for row in rows:
+            unsent = await repo.unsent_claims(session, now() - CLAIM_LEASE)
+        for row, claimed in [(r, False) for r in rows] + [(r, True) for r in unsent]:
             kind, dialog_id = decode_kind(row.kind)
-            self.watch(
-                Job(row.task_id, kind, row.chat_id, dialog_id, row.created_at, notified=True)
-            )
-        log.info("deliveries_resumed", count=len(rows))
-        return len(rows)
+            job = Job(row.task_id, kind, row.chat_id, dialog_id, row.created_at, notified=True)
+            job.claimed = claimed
+            self.watch(job)
+        log.info("deliveries_resumed", count=len(rows), resent=len(unsent))
+        return len(rows) + len(unsent)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no delivery is running; False if some still run after `timeout`."""
@@ -190,26 +196,34 @@ class Deliveries:
     async def _give_up(self, job: Job) -> None:
         # The consumer refunds only tasks it saw fail; a lost task is refunded here, once.
         async with self._db.begin() as session:
-            if not await repo.claim_delivery(session, job.task_id):
+            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
                 return
             outcome = await repo.refund(session, job.charge_id, "result lost")
         log.warning("delivery_lost", kind=job.kind, refund=str(outcome))
         with self._sending_now():
             await self._after_photo(job, job.chat_id)
             await self._sender.send_text(job.chat_id, self._failure_text(job))
+        await self._confirm(job.task_id)
 
-    async def _claim(self, task_id: str) -> bool:
+    async def _claim(self, job: Job) -> bool:
+        if job.claimed:
+            return True
         async with self._db.begin() as session:
-            return await repo.claim_delivery(session, task_id)
+            return await repo.claim_delivery(session, job.task_id)
+
+    async def _confirm(self, task_id: str) -> None:
+        async with self._db.begin() as session:
+            await repo.confirm_delivery(session, task_id)
 
     async def _announce_failure(self, job: Job, task: QueueTask) -> None:
         # The consumer has already refunded the charge before announcing the failure.
-        if not await self._claim(job.task_id):
+        if not await self._claim(job):
             return
         log.info("task_failure_announced", kind=job.kind, error=task.error)
         with self._sending_now():
             await self._after_photo(job, task.user_id)
             await self._sender.send_text(job.chat_id, self._failure_text(job))
+        await self._confirm(job.task_id)
 
     @staticmethod
     def _failure_text(job: Job) -> str:
@@ -220,11 +234,12 @@ class Deliveries:
             await self._photo_lock.release(user_id, job.charge_id)
 
     async def _send_result(self, job: Job, task: QueueTask) -> None:
-        if not await self._claim(job.task_id):
+        if not await self._claim(job):
             log.info("delivery_already_claimed", kind=job.kind)
             return
         with self._sending_now():
             await self._send_claimed(job, task)
+        await self._confirm(job.task_id)
         log.info("result_delivered", kind=job.kind)
 
     async def _send_claimed(self, job: Job, task: QueueTask) -> None:
@@ -258,8 +273,10 @@ class Deliveries:
             charge_id=image_id,
         )
         async with self._db.begin() as session:
-            if not await repo.claim_delivery(session, job.task_id):
+            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
                 return  # another process continues this chain
+            # The prompt step sends no message: its claim is confirmed with the hand-over.
+            await repo.confirm_delivery(session, job.task_id)
             await repo.record_pending_delivery(
                 session, image_id, job.chat_id, encode_kind(DeliveryKind.IMAGE)
             )

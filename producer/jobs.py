@@ -63,6 +63,8 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     # Set once the user was told it takes longer; recovered jobs start silent.
     notified: bool = False
+    # Claimed by a process that died before sending: this job sends without claiming again.
+    claimed: bool = False
 
     @property
     def task_type(self) -> TaskType:

@@ -1,11 +1,14 @@
-"""Bot shutdown: a delivery already claimed is sent, not dropped, when the bot stops."""
+"""A claimed delivery is sent, not dropped: when the bot stops, and when it died mid-send."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
+from sqlalchemy import update
 
 from producer.channel import ChatAction
 from producer.delivery import Deliveries
@@ -13,23 +16,25 @@ from producer.jobs import DeliveryKind, Job, encode_kind
 from producer.throttle import PhotoLock
 from shared.config import Settings
 from shared.db import repositories as repo
+from shared.db.models import Delivery as DeliveryRow
 from shared.queue import Delivery, Outcome, QueueService
 from shared.queue.keys import Keys
 from shared.tasks import ReplyResult, TaskStatus, TaskType, dumps
-from tests.consumer_helpers import make_world
+from tests.consumer_helpers import World, make_world
 from tests.fixtures_db import Sessions
 
 
 class SlowTransport:
-    """Stands in for Telegram: each message takes a while to go out."""
+    """Stands in for Telegram: each message takes `delay` seconds to go out."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.5) -> None:
+        self.delay = delay
         self.sending = asyncio.Event()
         self.texts: list[str] = []
 
     async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
         self.sending.set()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(self.delay)
         self.texts.append(text)
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:
@@ -39,10 +44,8 @@ class SlowTransport:
         return None
 
 
-async def test_stopping_bot_finishes_a_claimed_delivery(
-    queue: QueueService, db: Sessions, settings: Settings, redis_client: aioredis.Redis
-) -> None:
-    world = await make_world(db)
+async def completed_reply(queue: QueueService, db: Sessions, world: World, text: str) -> str:
+    """A finished generate_reply task with an open delivery row, as the bot leaves them."""
     payload = {
         "system_prompt": "x",
         "history": [],
@@ -58,17 +61,59 @@ async def test_stopping_bot_finishes_a_claimed_delivery(
     [delivery] = await consumer.read(TaskType.GENERATE_REPLY, 1, 500)
     assert isinstance(delivery, Delivery)
     [attempt] = await consumer.start([delivery], time.time())
-    result = ReplyResult(reply="Уже бегу!", dialog_id=world.dialog_id).model_dump()
+    result = ReplyResult(reply=text, dialog_id=world.dialog_id).model_dump()
     await consumer.finish(
         [Outcome(delivery, TaskStatus.COMPLETED, attempt, time.time(), dumps(result))]
     )
+    return task_id
+
+
+def deliveries_for(
+    settings: Settings, db: Sessions, queue: QueueService, redis: aioredis.Redis, sender: Any
+) -> Deliveries:
+    lock = PhotoLock(redis, Keys.from_settings(settings), ttl_seconds=30)
+    return Deliveries(settings, db, queue, sender, lock)
+
+
+async def test_stopping_bot_finishes_a_claimed_delivery(
+    queue: QueueService, db: Sessions, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    world = await make_world(db)
+    task_id = await completed_reply(queue, db, world, "Уже бегу!")
     transport = SlowTransport()
-    lock = PhotoLock(redis_client, Keys.from_settings(settings), ttl_seconds=30)
-    deliveries = Deliveries(settings, db, queue, transport, lock)
+    deliveries = deliveries_for(settings, db, queue, redis_client, transport)
     deliveries.watch(Job(task_id, DeliveryKind.REPLY, world.user_id))
     await asyncio.wait_for(transport.sending.wait(), 10)
     await deliveries.close()  # the bot stops while the claimed reply is on its way
     assert transport.texts == ["Уже бегу!"]
     async with db.begin() as session:
-        open_rows = {row.task_id for row in await repo.undelivered(session)}
-    assert task_id not in open_rows  # claimed, and its message went out
+        row = await session.get(DeliveryRow, task_id)
+    assert row is not None and row.delivered_at is not None and row.sent_at is not None
+
+
+async def test_a_claim_whose_sender_died_is_sent_again_on_start(
+    queue: QueueService, db: Sessions, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    world = await make_world(db)
+    orphan = await completed_reply(queue, db, world, "Я тут!")
+    in_progress = await completed_reply(queue, db, world, "Сейчас отправлю")
+    async with db.begin() as session:
+        # One process claimed both and died before sending; the second claim is recent,
+        # as if a live process were sending it right now.
+        assert await repo.claim_delivery(session, orphan)
+        assert await repo.claim_delivery(session, in_progress)
+        await session.execute(
+            update(DeliveryRow)
+            .where(DeliveryRow.task_id == orphan)
+            .values(delivered_at=datetime.now(UTC) - timedelta(minutes=3))
+        )
+    transport = SlowTransport(delay=0)
+    deliveries = deliveries_for(settings, db, queue, redis_client, transport)
+    assert await deliveries.resume() == 1
+    assert await deliveries.wait_idle(10)
+    await deliveries.close()
+    assert transport.texts == ["Я тут!"]
+    async with db.begin() as session:
+        assert await repo.unsent_claims(session, datetime.now(UTC)) == [
+            await session.get(DeliveryRow, in_progress)
+        ]

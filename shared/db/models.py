@@ -192,7 +192,8 @@ class LedgerEntry(Base):
 
 
 class Delivery(Base):
-    """A result the bot must send exactly once; delivered_at is set by the one claimer."""
+    """A result the bot must send: delivered_at is set by the one claimer, sent_at once the
+    message went out (a claim never confirmed belongs to a process that died mid-send)."""
 
     __tablename__ = "deliveries"
 
@@ -201,3 +202,4 @@ class Delivery(Base):
     kind: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -8,6 +8,7 @@ both), so a redelivered task or a repeated Telegram update reports "already done
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -384,6 +385,28 @@ async def claim_delivery(session: AsyncSession, task_id: str) -> bool:
         .returning(Delivery.task_id)
     )
     return claimed is not None
+
+
+async def confirm_delivery(session: AsyncSession, task_id: str) -> None:
+    """Record that the claimed delivery's message went out."""
+    await session.execute(
+        update(Delivery).where(Delivery.task_id == task_id).values(sent_at=utcnow())
+    )
+
+
+async def unsent_claims(session: AsyncSession, claimed_before: datetime) -> list[Delivery]:
+    """Deliveries claimed before `claimed_before` and never confirmed: their sender died."""
+    return list(
+        await session.scalars(
+            select(Delivery)
+            .where(
+                Delivery.delivered_at.is_not(None),
+                Delivery.delivered_at < claimed_before,
+                Delivery.sent_at.is_(None),
+            )
+            .order_by(Delivery.delivered_at, Delivery.task_id)
+        )
+    )
 
 
 async def undelivered(session: AsyncSession) -> list[Delivery]:
