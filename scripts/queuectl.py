@@ -25,7 +25,7 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.queue import QueueDepth, QueueService
-from shared.tasks import TaskType
+from shared.tasks import QueueTask, TaskType
 
 TYPES = [t.value for t in TaskType]
 
@@ -93,14 +93,18 @@ async def clear(queue: QueueService, args: argparse.Namespace, settings: Setting
     question = f"Fail {depth.unfinished} unfinished {task_type} tasks and refund them?"
     if not args.yes and not await confirm(question):
         return EXIT_USAGE
-    failed = await queue.drain(task_type, "cleared by operator")
     errors: list[str] = []
     async with open_refunder(settings) as refund:
-        for task in failed:
-            try:
-                await refund(task, "cleared by operator")
-            except Exception as exc:  # noqa: BLE001 - report each one, refund the others
-                errors.append(f"{task.task_id} (charge {task.charge_id}): {exc}")
+
+        async def refund_all(tasks: list[QueueTask]) -> None:
+            # Runs before the failures are announced, so a user is told only once refunded.
+            for task in tasks:
+                try:
+                    await refund(task, "cleared by operator")
+                except Exception as exc:  # noqa: BLE001 - report each one, refund the others
+                    errors.append(f"{task.task_id} (charge {task.charge_id}): {exc}")
+
+        failed = await queue.drain(task_type, "cleared by operator", before_announce=refund_all)
     refunded = sum(1 for t in failed if t.charge_id is not None) - len(errors)
     print_text(f"cleared {len(failed)} {task_type} tasks; refunded {refunded} charges")
     for error in errors:

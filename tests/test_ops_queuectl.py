@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.refunds import Refunder
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from shared.config import Settings
@@ -17,7 +19,7 @@ from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Currency
 from shared.queue import Outcome, QueueService, TaskStatus
-from shared.tasks import TaskType
+from shared.tasks import QueueTask, TaskType
 from tests.consumer_helpers import World, consumer_env, ledger, make_world
 from tests.fixtures_db import Backend, Sessions
 from tests.ops_helpers import reply_payload, run_cli, strand, unused_port
@@ -179,3 +181,37 @@ async def test_unreachable_redis_is_a_clear_error(env: dict[str, str], module: s
     assert result.returncode == 1
     assert "cannot reach Redis at redis://:***@127.0.0.1:" in result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_cleared_task_is_refunded_before_its_failure_is_announced(
+    queue: QueueService, db: Sessions
+) -> None:
+    world = await make_world(db, energy=5)
+    charge_id = f"clear-{world.user_id}"
+    async with db.begin() as session:
+        await repo.charge(
+            session, world.user_id, Currency.ENERGY, 1, charge_id=charge_id, reason="reply"
+        )
+    task_id = await queue.enqueue_task(
+        REPLY, world.user_id, reply_payload(world, "m"), charge_id=charge_id
+    )
+
+    async def balance_when_told() -> tuple[QueueTask, tuple[int, int]]:
+        task = await queue.wait_for_task_result(task_id, 10, REPLY)
+        async with db() as session:
+            return task, await repo.balance(session, world.user_id)
+
+    watcher = asyncio.create_task(balance_when_told())
+    await asyncio.sleep(0.1)
+    refunder = Refunder(db)
+
+    async def slow_refunds(tasks: list[QueueTask]) -> None:
+        await asyncio.sleep(0.3)  # a waiter told before the refund would see the old balance
+        for task in tasks:
+            await refunder(task, "cleared by operator")
+
+    failed = await queue.drain(REPLY, "cleared by operator", before_announce=slow_refunds)
+    assert [t.task_id for t in failed] == [task_id]
+    task, balance = await watcher
+    assert task.status is TaskStatus.FAILED and task.error == "cleared by operator"
+    assert balance == (5, 100)  # the energy was back when the failure was announced

@@ -114,21 +114,29 @@ class StreamConsumer:
         args += [d.raw for d in deliveries]
         return [int(n) for n in await self._scripts.run("start", keys, args)]
 
-    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def finish(self, outcomes: Sequence[Outcome], announce: bool = True) -> list[bool]:
         """Store results, ack, delete and announce, one Lua step per task, one round trip.
 
         Returns per outcome whether it wrote the final state (False: a duplicate whose task
-        had already finished, so nothing was overwritten or announced again).
+        had already finished, so nothing was overwritten or announced again). With
+        `announce=False` dead letters are not announced; the caller calls `announce` later.
         """
         if not outcomes:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for outcome in outcomes:
-            self._queue_finish(pipe, outcome)
+            self._queue_finish(pipe, outcome, announce)
         return [bool(n) for n in await self._scripts.execute(pipe)]
 
-    def _queue_finish(self, pipe: Any, o: Outcome) -> None:
-        d, keys, ttl = o.delivery, self._keys, self._settings.redis_result_ttl
+    async def announce(self, outcomes: Sequence[Outcome]) -> None:
+        """Publish the completion of outcomes finished with `announce=False`."""
+        pipe = self.redis.pipeline(transaction=False)
+        for o in outcomes:
+            pipe.publish(self._keys.channel(o.delivery.task_type), self._message(o))
+        if outcomes:
+            await pipe.execute()
+
+    def _message(self, o: Outcome) -> bytes:
         state = {
             "status": o.status,
             "attempts": o.attempts,
@@ -137,8 +145,12 @@ class StreamConsumer:
             "finished_at": o.finished_at,
             "error": o.error,
         }
-        message = completion_message(d, state, o.result_json, MESSAGE_LIMIT)
-        channel = keys.channel(d.task_type)
+        return completion_message(o.delivery, state, o.result_json, MESSAGE_LIMIT)
+
+    def _queue_finish(self, pipe: Any, o: Outcome, announce: bool) -> None:
+        d, keys, ttl = o.delivery, self._keys, self._settings.redis_result_ttl
+        message = self._message(o)
+        channel = keys.channel(d.task_type) if announce else ""
         record = keys.record(d.task_type, d.task.task_id)
         stream = keys.stream(d.task_type)
         if o.dead:

@@ -45,13 +45,14 @@ if st ~= 'completed' and st ~= 'failed' then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if wrote == 1 then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
+if wrote == 1 and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return wrote
 """
 
 # KEYS: stream, record, dead. ARGV: group, entry id, reason, finished_at, result ttl, channel,
 # message, entry json, consumer, maxlen of the dead-letter stream.
 # Moves the entry to the dead-letter stream and fails the task, unless it already completed.
+# An empty channel leaves the announcement to the caller (after it refunded the task).
 DEAD_LETTER = """
 local st = redis.call('HGET', KEYS[2], 'status')
 local wrote = 0
@@ -65,7 +66,7 @@ if st ~= 'completed' and st ~= 'failed' then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if wrote == 1 then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+if wrote == 1 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return wrote
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -159,10 +159,21 @@ class QueueService:
         """Fail every unfinished task of the type into its dead-letter stream; return the count."""
         return len(await self.drain(task_type, reason))
 
-    async def drain(self, task_type: TaskType, reason: str) -> list[QueueTask]:
-        """Dead-letter every entry (waiting and in flight); return the tasks that were failed."""
+    async def drain(
+        self,
+        task_type: TaskType,
+        reason: str,
+        before_announce: Callable[[list[QueueTask]], Awaitable[None]] | None = None,
+    ) -> list[QueueTask]:
+        """Dead-letter every entry (waiting and in flight); return the tasks that were failed.
+
+        `before_announce` (refunds) runs on each batch of failed tasks before their failure is
+        published, as a consumer refunds before it announces; if it raises, the failures are
+        announced all the same and the error is raised afterwards.
+        """
         consumer = StreamConsumer(self.redis, self.scripts, self.settings, "operator")
         failed: list[QueueTask] = []
+        problem: BaseException | None = None
         stream = self.keys.stream(task_type)
         while entries := await self._range(stream):
             parsed = [
@@ -172,9 +183,19 @@ class QueueService:
             outcomes = [self._drain_outcome(p, reason) for p in parsed if isinstance(p, Delivery)]
             for bad in (p for p in parsed if isinstance(p, Malformed)):
                 await consumer.dead_letter_malformed(bad)
-            written = await consumer.finish(outcomes)
-            failed += [o.delivery.task for o, w in zip(outcomes, written, strict=True) if w]
+            written = await consumer.finish(outcomes, announce=False)
+            done = [o for o, w in zip(outcomes, written, strict=True) if w]
+            tasks = [o.delivery.task for o in done]
+            try:
+                if before_announce is not None and tasks:
+                    await before_announce(tasks)
+            except Exception as exc:  # noqa: BLE001 - announce anyway, report afterwards
+                problem = problem or exc
+            await consumer.announce(done)
+            failed += tasks
         log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
+        if problem is not None:
+            raise problem
         return failed
 
     async def _range(self, stream: str) -> Any:
