@@ -20,10 +20,6 @@ from shared.tasks import (
 )
 
 
-def ts(value: datetime) -> str:
-    return repr(value.timestamp())
-
-
 def entry_json(task: QueueTask) -> bytes:
     """The immutable part of a task: what the stream entry carries and the record keeps."""
     return dumps(

@@ -94,9 +94,6 @@ class ResultWaiter:
         finally:
             self._forget(task_id, future)
 
-    def pending_count(self) -> int:
-        return sum(len(f) for f in self._futures.values())
-
     def _forget(self, task_id: str, future: asyncio.Future[QueueTask]) -> None:
         waiting = self._futures.get(task_id)
         if waiting and future in waiting:
