@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 from dataclasses import dataclass
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.config import load_settings
+from shared.config import Settings, load_settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.repositories import upsert_character
 from shared.logging import configure_logging
@@ -114,16 +117,33 @@ async def seed_characters(sessionmaker: async_sessionmaker[AsyncSession]) -> int
     return len(CHARACTERS)
 
 
-async def main() -> None:
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_json)
+async def run(settings: Settings) -> int:
     engine = create_engine(settings.database_url)
     try:
         count = await seed_characters(create_sessionmaker(engine))
+    except DBAPIError as exc:
+        # The usual cause: a database nobody has migrated yet.
+        print(
+            f"cannot seed characters: {type(exc.orig).__name__}; "
+            "is the schema there? run `python -m shared.db.migrate` first",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         await engine.dispose()
     log.info("characters_seeded", count=count)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m scripts.seed_characters",
+        description="Insert or update the ready characters in DATABASE_URL (idempotent).",
+    ).parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return asyncio.run(run(settings))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import structlog
@@ -39,7 +40,11 @@ def downgrade(url: str, schema: str | None = None, revision: str = "base") -> No
     command.downgrade(alembic_config(url, schema), revision)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(
+        prog="python -m shared.db.migrate",
+        description="Create or upgrade the schema in DATABASE_URL (alembic upgrade head).",
+    ).parse_args(argv)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_json)
     upgrade(settings.database_url)
