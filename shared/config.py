@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(65536, gt=0)
     max_deliveries: int = Field(5, ge=1)
     claim_idle_seconds: float = Field(6.0, gt=0)
+    # A consumer whose heartbeat is older than this is dead: its entries are taken at once.
+    consumer_dead_seconds: float = Field(3.0, gt=0)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
 
     # Consumer concurrency per type (the seed's semaphores).

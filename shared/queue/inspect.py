@@ -18,6 +18,9 @@ class ConsumerInfo:
     name: str
     pending: int
     idle_seconds: float
+    # Seconds since the consumer's last heartbeat; None when it never sent one.
+    heartbeat_age: float | None = None
+    alive: bool | None = None
 
 
 @dataclass(slots=True)
@@ -48,7 +51,11 @@ def _text(value: Any) -> str:
 
 
 async def queue_depth(
-    redis: Redis, keys: Keys, task_type: TaskType, with_consumers: bool = False
+    redis: Redis,
+    keys: Keys,
+    task_type: TaskType,
+    with_consumers: bool = False,
+    dead_after: float = 3.0,
 ) -> QueueDepth:
     """Waiting (not yet delivered) and in flight (delivered, not acked) counts of one type."""
     stream = keys.stream(task_type)
@@ -79,8 +86,19 @@ async def queue_depth(
         task_type, waiting, in_flight, dead, length, oldest_waiting, oldest_in_flight
     )
     if with_consumers and group:
-        depth.consumers = [
-            ConsumerInfo(_text(c["name"]), int(c["pending"]), int(c["idle"]) / 1000)
-            for c in await redis.xinfo_consumers(stream, GROUP)
-        ]
+        beats = await heartbeats(redis, keys, task_type)
+        depth.consumers = []
+        for c in await redis.xinfo_consumers(stream, GROUP):
+            name = _text(c["name"])
+            age = beats.get(name)
+            info = ConsumerInfo(name, int(c["pending"]), int(c["idle"]) / 1000, age)
+            info.alive = age is not None and age < dead_after
+            depth.consumers.append(info)
     return depth
+
+
+async def heartbeats(redis: Redis, keys: Keys, task_type: TaskType) -> dict[str, float]:
+    """Seconds since each consumer of the type last sent its heartbeat."""
+    raw: dict[bytes, bytes] = await redis.hgetall(keys.alive(task_type))
+    now_ms = time.time() * 1000
+    return {k.decode(): max(0.0, (now_ms - float(v)) / 1000) for k, v in raw.items()}

@@ -35,6 +35,10 @@ class Keys:
     def channel(self, task_type: TaskType) -> str:
         return f"{self.queue_prefix}{{{task_type}}}:done"
 
+    def alive(self, task_type: TaskType) -> str:
+        """Hash of consumer name -> last heartbeat (unix ms) of the type's consumers."""
+        return f"{self.queue_prefix}{{{task_type}}}:alive"
+
     def channels(self) -> dict[str, TaskType]:
         return {self.channel(t): t for t in TaskType}
 
