@@ -99,6 +99,6 @@ async def queue_depth(
 
 async def heartbeats(redis: Redis, keys: Keys, task_type: TaskType) -> dict[str, float]:
     """Seconds since each consumer of the type last sent its heartbeat."""
-    raw: dict[bytes, bytes] = await redis.hgetall(keys.alive(task_type))
+    raw: dict[Any, Any] = await redis.hgetall(keys.alive(task_type))
     now_ms = time.time() * 1000
-    return {k.decode(): max(0.0, (now_ms - float(v)) / 1000) for k, v in raw.items()}
+    return {_text(k): max(0.0, (now_ms - float(v)) / 1000) for k, v in raw.items()}
