@@ -16,11 +16,9 @@ from redis.exceptions import RedisError
 from consumers.metrics import Metrics, serve_metrics, watch_streams
 from consumers.providers.base import ImageClient, LLMClient
 from consumers.providers.factory import build_image_client, build_llm_client
-from consumers.refunds import Refunder
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner
 from shared.config import Settings, load_settings
-from shared.db.engine import create_engine, create_sessionmaker
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.queue import QueueService
@@ -123,21 +121,17 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     types = served_types(args.types)
     limits = concurrency(args, settings)
     llm, images = build_clients(settings, types)
-    engine = create_engine(settings.database_url)
-    db = create_sessionmaker(engine)
     queue = QueueService(settings, client_name=f"consumer:{args.name}")
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     metrics = serve_metrics(port) if port else Metrics.disabled()
     try:
-        handlers = build_handlers(types, llm, images, db)
+        handlers = build_handlers(types, llm, images)
         await connect_queue(queue)
         options = ConsumerRunner.options_from(settings, {t: limits[t] for t in types})
         options.burst = args.burst
         if args.grace is not None:
             options.grace_seconds = args.grace
-        runner = ConsumerRunner(
-            queue.consumer(args.name), handlers, options, Refunder(db), metrics
-        )
+        runner = ConsumerRunner(queue.consumer(args.name), handlers, options, metrics)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
@@ -149,7 +143,6 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
             if client is not None:
                 await client.aclose()
         await queue.close()
-        await engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

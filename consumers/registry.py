@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consumers.handlers.image import ImageHandler
 from consumers.handlers.image_prompt import ImagePromptHandler
@@ -17,10 +15,6 @@ from shared.tasks import QueueTask, TaskResult, TaskType
 
 class TaskHandler(Protocol):
     async def __call__(self, task: QueueTask) -> TaskResult: ...
-
-
-# Called once when a task fails for good, before the failure is announced (refunds).
-FailureHook = Callable[[QueueTask, str], Awaitable[None]]
 
 
 def check_handlers(
@@ -38,13 +32,12 @@ def build_handlers(
     served: Iterable[TaskType],
     llm: LLMClient | None,
     images: ImageClient | None,
-    db: async_sessionmaker[AsyncSession],
 ) -> dict[TaskType, TaskHandler]:
     """Construct the handlers for the served types explicitly (no import-time registry)."""
     handlers: dict[TaskType, TaskHandler] = {}
     if llm is not None:
-        handlers[TaskType.GENERATE_REPLY] = ReplyHandler(llm, db)
+        handlers[TaskType.GENERATE_REPLY] = ReplyHandler(llm)
         handlers[TaskType.GENERATE_IMAGE_PROMPT] = ImagePromptHandler(llm)
     if images is not None:
-        handlers[TaskType.GENERATE_IMAGE] = ImageHandler(images, db)
+        handlers[TaskType.GENERATE_IMAGE] = ImageHandler(images)
     return check_handlers(handlers, served)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -13,7 +12,7 @@ from redis.exceptions import RedisError
 
 from consumers.completer import Completer
 from consumers.metrics import Metrics
-from consumers.registry import FailureHook, TaskHandler
+from consumers.registry import TaskHandler
 from shared.config import Settings
 from shared.errors import is_retryable
 from shared.queue import Delivery, Malformed, Outcome, StreamConsumer
@@ -27,7 +26,8 @@ log = structlog.get_logger(__name__)
 class RunnerOptions:
     limits: Mapping[TaskType, int]
     claim_idle_ms: int = 6_000
-    claim_interval: float = 1.0
+    claim_interval: float = 0.5
+    heartbeat_interval: float = 0.5
     grace_seconds: float = 20.0
     max_deliveries: int = 5
     retry_base_seconds: float = 0.5
@@ -60,14 +60,12 @@ class ConsumerRunner:
         consumer: StreamConsumer,
         handlers: Mapping[TaskType, TaskHandler],
         options: RunnerOptions,
-        on_failure: FailureHook | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.consumer = consumer
         self.name = consumer.name
         self._handlers = handlers
         self._opts = options
-        self._on_failure = on_failure
         self._metrics = metrics or Metrics.disabled()
         self._states = {t: _TypeState(options.limits[t]) for t in handlers}
         self._completer = Completer(consumer)
@@ -81,6 +79,7 @@ class ConsumerRunner:
             claim_idle_ms=int(settings.claim_idle_seconds * 1000),
             grace_seconds=settings.shutdown_grace_seconds,
             max_deliveries=settings.max_deliveries,
+            heartbeat_interval=settings.consumer_dead_seconds / 6,
         )
 
     def stop(self) -> None:
@@ -92,21 +91,33 @@ class ConsumerRunner:
         return sum(len(s.running) for s in self._states.values())
 
     async def run(self) -> None:
-        """Serve until stop() (or, in burst mode, until idle), then shut down gracefully."""
+        """Serve until stop() (or, in burst mode, until idle), then shut down gracefully.
+
+        Heartbeats and renewals go on until the last running entry is finished or handed
+        back: a claim dropped while draining would let a peer run the same task again.
+        """
         self._completer.start()
         limits = {str(t): s.limit for t, s in self._states.items()}
+        await self._beat()
         log.info("consumer_started", consumer=self.name, limits=limits)
+        keepers = [
+            asyncio.create_task(self._keep(self._renew_once, self._opts.claim_idle_ms / 3000)),
+            asyncio.create_task(self._keep(self._beat, self._opts.heartbeat_interval)),
+        ]
         loops = [asyncio.create_task(self._type_loop(t)) for t in self._states]
-        renewer = asyncio.create_task(self._renew_loop())
         try:
             await asyncio.gather(*loops)
         finally:
             for loop in loops:
                 loop.cancel()
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            await self._shutdown()
+            await asyncio.gather(*loops, return_exceptions=True)
+            try:
+                await self._shutdown()
+            finally:
+                for keeper in keepers:
+                    keeper.cancel()
+                await asyncio.gather(*keepers, return_exceptions=True)
+                await self._retire()
 
     async def _type_loop(self, task_type: TaskType) -> None:
         state = self._states[task_type]
@@ -121,10 +132,12 @@ class ConsumerRunner:
                     await self._release_unstarted(entries)
                     break
                 await self._dispatch(task_type, entries)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad step must not end the type loop
                 # Entries read but not started stay in our pending list; the claim pass
                 # (ours or another consumer's) picks them up once they are idle.
-                log.warning("read_failed", task_type=task_type, error=str(exc))
+                log.warning(
+                    "read_failed", task_type=task_type, error=f"{type(exc).__name__}: {exc}"
+                )
                 await asyncio.sleep(0.5)
                 continue
             if self._opts.burst and not entries and not state.running:
@@ -136,14 +149,12 @@ class ConsumerRunner:
         now = time.monotonic()
         if now - state.last_claim >= self._opts.claim_interval:
             state.last_claim = now
-            claimed = await self.consumer.claim_idle(
-                task_type, state.free, self._opts.claim_idle_ms
-            )
+            claimed = await self.consumer.claim(task_type, state.free, self._opts.claim_idle_ms)
             # Our own entries come back when our event loop stalled past the idle time: they
             # are already running here, so they must not start twice.
             entries = [e for e in claimed if e.entry_id not in state.running]
         if not entries:
-            block = 100 if self._opts.burst else BLOCK_MS
+            block = 100 if self._opts.burst else min(BLOCK_MS, 1000)
             entries = await self.consumer.read(task_type, state.free, block)
         return entries
 
@@ -153,20 +164,20 @@ class ConsumerRunner:
             log.info("entries_handed_back", count=handed, reason="shutdown")
 
     async def _dispatch(self, task_type: TaskType, entries: list[Delivery | Malformed]) -> None:
-        deliveries: list[Delivery] = []
-        for entry in entries:
-            if isinstance(entry, Malformed):
-                log.error(
-                    "malformed_entry",
-                    task_type=task_type,
-                    entry_id=entry.entry_id,
-                    reason=entry.reason,
-                    consumer=self.name,
-                )
-                await self.consumer.dead_letter_malformed(entry)
-                self._metrics.dead_lettered(task_type)
-            else:
-                deliveries.append(entry)
+        deliveries = [e for e in entries if isinstance(e, Delivery)]
+        malformed = [e for e in entries if isinstance(e, Malformed)]
+        for bad in malformed:
+            log.error(
+                "malformed_entry",
+                task_type=task_type,
+                entry_id=bad.entry_id,
+                task_id=bad.task_id,
+                reason=bad.reason,
+                consumer=self.name,
+            )
+            # Its task (when the entry still names one) fails at once, with the reason.
+            await self.consumer.fail([bad], bad.reason)
+            self._metrics.dead_lettered(task_type)
         if not deliveries:
             return
         started = time.time()
@@ -199,7 +210,7 @@ class ConsumerRunner:
             return Outcome(delivery, TaskStatus.COMPLETED, 0, started)
         if attempt > self._opts.max_deliveries:
             reason = f"delivered {attempt} times, limit {self._opts.max_deliveries}"
-            return await self._final_failure(delivery, attempt, started, reason)
+            return self._final_failure(delivery, attempt, started, reason)
         log.info("task_processing", attempt=attempt)
         t0 = time.perf_counter()
         try:
@@ -225,39 +236,44 @@ class ConsumerRunner:
             await self.consumer.hand_back([delivery])
             return None
         log.error("task_failed", error=error, attempt=attempt)
-        return await self._final_failure(delivery, attempt, started, error)
+        return self._final_failure(delivery, attempt, started, error)
 
-    async def _final_failure(
+    def _final_failure(
         self, delivery: Delivery, attempt: int, started: float, reason: str
-    ) -> Outcome | None:
-        """Refund first, then fail and dead-letter: the user is told only after the refund."""
-        try:
-            if self._on_failure is not None:
-                await self._on_failure(delivery.task, reason)
-        except Exception as exc:  # noqa: BLE001 - the task must come back, not be lost
-            log.error("refund_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self._opts.retry_base_seconds)
-            await self.consumer.hand_back([delivery])
-            return None
+    ) -> Outcome:
+        """Fail and dead-letter; the bot refunds when it applies the announced failure."""
         self._metrics.failed(delivery.task_type)
         self._metrics.dead_lettered(delivery.task_type)
-        return Outcome(delivery, TaskStatus.FAILED, attempt, started, error=reason, dead=True)
+        return Outcome(delivery, TaskStatus.FAILED, attempt, started, error=reason)
 
-    async def _renew_loop(self) -> None:
-        """Keep running entries' idle time low so only a dead consumer's work looks idle."""
-        interval = self._opts.claim_idle_ms / 1000 / 3
+    async def _keep(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
+        """Run `step` every `interval` seconds until cancelled, whatever it raises."""
         while True:
             await asyncio.sleep(interval)
-            for task_type, state in self._states.items():
-                if not state.running:
-                    continue
-                try:
-                    lost = await self.consumer.renew(task_type, list(state.running))
-                except (RedisError, OSError) as exc:
-                    log.warning("renew_failed", task_type=task_type, error=str(exc))
-                    continue
-                for entry_id in lost:
-                    log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
+            try:
+                await step()
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.warning(
+                    "keeper_failed", step=step.__name__, error=f"{type(exc).__name__}: {exc}"
+                )
+
+    async def _beat(self) -> None:
+        await self.consumer.heartbeat(list(self._states))
+
+    async def _renew_once(self) -> None:
+        """Keep running entries' idle time low so only a dead consumer's work looks idle."""
+        for task_type, state in self._states.items():
+            if not state.running:
+                continue
+            lost = await self.consumer.renew(task_type, list(state.running))
+            for entry_id in lost:
+                log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
+
+    async def _retire(self) -> None:
+        try:
+            await self.consumer.retire(list(self._states))
+        except (RedisError, OSError) as exc:
+            log.warning("retire_failed", error=str(exc))
 
     async def _shutdown(self) -> None:
         """Finish in-flight work within the grace period, then hand the rest back at once."""

@@ -16,7 +16,6 @@ from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.registry import TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from shared.config import load_settings
-from shared.db.engine import create_engine, create_sessionmaker
 from shared.logging import configure_logging
 from shared.queue import QueueService
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskType
@@ -31,9 +30,8 @@ class NoopHandler:
 
 async def serve(name: str, concurrency: int) -> None:
     settings = load_settings()
-    engine = create_engine(settings.database_url)
     real: dict[TaskType, TaskHandler] = build_handlers(
-        list(TaskType), OfflineLLMClient(), OfflineImageClient(), create_sessionmaker(engine)
+        list(TaskType), OfflineLLMClient(), OfflineImageClient()
     )
     handlers: dict[TaskType, TaskHandler] = dict.fromkeys(real, NoopHandler())
     queue = QueueService(settings, client_name=f"bench-consumer:{name}")
@@ -48,7 +46,6 @@ async def serve(name: str, concurrency: int) -> None:
     print("ready", flush=True)
     await run
     await queue.close()
-    await engine.dispose()
 
 
 def main() -> int:

@@ -11,12 +11,10 @@ from typing import Any
 from scripts import queuectl_dead
 from scripts.queuectl_tasks import show_task
 from scripts.runtime import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     confirm,
     open_queue,
-    open_refunder,
     repeat_until_stopped,
     run_command,
 )
@@ -25,7 +23,7 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.queue import QueueDepth, QueueService
-from shared.tasks import QueueTask, TaskType
+from shared.tasks import TaskType
 
 TYPES = [t.value for t in TaskType]
 
@@ -87,29 +85,15 @@ async def stats(queue: QueueService, args: argparse.Namespace) -> int:
 
 
 async def clear(queue: QueueService, args: argparse.Namespace, settings: Settings) -> int:
-    """Fail every unfinished task of the type and refund what each one cost."""
+    """Fail every unfinished task of the type; the bot refunds each paid one it announces."""
     task_type = TaskType(args.type)
     depth = await queue.get_queue_depth(task_type)
-    question = f"Fail {depth.unfinished} unfinished {task_type} tasks and refund them?"
+    question = f"Fail {depth.unfinished} unfinished {task_type} tasks (the bot refunds them)?"
     if not args.yes and not await confirm(question):
         return EXIT_USAGE
-    errors: list[str] = []
-    async with open_refunder(settings) as refund:
-
-        async def refund_all(tasks: list[QueueTask]) -> None:
-            # Runs before the failures are announced, so a user is told only once refunded.
-            for task in tasks:
-                try:
-                    await refund(task, "cleared by operator")
-                except Exception as exc:  # noqa: BLE001 - report each one, refund the others
-                    errors.append(f"{task.task_id} (charge {task.charge_id}): {exc}")
-
-        failed = await queue.drain(task_type, "cleared by operator", before_announce=refund_all)
-    refunded = sum(1 for t in failed if t.charge_id is not None) - len(errors)
-    print_text(f"cleared {len(failed)} {task_type} tasks; refunded {refunded} charges")
-    for error in errors:
-        sys.stderr.write(f"error: refund failed for task {error}\n")
-    return EXIT_FAILED if errors else EXIT_OK
+    failed = await queue.drain(task_type, "cleared by operator")
+    print_text(f"cleared {len(failed)} {task_type} tasks; their failures were announced")
+    return EXIT_OK
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -121,7 +105,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = commands.add_parser("task", help="one task's record (results summarized)")
     p.add_argument("task_id")
     p.add_argument("--json", action="store_true")
-    p = commands.add_parser("clear", help="fail every unfinished task of a type, with refunds")
+    p = commands.add_parser("clear", help="fail every unfinished task of a type (the bot refunds)")
     p.add_argument("type", choices=TYPES)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     queuectl_dead.add_commands(commands.add_parser("dead", help="the dead-letter stream"))

@@ -1,7 +1,8 @@
 """`python -m scripts.reclaim_stuck`: recover work stuck with dead consumers, once or on a loop.
 
-Requeues entries idle too long in a consumer's pending list, dead-letters (with a refund and an
-announcement) tasks that reached the delivery limit, and removes consumers long gone.
+Requeues entries idle too long in a consumer's pending list, dead-letters (failing the task and
+announcing it; the bot refunds) tasks that reached the delivery limit, and removes consumers
+long gone. It needs only Redis.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from scripts.runtime import (
     EXIT_OK,
     OUTAGES,
     open_queue,
-    open_refunder,
     repeat_until_stopped,
     run_command,
 )
@@ -31,7 +31,6 @@ from shared.logging import configure_logging
 from shared.queue import QueueService
 from shared.queue.maintenance import (
     Action,
-    Refund,
     Result,
     StuckWork,
     dead_letter_stuck,
@@ -48,7 +47,7 @@ log = structlog.get_logger("reclaim_stuck")
 
 
 async def _reclaim_type(
-    queue: QueueService, refund: Refund | None, options: ReclaimOptions, task_type: TaskType
+    queue: QueueService, options: ReclaimOptions, task_type: TaskType
 ) -> list[StuckWork]:
     consumer = queue.consumer(f"reclaim-{socket.gethostname()}-{os.getpid()}")
     works: list[StuckWork] = []
@@ -72,7 +71,7 @@ async def _reclaim_type(
         )
         if not options.dry_run:
             await requeue_stuck(queue.redis, queue.scripts, queue.keys, page, options.min_idle_ms)
-            await dead_letter_stuck(consumer, queue.keys, page, options.min_idle_ms, refund)
+            await dead_letter_stuck(consumer, queue.keys, page, options.min_idle_ms)
         works += page
         if len(stuck) < options.batch:
             break
@@ -83,14 +82,12 @@ async def _reclaim_type(
     return works
 
 
-async def reclaim_pass(
-    queue: QueueService, refund: Refund | None, options: ReclaimOptions
-) -> ReclaimReport:
+async def reclaim_pass(queue: QueueService, options: ReclaimOptions) -> ReclaimReport:
     """One pass over every type: stuck entries first, so that consumers whose entries were just
     requeued own nothing and can be removed in the same pass."""
     report = ReclaimReport(options)
     for task_type in options.types:
-        report.works += await _reclaim_type(queue, refund, options, task_type)
+        report.works += await _reclaim_type(queue, options, task_type)
         idle = options.consumer_idle_ms
         if options.dry_run:
             gone = await gone_consumers(queue.redis, queue.keys, task_type, idle)
@@ -166,13 +163,11 @@ def show(report: ReclaimReport, as_json: bool) -> None:
         print_text(render(report))
 
 
-async def loop_pass(
-    queue: QueueService, refund: Refund | None, options: ReclaimOptions, as_json: bool
-) -> None:
+async def loop_pass(queue: QueueService, options: ReclaimOptions, as_json: bool) -> None:
     """One pass of `--loop`: a quiet pass prints nothing, so a service's log holds only events,
     and an outage is logged rather than fatal, so the service outlives a Redis restart."""
     try:
-        report = await reclaim_pass(queue, refund, options)
+        report = await reclaim_pass(queue, options)
     except OUTAGES as exc:
         log.error("reclaim_pass_failed", error=f"{type(exc).__name__}: {exc}")
         return
@@ -182,16 +177,11 @@ async def loop_pass(
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     options = options_from(args)
-    async with open_queue(settings, "reclaim_stuck") as queue, open_refunder(settings) as refund:
-        hook = None if options.dry_run else refund
+    async with open_queue(settings, "reclaim_stuck") as queue:
         if args.loop is not None:
-            # A failed refund on a loop is logged and retried by a later pass, so the exit code
-            # of a service stopped by SIGTERM says nothing about earlier passes.
-            await repeat_until_stopped(
-                args.loop, lambda: loop_pass(queue, hook, options, args.json)
-            )
+            await repeat_until_stopped(args.loop, lambda: loop_pass(queue, options, args.json))
             return EXIT_OK
-        report = await reclaim_pass(queue, hook, options)
+        report = await reclaim_pass(queue, options)
         show(report, args.json)
         return EXIT_FAILED if report.failed else EXIT_OK
 

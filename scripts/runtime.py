@@ -1,4 +1,4 @@
-"""What the operations CLIs share at run time: connections, refunds, repeating, exit codes."""
+"""What the operations CLIs share at run time: connections, repeating, exit codes."""
 
 from __future__ import annotations
 
@@ -14,14 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from consumers.refunds import Refunder
 from shared.config import Settings
-from shared.db.engine import create_engine, create_sessionmaker
 from shared.errors import PipelineError
 from shared.queue import QueueService
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # an operational error: Redis or the database unreachable, a refund failed
+EXIT_FAILED = 1  # an operational error: Redis or the database unreachable
 EXIT_USAGE = 2  # argparse's code; also a refused confirmation
 
 
@@ -62,21 +60,11 @@ async def open_queue(settings: Settings, client_name: str) -> AsyncIterator[Queu
         await queue.close()
 
 
-@asynccontextmanager
-async def open_refunder(settings: Settings) -> AsyncIterator[Refunder]:
-    """The consumers' refund hook on DATABASE_URL; connects on first use."""
-    engine = create_engine(settings.database_url)
-    try:
-        yield Refunder(create_sessionmaker(engine))
-    finally:
-        await engine.dispose()
-
-
 async def repeat_until_stopped(every: float, once: Callable[[], Awaitable[None]]) -> None:
     """Run `once` now and then every `every` seconds until SIGTERM or SIGINT.
 
-    A pass that is running when the signal comes is finished, not cancelled: a reclaim pass
-    refunds before it fails a task, and cutting it in between would skip the failing.
+    A pass that is running when the signal comes is finished, not cancelled, so its report
+    says what it did.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

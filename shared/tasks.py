@@ -23,13 +23,16 @@ class TaskStatus(StrEnum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields added by a newer producer are ignored, so a rolling deploy that adds an optional
+    # field does not make the consumers still on the old version reject every task.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class ChatTurn(_Strict):

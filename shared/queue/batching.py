@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from shared.queue.scripts import Arg, Scripts
+from shared.queue.scripts import Scripts
+from shared.queue.steps import Step
 
-_Call = tuple[str, Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
+_Call = tuple[Step, "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
@@ -30,11 +30,11 @@ class ScriptBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(self, step: Step) -> Any:
         if self._task is None:
             self._task = asyncio.create_task(self._flush_loop(), name="script-batcher")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((name, keys, args, future))
+        self._pending.append((step, future))
         self._wakeup.set()
         return await future
 
@@ -44,7 +44,7 @@ class ScriptBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for *_, future in self._pending:
+        for _, future in self._pending:
             if not future.done():
                 future.set_exception(ConnectionError("queue closed"))
         self._pending = []
@@ -67,7 +67,7 @@ class ScriptBatcher:
                 results = await self._execute(batch)
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
             results = [exc] * len(batch)
-        for (*_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -77,6 +77,6 @@ class ScriptBatcher:
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
-        for name, keys, args, _ in batch:
-            self._scripts.queue(pipe, name, keys, args)
+        for step, _ in batch:
+            self._scripts.queue(pipe, step)
         return list(await pipe.execute(raise_on_error=False))

@@ -1,8 +1,9 @@
-"""Consumer-side stream primitives: read, start, finish, claim, renew, hand back, dead-letter."""
+"""Consumer-side stream primitives: read, claim, start, finish or fail, renew, hand back."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,9 +14,26 @@ from redis.exceptions import ResponseError
 
 from shared.config import Settings
 from shared.queue.keys import GROUP, Keys
-from shared.queue.records import Delivery, Malformed, completion_message, parse_entry
+from shared.queue.records import (
+    Delivery,
+    Malformed,
+    completion_message,
+    dead_fields,
+    parse_entry,
+)
 from shared.queue.scripts import Scripts
-from shared.tasks import TaskStatus, TaskType
+from shared.queue.steps import (
+    Claim,
+    DeleteConsumer,
+    Fail,
+    Finish,
+    Heartbeat,
+    Renew,
+    Requeue,
+    Start,
+    Step,
+)
+from shared.tasks import TaskStatus, TaskType, dumps
 
 log = structlog.get_logger(__name__)
 
@@ -28,16 +46,23 @@ Entry = Delivery | Malformed
 
 @dataclass(slots=True)
 class Outcome:
-    """How one delivery ended: a result, a retryable failure, or a final failure."""
+    """How one entry ended: completed (a result), or failed for good (dead-lettered).
 
-    delivery: Delivery
+    An entry whose task finished elsewhere ends as COMPLETED without a result: the finish
+    step then only acks and deletes it.
+    """
+
+    entry: Entry
     status: TaskStatus
-    attempts: int
-    started_at: float
+    attempts: int = 0
+    started_at: float | None = None
     result_json: bytes | None = None
     error: str | None = None
-    dead: bool = False
     finished_at: float = field(default_factory=time.time)
+
+    @property
+    def task_id(self) -> str | None:
+        return self.entry.task.task_id if isinstance(self.entry, Delivery) else self.entry.task_id
 
 
 async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
@@ -47,6 +72,10 @@ async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def _lost_group(exc: ResponseError) -> bool:
+    return "NOGROUP" in str(exc) or "no such key" in str(exc)
 
 
 class StreamConsumer:
@@ -67,7 +96,7 @@ class StreamConsumer:
         return [parse_entry(task_type, eid, fields, limit) for eid, fields in entries if fields]
 
     async def _recover_group(self, task_type: TaskType, exc: ResponseError) -> None:
-        if "NOGROUP" not in str(exc):
+        if not _lost_group(exc):
             raise exc
         log.error("consumer_group_missing", task_type=task_type, action="recreated")
         await ensure_group(self.redis, self._keys, task_type)
@@ -88,55 +117,93 @@ class StreamConsumer:
             return []
         return self._parse(task_type, reply[0][1])
 
-    async def claim_idle(self, task_type: TaskType, count: int, min_idle_ms: int) -> list[Entry]:
-        """Take over entries idle longer than `min_idle_ms` in any consumer's pending list."""
+    async def claim(self, task_type: TaskType, count: int, min_idle_ms: int) -> list[Entry]:
+        """Take over the entries of dead consumers at once, else entries idle `min_idle_ms`.
+
+        A consumer is dead when its heartbeat is older than CONSUMER_DEAD_SECONDS; a dead
+        consumer that owns nothing is deleted in the same step.
+        """
         if count <= 0:
             return []
-        stream = self._keys.stream(task_type)
-        args: list[Any] = [GROUP, self.name, min_idle_ms, self._cursors[task_type], count]
+        step = Claim(
+            stream=self._keys.stream(task_type),
+            alive=self._keys.alive(task_type),
+            group=GROUP,
+            consumer=self.name,
+            min_idle_ms=min_idle_ms,
+            cursor=self._cursors[task_type],
+            count=count,
+            dead_ms=int(self._settings.consumer_dead_seconds * 1000),
+        )
         try:
-            cursor, entries = await self._scripts.run("claim", [stream], args)
+            cursor, entries, forgotten = await self._scripts.run(step)
         except ResponseError as exc:
             await self._recover_group(task_type, exc)
             return []
         self._cursors[task_type] = cursor.decode()
+        for name in forgotten:
+            log.info("dead_consumer_removed", task_type=task_type, name=name.decode())
         # Lua hands back entry fields as flat lists.
-        pairs = [(eid, dict(zip(f[::2], f[1::2], strict=True))) for eid, f in entries if f]
+        pairs = [(eid, dict(zip(f[::2], f[1::2], strict=False))) for eid, f in entries if f]
         return self._parse(task_type, pairs)
 
+    async def heartbeat(self, task_types: Sequence[TaskType]) -> None:
+        """Say this consumer is alive, for each type it serves (one round trip)."""
+        await self._run_all([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
+
+    async def retire(self, task_types: Sequence[TaskType]) -> None:
+        """On a clean exit: delete this consumer's name where it owns nothing any more."""
+        await self._run_all(
+            [
+                DeleteConsumer(self._keys.stream(t), self._keys.alive(t), GROUP, self.name, 0)
+                for t in task_types
+            ]
+        )
+
     async def start(self, deliveries: Sequence[Delivery], started_at: float) -> list[int]:
-        """Mark tasks processing and count the attempt; -1 marks one that already finished."""
+        """Mark tasks processing and count the attempt; -1 marks one that already finished.
+
+        Safe to repeat: the batch's token makes a retried call count no second attempt.
+        """
         if not deliveries:
             return []
         task_type = deliveries[0].task_type
-        keys = [self._keys.record(task_type, d.task.task_id) for d in deliveries]
-        args: list[Any] = [self.name, repr(started_at), self._settings.redis_task_ttl]
-        args += [d.raw for d in deliveries]
-        return [int(n) for n in await self._scripts.run("start", keys, args)]
+        step = Start(
+            records=[self._keys.record(task_type, d.task.task_id) for d in deliveries],
+            entries=[d.raw for d in deliveries],
+            consumer=self.name,
+            started_at=started_at,
+            task_ttl=self._settings.redis_task_ttl,
+            token=uuid.uuid4().hex,
+        )
+        return [int(n) for n in await self._scripts.run(step)]
 
-    async def finish(self, outcomes: Sequence[Outcome], announce: bool = True) -> list[bool]:
-        """Store results, ack, delete and announce, one Lua step per task, one round trip.
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Store each result or failure, ack, delete and announce; one round trip for all.
 
-        Returns per outcome whether it wrote the final state (False: a duplicate whose task
-        had already finished, so nothing was overwritten or announced again). With
-        `announce=False` dead letters are not announced; the caller calls `announce` later.
+        Returns per outcome whether it wrote the final state (False: its task had already
+        finished, so nothing was overwritten or announced again). Safe to repeat.
         """
-        if not outcomes:
+        return await self._run_all([self._step(o) for o in outcomes])
+
+    async def fail(self, entries: Sequence[Entry], reason: str) -> list[bool]:
+        """The one way to fail tasks: dead-letter each entry, fail its task, announce it.
+
+        Only Redis changes; whoever owns the money (the bot) acts on the announcement.
+        """
+        return await self.finish([Outcome(e, TaskStatus.FAILED, error=reason) for e in entries])
+
+    async def _run_all(self, steps: Sequence[Step]) -> list[bool]:
+        if not steps:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for outcome in outcomes:
-            self._queue_finish(pipe, outcome, announce)
+        for step in steps:
+            self._scripts.queue(pipe, step)
         return [bool(n) for n in await self._scripts.execute(pipe)]
 
-    async def announce(self, outcomes: Sequence[Outcome]) -> None:
-        """Publish the completion of outcomes finished with `announce=False`."""
-        pipe = self.redis.pipeline(transaction=False)
-        for o in outcomes:
-            pipe.publish(self._keys.channel(o.delivery.task_type), self._message(o))
-        if outcomes:
-            await pipe.execute()
-
     def _message(self, o: Outcome) -> bytes:
+        if not isinstance(o.entry, Delivery):
+            return dumps({"task_id": o.task_id, "status": o.status, "error": o.error})
         state = {
             "status": o.status,
             "attempts": o.attempts,
@@ -145,41 +212,62 @@ class StreamConsumer:
             "finished_at": o.finished_at,
             "error": o.error,
         }
-        return completion_message(o.delivery, state, o.result_json, MESSAGE_LIMIT)
+        return completion_message(o.entry, state, o.result_json, MESSAGE_LIMIT)
 
-    def _queue_finish(self, pipe: Any, o: Outcome, announce: bool) -> None:
-        d, keys, ttl = o.delivery, self._keys, self._settings.redis_result_ttl
-        message = self._message(o)
-        channel = keys.channel(d.task_type) if announce else ""
-        record = keys.record(d.task_type, d.task.task_id)
-        stream = keys.stream(d.task_type)
-        if o.dead:
-            args: list[Any] = [GROUP, d.entry_id, o.error or "failed", repr(o.finished_at), ttl]
-            args += [channel, message, d.raw, self.name, DEAD_LETTER_MAXLEN]
-            self._scripts.queue(
-                pipe, "dead_letter", [stream, record, keys.dead(d.task_type)], args
+    def _step(self, o: Outcome) -> Step:
+        keys, entry, task_type = self._keys, o.entry, o.entry.task_type
+        token = f"{entry.entry_id}:{self.name}:{o.attempts}"
+        record = keys.record(task_type, o.task_id or "")
+        channel = keys.channel(task_type) if o.task_id else ""
+        if o.status is TaskStatus.FAILED:
+            if isinstance(entry, Delivery):
+                raw, kept = entry.raw, [(b"task", entry.raw)]
+            else:
+                raw, kept = b"", dead_fields(entry.fields)
+            return Fail(
+                stream=keys.stream(task_type),
+                dead=keys.dead(task_type),
+                record=record,
+                completions=keys.completions(task_type),
+                group=GROUP,
+                entry_id=entry.entry_id,
+                reason=o.error or "failed",
+                failed_at=o.finished_at,
+                result_ttl=self._settings.redis_result_ttl,
+                channel=channel,
+                message=self._message(o),
+                consumer=self.name,
+                dead_maxlen=DEAD_LETTER_MAXLEN,
+                token=token,
+                entry=raw,
+                dead_fields=kept,
             )
-            return
-        args = [GROUP, d.entry_id, o.status, repr(o.finished_at), o.result_json or b""]
-        args += [o.error or "", ttl, channel, message, d.raw]
-        self._scripts.queue(pipe, "finish", [stream, record], args)
-
-    async def dead_letter_malformed(self, bad: Malformed) -> None:
-        """Move an entry that cannot be parsed to the dead-letter stream and ack it."""
-        stream, dead = self._keys.stream(bad.task_type), self._keys.dead(bad.task_type)
-        args: list[Any] = [GROUP, bad.entry_id, bad.reason, repr(time.time()), self.name]
-        args.append(DEAD_LETTER_MAXLEN)
-        for name, value in bad.fields.items():
-            args += [b"orig_" + name, value]
-        await self._scripts.run("dead_letter_raw", [stream, dead], args)
+        if not isinstance(entry, Delivery):
+            raise TypeError("only a parsed entry can complete")
+        return Finish(
+            stream=keys.stream(task_type),
+            record=record,
+            completions=keys.completions(task_type),
+            group=GROUP,
+            entry_id=entry.entry_id,
+            status=o.status,
+            finished_at=o.finished_at,
+            result=o.result_json or b"",
+            error=o.error or "",
+            result_ttl=self._settings.redis_result_ttl,
+            channel=channel,
+            message=self._message(o),
+            entry=entry.raw,
+            token=token,
+        )
 
     async def renew(self, task_type: TaskType, entry_ids: Sequence[str]) -> list[str]:
         """Reset the idle time of entries still ours; return the ids another consumer took."""
         if not entry_ids:
             return []
-        args = [GROUP, self.name, *entry_ids]
+        step = Renew(self._keys.stream(task_type), GROUP, self.name, entry_ids)
         try:
-            lost = await self._scripts.run("renew", [self._keys.stream(task_type)], args)
+            lost = await self._scripts.run(step)
         except ResponseError as exc:
             await self._recover_group(task_type, exc)
             return list(entry_ids)
@@ -187,9 +275,16 @@ class StreamConsumer:
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> int:
         """Give unfinished entries back to the group at once (shutdown); returns how many."""
-        pipe = self.redis.pipeline(transaction=False)
-        for d in deliveries:
-            keys = [self._keys.stream(d.task_type), self._keys.record(d.task_type, d.task.task_id)]
-            self._scripts.queue(pipe, "requeue", keys, [GROUP, d.entry_id, self.name, 0, d.raw])
-        results = await self._scripts.execute(pipe) if deliveries else []
-        return sum(1 for r in results if r)
+        steps = [
+            Requeue(
+                stream=self._keys.stream(d.task_type),
+                record=self._keys.record(d.task_type, d.task.task_id),
+                group=GROUP,
+                entry_id=d.entry_id,
+                owner=self.name,
+                min_idle_ms=0,
+                entry=d.raw,
+            )
+            for d in deliveries
+        ]
+        return sum(await self._run_all(steps))

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared.queue.keys import Keys
 from shared.queue.scripts import Scripts
+from shared.queue.steps import ReplayDead
 from shared.tasks import TaskType, loads
 
 PAGE = 500
@@ -130,8 +131,14 @@ async def replay_dead(
         return results
     pipe = redis.pipeline(transaction=False)
     for entry, task_id in todo:
-        step_keys = [keys.stream(task_type), keys.dead(task_type), keys.record(task_type, task_id)]
-        scripts.queue(pipe, "replay_dead", step_keys, [entry.dead_id, task_ttl])
+        step = ReplayDead(
+            stream=keys.stream(task_type),
+            dead=keys.dead(task_type),
+            record=keys.record(task_type, task_id),
+            dead_id=entry.dead_id,
+            task_ttl=task_ttl,
+        )
+        scripts.queue(pipe, step)
     for (entry, task_id), (ok, value) in zip(todo, await scripts.execute(pipe), strict=True):
         outcome = Replayed(entry.dead_id, task_id)
         if ok:

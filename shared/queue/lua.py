@@ -1,8 +1,18 @@
-"""Lua scripts: each is one atomic step on keys of a single task type (one cluster slot)."""
+"""Lua scripts: each is one atomic step on keys of a single task type (one cluster slot).
+
+Every script gives the same answer when it is run again with the same arguments: the Redis
+client retries a command whose connection dropped, and the first run may have happened
+before the reply was lost. The typed wrappers that build KEYS and ARGV are in `steps.py`.
+"""
 
 from __future__ import annotations
 
-# KEYS: stream, record. ARGV: entry json, task ttl, created_at, charge_id.
+# A status that no later step may overwrite.
+_FINAL = """
+local function final(st) return st == 'completed' or st == 'failed' or st == 'cancelled' end
+"""
+
+# KEYS: stream, record. ARGV: entry json, task ttl.
 # Idempotent by task id: a retried enqueue after a lost reply does not add a second entry.
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
@@ -11,91 +21,143 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return redis.call('XADD', KEYS[1], '*', 'task', ARGV[1])
 """
 
-# KEYS: record 1..n. ARGV: consumer, started_at, task ttl, then entry json 1..n.
+# KEYS: record 1..n. ARGV: consumer, started_at, task ttl, start token, then entry json 1..n.
 # Returns per task its attempt number, or -1 when the record is already final (a duplicate).
-START = """
+# The token is unique per start batch: a repeated call finds it and counts no second attempt.
+START = (
+    _FINAL
+    + """
 local out = {}
 for i, key in ipairs(KEYS) do
   local st = redis.call('HGET', key, 'status')
-  if st == 'completed' or st == 'failed' then
+  if final(st) then
     out[i] = -1
+  elseif redis.call('HGET', key, 'start_token') == ARGV[4] then
+    out[i] = tonumber(redis.call('HGET', key, 'attempts')) or 1
   else
-    if not st then redis.call('HSET', key, 'task', ARGV[3 + i]) end
-    redis.call('HSET', key, 'status', 'processing', 'consumer', ARGV[1], 'started_at', ARGV[2])
-    out[i] = redis.call('HINCRBY', key, 'attempts', 1)
+    if not st then redis.call('HSET', key, 'task', ARGV[4 + i]) end
+    redis.call('HSET', key, 'status', 'processing', 'consumer', ARGV[1], 'started_at', ARGV[2],
+      'start_token', ARGV[4])
+    local n = redis.pcall('HINCRBY', key, 'attempts', 1)
+    if type(n) ~= 'number' then
+      n = 1
+      redis.call('HSET', key, 'attempts', 1)
+    end
+    out[i] = n
     redis.call('EXPIRE', key, ARGV[3])
   end
 end
 return out
 """
+)
 
-# KEYS: stream, record. ARGV: group, entry id, status, finished_at, result, error, result ttl,
-# channel, message, entry json. The first final status wins, so a late duplicate cannot
-# overwrite a stored result; the entry is acked and deleted either way.
-FINISH = """
-local st = redis.call('HGET', KEYS[2], 'status')
-local wrote = 0
-if st ~= 'completed' and st ~= 'failed' then
-  if not st then redis.call('HSET', KEYS[2], 'task', ARGV[10]) end
-  redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4])
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'result', ARGV[5]) end
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[6]) end
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-  wrote = 1
+# Counts a finished task in the per-minute hash the dashboard charts (kept about two hours).
+_COUNT = """
+local function count_done(key)
+  local minute = math.floor(tonumber(redis.call('TIME')[1]) / 60)
+  redis.call('HINCRBY', key, minute, 1)
+  redis.call('HDEL', key, minute - 120)
+  redis.call('EXPIRE', key, 7200)
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-if wrote == 1 and ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
-return wrote
 """
 
-# KEYS: stream, record, dead. ARGV: group, entry id, reason, finished_at, result ttl, channel,
-# message, entry json, consumer, maxlen of the dead-letter stream.
-# Moves the entry to the dead-letter stream and fails the task, unless it already completed.
-# An empty channel leaves the announcement to the caller (after it refunded the task).
-DEAD_LETTER = """
+# KEYS: stream, record, completions. ARGV: group, entry id, status, finished_at, result, error,
+# result ttl, channel, message, entry json, token. The first final status wins, so a late
+# duplicate cannot overwrite a stored result; the entry is acked and deleted either way.
+# Returns 1 if this call (or an earlier run of it, same token) wrote the final state.
+FINISH = (
+    _FINAL
+    + _COUNT
+    + """
 local st = redis.call('HGET', KEYS[2], 'status')
-local wrote = 0
-if st ~= 'completed' and st ~= 'failed' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'task', ARGV[8],
-    'reason', ARGV[3], 'entry_id', ARGV[2], 'consumer', ARGV[9], 'failed_at', ARGV[4])
-  if not st then redis.call('HSET', KEYS[2], 'task', ARGV[8]) end
-  redis.call('HSET', KEYS[2], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-  wrote = 1
+if final(st) then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  if redis.call('HGET', KEYS[2], 'final_token') == ARGV[11] then return 1 end
+  return 0
 end
+if not st then redis.call('HSET', KEYS[2], 'task', ARGV[10]) end
+redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'final_token', ARGV[11])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'result', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[6]) end
+redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if wrote == 1 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
-return wrote
-"""
-
-# KEYS: stream, dead. ARGV: group, entry id, reason, failed_at, consumer, maxlen, then the raw
-# field/value pairs of an entry that cannot be parsed (so it has no usable task record).
-DEAD_LETTER_RAW = """
-local fields = {'reason', ARGV[3], 'entry_id', ARGV[2], 'consumer', ARGV[5], 'failed_at', ARGV[4]}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+count_done(KEYS[3])
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return 1
 """
+)
+
+# KEYS: stream, dead, record, completions. ARGV: group, entry id, reason, failed_at, result
+# ttl, channel, message, consumer, dead maxlen, token, entry json ('' when the entry could not
+# be parsed), then the field/value pairs the dead-letter entry keeps.
+# The one way to fail a task: the record (if there is one and it is not final) becomes failed,
+# the entry moves to the dead-letter stream, is acked and deleted, and the failure is
+# announced. A record missing for an unparsable entry is not created. Returns 1 if this call
+# (or an earlier run of it) failed the task or moved an entry without a task.
+FAIL = (
+    _FINAL
+    + _COUNT
+    + """
+local present = #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0
+local st = redis.call('HGET', KEYS[3], 'status')
+local wrote = 0
+if final(st) then
+  if redis.call('HGET', KEYS[3], 'final_token') == ARGV[10] then wrote = 1 end
+elseif st or ARGV[11] ~= '' then
+  if not st then redis.call('HSET', KEYS[3], 'task', ARGV[11]) end
+  redis.call('HSET', KEYS[3], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4],
+    'final_token', ARGV[10])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  wrote = 2
+elseif present then
+  wrote = 3
+end
+if wrote >= 2 then
+  local fields = {'reason', ARGV[3], 'entry_id', ARGV[2], 'consumer', ARGV[8],
+    'failed_at', ARGV[4]}
+  for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if wrote == 2 then
+  count_done(KEYS[4])
+  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+end
+if wrote > 0 then return 1 end
+return 0
+"""
+)
 
 # KEYS: stream, record. ARGV: group, entry id, owner ('' = any), min idle ms, entry json.
 # Hands an entry back to the group as a fresh entry, atomically: a live consumer blocked in
 # XREADGROUP gets it at once. Skipped when the entry is no longer pending for that owner
-# (someone acked or renewed it meanwhile); a finished task is only acked.
-REQUEUE = """
+# (someone acked or renewed it meanwhile); a finished task is only acked. The record keeps
+# the move, so a repeated call answers with the same new entry id.
+REQUEUE = (
+    _FINAL
+    + """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], ARGV[2], ARGV[2], 1)
-if #p == 0 then return false end
+if #p == 0 then
+  if redis.call('HGET', KEYS[2], 'moved_from') == ARGV[2] then
+    return redis.call('HGET', KEYS[2], 'moved_to')
+  end
+  return false
+end
 if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return false end
 local st = redis.call('HGET', KEYS[2], 'status')
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if st == 'completed' or st == 'failed' then return false end
-if st then redis.call('HSET', KEYS[2], 'status', 'pending') end
-return redis.call('XADD', KEYS[1], '*', 'task', ARGV[5])
+if final(st) then return false end
+local new_id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[5])
+if st then
+  redis.call('HSET', KEYS[2], 'status', 'pending', 'moved_from', ARGV[2], 'moved_to', new_id)
+end
+return new_id
 """
+)
 
 # KEYS: stream. ARGV: group, consumer, ids... Renews the idle time of entries this consumer
 # still owns (XCLAIM JUSTID does not bump the delivery count) and returns the ids another
@@ -115,15 +177,57 @@ end
 return lost
 """
 
-# KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count.
-# One atomic XAUTOCLAIM; entries deleted while pending come back as ids only: ack and forget.
-CLAIM = """
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
-if r[3] and #r[3] > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(r[3])) end
-return {r[1], r[2]}
+# KEYS: alive. ARGV: consumer. The time is the server's, so skewed clocks on the consumers'
+# machines cannot make a live consumer look dead.
+HEARTBEAT = """
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], t[1] * 1000 + math.floor(t[2] / 1000))
+return 1
 """
 
-# KEYS: stream. ARGV: group, consumer, min idle ms.
+# KEYS: stream, alive. ARGV: group, consumer, min idle ms, cursor, count, dead ms.
+# Returns {cursor, entries, forgotten consumers}. First the entries of consumers whose
+# heartbeat is older than `dead ms` are taken at once, whatever their idle time (a dead
+# consumer cannot renew); such a consumer owning nothing is deleted. Only when no dead
+# consumer holds work does one XAUTOCLAIM by idle time run (consumers that never sent a
+# heartbeat); its cursor is kept by the caller. Entries deleted while pending come back from
+# XAUTOCLAIM as ids only: acked and forgotten.
+CLAIM = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local want = tonumber(ARGV[5])
+local taken = {}
+local forgotten = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending = nil, 0
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
+  end
+  local beat = name ~= ARGV[2] and redis.call('HGET', KEYS[2], name)
+  if beat and now - tonumber(beat) > tonumber(ARGV[6]) then
+    if pending == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+      redis.call('HDEL', KEYS[2], name)
+      forgotten[#forgotten + 1] = name
+    elseif #taken < want then
+      local ids = {}
+      local owned = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', want - #taken, name)
+      for _, p in ipairs(owned) do ids[#ids + 1] = p[1] end
+      if #ids > 0 then
+        for _, e in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
+          if e then taken[#taken + 1] = e end
+        end
+      end
+    end
+  end
+end
+if #taken > 0 then return {ARGV[4], taken, forgotten} end
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', want)
+if r[3] and #r[3] > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(r[3])) end
+return {r[1], r[2], forgotten}
+"""
+
+# KEYS: stream, alive. ARGV: group, consumer, min idle ms.
 # Deletes a consumer only if it has been idle that long and owns no pending entry, in one step:
 # XGROUP DELCONSUMER would otherwise drop its pending entries, and a check made outside the
 # script could be outdated by a read the consumer makes in between. Returns 1 if deleted.
@@ -139,15 +243,16 @@ end
 if idle == nil or idle < tonumber(ARGV[3]) then return 0 end
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2])
 return 1
 """
 
 # KEYS: stream, dead, record. ARGV: dead entry id, task ttl.
 # Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
 # stream, the record is reset to a fresh pending task (attempts 0, so the delivery cap starts
-# over) and the dead entry is deleted. Returns {1, new entry id} or {0, why not}: the dead entry
-# is gone (replayed or purged meanwhile), has no `task` (a raw malformed entry), or its task has
-# completed since (running it again would repeat its side effects).
+# over) and the dead entry is deleted. Returns {1, new entry id} or {0, why not}. Refused when
+# the dead entry is gone, has no `task`, its task completed since, or the bot already settled
+# the failure with the user (refunded and told): nobody would receive the result.
 REPLAY_DEAD = """
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #found == 0 then return {0, 'not in the dead-letter stream'} end
@@ -157,8 +262,16 @@ for i = 1, #fields, 2 do
   if fields[i] == 'task' then task = fields[i + 1] end
 end
 if not task then return {0, 'no task field (malformed entry)'} end
-if redis.call('HGET', KEYS[3], 'status') == 'completed' then
-  return {0, 'task completed since'}
+local st = redis.call('HGET', KEYS[3], 'status')
+if st == 'completed' then return {0, 'task completed since'} end
+if redis.call('HGET', KEYS[3], 'settled') then
+  return {0, 'the bot already refunded this task and told the user'}
+end
+if not st then
+  local ok, decoded = pcall(cjson.decode, task)
+  if ok and type(decoded) == 'table' and type(decoded['charge_id']) == 'string' then
+    return {0, 'paid task whose record expired: the bot has settled it'}
+  end
 end
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'task', task, 'status', 'pending', 'attempts', 0)
@@ -171,10 +284,10 @@ SCRIPTS = {
     "enqueue": ENQUEUE,
     "start": START,
     "finish": FINISH,
-    "dead_letter": DEAD_LETTER,
-    "dead_letter_raw": DEAD_LETTER_RAW,
+    "fail": FAIL,
     "requeue": REQUEUE,
     "renew": RENEW,
+    "heartbeat": HEARTBEAT,
     "claim": CLAIM,
     "delete_consumer": DELETE_CONSUMER,
     "replay_dead": REPLAY_DEAD,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -11,15 +10,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shared.queue.consume import Outcome, StreamConsumer
+from shared.queue.consume import StreamConsumer
 from shared.queue.inspect import ConsumerInfo
 from shared.queue.keys import GROUP, Keys
 from shared.queue.records import Delivery, Malformed, parse_entry
-from shared.queue.scripts import Arg, Scripts
-from shared.tasks import FINAL_STATUSES, QueueTask, TaskStatus, TaskType
-
-# The consumers' failure hook (consumers.refunds.Refunder): refunds a task's charge, once.
-Refund = Callable[[QueueTask, str], Awaitable[None]]
+from shared.queue.scripts import Scripts
+from shared.queue.steps import DeleteConsumer, Requeue
+from shared.tasks import FINAL_STATUSES, TaskType
 
 GONE_REASON = "entry deleted while pending"
 
@@ -104,6 +101,14 @@ async def stuck_entries(
     ]
 
 
+def _count(raw: Any) -> int:
+    """A record's attempt counter; a damaged one counts as zero rather than stopping reclaim."""
+    try:
+        return max(0, int(raw or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _decide(
     task_type: TaskType,
     stuck: StuckEntry,
@@ -112,7 +117,7 @@ def _decide(
     max_deliveries: int,
 ) -> StuckWork:
     status = _text(state[0]) if state and state[0] is not None else None
-    attempts = int(state[1] or 0) if state else 0
+    attempts = _count(state[1]) if state else 0
     work = StuckWork(task_type, stuck, parsed, status, attempts, Action.REQUEUE, "")
     if isinstance(parsed, Malformed):
         work.action, work.reason = Action.DEAD_LETTER, parsed.reason
@@ -187,9 +192,16 @@ async def requeue_stuck(
         return
     pipe = redis.pipeline(transaction=False)
     for w, d in todo:
-        step_keys = [keys.stream(w.task_type), keys.record(w.task_type, d.task.task_id)]
-        args: list[Arg] = [GROUP, w.entry.entry_id, w.entry.consumer, min_idle_ms, d.raw]
-        scripts.queue(pipe, "requeue", step_keys, args)
+        step = Requeue(
+            stream=keys.stream(w.task_type),
+            record=keys.record(w.task_type, d.task.task_id),
+            group=GROUP,
+            entry_id=w.entry.entry_id,
+            owner=w.entry.consumer,
+            min_idle_ms=min_idle_ms,
+            entry=d.raw,
+        )
+        scripts.queue(pipe, step)
     for (w, _), new_id in zip(todo, await scripts.execute(pipe), strict=True):
         if new_id:
             w.result, w.detail = Result.REQUEUED, _text(new_id)
@@ -200,20 +212,24 @@ async def requeue_stuck(
 
 
 async def dead_letter_stuck(
-    consumer: StreamConsumer,
-    keys: Keys,
-    works: Sequence[StuckWork],
-    min_idle_ms: int,
-    refund: Refund | None,
+    consumer: StreamConsumer, keys: Keys, works: Sequence[StuckWork], min_idle_ms: int
 ) -> None:
-    """Dead-letter the entries planned for it, through the consumers' own primitives.
+    """Dead-letter the entries planned for it, through the consumers' own fail step.
 
     Each entry is first taken over by `consumer` with XCLAIM, which succeeds only while it is
-    still idle `min_idle_ms` (a live consumer keeps it). Then, as in the consumers, the charge
-    is refunded before the task is failed and announced; a failed refund hands the entry back.
+    still idle `min_idle_ms` (a live consumer keeps it). Money is not touched here: the bot
+    refunds when it applies the announced failure.
     """
     for work in _planned(works, Action.DEAD_LETTER):
-        await _dead_letter_one(consumer, keys, work, min_idle_ms, refund)
+        parsed = work.parsed
+        # A deleted entry cannot be claimed (Redis 7 drops it from the pending list on XCLAIM):
+        # the fail step only acks it; nobody can run it any more.
+        gone = isinstance(parsed, Malformed) and not parsed.fields
+        if not gone and not await _take_over(consumer, keys, work, min_idle_ms):
+            work.result, work.detail = Result.SKIPPED, "renewed or taken over meanwhile"
+            continue
+        [wrote] = await consumer.fail([parsed], work.reason)
+        work.result = Result.DEAD_LETTERED if wrote or gone else Result.ACKED
 
 
 async def _take_over(consumer: StreamConsumer, keys: Keys, work: StuckWork, idle: int) -> bool:
@@ -224,38 +240,10 @@ async def _take_over(consumer: StreamConsumer, keys: Keys, work: StuckWork, idle
     return bool(claimed)
 
 
-async def _dead_letter_one(
-    consumer: StreamConsumer, keys: Keys, work: StuckWork, min_idle_ms: int, refund: Refund | None
-) -> None:
-    parsed = work.parsed
-    # A deleted entry cannot be claimed (Redis 7 drops it from the pending list on XCLAIM), so
-    # it is recorded in the dead-letter stream straight away; nobody can run it any more.
-    gone = isinstance(parsed, Malformed) and not parsed.fields
-    if not gone and not await _take_over(consumer, keys, work, min_idle_ms):
-        work.result, work.detail = Result.SKIPPED, "renewed or taken over meanwhile"
-        return
-    if isinstance(parsed, Malformed):
-        await consumer.dead_letter_malformed(parsed)
-        work.result = Result.DEAD_LETTERED
-        return
-    try:
-        if refund is not None:
-            await refund(parsed.task, work.reason)
-    except Exception as exc:  # noqa: BLE001 - the task goes back rather than failing unrefunded
-        await consumer.hand_back([parsed])
-        work.result = Result.ERROR
-        work.detail = f"refund failed ({type(exc).__name__}: {exc}); entry requeued"
-        return
-    outcome = Outcome(
-        parsed, TaskStatus.FAILED, work.attempts, time.time(), error=work.reason, dead=True
-    )
-    [wrote] = await consumer.finish([outcome])
-    work.result = Result.DEAD_LETTERED if wrote else Result.ACKED
-
-
 async def forget_consumer(scripts: Scripts, keys: Keys, task_type: TaskType, name: str) -> bool:
     """Delete a consumer at once if it owns nothing (the reclaimer's own name after a pass)."""
-    return bool(await scripts.run("delete_consumer", [keys.stream(task_type)], [GROUP, name, 0]))
+    step = DeleteConsumer(keys.stream(task_type), keys.alive(task_type), GROUP, name, 0)
+    return bool(await scripts.run(step))
 
 
 async def gone_consumers(
@@ -288,7 +276,8 @@ async def remove_gone_consumers(
         return []
     pipe = redis.pipeline(transaction=False)
     stream = keys.stream(task_type)
+    alive = keys.alive(task_type)
     for c in candidates:
-        scripts.queue(pipe, "delete_consumer", [stream], [GROUP, c.name, idle_ms])
+        scripts.queue(pipe, DeleteConsumer(stream, alive, GROUP, c.name, idle_ms))
     deleted = await scripts.execute(pipe)
     return [c for c, ok in zip(candidates, deleted, strict=True) if ok]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from shared.errors import InvalidPayloadError, TaskError
+from shared.errors import InvalidPayloadError
 from shared.tasks import (
     QueueTask,
     TaskStatus,
@@ -107,38 +109,93 @@ class Delivery:
 
 @dataclass(slots=True)
 class Malformed:
-    """An entry that cannot become a task; it is dead-lettered with the reason."""
+    """An entry that cannot become a task; it is dead-lettered with the reason.
+
+    `task_id` is set when the entry still names its task, so that task fails at once instead
+    of staying pending until its record expires.
+    """
 
     entry_id: str
     task_type: TaskType
     fields: dict[bytes, bytes]
     reason: str
+    task_id: str | None = None
+
+
+# What a dead-letter entry keeps of an entry that could not be parsed: a prefix of each field,
+# the size and a hash, so a 10 MB poison entry does not live on in full.
+DEAD_PREFIX_BYTES = 1024
+_DEAD_FIELDS = 32
+_TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def dead_fields(fields: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """Bounded copy of an unparsable entry's fields, with its total size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    for name, value in fields.items():
+        digest.update(name)
+        digest.update(value)
+        size += len(name) + len(value)
+    kept = [
+        (b"orig_" + name[:64], value[:DEAD_PREFIX_BYTES])
+        for name, value in list(fields.items())[:_DEAD_FIELDS]
+    ]
+    return [
+        *kept,
+        (b"orig_size", str(size).encode()),
+        (b"orig_sha256", digest.hexdigest().encode()),
+    ]
+
+
+def _task_id_of(raw: bytes | None) -> str | None:
+    """The task id an unusable entry still names, if it looks like one of ours."""
+    try:
+        static = loads(raw) if raw is not None else None
+    except Exception:  # noqa: BLE001 - an entry that is not even JSON names no task
+        return None
+    task_id = static.get("task_id") if isinstance(static, dict) else None
+    if isinstance(task_id, str) and _TASK_ID.fullmatch(task_id):
+        return task_id
+    return None
+
+
+def _build(task_type: TaskType, static: Any) -> QueueTask:
+    if not isinstance(static, dict):
+        raise InvalidPayloadError("task is not a JSON object")
+    if parse_task_type(static.get("type", "")) is not task_type:
+        raise InvalidPayloadError(f"task of type {static.get('type')!r} in {task_type} stream")
+    task_id = static["task_id"]
+    if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
+        raise InvalidPayloadError("task_id is not a short id string")
+    return QueueTask(
+        task_id=task_id,
+        type=task_type,
+        user_id=static["user_id"],
+        data=validate_payload(task_type, static["data"], task_id),
+        created_at=datetime.fromtimestamp(static["created_at"], UTC),
+        charge_id=static.get("charge_id"),
+    )
 
 
 def parse_entry(
-    task_type: TaskType, entry_id: bytes, fields: dict[bytes, bytes], max_bytes: int
+    task_type: TaskType, entry_id: bytes | str, fields: dict[bytes, bytes], max_bytes: int
 ) -> Delivery | Malformed:
-    """Parse one stream entry; anything unexpected becomes a Malformed with a readable reason."""
-    eid = entry_id.decode()
+    """Parse one stream entry; anything wrong with it becomes a Malformed with a reason.
+
+    This is a trust boundary: whatever an entry holds (huge or NaN numbers, wrong types,
+    bytes that are not UTF-8), no exception leaves this function.
+    """
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     raw = fields.get(b"task")
     if raw is None:
         return Malformed(eid, task_type, fields, "entry has no 'task' field")
     if len(raw) > max_bytes:
-        return Malformed(eid, task_type, fields, f"entry is {len(raw)} bytes, limit {max_bytes}")
+        reason = f"entry is {len(raw)} bytes, limit {max_bytes}"
+        return Malformed(eid, task_type, fields, reason, _task_id_of(raw))
     try:
-        static: Any = loads(raw)
-        if not isinstance(static, dict):
-            raise InvalidPayloadError("task is not a JSON object")
-        if parse_task_type(static.get("type", "")) is not task_type:
-            raise InvalidPayloadError(f"task of type {static.get('type')!r} in {task_type} stream")
-        task = QueueTask(
-            task_id=static["task_id"],
-            type=task_type,
-            user_id=static["user_id"],
-            data=validate_payload(task_type, static["data"], static["task_id"]),
-            created_at=datetime.fromtimestamp(static["created_at"], UTC),
-            charge_id=static.get("charge_id"),
-        )
-    except (ValueError, KeyError, TypeError, TaskError) as exc:
-        return Malformed(eid, task_type, fields, f"malformed entry: {exc}")
+        task = _build(task_type, loads(raw))
+    except Exception as exc:  # noqa: BLE001 - see the docstring: any failure means a bad entry
+        reason = f"malformed entry: {type(exc).__name__}: {exc}"[:500]
+        return Malformed(eid, task_type, fields, reason, _task_id_of(raw))
     return Delivery(eid, task_type, task, raw)

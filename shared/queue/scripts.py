@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -11,8 +10,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from shared.queue.lua import SCRIPTS
-
-Arg = str | bytes | int | float
+from shared.queue.steps import Step
 
 
 class Scripts:
@@ -31,15 +29,17 @@ class Scripts:
             pipe.script_load(body)
         await pipe.execute()
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(self, step: Step) -> Any:
+        keys, args = step.keys(), step.args()
         try:
-            return await self._redis.evalsha(self._sha[name], len(keys), *keys, *args)
+            return await self._redis.evalsha(self._sha[step.script], len(keys), *keys, *args)
         except NoScriptError:
             await self.load()
-            return await self._redis.evalsha(self._sha[name], len(keys), *keys, *args)
+            return await self._redis.evalsha(self._sha[step.script], len(keys), *keys, *args)
 
-    def queue(self, pipe: Pipeline, name: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
-        pipe.evalsha(self._sha[name], len(keys), *keys, *args)
+    def queue(self, pipe: Pipeline, step: Step) -> None:
+        keys = step.keys()
+        pipe.evalsha(self._sha[step.script], len(keys), *keys, *step.args())
 
     async def execute(self, pipe: Pipeline) -> list[Any]:
         """Execute a pipeline of queued scripts; on NOSCRIPT reload and run it once more.

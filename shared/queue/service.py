@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -14,15 +13,20 @@ from shared.config import Settings, load_settings
 from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import create_redis
-from shared.queue.consume import Outcome, StreamConsumer, ensure_group
+from shared.queue.consume import StreamConsumer, ensure_group
 from shared.queue.inspect import QueueDepth, queue_depth
 from shared.queue.keys import Keys
 from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
 from shared.queue.scripts import Scripts
+from shared.queue.steps import Enqueue
 from shared.queue.waiter import ResultWaiter
-from shared.tasks import QueueTask, TaskStatus, TaskType, now, parse_task_type, validate_payload
+from shared.tasks import QueueTask, TaskType, now, parse_task_type, validate_payload
 
 log = structlog.get_logger(__name__)
+
+
+def _task_id(entry: Delivery | Malformed) -> str | None:
+    return entry.task.task_id if isinstance(entry, Delivery) else entry.task_id
 
 
 class QueueService:
@@ -95,9 +99,13 @@ class QueueService:
             raise InvalidPayloadError(f"task is {len(raw)} bytes, limit {limit}", task_id)
         return task, raw
 
-    def _enqueue_args(self, task: QueueTask, raw: bytes) -> tuple[list[str], list[Any]]:
-        keys = [self.keys.stream(task.type), self.keys.record(task.type, task.task_id)]
-        return keys, [raw, self.settings.redis_task_ttl]
+    def _enqueue_step(self, task: QueueTask, raw: bytes) -> Enqueue:
+        return Enqueue(
+            stream=self.keys.stream(task.type),
+            record=self.keys.record(task.type, task.task_id),
+            entry=raw,
+            task_ttl=self.settings.redis_task_ttl,
+        )
 
     async def enqueue_task(
         self,
@@ -113,11 +121,10 @@ class QueueService:
         Idempotent by `task_id`: enqueuing the same id again adds nothing.
         """
         task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
-        keys, args = self._enqueue_args(task, raw)
         if self._batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        await self._batcher.run("enqueue", keys, args)
+        await self._batcher.run(self._enqueue_step(task, raw))
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
         return task.task_id
 
@@ -129,8 +136,7 @@ class QueueService:
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
         pipe = self.redis.pipeline(transaction=False)
         for task, raw in tasks:
-            keys, args = self._enqueue_args(task, raw)
-            self.scripts.queue(pipe, "enqueue", keys, args)
+            self.scripts.queue(pipe, self._enqueue_step(task, raw))
         await self.scripts.execute(pipe)
         return [task.task_id for task, _ in tasks]
 
@@ -159,51 +165,31 @@ class QueueService:
         """Fail every unfinished task of the type into its dead-letter stream; return the count."""
         return len(await self.drain(task_type, reason))
 
-    async def drain(
-        self,
-        task_type: TaskType,
-        reason: str,
-        before_announce: Callable[[list[QueueTask]], Awaitable[None]] | None = None,
-    ) -> list[QueueTask]:
-        """Dead-letter every entry (waiting and in flight); return the tasks that were failed.
+    async def drain(self, task_type: TaskType, reason: str) -> list[str]:
+        """Fail every entry (waiting and in flight) through the one fail step.
 
-        `before_announce` (refunds) runs on each batch of failed tasks before their failure is
-        published, as a consumer refunds before it announces; if it raises, the failures are
-        announced all the same and the error is raised afterwards.
+        Returns the ids of the tasks it failed. Only Redis changes: each failure is announced,
+        and the bot refunds what the task cost when it applies the announcement.
         """
         consumer = StreamConsumer(self.redis, self.scripts, self.settings, "operator")
-        failed: list[QueueTask] = []
-        problem: BaseException | None = None
+        failed: list[str] = []
         stream = self.keys.stream(task_type)
         while entries := await self._range(stream):
             parsed = [
                 parse_entry(task_type, eid, fields, self.settings.max_payload_bytes)
                 for eid, fields in entries
             ]
-            outcomes = [self._drain_outcome(p, reason) for p in parsed if isinstance(p, Delivery)]
-            for bad in (p for p in parsed if isinstance(p, Malformed)):
-                await consumer.dead_letter_malformed(bad)
-            written = await consumer.finish(outcomes, announce=False)
-            done = [o for o, w in zip(outcomes, written, strict=True) if w]
-            tasks = [o.delivery.task for o in done]
-            try:
-                if before_announce is not None and tasks:
-                    await before_announce(tasks)
-            except Exception as exc:  # noqa: BLE001 - announce anyway, report afterwards
-                problem = problem or exc
-            await consumer.announce(done)
-            failed += tasks
+            wrote = await consumer.fail(parsed, reason)
+            failed += [
+                task_id
+                for p, w in zip(parsed, wrote, strict=True)
+                if w and (task_id := _task_id(p)) is not None
+            ]
         log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
-        if problem is not None:
-            raise problem
         return failed
 
     async def _range(self, stream: str) -> Any:
         return await self.redis.xrange(stream, count=500)
-
-    @staticmethod
-    def _drain_outcome(delivery: Delivery, reason: str) -> Outcome:
-        return Outcome(delivery, TaskStatus.FAILED, 0, time.time(), error=reason, dead=True)
 
     async def wait_for_task_result(
         self, task_id: str, timeout: float = 60.0, task_type: TaskType | None = None

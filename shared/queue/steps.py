@@ -1,0 +1,241 @@
+"""Typed calls of the Lua steps: each class builds its script's KEYS and ARGV from named fields.
+
+The positional contract of a script lives here and next to its body in `lua.py`, nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+Arg = str | bytes | int | float
+
+
+class Step:
+    """One call of a Lua step."""
+
+    script: ClassVar[str]
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def args(self) -> list[Arg]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue(Step):
+    script: ClassVar[str] = "enqueue"
+    stream: str
+    record: str
+    entry: bytes
+    task_ttl: int
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.record]
+
+    def args(self) -> list[Arg]:
+        return [self.entry, self.task_ttl]
+
+
+@dataclass(frozen=True, slots=True)
+class Start(Step):
+    script: ClassVar[str] = "start"
+    records: Sequence[str]
+    entries: Sequence[bytes]
+    consumer: str
+    started_at: float
+    task_ttl: int
+    token: str
+
+    def keys(self) -> list[str]:
+        return list(self.records)
+
+    def args(self) -> list[Arg]:
+        return [self.consumer, repr(self.started_at), self.task_ttl, self.token, *self.entries]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish(Step):
+    script: ClassVar[str] = "finish"
+    stream: str
+    record: str
+    completions: str
+    group: str
+    entry_id: str
+    status: str
+    finished_at: float
+    result: bytes
+    error: str
+    result_ttl: int
+    channel: str
+    message: bytes
+    entry: bytes
+    token: str
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.record, self.completions]
+
+    def args(self) -> list[Arg]:
+        return [
+            self.group,
+            self.entry_id,
+            self.status,
+            repr(self.finished_at),
+            self.result,
+            self.error,
+            self.result_ttl,
+            self.channel,
+            self.message,
+            self.entry,
+            self.token,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Fail(Step):
+    script: ClassVar[str] = "fail"
+    stream: str
+    dead: str
+    record: str
+    completions: str
+    group: str
+    entry_id: str
+    reason: str
+    failed_at: float
+    result_ttl: int
+    channel: str
+    message: bytes
+    consumer: str
+    dead_maxlen: int
+    token: str
+    # The task's entry json, or b"" for an entry that could not be parsed.
+    entry: bytes
+    # What the dead-letter entry keeps besides reason, entry id, consumer and time.
+    dead_fields: Sequence[tuple[bytes, bytes]] = field(default_factory=tuple)
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.dead, self.record, self.completions]
+
+    def args(self) -> list[Arg]:
+        args: list[Arg] = [
+            self.group,
+            self.entry_id,
+            self.reason,
+            repr(self.failed_at),
+            self.result_ttl,
+            self.channel,
+            self.message,
+            self.consumer,
+            self.dead_maxlen,
+            self.token,
+            self.entry,
+        ]
+        for name, value in self.dead_fields:
+            args += [name, value]
+        return args
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue(Step):
+    script: ClassVar[str] = "requeue"
+    stream: str
+    record: str
+    group: str
+    entry_id: str
+    owner: str  # "" hands back whoever holds it
+    min_idle_ms: int
+    entry: bytes
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.record]
+
+    def args(self) -> list[Arg]:
+        return [self.group, self.entry_id, self.owner, self.min_idle_ms, self.entry]
+
+
+@dataclass(frozen=True, slots=True)
+class Renew(Step):
+    script: ClassVar[str] = "renew"
+    stream: str
+    group: str
+    consumer: str
+    entry_ids: Sequence[str]
+
+    def keys(self) -> list[str]:
+        return [self.stream]
+
+    def args(self) -> list[Arg]:
+        return [self.group, self.consumer, *self.entry_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Step):
+    script: ClassVar[str] = "heartbeat"
+    alive: str
+    consumer: str
+
+    def keys(self) -> list[str]:
+        return [self.alive]
+
+    def args(self) -> list[Arg]:
+        return [self.consumer]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim(Step):
+    script: ClassVar[str] = "claim"
+    stream: str
+    alive: str
+    group: str
+    consumer: str
+    min_idle_ms: int
+    cursor: str
+    count: int
+    dead_ms: int
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.alive]
+
+    def args(self) -> list[Arg]:
+        return [
+            self.group,
+            self.consumer,
+            self.min_idle_ms,
+            self.cursor,
+            self.count,
+            self.dead_ms,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteConsumer(Step):
+    script: ClassVar[str] = "delete_consumer"
+    stream: str
+    alive: str
+    group: str
+    consumer: str
+    min_idle_ms: int
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.alive]
+
+    def args(self) -> list[Arg]:
+        return [self.group, self.consumer, self.min_idle_ms]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayDead(Step):
+    script: ClassVar[str] = "replay_dead"
+    stream: str
+    dead: str
+    record: str
+    dead_id: str
+    task_ttl: int
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.dead, self.record]
+
+    def args(self) -> list[Arg]:
+        return [self.dead_id, self.task_ttl]
