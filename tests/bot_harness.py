@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 from aiogram import Bot, Dispatcher
 
-from consumers.refunds import Refunder
 from producer.app import build_bot, build_dispatcher
 from producer.channel import TelegramSender
 from producer.services import Services, build_services
@@ -76,7 +75,6 @@ class ManualConsumer:
 
     def __init__(self, queue: QueueService, db: Sessions, name: str = "manual") -> None:
         self._consumer = queue.consumer(name)
-        self._refund = Refunder(db)
 
     async def take(self, task_type: TaskType, timeout: float = 10.0) -> Delivery:
         async with asyncio.timeout(timeout):
@@ -93,9 +91,8 @@ class ManualConsumer:
         await self._consumer.finish([outcome])
 
     async def fail(self, delivery: Delivery, error: str = "provider refused") -> None:
-        # The real consumer refunds before it announces the failure; so do we.
-        await self._refund(delivery.task, error)
-        outcome = Outcome(delivery, TaskStatus.FAILED, 1, 0.0, error=error, dead=True)
+        # Like the real consumer: fail and announce; the bot refunds when it applies it.
+        outcome = Outcome(delivery, TaskStatus.FAILED, 1, 0.0, error=error)
         await self._consumer.finish([outcome])
 
 

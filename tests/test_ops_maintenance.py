@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from consumers.refunds import Refunder
 from scripts.reclaim_stuck import reclaim_pass
 from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Currency
-from shared.queue import QueueService, QueueTask
+from shared.queue import QueueService
 from shared.queue.keys import GROUP
 from shared.queue.maintenance import Result, gone_consumers, remove_gone_consumers
+from shared.queue.steps import DeleteConsumer
 from shared.tasks import TaskStatus, TaskType
 from tests.consumer_helpers import ledger, make_world
 from tests.fixtures_db import Backend, Sessions
@@ -33,7 +33,7 @@ async def db(sqlite_backend: Backend) -> AsyncIterator[Sessions]:
     await engine.dispose()
 
 
-async def test_past_the_limit_refunds_once_before_announcing_failure(
+async def test_past_the_limit_fails_once_and_never_touches_money(
     queue: QueueService, db: Sessions, redis_client: aioredis.Redis
 ) -> None:
     world = await make_world(db, diamonds=5)
@@ -45,22 +45,18 @@ async def test_past_the_limit_refunds_once_before_announcing_failure(
         TaskType.GENERATE_IMAGE_PROMPT, world.user_id, PROMPT, charge_id="c-stuck"
     )
     await strand(queue, TaskType.GENERATE_IMAGE_PROMPT, 1)
-
-    async def wait_then_read_ledger() -> tuple[QueueTask, list[Any]]:
-        task = await queue.wait_for_task_result(task_id, 10, TaskType.GENERATE_IMAGE_PROMPT)
-        return task, await ledger(db, world.user_id)
-
-    waiter = asyncio.create_task(wait_then_read_ledger())
+    waiter = asyncio.create_task(
+        queue.wait_for_task_result(task_id, 10, TaskType.GENERATE_IMAGE_PROMPT)
+    )
     await asyncio.sleep(0.3)
-    refund = Refunder(db)
-    report = await reclaim_pass(queue, refund, reclaim_options(max_deliveries=1))
+    report = await reclaim_pass(queue, reclaim_options(max_deliveries=1))
     assert [(w.task_id, w.result) for w in report.works] == [(task_id, Result.DEAD_LETTERED)]
-    task, ledger_at_announcement = await waiter
-    assert task.status is TaskStatus.FAILED
+    task = await waiter
+    assert task.status is TaskStatus.FAILED and task.charge_id == "c-stuck"
     assert "after 1 attempts, limit 1" in (task.error or "")
-    assert ledger_at_announcement == [("charge", -1, "c-stuck"), ("refund", 1, "c-stuck")]
-    assert (await reclaim_pass(queue, refund, reclaim_options(max_deliveries=1))).works == []
-    assert await ledger(db, world.user_id) == ledger_at_announcement
+    assert (await reclaim_pass(queue, reclaim_options(max_deliveries=1))).works == []
+    # Reclaim only changes Redis; the bot refunds when it applies the announced failure.
+    assert await ledger(db, world.user_id) == [("charge", -1, "c-stuck")]
     dead: Any = await redis_client.xrange(queue.keys.dead(TaskType.GENERATE_IMAGE_PROMPT))
     assert len(dead) == 1 and b"limit 1" in dead[0][1][b"reason"]
     stream = queue.keys.stream(TaskType.GENERATE_IMAGE_PROMPT)
@@ -78,31 +74,14 @@ async def test_malformed_and_deleted_entries_are_dead_lettered(
     entries = await queue.consumer("dead").read(REPLY, 2, 100)
     await redis_client.xdel(stream, entries[1].entry_id)
     await asyncio.sleep(0.3)
-    report = await reclaim_pass(queue, None, reclaim_options())
-    assert [w.result for w in report.works] == [Result.DEAD_LETTERED] * 2
+    report = await reclaim_pass(queue, reclaim_options())
+    assert [w.result for w in report.works] == [Result.DEAD_LETTERED, Result.ACKED]
     assert report.works[0].reason.startswith("malformed entry")
     assert report.works[1].reason == "entry deleted while pending"
     assert (await queue.get_queue_depth(REPLY)).in_flight == 0
+    # The deleted entry has nothing left to keep: it is only acked.
     dead: Any = await redis_client.xrange(queue.keys.dead(REPLY))
-    assert [f[b"entry_id"].decode() for _, f in dead] == [e.entry_id for e in entries]
-
-
-async def test_a_failed_refund_requeues_instead_of_failing(queue: QueueService) -> None:
-    task_id = await queue.enqueue_task(
-        TaskType.GENERATE_IMAGE_PROMPT, 1, PROMPT, charge_id="c-down"
-    )
-    await strand(queue, TaskType.GENERATE_IMAGE_PROMPT, 1)
-    await asyncio.sleep(0.3)
-
-    async def database_down(task: QueueTask, reason: str) -> None:
-        raise OSError("connection refused")
-
-    report = await reclaim_pass(queue, database_down, reclaim_options(max_deliveries=1))
-    assert [w.result for w in report.works] == [Result.ERROR] and report.failed
-    task = await queue.get_task(task_id)
-    assert task is not None and task.status is TaskStatus.PENDING
-    depth = await queue.get_queue_depth(TaskType.GENERATE_IMAGE_PROMPT)
-    assert (depth.waiting, depth.in_flight, depth.dead) == (1, 0, 0)
+    assert [f[b"entry_id"].decode() for _, f in dead] == [entries[0].entry_id]
 
 
 async def test_gone_consumers_are_removed_only_when_idle_and_owning_nothing(
@@ -122,8 +101,8 @@ async def test_gone_consumers_are_removed_only_when_idle_and_owning_nothing(
     await queue.enqueue_task(REPLY, 1, {"system_prompt": "s", "dialog_id": 1, "user_message": "n"})
     await strand(queue, REPLY, 1, "late-reader")
     for idle_ms in (200, 0):  # too recent; and even when old enough, it owns an entry
-        args = [GROUP, "late-reader", idle_ms]
-        assert await queue.scripts.run("delete_consumer", [stream], args) == 0
+        step = DeleteConsumer(stream, queue.keys.alive(REPLY), GROUP, "late-reader", idle_ms)
+        assert await queue.scripts.run(step) == 0
     removed = await remove_gone_consumers(queue.redis, queue.scripts, queue.keys, REPLY, 200)
     assert [c.name for c in removed] == ["idle-empty"]
     left = {

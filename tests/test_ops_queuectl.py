@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +10,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
-from consumers.refunds import Refunder
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from shared.config import Settings
@@ -19,7 +17,7 @@ from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Currency
 from shared.queue import Outcome, QueueService, TaskStatus
-from shared.tasks import QueueTask, TaskType
+from shared.tasks import TaskType
 from tests.consumer_helpers import World, consumer_env, ledger, make_world
 from tests.fixtures_db import Backend, Sessions
 from tests.ops_helpers import reply_payload, run_cli, strand, unused_port
@@ -41,7 +39,7 @@ def env(settings: Settings, sqlite_backend: Backend) -> dict[str, str]:
 
 
 async def run_consumer(queue: QueueService, db: Sessions, types: list[TaskType]) -> None:
-    handlers = build_handlers(types, OfflineLLMClient(), OfflineImageClient(), db)
+    handlers = build_handlers(types, OfflineLLMClient(), OfflineImageClient())
     opts = RunnerOptions(limits=dict.fromkeys(types, 10), burst=True)
     await ConsumerRunner(queue.consumer("live"), handlers, opts).run()
 
@@ -66,7 +64,7 @@ async def test_stats_reports_what_was_set_up(
     world = await make_world(db)
     await enqueue_replies(queue, world, 8)
     deliveries = await strand(queue, REPLY, 3, "c1")
-    dead = Outcome(deliveries[0], TaskStatus.FAILED, 1, time.time(), error="boom", dead=True)
+    dead = Outcome(deliveries[0], TaskStatus.FAILED, 1, time.time(), error="boom")
     await queue.consumer("c1").finish([dead])
     result = await run_cli(env, CTL, "stats", "--json")
     assert result.returncode == 0, result.stderr
@@ -99,7 +97,8 @@ async def test_dead_replay_runs_again_and_purge_empties(
     assert listed.returncode == 0, listed.stderr
     entries = listed.json()
     assert sorted(e["task_id"] for e in entries if e["replayable"]) == sorted(ids)
-    assert [e["original"] for e in entries if not e["replayable"]] == [{"task": "{broken"}]
+    [bad] = [e["original"] for e in entries if not e["replayable"]]
+    assert bad["task"] == "{broken" and bad["size"] == str(len("task{broken"))
     replay = await run_cli(env, CTL, "dead", "replay", "generate_reply")
     assert replay.returncode == 0, replay.stderr
     assert "replayed 3 generate_reply tasks; skipped 1" in replay.stdout
@@ -162,15 +161,14 @@ async def test_clear_fails_every_unfinished_task_and_refunds_it(
     assert refused.returncode == 2 and (await queue.get_queue_depth(REPLY)).unfinished == 3
     result = await run_cli(env, CTL, "clear", "generate_reply", "--yes")
     assert result.returncode == 0, result.stderr
-    assert "cleared 3 generate_reply tasks; refunded 3 charges" in result.stdout
+    assert "cleared 3 generate_reply tasks" in result.stdout
     for task_id in ids:
         task = await queue.get_task(task_id, REPLY)
         assert task is not None and task.status is TaskStatus.FAILED
+        assert task.error == "cleared by operator"
+    # The operator's tool only changes Redis; the bot refunds each announced failure.
     kinds = [kind for kind, _, _ in await ledger(db, world.user_id)]
-    assert kinds.count("charge") == 3 and kinds.count("refund") == 3
-    async with db() as session:
-        energy, _ = await repo.balance(session, world.user_id)
-    assert energy == 10
+    assert kinds.count("charge") == 3 and kinds.count("refund") == 0
 
 
 @pytest.mark.parametrize("module", [CTL, "scripts.reclaim_stuck"])
@@ -181,37 +179,3 @@ async def test_unreachable_redis_is_a_clear_error(env: dict[str, str], module: s
     assert result.returncode == 1
     assert "cannot reach Redis at redis://:***@127.0.0.1:" in result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
-
-
-async def test_cleared_task_is_refunded_before_its_failure_is_announced(
-    queue: QueueService, db: Sessions
-) -> None:
-    world = await make_world(db, energy=5)
-    charge_id = f"clear-{world.user_id}"
-    async with db.begin() as session:
-        await repo.charge(
-            session, world.user_id, Currency.ENERGY, 1, charge_id=charge_id, reason="reply"
-        )
-    task_id = await queue.enqueue_task(
-        REPLY, world.user_id, reply_payload(world, "m"), charge_id=charge_id
-    )
-
-    async def balance_when_told() -> tuple[QueueTask, tuple[int, int]]:
-        task = await queue.wait_for_task_result(task_id, 10, REPLY)
-        async with db() as session:
-            return task, await repo.balance(session, world.user_id)
-
-    watcher = asyncio.create_task(balance_when_told())
-    await asyncio.sleep(0.1)
-    refunder = Refunder(db)
-
-    async def slow_refunds(tasks: list[QueueTask]) -> None:
-        await asyncio.sleep(0.3)  # a waiter told before the refund would see the old balance
-        for task in tasks:
-            await refunder(task, "cleared by operator")
-
-    failed = await queue.drain(REPLY, "cleared by operator", before_announce=slow_refunds)
-    assert [t.task_id for t in failed] == [task_id]
-    task, balance = await watcher
-    assert task.status is TaskStatus.FAILED and task.error == "cleared by operator"
-    assert balance == (5, 100)  # the energy was back when the failure was announced

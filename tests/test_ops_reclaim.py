@@ -32,7 +32,6 @@ from tests.consumer_helpers import (
     ROOT,
     SlowVenice,
     consumer_env,
-    count_replies,
     make_world,
     start_consumer,
     venice_env,
@@ -58,7 +57,7 @@ async def until(predicate: Callable[[], bool], timeout: float) -> None:
 
 
 async def finish_with_live_consumer(queue: QueueService, db: Sessions) -> None:
-    handlers = build_handlers([REPLY], OfflineLLMClient(), OfflineImageClient(), db)
+    handlers = build_handlers([REPLY], OfflineLLMClient(), OfflineImageClient())
     opts = RunnerOptions(limits={REPLY: 10}, burst=True)
     await ConsumerRunner(queue.consumer("live"), handlers, opts).run()
 
@@ -94,7 +93,6 @@ async def test_cli_requeues_a_dead_consumers_entries_and_each_runs_once(
     await finish_with_live_consumer(queue, db)
     for task in await records(queue, ids):
         assert (task.status, task.consumer, task.attempts) == (TaskStatus.COMPLETED, "live", 2)
-    assert await count_replies(db, world.dialog_id) == (4, 4)
 
 
 async def test_cli_recovers_the_work_of_a_sigkilled_consumer_process(
@@ -132,7 +130,6 @@ async def test_cli_recovers_the_work_of_a_sigkilled_consumer_process(
     await finish_with_live_consumer(queue, db)
     for task in await records(queue, ids):
         assert (task.status, task.consumer, task.attempts) == (TaskStatus.COMPLETED, "live", 2)
-    assert await count_replies(db, world.dialog_id) == (3, 3)
 
 
 async def test_function_requeues_but_a_consumer_that_renewed_keeps_its_entry(
@@ -160,12 +157,11 @@ async def test_function_requeues_but_a_consumer_that_renewed_keeps_its_entry(
         (alive.entry_id.encode(), b"alive")
     ]
     # A second pass through the whole function finds nothing more to do.
-    report = await reclaim_pass(queue, None, reclaim_options())
+    report = await reclaim_pass(queue, reclaim_options())
     assert report.works == []
     await finish_with_live_consumer(queue, db)
     done = [t for t in await records(queue, ids) if t.status is TaskStatus.COMPLETED]
     assert len(done) == 3
-    assert await count_replies(db, world.dialog_id) == (3, 3)
 
 
 async def test_dry_run_changes_nothing(
@@ -183,7 +179,7 @@ async def test_dry_run_changes_nothing(
     await asyncio.sleep(0.3)
     before = await snapshot(redis_client, queue, REPLY)
     report = await reclaim_pass(
-        queue, None, reclaim_options(dry_run=True, max_deliveries=1, consumer_idle_ms=100)
+        queue, reclaim_options(dry_run=True, max_deliveries=1, consumer_idle_ms=100)
     )
     assert [(w.action, w.result) for w in report.works] == [("dead_letter", "planned")] * 2
     assert [c.name for _, c in report.gone] == ["gone"]

@@ -92,7 +92,7 @@ async def test_invalid_payloads_are_refused(
         await queue.enqueue_task(
             TaskType.GENERATE_REPLY, 1, {"system_prompt": "x", "dialog_id": 1}
         )
-    with pytest.raises(InvalidPayloadError, match="Extra inputs"):
+    with pytest.raises(InvalidPayloadError, match="prompt: Field required"):
         await queue.enqueue_task(TaskType.GENERATE_IMAGE, 1, PAYLOADS[TaskType.GENERATE_REPLY])
     with pytest.raises(UnknownTaskTypeError):
         await queue.enqueue_task("generate_video", 1, {"prompt": "x"})
@@ -126,9 +126,9 @@ async def test_dead_consumer_entries_are_claimed_by_another(queue: QueueService)
     [delivery] = await take(dead, task_type)
     await dead.start([delivery], time.time())
     alive = queue.consumer("alive")
-    assert await alive.claim_idle(task_type, 10, min_idle_ms=5_000) == []
+    assert await alive.claim(task_type, 10, min_idle_ms=5_000) == []
     await asyncio.sleep(0.15)
-    [claimed] = await alive.claim_idle(task_type, 10, min_idle_ms=100)
+    [claimed] = await alive.claim(task_type, 10, min_idle_ms=100)
     assert isinstance(claimed, Delivery) and claimed.task.task_id == task_id
     assert await complete(alive, [claimed]) == [True]
     done = await queue.get_task(task_id)
@@ -147,7 +147,7 @@ async def test_claim_cursor_reaches_stale_entry_behind_fresh_ones(queue: QueueSe
     rescuer = queue.consumer("rescuer")
     found: list[Delivery | Malformed] = []
     for _ in range(10):
-        found += await rescuer.claim_idle(task_type, 1, min_idle_ms=100)
+        found += await rescuer.claim(task_type, 1, min_idle_ms=100)
         if found:
             break
     assert [e.entry_id for e in found] == [held[-1].entry_id]
@@ -161,7 +161,7 @@ async def test_renew_keeps_entries_and_reports_lost_ones(queue: QueueService) ->
     await asyncio.sleep(0.15)
     thief = queue.consumer("thief")
     assert await owner.renew(task_type, [first.entry_id]) == []
-    stolen = await thief.claim_idle(task_type, 10, min_idle_ms=100)
+    stolen = await thief.claim(task_type, 10, min_idle_ms=100)
     assert [e.entry_id for e in stolen] == [second.entry_id]
     assert await owner.renew(task_type, [first.entry_id, second.entry_id]) == [second.entry_id]
 
@@ -191,7 +191,7 @@ async def test_dead_letter_fails_task_and_announces(
     waiter = asyncio.create_task(queue.wait_for_task_result(task_id, timeout=5))
     await asyncio.sleep(0.05)
     [n] = await consumer.start(deliveries, time.time())
-    outcome = Outcome(deliveries[0], TaskStatus.FAILED, n, time.time(), error="boom", dead=True)
+    outcome = Outcome(deliveries[0], TaskStatus.FAILED, n, time.time(), error="boom")
     assert await consumer.finish([outcome]) == [True]
     failed = await waiter
     assert failed.status is TaskStatus.FAILED and failed.error == "boom"
@@ -209,7 +209,7 @@ async def test_first_final_status_wins(queue: QueueService) -> None:
     consumer = queue.consumer("c1")
     deliveries = await take(consumer, task_type)
     assert await complete(consumer, deliveries) == [True]
-    late = Outcome(deliveries[0], TaskStatus.FAILED, 2, time.time(), error="late", dead=True)
+    late = Outcome(deliveries[0], TaskStatus.FAILED, 2, time.time(), error="late")
     assert await consumer.finish([late]) == [False]
     task = await queue.get_task(task_id)
     assert task is not None and task.status is TaskStatus.COMPLETED and task.error is None
@@ -241,8 +241,7 @@ async def test_malformed_entries_are_dead_lettered(
         "limit",
     ):
         assert expected in reasons
-    for entry in bad:
-        await consumer.dead_letter_malformed(entry)
+    assert all(await consumer.fail(bad, "malformed"))
     [ok] = [e for e in entries if isinstance(e, Delivery)]
     assert ok.task.task_id == good
     assert await redis_client.xlen(queue.keys.dead(task_type)) == 5
@@ -358,7 +357,10 @@ async def test_finished_task_leaves_only_its_record(
     keys = sorted([k.decode() async for k in redis_client.scan_iter(match=f"{prefix}*")])
     records = sorted(queue.keys.record(t, i) for t, i in ids.items())
     streams = sorted(queue.keys.stream(t) for t in TaskType)
-    assert keys == sorted(records + streams)
+    counters = sorted(queue.keys.completions(t) for t in TaskType)
+    assert keys == sorted(records + streams + counters)
+    for counter in counters:  # the per-minute chart keeps itself small
+        assert 0 < await redis_client.ttl(counter) <= 7200
     for record in records:
         assert await redis_client.ttl(record) > 0
     for stream in streams:

@@ -229,7 +229,7 @@ async def dead_letter_stuck(
             work.result, work.detail = Result.SKIPPED, "renewed or taken over meanwhile"
             continue
         [wrote] = await consumer.fail([parsed], work.reason)
-        work.result = Result.DEAD_LETTERED if wrote or gone else Result.ACKED
+        work.result = Result.DEAD_LETTERED if wrote else Result.ACKED
 
 
 async def _take_over(consumer: StreamConsumer, keys: Keys, work: StuckWork, idle: int) -> bool:
