@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -59,9 +60,20 @@ class ResultWaiter:
     async def start(self) -> None:
         if not self._tasks:
             self._tasks = [
-                asyncio.create_task(self._listen(), name="waiter-listen"),
-                asyncio.create_task(self._read_loop(), name="waiter-read"),
+                asyncio.create_task(self._supervised(self._listen), name="waiter-listen"),
+                asyncio.create_task(self._supervised(self._read_loop), name="waiter-read"),
             ]
+
+    async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Restart a background loop that died of anything: without it, every waiter of this
+        process would fall back to its timeout."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                self._ready.clear()
+                log.exception("waiter_loop_crashed", loop=loop.__name__)
+                await asyncio.sleep(0.2)
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -145,11 +157,16 @@ class ResultWaiter:
         self._ready.set()
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        data = loads(message["data"])
-        task_id = data.get("task_id")
-        if task_id not in self._futures:
+        """Route one announcement; a foreign or malformed message is logged and skipped."""
+        try:
+            data = loads(message["data"])
+            task_id = data.get("task_id") if isinstance(data, dict) else None
+            if not isinstance(task_id, str) or task_id not in self._futures:
+                return
+            task = task_from_message(data)
+        except Exception as exc:  # noqa: BLE001 - anyone may publish on the channel
+            log.warning("waiter_bad_message", error=f"{type(exc).__name__}: {exc}"[:300])
             return
-        task = task_from_message(data)
         if task is not None:
             self._resolve(task)
         elif data.get("status") in FINAL_STATUSES:
@@ -190,7 +207,13 @@ class ResultWaiter:
         pipe = self._reader.pipeline(transaction=False)
         for _, key in final:
             pipe.hgetall(key)
-        for fields in await pipe.execute():
-            task = task_from_record(fields) if fields else None
+        for (task_id, _), fields in zip(final, await pipe.execute(), strict=True):
+            try:
+                task = task_from_record(fields) if fields else None
+            except Exception as exc:  # noqa: BLE001 - a damaged record must not stop the reader
+                log.error(
+                    "waiter_bad_record", task_id=task_id, error=f"{type(exc).__name__}: {exc}"
+                )
+                continue
             if task is not None and task.is_final:
                 self._resolve(task)

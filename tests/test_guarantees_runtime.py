@@ -1,0 +1,109 @@
+"""The runtime at its edges: claims kept while draining, a waiter that survives garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from consumers.runner import ConsumerRunner, RunnerOptions
+from shared.queue import QueueService
+from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType
+
+PROMPT = TaskType.GENERATE_IMAGE_PROMPT
+PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
+
+
+class Slow:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+        self.started = asyncio.Event()
+
+    async def __call__(self, task: QueueTask) -> TaskResult:
+        self.calls += 1
+        self.started.set()
+        await asyncio.sleep(self.seconds)
+        return ImagePromptResult(prompt="p")
+
+
+async def test_a_draining_consumer_keeps_its_claims_until_its_task_is_done(
+    queue: QueueService,
+) -> None:
+    """Stopped with a task that outlives the claim idle time: no peer may take it meanwhile."""
+    task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
+    slow = Slow(1.5)
+    opts = RunnerOptions(limits={PROMPT: 1}, claim_idle_ms=300, grace_seconds=5)
+    draining = ConsumerRunner(queue.consumer("draining"), {PROMPT: slow}, opts)
+    run = asyncio.create_task(draining.run())
+    await slow.started.wait()
+    draining.stop()
+    peer = queue.consumer("peer")
+    deadline = time.monotonic() + 1.3
+    while time.monotonic() < deadline:
+        assert await peer.claim(PROMPT, 10, min_idle_ms=300) == []
+        await asyncio.sleep(0.1)
+    await run
+    task = await queue.get_task(task_id, PROMPT)
+    assert task is not None and task.status is TaskStatus.COMPLETED and task.attempts == 1
+
+
+async def test_a_dead_consumer_s_entries_are_taken_by_liveness_not_idle_time(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    """A consumer that stops heartbeating loses its entries after CONSUMER_DEAD_SECONDS,
+    even though the claim idle time (an hour here) is far away; a live one keeps them."""
+    ids = [await queue.enqueue_task(PROMPT, 1, PAYLOAD) for _ in range(2)]
+    dead, alive = queue.consumer("dead"), queue.consumer("alive")
+    await dead.heartbeat([PROMPT])
+    await alive.heartbeat([PROMPT])
+    await dead.read(PROMPT, 1, 100)
+    await alive.read(PROMPT, 1, 100)
+    rescuer = queue.consumer("rescuer")
+    assert await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000) == []
+    dead_after = queue.settings.consumer_dead_seconds
+    await asyncio.sleep(dead_after + 0.2)
+    await alive.heartbeat([PROMPT])
+    taken = await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000)
+    assert len(taken) == 1
+    [entry] = taken
+    assert entry.task.task_id == ids[0]
+    # Once it owns nothing, the dead consumer's name is removed with its heartbeat.
+    await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000)
+    names = {
+        c["name"] for c in await redis_client.xinfo_consumers(queue.keys.stream(PROMPT), "workers")
+    }
+    assert b"dead" not in names and b"alive" in names
+    assert await redis_client.hget(queue.keys.alive(PROMPT), "dead") is None
+
+
+async def test_the_waiter_survives_foreign_and_malformed_messages(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
+    waiter = asyncio.create_task(queue.wait_for_task_result(task_id, 5, PROMPT))
+    await asyncio.sleep(0.2)
+    channel = queue.keys.channel(PROMPT)
+    garbage: list[Any] = [
+        b"not json",
+        b"[1, 2, 3]",
+        b'{"task_id": 5}',
+        f'{{"task_id": "{task_id}", "task": {{"created_at": 1e300}}, "status": "completed"}}',
+        b"\xff\xfe",
+    ]
+    for message in garbage:
+        await redis_client.publish(channel, message)
+    await asyncio.sleep(0.2)
+    opts = RunnerOptions(limits={PROMPT: 1}, burst=True)
+    await ConsumerRunner(queue.consumer("c1"), {PROMPT: Slow(0)}, opts).run()
+    task = await asyncio.wait_for(waiter, 3)
+    assert task.status is TaskStatus.COMPLETED
+    # The listener is still the same healthy loop: a later task is announced by push too.
+    second = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
+    late = asyncio.create_task(queue.wait_for_task_result(second, 3, PROMPT))
+    await asyncio.sleep(0.1)
+    await redis_client.publish(channel, b"\x00garbage")
+    await ConsumerRunner(queue.consumer("c1"), {PROMPT: Slow(0)}, opts).run()
+    assert (await late).status is TaskStatus.COMPLETED
