@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from consumers.runner import ConsumerRunner, RunnerOptions
-from shared.queue import QueueService
+from shared.queue import Delivery, QueueService
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType
 
 PROMPT = TaskType.GENERATE_IMAGE_PROMPT
@@ -69,7 +69,7 @@ async def test_a_dead_consumer_s_entries_are_taken_by_liveness_not_idle_time(
     taken = await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000)
     assert len(taken) == 1
     [entry] = taken
-    assert entry.task.task_id == ids[0]
+    assert isinstance(entry, Delivery) and entry.task.task_id == ids[0]
     # Once it owns nothing, the dead consumer's name is removed with its heartbeat.
     await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000)
     names = {
