@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -235,3 +236,19 @@ async def test_unusable_output_is_rejected(
     with pytest.raises(ProviderRejectedError, match=r"not a URL|no output"):
         await make_client().generate("girl")
     assert replicate.file_requests == []
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("https://replicate.delivery/xezq/out.png", True),
+        ("https://pbxt.replicate.delivery/out.png", True),
+        ("http://replicate.delivery/out.png", False),
+        ("https://attacker.example/out.png", False),
+        ("https://replicate.delivery.attacker.example/out.png", False),
+        ("https://127.0.0.1:1/out.png", False),
+    ],
+)
+def test_token_goes_only_to_the_api_and_replicate_file_host(url: str, sent: bool) -> None:
+    client = ReplicateImageClient(SecretStr("x"), base_url="https://api.replicate.com")
+    assert client._may_send_token(httpx.URL(url)) is sent

@@ -124,7 +124,7 @@ class ReplicateImageClient:
         url = _parse_url(output)
         if url is None:
             raise ProviderRejectedError(f"replicate output is not a URL: {output[:80]}", self.name)
-        # Replicate's file hosts want the token; a foreign plain-http host must not get it.
+        # The token goes to the API and Replicate's own file host, never to any other host.
         drop_auth = not self._may_send_token(url)
 
         async def attempt() -> httpx.Response:
@@ -139,7 +139,17 @@ class ReplicateImageClient:
         return response.content
 
     def _may_send_token(self, url: httpx.URL) -> bool:
-        return url.scheme == "https" or url.host == self._http.client.base_url.host
+        """The API origin itself, or Replicate's file host over https (its downloads need the
+        token); a prediction pointing anywhere else never gets it."""
+        api = self._http.client.base_url
+        if (url.scheme, url.host, url.port) == (api.scheme, api.host, api.port):
+            return True
+        host = url.host.lower()
+        return url.scheme == "https" and (host == FILE_HOST or host.endswith("." + FILE_HOST))
+
+
+# Where Replicate serves output files (its API docs: the download needs the token).
+FILE_HOST = "replicate.delivery"
 
 
 def _create_target(model: str) -> tuple[str, str | None]:
