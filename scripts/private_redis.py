@@ -20,7 +20,7 @@ def free_port() -> int:
 class PrivateRedis:
     """Starts, stops and restarts its own redis-server; never touches the machine's Redis."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, aof: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
@@ -28,6 +28,8 @@ class PrivateRedis:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="private-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        # With AOF every write is fsynced before its reply: a `kill -9` loses nothing acked.
+        self.aof = aof
 
     @property
     def url(self) -> str:
@@ -35,7 +37,8 @@ class PrivateRedis:
 
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.dir)]
+        persistence = ["yes", "--appendfsync", "always"] if self.aof else ["no"]
+        args += ["--appendonly", *persistence, "--dir", str(self.dir)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     replicate_api_token: SecretStr | None = None
     replicate_model: str = "black-forest-labs/flux-schnell"
     replicate_base_url: str = "https://api.replicate.com"
+    # The offline providers wait this long per call (demo realism, chaos and stream tests).
+    offline_delay_seconds: float = Field(0.0, ge=0)
     provider_timeout_seconds: float = Field(120.0, gt=0)
     provider_retry_seconds: float = Field(20.0, ge=0)
 

@@ -26,7 +26,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 def build_llm_client(settings: Settings, *, retry: RetryPolicy | None = None) -> LLMClient:
     """LLM_PROVIDER=venice (default) needs VENICE_API_KEY; offline needs nothing."""
     if settings.llm_provider is LLMProvider.OFFLINE:
-        return OfflineLLMClient()
+        return OfflineLLMClient(settings.offline_delay_seconds)
     return VeniceClient(
         _require(settings.venice_api_key, "VENICE_API_KEY", "LLM_PROVIDER=venice"),
         base_url=settings.venice_base_url,
@@ -56,7 +56,9 @@ def build_image_client(settings: Settings, *, retry: RetryPolicy | None = None) 
         ImageProvider.LOCAL.value: _build_sd,
         ImageProvider.REPLICATE.value: _build_replicate,
         ImageProvider.VENICE.value: _build_venice_image,
-        ImageProvider.OFFLINE.value: lambda _settings, _retry: OfflineImageClient(),
+        ImageProvider.OFFLINE.value: lambda s, _retry: OfflineImageClient(
+            delay=s.offline_delay_seconds
+        ),
     }
     return builders[choice](settings, retry or retry_policy(settings))
 

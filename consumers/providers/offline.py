@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import zlib
@@ -34,6 +35,9 @@ class OfflineLLMClient:
 
     name = "offline"
 
+    def __init__(self, delay: float = 0.0) -> None:
+        self._delay = delay
+
     async def chat(
         self,
         messages: list[dict[str, str]],
@@ -41,6 +45,8 @@ class OfflineLLMClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> str:
+        if self._delay:
+            await asyncio.sleep(self._delay)
         system = "\n".join(m.get("content", "") for m in messages if m.get("role") == "system")
         users = [m.get("content", "") for m in messages if m.get("role") == "user"]
         last_user = users[-1] if users else ""
@@ -67,10 +73,13 @@ class OfflineImageClient:
 
     name = "offline_image"
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, delay: float = 0.0) -> None:
         self.size = size
+        self._delay = delay
 
     async def generate(self, prompt: str, negative_prompt: str | None = None) -> bytes:
+        if self._delay:
+            await asyncio.sleep(self._delay)
         digest = _digest(prompt, negative_prompt or "")
         return render_gradient_png(self.size, self.size, digest[0:3], digest[3:6])
 
