@@ -46,6 +46,8 @@ class _TypeState:
     running: dict[str, _Running] = field(default_factory=dict)
     slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     last_claim: float = 0.0
+    # Entries left under our own name by an earlier process are taken back first.
+    adopting: bool = True
 
     @property
     def free(self) -> int:
@@ -146,6 +148,12 @@ class ConsumerRunner:
     async def _fetch(self, task_type: TaskType, state: _TypeState) -> list[Delivery | Malformed]:
         """Idle entries of dead consumers first, then new ones; never more than free slots."""
         entries: list[Delivery | Malformed] = []
+        if state.adopting:
+            entries = await self.consumer.adopt(task_type, state.free)
+            state.adopting = len(entries) >= state.free
+            if entries:
+                log.warning("orphans_adopted", task_type=task_type, count=len(entries))
+                return entries
         now = time.monotonic()
         if now - state.last_claim >= self._opts.claim_interval:
             state.last_claim = now

@@ -107,3 +107,19 @@ async def test_the_waiter_survives_foreign_and_malformed_messages(
     await redis_client.publish(channel, b"\x00garbage")
     await ConsumerRunner(queue.consumer("c1"), {PROMPT: Slow(0)}, opts).run()
     assert (await late).status is TaskStatus.COMPLETED
+
+
+async def test_a_consumer_restarted_under_the_same_name_takes_back_its_entries(
+    queue: QueueService,
+) -> None:
+    """The dead process's heartbeat lives on under the new one: only adoption recovers them."""
+    task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
+    before = queue.consumer("img-1")
+    await before.heartbeat([PROMPT])
+    await before.read(PROMPT, 1, 100)  # then the process dies
+    opts = RunnerOptions(limits={PROMPT: 2}, burst=True, claim_idle_ms=3_600_000)
+    started = time.monotonic()
+    await ConsumerRunner(queue.consumer("img-1"), {PROMPT: Slow(0)}, opts).run()
+    task = await queue.get_task(task_id, PROMPT)
+    assert task is not None and task.status is TaskStatus.COMPLETED
+    assert time.monotonic() - started < 2

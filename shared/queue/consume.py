@@ -147,6 +147,24 @@ class StreamConsumer:
         pairs = [(eid, dict(zip(f[::2], f[1::2], strict=False))) for eid, f in entries if f]
         return self._parse(task_type, pairs)
 
+    async def adopt(self, task_type: TaskType, count: int) -> list[Entry]:
+        """At start: take back entries still pending under this consumer's own name.
+
+        They belong to an earlier process with the same name that died; its heartbeat now
+        looks alive again (it is ours), so no peer would ever take them by liveness.
+        """
+        stream = self._keys.stream(task_type)
+        try:
+            rows = await self.redis.xpending_range(stream, GROUP, "-", "+", count, self.name)
+        except ResponseError as exc:
+            await self._recover_group(task_type, exc)
+            return []
+        ids: list[Any] = [row["message_id"] for row in rows]
+        if not ids:
+            return []
+        claimed: Any = await self.redis.xclaim(stream, GROUP, self.name, 0, ids)
+        return self._parse(task_type, [(eid, fields) for eid, fields in claimed if fields])
+
     async def heartbeat(self, task_types: Sequence[TaskType]) -> None:
         """Say this consumer is alive, for each type it serves (one round trip)."""
         await self._run_all([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
