@@ -86,7 +86,9 @@ class World:
     async def audit(self, final: dict[str, QueueTask]) -> dict[str, Any]:
         """Side effects per task id: at most one of each, one refund per failed paid task."""
         async with self.db() as session:
-            messages = await _per_task(session, ChatMessage.task_id, ChatMessage.role == "assistant")
+            messages = await _per_task(
+                session, ChatMessage.task_id, ChatMessage.role == "assistant"
+            )
             photos = await _per_task(session, PhotoEvent.task_id, None)
             charges = await _per_task(session, LedgerEntry.task_id, LedgerEntry.kind == "charge")
             refunds = await _per_task(session, LedgerEntry.task_id, LedgerEntry.kind == "refund")
