@@ -154,7 +154,7 @@ async def _report(
             "count": len(recovery),
             "p50": percentile(recovery, 50),
             "p99": percentile(recovery, 99),
-            "max": max(recovery, default=None),
+            "max": round(max(recovery), 2) if recovery else None,
         },
         **audit,
     }
