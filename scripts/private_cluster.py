@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.crc import key_slot
@@ -24,10 +25,14 @@ from scripts.private_redis import free_port, redis_binary, wait_for_ping
 SLOTS = 16384
 
 
+def command(client: Redis, *args: Any) -> Any:
+    """A raw command (redis-py leaves execute_command untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def _known(client: Redis) -> int:
     """How many nodes this node knows (lines of CLUSTER NODES)."""
-    nodes = client.execute_command("CLUSTER NODES")
-    return len(nodes)
+    return len(command(client, "CLUSTER NODES"))
 
 
 @dataclass
@@ -85,20 +90,20 @@ class PrivateCluster:
         masters = self.nodes[: len(self.nodes) // (1 + self.replicas)]
         clients = [n.client() for n in self.nodes]
         try:
-            ids = [c.execute_command("CLUSTER MYID") for c in clients]
+            ids = [command(c, "CLUSTER MYID") for c in clients]
             share = SLOTS // len(masters)
             for i, client in enumerate(clients[: len(masters)]):
                 last = SLOTS - 1 if i == len(masters) - 1 else (i + 1) * share - 1
-                client.execute_command("CLUSTER ADDSLOTSRANGE", i * share, last)
+                command(client, "CLUSTER ADDSLOTSRANGE", i * share, last)
             for epoch, client in enumerate(clients, start=1):
-                client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+                command(client, "CLUSTER SET-CONFIG-EPOCH", epoch)
             first = self.nodes[0]
             for client in clients[1:]:
-                client.execute_command("CLUSTER MEET", "127.0.0.1", first.port, first.bus_port)
+                command(client, "CLUSTER MEET", "127.0.0.1", first.port, first.bus_port)
             self._wait(lambda: all(_known(c) == len(self.nodes) for c in clients), "meet")
             for i, client in enumerate(clients[len(masters) :]):
                 master_id = ids[i % len(masters)]
-                client.execute_command("CLUSTER REPLICATE", master_id)
+                command(client, "CLUSTER REPLICATE", master_id)
         finally:
             for client in clients:
                 client.close()
@@ -137,7 +142,7 @@ class PrivateCluster:
     def _slots_of(node: ClusterNode) -> list[tuple[int, int, int]] | None:
         try:
             with node.client() as client:
-                rows = client.execute_command("CLUSTER SLOTS")
+                rows = command(client, "CLUSTER SLOTS")
         except RedisError:
             return None
         return sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in rows)
@@ -178,7 +183,7 @@ class PrivateCluster:
         (INFO, not CLUSTER SLOTS: Redis 7 lists a replica there only once data flowed)."""
         try:
             with node.client() as client:
-                state = client.execute_command("CLUSTER INFO").get("cluster_state")
+                state = command(client, "CLUSTER INFO").get("cluster_state")
                 replication = client.info("replication")
         except RedisError:
             return False
@@ -193,9 +198,7 @@ class PrivateCluster:
     def wait_promoted(self, key: str, dead: ClusterNode, timeout: float = 30.0) -> ClusterNode:
         """Until another node owns the dead master's slot; returns the promoted node."""
         self._wait(lambda: self._owner(key) not in (None, dead), "promote a replica", timeout)
-        owner = self._owner(key)
-        assert owner is not None
-        return owner
+        return self.master_of(key)
 
     def _owner(self, key: str) -> ClusterNode | None:
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
+from scripts.private_cluster import command
 from scripts.private_redis import PrivateRedis, free_port, redis_binary, wait_for_ping
 
 MASTER_NAME = "queue"
@@ -62,11 +63,13 @@ class PrivateSentinel:
         )
         args = [self.binary, str(conf), "--sentinel"]
         log = ["--logfile", str(self.root / f"sentinel-{port}.log")]
-        return subprocess.Popen([*args, *log], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [*args, *log], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
-    def _ask(self, port: int, *command: str) -> object:
+    def _ask(self, port: int, *args: str) -> object:
         with Redis(port=port, socket_timeout=2, socket_connect_timeout=1) as client:
-            return client.execute_command(*command)
+            return command(client, *args)
 
     def _ready(self) -> bool:
         """Every sentinel knows the replica and the other sentinels: a failover can be voted."""

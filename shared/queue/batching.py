@@ -6,9 +6,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
-
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Step
 
@@ -23,8 +20,7 @@ class ScriptBatcher:
     instead of taking one pooled connection each.
     """
 
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
-        self._redis = redis
+    def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
         self._pending: list[_Call] = []
         self._wakeup = asyncio.Event()
@@ -59,12 +55,10 @@ class ScriptBatcher:
 
     async def _flush(self, batch: list[_Call]) -> None:
         try:
-            results = await self._execute(batch)
-            if any(isinstance(r, NoScriptError) for r in results):
-                # Redis restarted and lost its script cache: load once and run the batch
-                # again. No call of a NOSCRIPT batch ran, so nothing happens twice.
-                await self._scripts.load()
-                results = await self._execute(batch)
+            # Durable: with REDIS_WAIT_REPLICAS set, the whole batch waits once for the
+            # replicas, so a burst pays one wait, not one per call.
+            steps = [step for step, _ in batch]
+            results = await self._scripts.run_all(steps, durable=True, raise_on_error=False)
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
             results = [exc] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
@@ -74,9 +68,3 @@ class ScriptBatcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for step, _ in batch:
-            self._scripts.queue(pipe, step)
-        return list(await pipe.execute(raise_on_error=False))

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.config import Settings
+from shared.queue.connection import RedisClient
 from shared.queue.keys import GROUP, Keys
 from shared.queue.records import (
     Delivery,
@@ -65,7 +65,7 @@ class Outcome:
         return self.entry.task.task_id if isinstance(self.entry, Delivery) else self.entry.task_id
 
 
-async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
+async def ensure_group(redis: RedisClient, keys: Keys, task_type: TaskType) -> None:
     """Create the type's stream and group if missing (idempotent)."""
     try:
         await redis.xgroup_create(keys.stream(task_type), GROUP, id="0", mkstream=True)
@@ -81,7 +81,9 @@ def _lost_group(exc: ResponseError) -> bool:
 class StreamConsumer:
     """The stream operations of one named consumer; one instance per consumer process."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, settings: Settings, name: str) -> None:
+    def __init__(
+        self, redis: RedisClient, scripts: Scripts, settings: Settings, name: str
+    ) -> None:
         self.redis = redis
         self.name = name
         self._scripts = scripts
@@ -200,9 +202,10 @@ class StreamConsumer:
         """Store each result or failure, ack, delete and announce; one round trip for all.
 
         Returns per outcome whether it wrote the final state (False: its task had already
-        finished, so nothing was overwritten or announced again). Safe to repeat.
+        finished, so nothing was overwritten or announced again). Safe to repeat. With
+        REDIS_WAIT_REPLICAS set it returns once the replicas have the results.
         """
-        return await self._run_all([self._step(o) for o in outcomes])
+        return await self._run_all([self._step(o) for o in outcomes], durable=True)
 
     async def fail(self, entries: Sequence[Entry], reason: str) -> list[bool]:
         """The one way to fail tasks: dead-letter each entry, fail its task, announce it.
@@ -211,13 +214,8 @@ class StreamConsumer:
         """
         return await self.finish([Outcome(e, TaskStatus.FAILED, error=reason) for e in entries])
 
-    async def _run_all(self, steps: Sequence[Step]) -> list[bool]:
-        if not steps:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for step in steps:
-            self._scripts.queue(pipe, step)
-        return [bool(n) for n in await self._scripts.execute(pipe)]
+    async def _run_all(self, steps: Sequence[Step], durable: bool = False) -> list[bool]:
+        return [bool(n) for n in await self._scripts.run_all(steps, durable=durable)]
 
     def _message(self, o: Outcome) -> bytes:
         if not isinstance(o.entry, Delivery):
