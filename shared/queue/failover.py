@@ -75,4 +75,4 @@ async def through_failover(
                 retry_in=delay,
             )
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
+        delay = min(delay * 2, 0.5)

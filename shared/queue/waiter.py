@@ -177,7 +177,7 @@ class ResultWaiter:
                 sub.ready.clear()
                 log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 1.0)
             finally:
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,229 @@
+"""A failover drill: tasks of all three types flow through real consumer processes while the
+Redis master holding one type dies; it reports tasks lost and how long that type stalled.
+
+A task is lost when its enqueue returned (the producer was told it is queued) and it never
+completed: with asynchronous replication the master acknowledged it and died before its
+replica had it. Used by tests/test_failover.py and `python -m scripts.bench_cluster`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from shared.config import Settings
+from shared.errors import TaskTimeoutError
+from shared.queue import QueueService
+from shared.tasks import TaskStatus, TaskType
+
+ROOT = Path(__file__).resolve().parent.parent
+# The type whose master is killed; on Sentinel the one master holds every type.
+VICTIM = TaskType.GENERATE_REPLY
+PAYLOADS: dict[TaskType, dict[str, Any]] = {
+    TaskType.GENERATE_REPLY: {"system_prompt": "s", "dialog_id": 1, "user_message": "hi"},
+    TaskType.GENERATE_IMAGE_PROMPT: {"girl_name": "a", "girl_description": "b"},
+    TaskType.GENERATE_IMAGE: {"prompt": "girl in a cafe"},
+}
+
+
+def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """A consumer process's environment: this topology and prefix, offline providers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
+    env.update(
+        REDIS_URL=settings.redis_url,
+        REDIS_CLUSTER=str(settings.redis_cluster).lower(),
+        REDIS_SENTINELS=",".join(settings.redis_sentinels),
+        REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
+        REDIS_WAIT_REPLICAS=str(settings.redis_wait_replicas),
+        REDIS_WAIT_TIMEOUT_MS=str(settings.redis_wait_timeout_ms),
+        REDIS_QUEUE_PREFIX=settings.redis_queue_prefix,
+        REDIS_RESULT_PREFIX=settings.redis_result_prefix,
+        LLM_PROVIDER="offline",
+        IMAGE_PROVIDER="offline",
+        LOG_JSON="true",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+class ConsumerFleet:
+    """`python -m consumers` processes, logging to files (a pipe could fill up and stall one)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self, count: int) -> None:
+        for i in range(count):
+            name = f"drill-{uuid.uuid4().hex[:6]}-{i}"
+            with (self.log_dir / f"{name}.log").open("ab") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    *(sys.executable, "-m", "consumers", "--name", name),
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=log,
+                )
+            self.procs.append(proc)
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+@dataclass
+class DrillReport:
+    """What one drill found; `failover_seconds` runs from the kill until the first task of the
+    victim type enqueued after it has completed (None: none did)."""
+
+    wait_replicas: int
+    acked: int = 0
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    unfinished: int = 0
+    refused: int = 0
+    failover_seconds: float | None = None
+    lost_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "lost_ids"}
+
+
+@dataclass
+class _Sent:
+    task_id: str
+    task_type: TaskType
+    acked_at: float
+    waiter: asyncio.Task[float] | None = None
+
+
+class Drill:
+    """One run: produce at `rate` tasks/s per type, kill after `before` s, go on `after` s."""
+
+    def __init__(self, settings: Settings, *, rate: float = 30.0, settle: float = 25.0) -> None:
+        self.settings = settings
+        self.rate = rate
+        self.settle = settle
+        self.sent: list[_Sent] = []
+        self.refused = 0
+        self.killed_at = 0.0
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def run(
+        self,
+        queue: QueueService,
+        kill: Callable[[], None],
+        heal: Callable[[], None],
+        before: float = 1.5,
+        after: float = 6.0,
+    ) -> DrillReport:
+        """`kill` SIGKILLs the master; `heal` (run in a thread) waits for the promotion and
+        brings the dead server back as a replica, as a supervisor would."""
+        stop = asyncio.Event()
+        producer = asyncio.create_task(self._produce(queue, stop))
+        await asyncio.sleep(before)
+        self.killed_at = time.time()
+        kill()
+        healing = asyncio.create_task(asyncio.to_thread(heal))
+        await asyncio.sleep(after)
+        stop.set()
+        await producer
+        await healing
+        return await self._collect(queue)
+
+    async def _produce(self, queue: QueueService, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for task_type in TaskType:
+                task = asyncio.create_task(self._enqueue(queue, task_type))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+            await asyncio.sleep(1 / self.rate)
+        # Enqueues still riding out the failover finish (or give up) before the count.
+        await asyncio.gather(*self._pending)
+
+    async def _enqueue(self, queue: QueueService, task_type: TaskType) -> None:
+        task_id = uuid.uuid4().hex
+        try:
+            await queue.enqueue_task(task_type, 1, PAYLOADS[task_type], task_id=task_id)
+        except (RedisError, OSError):
+            self.refused += 1  # the producer knows: not lost, refused (the bot refunds)
+            return
+        sent = _Sent(task_id, task_type, time.time())
+        sent.waiter = asyncio.create_task(self._wait(queue, sent))
+        self.sent.append(sent)
+
+    async def _wait(self, queue: QueueService, sent: _Sent) -> float:
+        """When the task completed as seen by the producer; raises TaskTimeoutError."""
+        task = await queue.wait_for_task_result(sent.task_id, self.settle, sent.task_type)
+        if task.status is not TaskStatus.COMPLETED:
+            raise RuntimeError(f"task {sent.task_id} {task.status}: {task.error}")
+        return time.time()
+
+    async def _collect(self, queue: QueueService) -> DrillReport:
+        report = DrillReport(self.settings.redis_wait_replicas, acked=len(self.sent))
+        report.refused = self.refused
+        first_after_kill: float | None = None
+        for sent in self.sent:
+            if sent.waiter is None:
+                continue
+            try:
+                done_at = await sent.waiter
+            except TaskTimeoutError:
+                if await queue.get_task(sent.task_id, sent.task_type) is None:
+                    report.lost += 1
+                    report.lost_ids.append(sent.task_id)
+                else:
+                    report.unfinished += 1
+                continue
+            except RuntimeError:
+                report.failed += 1
+                continue
+            report.completed += 1
+            if sent.task_type is VICTIM and sent.acked_at > self.killed_at:
+                first_after_kill = min(first_after_kill or done_at, done_at)
+        if first_after_kill is not None:
+            report.failover_seconds = round(first_after_kill - self.killed_at, 2)
+        return report
+
+
+async def run_drill(
+    settings: Settings,
+    kill: Callable[[], None],
+    heal: Callable[[], None],
+    log_dir: Path,
+    *,
+    consumers: int = 2,
+    rate: float = 30.0,
+) -> DrillReport:
+    """Start the consumers, run one drill through a QueueService, stop everything."""
+    fleet = ConsumerFleet(consumer_env(settings), log_dir)
+    queue = QueueService(settings, client_name=f"drill:{settings.redis_queue_prefix}")
+    await queue.connect()
+    await fleet.start(consumers)
+    try:
+        await asyncio.sleep(1.0)  # the consumers connect and join the groups
+        return await Drill(settings, rate=rate).run(queue, kill, heal)
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            await fleet.stop()
+        await queue.close()
