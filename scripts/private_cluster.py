@@ -53,7 +53,7 @@ class ClusterNode:
 
 
 class PrivateCluster:
-    """`masters` masters with `replicas` replicas each; slots split evenly by redis-cli.
+    """`masters` masters with `replicas` replicas each; slots split evenly over the masters.
 
     `cluster-require-full-coverage no`: while one shard fails over, the others keep serving,
     so a master's death stops only the task type whose slot it owns.
@@ -154,6 +154,13 @@ class PrivateCluster:
             if start <= slot <= end:
                 return next(n for n in self.nodes if n.port == port)
         raise RuntimeError(f"slot {slot} is not covered")
+
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        """A replica the master streams to now (INFO replication)."""
+        with master.client() as client:
+            info = client.info("replication")
+        port = int(info["slave0"]["port"])
+        return next(n for n in self.nodes if n.port == port)
 
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL: no shutdown, no last replication; its replica must take over."""

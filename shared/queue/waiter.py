@@ -186,8 +186,9 @@ class ResultWaiter:
         if not isinstance(pubsub, ClusterPubSub):
             await pubsub.subscribe(*sub.channels)
             return
-        # A keyed read through the cluster client first: after a failover its slot map still
-        # names the dead master, and only a command routed there makes redis-py reload it.
+        # A keyed read through the cluster client first: SSUBSCRIBE routes by a slot map it
+        # never fetches itself (a fresh client has none), and after a failover the map still
+        # names the dead master until a command routed there makes redis-py reload it.
         await self._sub_client.exists(self._keys.stream(sub.types[0]))
         await pubsub.ssubscribe(*sub.channels)
 
