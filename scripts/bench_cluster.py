@@ -6,8 +6,8 @@ machine, and what a master's death costs. Prints one JSON report.
   masters, 3 replicas, 2 s node timeout), alternating rounds, median.
 - enqueue latency on the cluster, one call at a time, with REDIS_WAIT_REPLICAS 0 and 1.
 - failover drills (scripts.failover_drill) on the cluster and behind Sentinel, with
-  REDIS_WAIT_REPLICAS 0 and 1: seconds until the dead master's type completes again, tasks
-  acknowledged and lost.
+  REDIS_WAIT_REPLICAS 0 and 1, the replica in sync or lagging 0.3 s: seconds until the dead
+  master's type completes again, tasks acknowledged and lost.
 """
 
 from __future__ import annotations
@@ -28,14 +28,21 @@ from typing import Any
 import orjson
 
 from scripts.bench import Consumers
-from scripts.failover_drill import PAYLOADS, VICTIM, consumer_env, run_drill
+from scripts.failover_drill import (
+    PAYLOADS,
+    VICTIM,
+    Target,
+    cluster_target,
+    consumer_env,
+    run_drill,
+    sentinel_target,
+)
 from scripts.private_cluster import PrivateCluster
 from scripts.private_redis import PrivateRedis
 from scripts.private_sentinel import PrivateSentinel
 from shared.config import Settings, load_settings
 from shared.logging import configure_logging
 from shared.queue import QueueService
-from shared.queue.keys import Keys
 from shared.tasks import TaskType
 
 BATCH = 500
@@ -47,7 +54,7 @@ def settings_for(**options: Any) -> Settings:
         _env_file=None,
         redis_queue_prefix=f"{prefix}queue:",
         redis_result_prefix=f"{prefix}result:",
-        redis_wait_timeout_ms=500,
+        redis_wait_timeout_ms=2000,  # longer than the drills' replica lag
         **options,
     )
 
@@ -122,46 +129,21 @@ async def compare_throughput(
     }
 
 
-async def cluster_drill(cluster: PrivateCluster, wait: int, log_dir: Path) -> dict[str, Any]:
-    settings = settings_for(redis_url=cluster.url, redis_cluster=True, redis_wait_replicas=wait)
-    cluster.wait_healthy()
-    key = Keys.from_settings(settings).stream(VICTIM)
-    victim = cluster.master_of(key)
-
-    def heal() -> None:
-        cluster.wait_promoted(key, victim)
-        cluster.restart(victim)
-        cluster.wait_healthy()
-
-    report = await run_drill(settings, lambda: cluster.kill(victim), heal, log_dir, rate=100)
-    return report.as_dict()
-
-
-async def sentinel_drill(sentinel: PrivateSentinel, wait: int, log_dir: Path) -> dict[str, Any]:
-    settings = settings_for(
-        redis_url="redis:///0",
-        redis_sentinels=sentinel.sentinels,
-        redis_sentinel_master=sentinel.master_name,
-        redis_wait_replicas=wait,
-    )
-    victim = sentinel.master()
-
-    def heal() -> None:
-        sentinel.wait_promoted(victim)
-        sentinel.rejoin(victim)
-
-    report = await run_drill(settings, lambda: sentinel.kill(victim), heal, log_dir, rate=100)
-    return report.as_dict()
-
-
 async def drills(
-    run: Callable[[int, Path], Any], repeats: int, waits: list[int], log_dir: Path
+    make: Callable[[Settings, float], Target],
+    topology: dict[str, Any],
+    args: argparse.Namespace,
+    log_dir: Path,
 ) -> list[dict[str, Any]]:
+    """Every combination of replica acknowledgements (0, 1) and replica lag (none, 0.3 s)."""
     out = []
-    for wait in waits:
-        for number in range(repeats):
-            print(f"drill: wait_replicas={wait} #{number + 1}", file=sys.stderr, flush=True)
-            out.append(await run(wait, log_dir))
+    for wait in args.waits:
+        for lag in args.lags:
+            for number in range(args.drills):
+                print(f"drill {topology}: wait {wait}, lag {lag} #{number + 1}", file=sys.stderr)
+                settings = settings_for(redis_wait_replicas=wait, **topology)
+                report = await run_drill(settings, make(settings, lag), log_dir)
+                out.append(report.as_dict())
     return out
 
 
@@ -180,16 +162,21 @@ async def bench(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             )
             for wait in (0, 1)
         }
-        waits = [1] if args.quick else [0, 1]
+        on_cluster = {"redis_url": cluster.url, "redis_cluster": True}
         report["failover"] = {
             "cluster": await drills(
-                lambda w, d: cluster_drill(cluster, w, d), args.drills, waits, log_dir
+                lambda s, lag: cluster_target(cluster, s, lag), on_cluster, args, log_dir
             )
         }
         if sentinel is not None:
             sentinel.start()
+            behind_sentinel = {
+                "redis_url": "redis:///0",
+                "redis_sentinels": sentinel.sentinels,
+                "redis_sentinel_master": sentinel.master_name,
+            }
             report["failover"]["sentinel"] = await drills(
-                lambda w, d: sentinel_drill(sentinel, w, d), args.drills, waits, log_dir
+                lambda _, lag: sentinel_target(sentinel, lag), behind_sentinel, args, log_dir
             )
     finally:
         single.cleanup()
@@ -205,12 +192,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--consumers", type=int, default=2, help="consumer processes")
     parser.add_argument("--latency-calls", type=int, default=1000)
-    parser.add_argument("--drills", type=int, default=2, help="drills per setting")
+    parser.add_argument("--drills", type=int, default=1, help="drills per setting")
     parser.add_argument("--quick", action="store_true", help="small run, cluster drill only")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
+    args.waits, args.lags = [0, 1], [0.0, 0.3]
     if args.quick:
         args.tasks, args.rounds, args.latency_calls, args.drills = 300, 1, 100, 1
+        args.waits, args.lags = [1], [0.3]
     return args
 
 

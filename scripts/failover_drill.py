@@ -3,7 +3,11 @@ Redis master holding one type dies; it reports tasks lost and how long that type
 
 A task is lost when its enqueue returned (the producer was told it is queued) and it never
 completed: with asynchronous replication the master acknowledged it and died before its
-replica had it. Used by tests/test_failover.py and `python -m scripts.bench_cluster`.
+replica had it. On loopback a replica is microseconds behind, so a drill can first make it
+lag for `lag` seconds before the master's death, as a slow link or a busy replica would: it
+is stopped (SIGSTOP) and a large write fills the socket buffers between the two, so what the
+master acknowledges next waits in its own memory and dies with it. That is the window
+REDIS_WAIT_REPLICAS closes. Used by tests/test_failover.py and `python -m scripts.bench_cluster`.
 """
 
 from __future__ import annotations
@@ -22,12 +26,21 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from scripts.private_cluster import PrivateCluster
+from scripts.private_sentinel import PrivateSentinel
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
 from shared.queue import QueueService
+from shared.queue.keys import Keys
 from shared.tasks import TaskStatus, TaskType
 
 ROOT = Path(__file__).resolve().parent.parent
+BALLAST_BYTES = 48 * 1024 * 1024
+TASK_SECONDS = 0.5
+CONSUMER_SLOTS = 5
+# A completion seen this long after the kill was announced by the promoted replica, not by a
+# message the dead master had already sent.
+IN_FLIGHT_SECONDS = 0.1
 # The type whose master is killed; on Sentinel the one master holds every type.
 VICTIM = TaskType.GENERATE_REPLY
 PAYLOADS: dict[TaskType, dict[str, Any]] = {
@@ -92,10 +105,11 @@ class ConsumerFleet:
 
 @dataclass
 class DrillReport:
-    """What one drill found; `failover_seconds` runs from the kill until the first task of the
-    victim type enqueued after it has completed (None: none did)."""
+    """What one drill found; `failover_seconds` runs from the kill until a task of the victim
+    type completes again, as its waiter sees it (None: none did)."""
 
     wait_replicas: int
+    replica_lag_seconds: float = 0.0
     acked: int = 0
     completed: int = 0
     failed: int = 0
@@ -110,6 +124,51 @@ class DrillReport:
 
 
 @dataclass
+class Target:
+    """The master to kill and how: `kill` SIGKILLs it, `heal` waits for the promotion and
+    restarts it as a replica; `lag` seconds of a stopped replica before the kill."""
+
+    kill: Callable[[], None]
+    heal: Callable[[], None]
+    replica_pid: int = 0
+    lag: float = 0.0
+    after: float = 6.0
+
+
+def _pid(proc: Any) -> int:
+    if proc is None:
+        raise RuntimeError("the replica is not running")
+    return int(proc.pid)
+
+
+def cluster_target(cluster: PrivateCluster, settings: Settings, lag: float = 0.0) -> Target:
+    """The master that owns the victim type's slot; healed by restarting it (it rejoins as a
+    replica of the promoted one)."""
+    key = Keys.from_settings(settings).stream(VICTIM)
+    cluster.wait_healthy()
+    victim = cluster.master_of(key)
+    replica = cluster.replica_of(victim)
+
+    def heal() -> None:
+        cluster.wait_promoted(key, victim)
+        cluster.restart(victim)
+        cluster.wait_healthy()
+
+    return Target(lambda: cluster.kill(victim), heal, _pid(replica.proc), lag)
+
+
+def sentinel_target(sentinel: PrivateSentinel, lag: float = 0.0) -> Target:
+    """The master the sentinels name; healed by bringing it back as the new master's replica."""
+    victim, replica = sentinel.master(), sentinel.replica()
+
+    def heal() -> None:
+        sentinel.wait_promoted(victim)
+        sentinel.rejoin(victim)
+
+    return Target(lambda: sentinel.kill(victim), heal, _pid(replica.proc), lag)
+
+
+@dataclass
 class _Sent:
     task_id: str
     task_type: TaskType
@@ -120,7 +179,7 @@ class _Sent:
 class Drill:
     """One run: produce at `rate` tasks/s per type, kill after `before` s, go on `after` s."""
 
-    def __init__(self, settings: Settings, *, rate: float = 30.0, settle: float = 25.0) -> None:
+    def __init__(self, settings: Settings, *, rate: float = 30.0, settle: float = 15.0) -> None:
         self.settings = settings
         self.rate = rate
         self.settle = settle
@@ -129,27 +188,32 @@ class Drill:
         self.killed_at = 0.0
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def run(
-        self,
-        queue: QueueService,
-        kill: Callable[[], None],
-        heal: Callable[[], None],
-        before: float = 1.5,
-        after: float = 6.0,
-    ) -> DrillReport:
-        """`kill` SIGKILLs the master; `heal` (run in a thread) waits for the promotion and
-        brings the dead server back as a replica, as a supervisor would."""
+    async def run(self, queue: QueueService, target: Target, before: float = 1.5) -> DrillReport:
+        """Produce, make the replica lag, kill the master, produce on for `after` seconds
+        while `heal` (in a thread) waits for the promotion and brings the dead server back."""
         stop = asyncio.Event()
         producer = asyncio.create_task(self._produce(queue, stop))
         await asyncio.sleep(before)
+        if target.lag:
+            os.kill(target.replica_pid, signal.SIGSTOP)
+            await self._fill_replication_link(queue)
+            await asyncio.sleep(target.lag)
         self.killed_at = time.time()
-        kill()
-        healing = asyncio.create_task(asyncio.to_thread(heal))
-        await asyncio.sleep(after)
+        target.kill()
+        if target.lag:
+            os.kill(target.replica_pid, signal.SIGCONT)
+        healing = asyncio.create_task(asyncio.to_thread(target.heal))
+        await asyncio.sleep(target.after)
         stop.set()
         await producer
         await healing
-        return await self._collect(queue)
+        return await self._collect(queue, target.lag)
+
+    async def _fill_replication_link(self, queue: QueueService) -> None:
+        """More than the kernel buffers between master and stopped replica can hold (up to
+        32 MB of receive buffer here), in the victim's slot, expiring by itself."""
+        ballast = f"{queue.keys.stream(VICTIM)}:drill-ballast"
+        await queue.redis.set(ballast, b"\0" * BALLAST_BYTES, ex=60)
 
     async def _produce(self, queue: QueueService, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -179,8 +243,8 @@ class Drill:
             raise RuntimeError(f"task {sent.task_id} {task.status}: {task.error}")
         return time.time()
 
-    async def _collect(self, queue: QueueService) -> DrillReport:
-        report = DrillReport(self.settings.redis_wait_replicas, acked=len(self.sent))
+    async def _collect(self, queue: QueueService, lag: float) -> DrillReport:
+        report = DrillReport(self.settings.redis_wait_replicas, lag, acked=len(self.sent))
         report.refused = self.refused
         first_after_kill: float | None = None
         for sent in self.sent:
@@ -199,7 +263,7 @@ class Drill:
                 report.failed += 1
                 continue
             report.completed += 1
-            if sent.task_type is VICTIM and sent.acked_at > self.killed_at:
+            if sent.task_type is VICTIM and done_at > self.killed_at + IN_FLIGHT_SECONDS:
                 first_after_kill = min(first_after_kill or done_at, done_at)
         if first_after_kill is not None:
             report.failover_seconds = round(first_after_kill - self.killed_at, 2)
@@ -207,22 +271,25 @@ class Drill:
 
 
 async def run_drill(
-    settings: Settings,
-    kill: Callable[[], None],
-    heal: Callable[[], None],
-    log_dir: Path,
-    *,
-    consumers: int = 2,
-    rate: float = 30.0,
+    settings: Settings, target: Target, log_dir: Path, *, consumers: int = 2, rate: float = 30.0
 ) -> DrillReport:
-    """Start the consumers, run one drill through a QueueService, stop everything."""
-    fleet = ConsumerFleet(consumer_env(settings), log_dir)
+    """Start the consumers, run one drill through a QueueService, stop everything.
+
+    The consumers are slower than the producers, as under a burst: each task takes
+    TASK_SECONDS (a provider call) and each consumer runs CONSUMER_SLOTS per type, so tasks
+    wait in the stream. Only those can be lost: a task a consumer already holds is written to
+    the promoted replica by that consumer's finish step, record and all.
+    """
+    env = consumer_env(settings, OFFLINE_DELAY_SECONDS=str(TASK_SECONDS))
+    for kind in ("IMAGE", "REPLY", "PROMPT"):
+        env[f"MAX_CONCURRENT_{kind}_GENERATIONS"] = str(CONSUMER_SLOTS)
+    fleet = ConsumerFleet(env, log_dir)
     queue = QueueService(settings, client_name=f"drill:{settings.redis_queue_prefix}")
     await queue.connect()
     await fleet.start(consumers)
     try:
         await asyncio.sleep(1.0)  # the consumers connect and join the groups
-        return await Drill(settings, rate=rate).run(queue, kill, heal)
+        return await Drill(settings, rate=rate).run(queue, target)
     finally:
         with contextlib.suppress(RedisError, OSError):
             await fleet.stop()

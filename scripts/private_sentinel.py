@@ -106,6 +106,10 @@ class PrivateSentinel:
                 return next(s for s in self.servers if s.port == int(address[1]))
         raise RuntimeError("no sentinel answers")
 
+    def replica(self) -> PrivateRedis:
+        master = self.master()
+        return next(s for s in self.servers if s is not master)
+
     def kill(self, server: PrivateRedis) -> None:
         """SIGKILL: no shutdown, no last replication; the sentinels must promote the replica."""
         server.stop()

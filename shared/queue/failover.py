@@ -68,11 +68,11 @@ async def through_failover(
                 if isinstance(exc, RedisError | OSError):
                     raise
                 raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
-            log.warning(
-                "redis_retry_through_failover",
-                operation=operation,
-                error=f"{type(exc).__name__}: {exc}"[:300],
-                retry_in=delay,
-            )
+            if delay == 0.1:  # once per call: a failover under load must not flood the log
+                log.warning(
+                    "redis_retry_through_failover",
+                    operation=operation,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
