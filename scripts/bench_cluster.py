@@ -130,6 +130,7 @@ async def compare_throughput(
 
 
 async def drills(
+    name: str,
     make: Callable[[Settings, float], Target],
     topology: dict[str, Any],
     args: argparse.Namespace,
@@ -140,7 +141,7 @@ async def drills(
     for wait in args.waits:
         for lag in args.lags:
             for number in range(args.drills):
-                print(f"drill {topology}: wait {wait}, lag {lag} #{number + 1}", file=sys.stderr)
+                print(f"drill {name}: wait {wait}, lag {lag} #{number + 1}", file=sys.stderr)
                 settings = settings_for(redis_wait_replicas=wait, **topology)
                 report = await run_drill(settings, make(settings, lag), log_dir)
                 out.append(report.as_dict())
@@ -165,7 +166,11 @@ async def bench(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         on_cluster = {"redis_url": cluster.url, "redis_cluster": True}
         report["failover"] = {
             "cluster": await drills(
-                lambda s, lag: cluster_target(cluster, s, lag), on_cluster, args, log_dir
+                "cluster",
+                lambda s, lag: cluster_target(cluster, s, lag),
+                on_cluster,
+                args,
+                log_dir,
             )
         }
         if sentinel is not None:
@@ -176,7 +181,11 @@ async def bench(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 "redis_sentinel_master": sentinel.master_name,
             }
             report["failover"]["sentinel"] = await drills(
-                lambda _, lag: sentinel_target(sentinel, lag), behind_sentinel, args, log_dir
+                "sentinel",
+                lambda _, lag: sentinel_target(sentinel, lag),
+                behind_sentinel,
+                args,
+                log_dir,
             )
     finally:
         single.cleanup()

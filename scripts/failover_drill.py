@@ -115,6 +115,7 @@ class DrillReport:
     failed: int = 0
     lost: int = 0
     unfinished: int = 0
+    missed: int = 0
     refused: int = 0
     failover_seconds: float | None = None
     lost_ids: list[str] = field(default_factory=list)
@@ -253,9 +254,12 @@ class Drill:
             try:
                 done_at = await sent.waiter
             except TaskTimeoutError:
-                if await queue.get_task(sent.task_id, sent.task_type) is None:
+                task = await queue.get_task(sent.task_id, sent.task_type)
+                if task is None:
                     report.lost += 1
                     report.lost_ids.append(sent.task_id)
+                elif task.is_final:
+                    report.missed += 1  # done, but its waiter never heard: a waiter fault
                 else:
                     report.unfinished += 1
                 continue

@@ -8,16 +8,21 @@ window are lost, and the figure is printed; with 1 none is.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from scripts.failover_drill import DrillReport, cluster_target, run_drill, sentinel_target
+from scripts.failover_drill import VICTIM, DrillReport, cluster_target, run_drill, sentinel_target
 from scripts.private_cluster import PrivateCluster
 from scripts.private_sentinel import PrivateSentinel
 from shared.config import Settings, load_settings
+from shared.queue import QueueService
+from shared.queue.steps import Enqueue
 
 pytestmark = pytest.mark.timeout(240)
 # Failover must take no longer than this with a 2 s node timeout (1 s down-after on Sentinel).
@@ -61,7 +66,7 @@ def drill_settings(prefix: str, wait_replicas: int, **topology: object) -> Setti
 def check(report: DrillReport, topology: str) -> None:
     print(f"failover drill on {topology}: {json.dumps(report.as_dict())}")
     assert report.acked > 200, "tasks did not flow"
-    assert report.failed == 0 and report.unfinished == 0
+    assert (report.failed, report.unfinished, report.missed) == (0, 0, 0)
     assert report.failover_seconds is not None
     assert report.failover_seconds <= FAILOVER_GOAL_SECONDS
     if report.wait_replicas >= 1:
@@ -92,3 +97,37 @@ async def test_sentinel_master_killed_while_tasks_flow(
     )
     target = sentinel_target(sentinel, lag=LAG)
     check(await run_drill(settings, target, tmp_path), "sentinel")
+
+
+async def test_a_write_whose_replica_wait_is_cut_by_the_master_s_death_is_not_reported_done(
+    cluster: PrivateCluster, prefix: str
+) -> None:
+    """The master ran the enqueue and died during WAIT (its replica lagging): the enqueue may
+    exist on the dead master only, so it must come back as an error for the caller to repeat,
+    never as done."""
+    settings = drill_settings(prefix, 1, redis_url=cluster.url, redis_cluster=True)
+    queue = QueueService(settings.model_copy(update={"redis_wait_timeout_ms": 10_000}))
+    await queue.connect()
+    target = cluster_target(cluster, settings)
+    step = Enqueue(
+        stream=queue.keys.stream(VICTIM),
+        record=queue.keys.record(VICTIM, "cut-wait"),
+        entry=b'{"task_id": "cut-wait"}',
+        task_ttl=60,
+    )
+    try:
+        os.kill(target.replica_pid, signal.SIGSTOP)
+        try:
+            write = asyncio.create_task(
+                queue.scripts.run_all([step], durable=True, raise_on_error=False)
+            )
+            await asyncio.sleep(0.3)
+            assert not write.done()  # waiting for the stopped replica
+            target.kill()
+            [result] = await write
+        finally:
+            os.kill(target.replica_pid, signal.SIGCONT)
+        assert isinstance(result, Exception), result
+    finally:
+        await queue.close()
+        target.heal()

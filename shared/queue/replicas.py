@@ -16,6 +16,7 @@ import structlog
 from redis.asyncio import RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.config import Settings
 from shared.queue.connection import RedisClient
@@ -60,10 +61,8 @@ class ReplicaAcks:
             return ("WAITAOF", 1, self.replicas, self.timeout_ms)
         return ("WAIT", self.replicas, self.timeout_ms)
 
-    def acked(self, reply: Any) -> int | None:
-        """Replicas that acknowledged, from a WAIT or WAITAOF reply; None for an error."""
-        if isinstance(reply, Exception):
-            return None
+    def acked(self, reply: Any) -> int:
+        """Replicas that acknowledged, from a WAIT or WAITAOF reply."""
         if self.aof:
             return int(reply[1]) if int(reply[0]) >= 1 else 0
         return int(reply)
@@ -74,43 +73,63 @@ class ReplicaAcks:
         """Queue one wait after the steps: per node on a cluster (which must be initialized)."""
         if not isinstance(redis, RedisCluster) or not isinstance(pipe, ClusterPipeline):
             pipe.execute_command(*self.command())
-            return [Waited(None, [])]
+            return [Waited(None, list(range(len(steps))), [])]
         waits: dict[str, Waited] = {}
-        for step in steps:
+        for i, step in enumerate(steps):
             key = step.keys()[0]
             node = redis.get_node_from_key(key)
             if node is not None:
-                waits.setdefault(node.name, Waited(node, [])).keys.append(key)
+                wait = waits.setdefault(node.name, Waited(node, [], []))
+                wait.steps.append(i)
+                wait.keys.append(key)
         for wait in waits.values():
             # A cluster pipeline sends all of a node's commands on one connection, in order,
             # so this WAIT covers exactly the steps that went to that node.
             pipe.execute_command(*self.command(), target_nodes=wait.node)
         return list(waits.values())
 
-    def check(self, redis: RedisClient, replies: Sequence[Any], waits: Sequence[Waited]) -> int:
-        """Log `replica_wait_short` for each wait that timed out with fewer acknowledgements;
-        return the fewest acknowledgements any node gave (what the whole call can promise)."""
-        fewest = self.replicas
+    def unconfirmed(
+        self, redis: RedisClient, replies: Sequence[Any], waits: Sequence[Waited]
+    ) -> dict[int, Exception]:
+        """The steps (by index) whose wait failed, with the error to report in their place.
+
+        A wait cut by a dropped connection, or sent to a node that no longer owns the slot
+        (a failover while the pipeline ran), says nothing about the replicas: the writes it
+        covers may exist on the dead master only, so they must not be reported done (every
+        step is idempotent; the caller repeats it). A wait that merely timed out with fewer
+        acknowledgements is logged as `replica_wait_short` and the writes stand.
+        """
+        failed: dict[int, Exception] = {}
         for reply, wait in zip(replies, waits, strict=True):
-            acked = None if wait.moved(redis) else self.acked(reply)
-            if acked is None or acked < self.replicas:
+            node = wait.node.name if wait.node is not None else None
+            if isinstance(reply, Exception) or wait.moved(redis):
+                error = reply if isinstance(reply, Exception) else _moved_error(node)
+                log.warning("replica_wait_failed", node=node, error=str(error)[:200])
+                failed |= dict.fromkeys(wait.steps, error)
+                continue
+            acked = self.acked(reply)
+            if acked < self.replicas:
                 log.warning(
                     "replica_wait_short",
                     wanted=self.replicas,
                     acked=acked,
                     timeout_ms=self.timeout_ms,
-                    node=wait.node.name if wait.node is not None else None,
-                    error=str(reply)[:200] if isinstance(reply, Exception) else None,
+                    node=node,
                 )
-            fewest = min(fewest, acked or 0)
-        return fewest
+        return failed
+
+
+def _moved_error(node: str | None) -> Exception:
+    return RedisConnectionError(f"the slot left {node} during the write; not confirmed")
 
 
 @dataclass(slots=True)
 class Waited:
-    """One WAIT: the cluster node it went to (None on one server) and the keys it covers."""
+    """One WAIT: the cluster node it went to (None on one server), the steps it covers (by
+    index in the pipeline) and their first keys."""
 
     node: ClusterNode | None
+    steps: list[int]
     keys: list[str]
 
     def moved(self, redis: RedisClient) -> bool:

@@ -107,6 +107,10 @@ class Scripts:
         acks = self.acks if durable else None
         waits = acks.queue(self._redis, pipe, steps) if acks else []
         replies = list(await pipe.execute(raise_on_error=False))
+        results = replies[: len(steps)]
         if acks:
-            acks.check(self._redis, replies[len(steps) :], waits)
-        return replies[: len(steps)]
+            unconfirmed = acks.unconfirmed(self._redis, replies[len(steps) :], waits)
+            for i, error in unconfirmed.items():
+                if not isinstance(results[i], Exception):  # a NOSCRIPT must stay visible
+                    results[i] = error
+        return results

@@ -162,7 +162,7 @@ class ResultWaiter:
                 await self._subscribe(pubsub, sub)
                 confirmed: set[str] = set()
                 while True:
-                    message = await self._next_message(pubsub)
+                    message = await self._next_message(pubsub, sub)
                     if message is None:
                         continue
                     if message["type"] in _CONFIRMED:
@@ -192,15 +192,18 @@ class ResultWaiter:
         await self._sub_client.exists(self._keys.stream(sub.types[0]))
         await pubsub.ssubscribe(*sub.channels)
 
-    @staticmethod
-    async def _next_message(pubsub: PubSub) -> dict[str, Any] | None:
+    async def _next_message(self, pubsub: PubSub, sub: _Subscription) -> dict[str, Any] | None:
         message: dict[str, Any] | None
         if not isinstance(pubsub, ClusterPubSub):
             message = await pubsub.get_message(timeout=5.0)
             return message
-        if not pubsub.node_pubsub_mapping:  # the shard's connection was dropped
-            raise RedisConnectionError("no shard subscription left")
-        message = await pubsub.get_sharded_message(timeout=5.0)
+        # The channel's shard moved (a failover): redis-py follows it in the background, but
+        # announcements in between are gone and its round robin over old and new nodes delays
+        # messages, so subscribe afresh where the channel lives now and read again.
+        owner = pubsub.cluster.get_node_from_key(sub.channels[0])
+        if owner is None or set(pubsub.node_pubsub_mapping) != {owner.name}:
+            raise RedisConnectionError("the channel's shard moved")
+        message = await pubsub.get_sharded_message(timeout=1.0)
         return message
 
     def _on_subscribed(self, sub: _Subscription) -> None:
