@@ -51,7 +51,7 @@ def build_task(static: dict[str, Any], state: dict[str, Any]) -> QueueTask:
         task_id=static["task_id"],
         type=static["type"],
         status=TaskStatus(status),
-        user_id=static["user_id"],
+        user_id=static["user_id"] or int(state.get("user") or 0),
         data=static["data"],
         result=state.get("result"),
         error=_text(state.get("error")),
@@ -60,7 +60,8 @@ def build_task(static: dict[str, Any], state: dict[str, Any]) -> QueueTask:
         finished_at=_time(state.get("finished_at")),
         attempts=int(state.get("attempts") or 0),
         consumer=_text(state.get("consumer")),
-        charge_id=static.get("charge_id"),
+        # A record written for an unusable entry knows the charge only in its own field.
+        charge_id=static.get("charge_id") or _text(state.get("charge")),
     )
 
 

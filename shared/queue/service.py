@@ -105,6 +105,8 @@ class QueueService:
             record=self.keys.record(task.type, task.task_id),
             entry=raw,
             task_ttl=self.settings.redis_task_ttl,
+            user_id=task.user_id,
+            charge_id=task.charge_id,
         )
 
     async def enqueue_task(
@@ -141,15 +143,25 @@ class QueueService:
         return [task.task_id for task, _ in tasks]
 
     async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:
-        """The stored task, looked up in every type's records unless the type is given."""
+        """The stored task, looked up in every type's records unless the type is given.
+
+        A waiting task's record holds only its state: the task itself is read from its entry.
+        """
         candidates = [task_type] if task_type else list(TaskType)
         pipe = self.redis.pipeline(transaction=False)
         for candidate in candidates:
             pipe.hgetall(self.keys.record(candidate, task_id))
-        for fields in await pipe.execute():
-            task = task_from_record(fields) if fields else None
-            if task is not None:
-                return task
+        for candidate, fields in zip(candidates, await pipe.execute(), strict=True):
+            if not fields:
+                continue
+            if b"task" not in fields and b"entry" in fields:
+                entry: Any = await self.redis.xrange(
+                    self.keys.stream(candidate), fields[b"entry"], fields[b"entry"]
+                )
+                if not entry:  # it finished meanwhile: the record has the task now
+                    return await self.get_task(task_id, candidate)
+                fields[b"task"] = entry[0][1].get(b"task", b"")
+            return task_from_record(fields)
         return None
 
     async def get_queue_depth(
