@@ -1,12 +1,17 @@
-"""Settings read from the environment and `.env`; built once per process and passed down."""
+"""Settings read from the environment and `.env`; built once per process and passed down.
+
+A plain pydantic model filled by `load_settings` (environment over `.env`, explicit values
+over both): pydantic-settings did the same at 2 MB more per consumer process.
+"""
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shared.errors import ConfigError
 
@@ -23,10 +28,10 @@ class ImageProvider(StrEnum):
     OFFLINE = "offline"
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every setting of the pipeline, with the seed's names and defaults."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = ConfigDict(extra="ignore")
 
     # Redis and the queue (names and defaults from the seed).
     redis_url: str = "redis://localhost:6379/0"
@@ -83,7 +88,7 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(8080, ge=1, le=65535)
-    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    admin_ids: list[int] = Field(default_factory=list)
     reply_energy_cost: int = Field(1, ge=0)
     image_diamond_cost: int = Field(1, ge=0)
     reply_wait_seconds: float = Field(60.0, gt=0)
@@ -114,10 +119,35 @@ class Settings(BaseSettings):
         return level
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, turning a validation failure into a ConfigError naming the variable."""
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a dotenv file; comments, blank lines and `export ` are skipped."""
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip().removeprefix("export ").strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip().lower()] = value
+    return values
+
+
+def load_settings(_env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Build the settings, turning a validation failure into a ConfigError naming the variable.
+
+    Names are case-insensitive; the environment wins over `_env_file`, `overrides` over both.
+    """
+    fields = Settings.model_fields
+    values: dict[str, Any] = {}
+    if _env_file is not None and Path(_env_file).is_file():
+        values.update(read_env_file(Path(_env_file)))
+    values.update({k.lower(): v for k, v in os.environ.items() if k.lower() in fields})
+    values = {k: v for k, v in values.items() if k in fields}
+    values.update(overrides)
     try:
-        return Settings(**overrides)
+        return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()

@@ -106,7 +106,6 @@ def test_hostile_entries_never_hold_up_good_tasks(entries: list[dict[bytes, byte
 async def _flow(entries: list[dict[bytes, bytes]]) -> None:
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     cfg = Settings(
-        _env_file=None,
         redis_url=REDIS_URL,
         redis_queue_prefix=f"{prefix}queue:",
         redis_result_prefix=f"{prefix}result:",
