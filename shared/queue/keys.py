@@ -39,6 +39,10 @@ class Keys:
         """Hash of consumer name -> last heartbeat (unix ms) of the type's consumers."""
         return f"{self.queue_prefix}{{{task_type}}}:alive"
 
+    def completions(self, task_type: TaskType) -> str:
+        """Hash of unix minute -> tasks finished in it (the dashboard's chart)."""
+        return f"{self.queue_prefix}{{{task_type}}}:done_per_minute"
+
     def channels(self) -> dict[str, TaskType]:
         return {self.channel(t): t for t in TaskType}
 
