@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--types",
         default=",".join(t.value for t in TaskType),
-        help="comma-separated task types to serve (default: all three)",
+        help=f"comma-separated task types to serve, of {', '.join(TaskType)} (default: all)",
     )
     parser.add_argument(
         "--image-concurrency",

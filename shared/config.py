@@ -23,6 +23,14 @@ class ImageProvider(StrEnum):
     OFFLINE = "offline"
 
 
+class Preflight(StrEnum):
+    """What a consumer does when a provider check at start fails."""
+
+    STRICT = "strict"
+    WARN = "warn"
+    OFF = "off"
+
+
 class Settings(BaseSettings):
     """Every setting of the pipeline, with the seed's names and defaults."""
 
@@ -68,6 +76,7 @@ class Settings(BaseSettings):
     replicate_base_url: str = "https://api.replicate.com"
     provider_timeout_seconds: float = Field(120.0, gt=0)
     provider_retry_seconds: float = Field(20.0, ge=0)
+    provider_preflight: Preflight = Preflight.STRICT
 
     # Database.
     database_url: str = "sqlite+aiosqlite:///./ai_girls.db"
@@ -95,6 +104,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = None
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    dashboard_token: SecretStr | None = None
 
     @field_validator("admin_ids", mode="before")
     @classmethod
