@@ -27,7 +27,9 @@ SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it, browsers send `Origin: null` on form posts and the Origin
+    # check could not tell our own forms from a forged one.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

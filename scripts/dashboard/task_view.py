@@ -78,8 +78,20 @@ def _facts(task: QueueTask) -> list[tuple[str, str]]:
         ("finished", esc(_when(task.finished_at, now))),
         ("waited", esc(_between(task.created_at, task.started_at))),
         ("ran", esc(_between(task.started_at, task.finished_at))),
-        ("error", f"<span class='error'>{esc(task.error)}</span>"),
+        ("error", _error(task)),
     ]
+
+
+def _error(task: QueueTask) -> str:
+    if task.error is None:
+        return "-"
+    # A task that failed for good sits in its type's dead-letter stream, replayable there.
+    dead = (
+        f" <a href='/dead/{task.type}'>dead letters</a>"
+        if task.status is TaskStatus.FAILED
+        else ""
+    )
+    return f"<span class='error'>{esc(task.error)}</span>{dead}"
 
 
 def task_live(task: QueueTask, show_texts: bool) -> str:
