@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -140,7 +141,7 @@ async def test_operator_logs_in_reads_and_replays_a_dead_letter(
     await asyncio.to_thread(replay_from_dead_page, browser, seeded)
 
     # Back on the stream as a fresh pending task, and out of the dead-letter stream.
-    entries = await redis_client.xrange(board.queue.keys.stream(REPLY))
+    entries: Any = await redis_client.xrange(board.queue.keys.stream(REPLY))
     carried = [fields[b"task"] for _, fields in entries]
     assert any(seeded.dead_task.encode() in raw for raw in carried)
     assert await redis_client.xlen(board.queue.keys.dead(REPLY)) == 0
