@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -107,12 +107,12 @@ async def dead_index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/dead/{first}")
 
 
-def _dead_notice(query: Any) -> str:
+def _dead_notice(query: Mapping[str, str]) -> str:
     """What the last action did, from numbers in the redirect (never text from the URL)."""
     numbers = {
         k: int(v)
         for k, v in query.items()
-        if k in {"replayed", "skipped", "purged"} and str(v).isdigit()
+        if k in {"replayed", "skipped", "purged"} and v.isdigit()
     }
     if "purged" in numbers:
         return f"Purged {numbers['purged']} dead entries."
