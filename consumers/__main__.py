@@ -14,6 +14,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from consumers.metrics import Metrics, serve_metrics, watch_streams
+from consumers.preflight import check_providers
 from consumers.providers.base import ImageClient, LLMClient
 from consumers.providers.factory import build_image_client, build_llm_client
 from consumers.registry import build_handlers
@@ -41,7 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--types",
         default=",".join(t.value for t in TaskType),
-        help="comma-separated task types to serve (default: all three)",
+        help=f"comma-separated task types to serve, of {', '.join(TaskType)} (default: all)",
     )
     parser.add_argument(
         "--image-concurrency",
@@ -126,6 +127,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     metrics = serve_metrics(port) if port else Metrics.disabled()
     try:
         handlers = build_handlers(types, llm, images)
+        await check_providers(settings, types)
         await connect_queue(queue)
         options = ConsumerRunner.options_from(settings, {t: limits[t] for t in types})
         options.burst = args.burst

@@ -150,6 +150,7 @@ CONSOLE_INTRO = (
 CONSOLE_PHOTO_HINT = f"   [{PHOTO_BUTTON}: /photo]"
 CONSOLE_CONFIRM_HINT = "Напиши «да», чтобы подтвердить."
 CONSOLE_YES = frozenset({"да", "yes", "y", "д"})
+CONSOLE_PROMPT = "вы> "
 
 
 def console_message(text: str) -> str:

@@ -28,6 +28,14 @@ class ImageProvider(StrEnum):
     OFFLINE = "offline"
 
 
+class Preflight(StrEnum):
+    """What a consumer does when a provider check at start fails."""
+
+    STRICT = "strict"
+    WARN = "warn"
+    OFF = "off"
+
+
 class Settings(BaseModel):
     """Every setting of the pipeline, with the seed's names and defaults."""
 
@@ -75,6 +83,7 @@ class Settings(BaseModel):
     offline_delay_seconds: float = Field(0.0, ge=0)
     provider_timeout_seconds: float = Field(120.0, gt=0)
     provider_retry_seconds: float = Field(20.0, ge=0)
+    provider_preflight: Preflight = Preflight.STRICT
 
     # Database.
     database_url: str = "sqlite+aiosqlite:///./ai_girls.db"
@@ -102,6 +111,7 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     log_json: bool | None = None
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    dashboard_token: SecretStr | None = None
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -95,7 +95,8 @@ def parse_task_type(value: str | TaskType) -> TaskType:
     try:
         return TaskType(value)
     except ValueError:
-        raise UnknownTaskTypeError(f"unknown task type {value!r}") from None
+        names = ", ".join(TaskType)
+        raise UnknownTaskTypeError(f"unknown task type {value!r} (one of {names})") from None
 
 
 def validate_payload(

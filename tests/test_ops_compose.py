@@ -21,7 +21,12 @@ SERVICES = {
     "consumer-text",
     "consumer-image",
     "reclaim",
+    "dashboard",
+    "prometheus",
+    "grafana",
 }
+# The optional services: the operator dashboard and Prometheus with Grafana.
+PROFILES = ["--profile", "dashboard", "--profile", "monitoring"]
 ASSIGNMENT = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=")
 
 
@@ -65,13 +70,14 @@ def project(tmp_path: Path) -> Path:
     depends on (or touches) a developer's real `.env`."""
     shutil.copy(ROOT / "compose.yaml", tmp_path / "compose.yaml")
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
-    (tmp_path / "scripts").symlink_to(ROOT / "scripts", target_is_directory=True)
+    for folder in ("scripts", "deploy"):
+        (tmp_path / folder).symlink_to(ROOT / folder, target_is_directory=True)
     return tmp_path
 
 
 @pytest.mark.timeout(600)
 def test_compose_file_is_valid(project: Path) -> None:
-    compose = [*compose_command(), "-f", str(project / "compose.yaml")]
+    compose = [*compose_command(), "-f", str(project / "compose.yaml"), *PROFILES]
     # Compose reads POSTGRES_* and COMPOSE_* from the environment before `.env`.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "COMPOSE_"))}
 
