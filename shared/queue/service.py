@@ -125,8 +125,12 @@ class QueueService:
         task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
         if self._batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
+        if self._waiter is not None:
+            self._waiter.expect(task.task_id)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        await self._batcher.run(self._enqueue_step(task, raw))
+        added = await self._batcher.run(self._enqueue_step(task, raw))
+        if not added and self._waiter is not None:
+            self._waiter.unexpect(task.task_id)  # it existed already: it may be long done
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
         return task.task_id
 
@@ -138,8 +142,12 @@ class QueueService:
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
         pipe = self.redis.pipeline(transaction=False)
         for task, raw in tasks:
+            if self._waiter is not None:
+                self._waiter.expect(task.task_id)
             self.scripts.queue(pipe, self._enqueue_step(task, raw))
-        await self.scripts.execute(pipe)
+        for (task, _), added in zip(tasks, await self.scripts.execute(pipe), strict=True):
+            if not added and self._waiter is not None:
+                self._waiter.unexpect(task.task_id)
         return [task.task_id for task, _ in tasks]
 
     async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:

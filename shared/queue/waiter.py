@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
+# Tasks remembered as enqueued-while-subscribed; the oldest are forgotten past this.
+FRESH_LIMIT = 100_000
 
 
 def _single_connection_client(settings: Settings, name: str) -> Redis:
@@ -55,6 +57,10 @@ class ResultWaiter:
         self._to_read: dict[str, TaskType | None] = {}
         self._read_wakeup = asyncio.Event()
         self._ready = asyncio.Event()
+        # Tasks enqueued while the subscription was up: their completion cannot be missed, so
+        # waiting for them needs no record read. False until announced, then the final task
+        # (or True when the announcement was too big to carry it).
+        self._fresh: dict[str, QueueTask | bool] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -85,11 +91,32 @@ class ResultWaiter:
         await self._sub_client.aclose()
         await self._reader.aclose()
 
+    def expect(self, task_id: str) -> None:
+        """Call just before enqueuing `task_id`: if the subscription is up now, its completion
+        will reach this process, so `wait` can skip reading the record."""
+        if not self._ready.is_set():
+            return
+        if len(self._fresh) >= FRESH_LIMIT:  # tasks enqueued and never waited for
+            del self._fresh[next(iter(self._fresh))]
+        self._fresh[task_id] = False
+
+    def unexpect(self, task_id: str) -> None:
+        """The enqueue found the task already there (a repeat): waiting must read its record."""
+        self._fresh.pop(task_id, None)
+
+    def _unsubscribed(self) -> None:
+        # Announcements may be lost from now on: every wait reads its record again.
+        self._ready.clear()
+        self._fresh.clear()
+
     async def wait(
         self, task_id: str, timeout: float, task_type: TaskType | None = None
     ) -> QueueTask:
         """Return the task once it is completed or failed; TaskTimeoutError after `timeout`."""
         await self.start()
+        seen = self._fresh.pop(task_id, None)
+        if isinstance(seen, QueueTask):
+            return seen
         loop = asyncio.get_running_loop()
         future: asyncio.Future[QueueTask] = loop.create_future()
         try:
@@ -97,7 +124,8 @@ class ResultWaiter:
                 await self._ready.wait()
                 self._futures.setdefault(task_id, []).append(future)
                 self._types[task_id] = task_type
-                self._request_read(task_id, task_type)
+                if seen is not False:  # not known to be announced to us later: read it
+                    self._request_read(task_id, task_type)
                 return await future
         except TimeoutError:
             raise TaskTimeoutError(
@@ -142,7 +170,7 @@ class ResultWaiter:
                     elif message["type"] == "message":
                         self._on_message(message)
             except _REDIS_ERRORS as exc:
-                self._ready.clear()
+                self._unsubscribed()
                 log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -161,7 +189,11 @@ class ResultWaiter:
         try:
             data = loads(message["data"])
             task_id = data.get("task_id") if isinstance(data, dict) else None
-            if not isinstance(task_id, str) or task_id not in self._futures:
+            if not isinstance(task_id, str):
+                return
+            if task_id not in self._futures:
+                if task_id in self._fresh and data.get("status") in FINAL_STATUSES:
+                    self._fresh[task_id] = task_from_message(data) or True
                 return
             task = task_from_message(data)
         except Exception as exc:  # noqa: BLE001 - anyone may publish on the channel
