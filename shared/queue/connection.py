@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -14,6 +23,35 @@ from shared.config import Settings
 BLOCK_MS = 2000
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis (C) instead of redis-py's Python loop: the same bytes at
+    a sixth of the cost, which was the largest item of the consumer's profile."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # e.g. "CLIENT SETNAME"
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+class FastConnection(_HiredisPacking, Connection):
+    pass
+
+
+class FastSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class FastUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+def connection_class(url: str) -> type[AbstractConnection]:
+    """The fast-packing connection class for a redis://, rediss:// or unix:// URL."""
+    if url.startswith("rediss://"):
+        return FastSSLConnection
+    return FastUnixConnection if url.startswith("unix://") else FastConnection
+
+
 def create_redis(settings: Settings, name: str, max_connections: int = 64) -> Redis:
     """A client over a bounded pool: under a burst, callers wait for a free connection
     (up to the socket timeout) instead of opening hundreds or failing."""
@@ -21,6 +59,7 @@ def create_redis(settings: Settings, name: str, max_connections: int = 64) -> Re
         raise ValueError("REDIS_SOCKET_TIMEOUT must be longer than the 2 s blocking read")
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        connection_class=connection_class(settings.redis_url),
         max_connections=max_connections,
         timeout=settings.redis_socket_timeout,
         socket_timeout=settings.redis_socket_timeout,

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
+from shared.queue.connection import connection_class
 from shared.queue.keys import Keys
 from shared.queue.records import task_from_message, task_from_record
 from shared.tasks import FINAL_STATUSES, QueueTask, TaskType, loads
@@ -34,6 +35,7 @@ FRESH_LIMIT = 100_000
 def _single_connection_client(settings: Settings, name: str) -> Redis:
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        connection_class=connection_class(settings.redis_url),
         max_connections=1,
         timeout=settings.redis_socket_timeout,
         socket_timeout=settings.redis_socket_timeout,
