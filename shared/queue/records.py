@@ -17,8 +17,8 @@ from shared.tasks import (
     TaskType,
     dumps,
     loads,
+    parse_payload,
     parse_task_type,
-    validate_payload,
 )
 
 
@@ -169,14 +169,17 @@ def _build(task_type: TaskType, static: Any) -> QueueTask:
     task_id = static["task_id"]
     if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
         raise InvalidPayloadError("task_id is not a short id string")
-    return QueueTask(
+    payload = parse_payload(task_type, static["data"], task_id)
+    task = QueueTask(
         task_id=task_id,
         type=task_type,
         user_id=static["user_id"],
-        data=validate_payload(task_type, static["data"], task_id),
+        data=static["data"],
         created_at=datetime.fromtimestamp(static["created_at"], UTC),
         charge_id=static.get("charge_id"),
     )
+    task._payload = payload  # validated once, here, at the trust boundary
+    return task
 
 
 def parse_entry(

@@ -20,7 +20,14 @@ from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, t
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Enqueue
 from shared.queue.waiter import ResultWaiter
-from shared.tasks import QueueTask, TaskType, now, parse_task_type, validate_payload
+from shared.tasks import (
+    Payload,
+    QueueTask,
+    TaskType,
+    now,
+    parse_task_type,
+    validate_payload,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +120,7 @@ class QueueService:
         self,
         task_type: TaskType | str,
         user_id: int,
-        data: dict[str, Any],
+        data: dict[str, Any] | Payload,
         *,
         task_id: str | None = None,
         charge_id: str | None = None,
