@@ -150,18 +150,29 @@ class QueueTask(BaseModel):
     consumer: str | None = None
     # Ledger key of what the user paid for this task: refunded once if the task fails for good.
     charge_id: str | None = None
-    # The payload as validated when the entry was parsed, so a handler need not validate again.
-    _payload: BaseModel | None = PrivateAttr(default=None)
 
     def payload_as(self, model: builtins.type[P]) -> P:
-        """The payload as `model`: the one validated at parse time, or validated now."""
-        if isinstance(self._payload, model):
-            return self._payload
+        """The payload as `model`, validated now (a ParsedTask keeps the parse-time one)."""
         return model.model_validate(self.data)
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+class ParsedTask(QueueTask):
+    """A task parsed from a stream entry by a consumer, with its payload validated there once.
+
+    A subclass, so that only consumers pay for the private attribute, not every QueueTask the
+    producer builds from announcements.
+    """
+
+    _payload: BaseModel | None = PrivateAttr(default=None)
+
+    def payload_as(self, model: builtins.type[P]) -> P:
+        if isinstance(self._payload, model):
+            return self._payload
+        return model.model_validate(self.data)
 
 
 def dumps(value: Any) -> bytes:

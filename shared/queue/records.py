@@ -12,6 +12,7 @@ import orjson
 
 from shared.errors import InvalidPayloadError
 from shared.tasks import (
+    ParsedTask,
     QueueTask,
     TaskStatus,
     TaskType,
@@ -170,7 +171,7 @@ def _build(task_type: TaskType, static: Any) -> QueueTask:
     if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
         raise InvalidPayloadError("task_id is not a short id string")
     payload = parse_payload(task_type, static["data"], task_id)
-    task = QueueTask(
+    task = ParsedTask(
         task_id=task_id,
         type=task_type,
         user_id=static["user_id"],
