@@ -20,7 +20,7 @@ from consumers.providers.factory import build_image_client, build_llm_client
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner
 from shared.config import Settings, load_settings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, UnknownTaskTypeError
 from shared.logging import configure_logging
 from shared.queue import QueueService
 from shared.tasks import TaskType, parse_task_type
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(args.log_level or settings.log_level, settings.log_json)
         asyncio.run(run(args, settings))
-    except ConfigError as exc:
+    except (ConfigError, UnknownTaskTypeError) as exc:
         print(f"consumer cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     return 0
