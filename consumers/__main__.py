@@ -124,7 +124,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     llm, images = build_clients(settings, types)
     queue = QueueService(settings, client_name=f"consumer:{args.name}")
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
-    metrics = serve_metrics(port) if port else Metrics.disabled()
+    metrics = serve_metrics(port, settings.metrics_host) if port else Metrics.disabled()
     try:
         handlers = build_handlers(types, llm, images)
         await check_providers(settings, types)

@@ -114,12 +114,12 @@ class Metrics:
             self._provider_paused.labels(provider).set(1 if paused else 0)
 
 
-def serve_metrics(port: int) -> Metrics:
+def serve_metrics(port: int, host: str = "127.0.0.1") -> Metrics:
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
 
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104 - scraped by Prometheus
+    start_http_server(port, addr=host, registry=registry)
     return metrics
 
 

@@ -111,6 +111,8 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     log_json: bool | None = None
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    # Loopback by default; compose sets 0.0.0.0 so Prometheus can scrape across containers.
+    metrics_host: str = "127.0.0.1"
     dashboard_token: SecretStr | None = None
 
     @field_validator("admin_ids", mode="before")
