@@ -162,7 +162,9 @@ class Settings(BaseModel):
 
     # Shop (Telegram Stars).
     shop_packs: tuple[ShopPack, ...] = Field(
-        default_factory=lambda: parse_packs(DEFAULT_SHOP_PACKS)
+        default_factory=lambda: tuple(
+            map(ShopPack.model_validate, parse_packs(DEFAULT_SHOP_PACKS))
+        )
     )
     daily_energy: int = Field(0, ge=0)
     paysupport_contact: str = ""

@@ -257,9 +257,7 @@ class StarPayment(Base):
     __tablename__ = "star_payments"
 
     telegram_payment_charge_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    order_id: Mapped[str | None] = mapped_column(
-        String(32), ForeignKey("orders.id"), index=True
-    )
+    order_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("orders.id"), index=True)
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), index=True)
     currency: Mapped[str] = mapped_column(String(8))
     total_amount: Mapped[int] = mapped_column(Integer)
