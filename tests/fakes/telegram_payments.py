@@ -135,6 +135,10 @@ class StarsPayments:
             self._fake.push_update({"message": message})
         return PaymentAttempt(query_id, True, None, charge.charge_id, message)
 
+    def take(self, user_id: int, amount: int, payload: str) -> str:
+        """A payment on Telegram's side only (no query, no message); its charge id."""
+        return self._charge(self._user(user_id), amount, payload).charge_id
+
     def refund(self, charge_id: str, *, deliver: bool = True) -> None:
         """Return a charge's Stars, as refundStarPayment (or Telegram's support) does: an
         outgoing transaction with the payment's id, and a ``refunded_payment`` message."""
