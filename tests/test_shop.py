@@ -251,3 +251,18 @@ async def test_simulated_payment_is_a_marked_test(shop: Shop, db: Sessions) -> N
     assert again == PaymentOutcome(applied=False)  # the order is paid: refused like in Telegram
     assert await _count(db, _payments_of(order, StarPayment.is_test.is_(True))) == 1
     assert await shop.recent_payments(user_id) == []  # tests are not real payments
+
+
+async def test_an_order_paid_twice_is_credited_twice(shop: Shop, db: Sessions) -> None:
+    # Two invoices of one order, both through pre-checkout before either payment arrived:
+    # the user paid twice, so both payments are credited (and can be refunded one by one).
+    user_id = await make_user(db)
+    order = await _order(shop, user_id)
+
+    first = await shop.apply_payment(_profile(user_id), _receipt(order))
+    second = await shop.apply_payment(_profile(user_id), _receipt(order))
+
+    assert first.applied and second.applied
+    assert second.credit is not None
+    assert second.credit.balance == 20
+    assert await _count(db, _payments_of(order)) == 2

@@ -9,14 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiogram.types import PreCheckoutQuery
 from sqlalchemy import select
 
 from producer import texts
+from producer.app import build_bot
+from producer.channel import TelegramSender
+from producer.handlers.shop import pre_checkout
+from producer.services import build_services
 from producer.shop_keyboards import ShopCallback
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
+from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.migrate import upgrade
 from shared.db.models import LedgerEntry, Order, StarPayment
+from shared.queue import QueueService
 from tests.bot_harness import InProcessBot, balances, migrated_sqlite, texts_to, wait_text
 from tests.fakes.telegram import FakeTelegram, JsonDict
 from tests.fakes.telegram_payments import Invoice
@@ -298,3 +305,27 @@ async def test_paysupport_lists_payments_and_terms_explain(
 def _updates_sent(tg: FakeTelegram) -> list[JsonDict]:
     """Every update getUpdates handed out (the fake keeps what it returned)."""
     return [update for request in tg.sent("getUpdates") if request.ok for update in request.result]
+
+
+async def test_pre_checkout_says_no_at_once_when_the_database_is_down(
+    settings: Settings, queue: QueueService, tg: FakeTelegram
+) -> None:
+    # Nothing listens on port 9: every database call fails at once.
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/test")
+    try:
+        config = shop_settings(settings, Backend("sqlite+aiosqlite://"), tg)
+        bot = build_bot(config)
+        services = build_services(config, create_sessionmaker(engine), queue, TelegramSender(bot))
+        user = new_user_id()
+        paying = asyncio.create_task(
+            tg.payments.pay(user, Invoice(user, 0, "x", "f" * 32, "XTR", 50))
+        )
+        await asyncio.sleep(0)  # pay() pushes its query before it first waits
+        raw = tg.pending_updates[-1]["pre_checkout_query"]
+        await pre_checkout(PreCheckoutQuery.model_validate(raw).as_(bot), services)
+        attempt = await paying
+        await bot.session.close()
+    finally:
+        await engine.dispose()
+
+    assert (attempt.ok, attempt.error_message) == (False, texts.CHECKOUT_REFUSALS["unavailable"])
