@@ -11,13 +11,14 @@ from aiogram.types import Message
 from producer import texts
 from producer.handlers.shop import shop_of
 from producer.services import Services
+from producer.shop import RefundStatus
 from shared.config import MAX_PACK_AMOUNT
 from shared.db.models import Currency
 
 log = structlog.get_logger(__name__)
 
 # Telegram's answer when the Stars were already returned (a retry, or another admin).
-_ALREADY_REFUNDED = "CHARGE_ALREADY_REFUNDED"
+ALREADY_REFUNDED = "CHARGE_ALREADY_REFUNDED"
 
 
 class AdminCommand(Filter):
@@ -38,11 +39,12 @@ def _admin_id(message: Message) -> int:
 
 
 async def _refund_stars(bot: Bot, user_id: int, charge_id: str) -> str | None:
-    """Ask Telegram to return the Stars; None when they are back, else Telegram's reason."""
+    """Ask Telegram to return the Stars: None when it did just now, CHARGE_ALREADY_REFUNDED
+    when they were back already (a retry, another admin), else Telegram's reason."""
     try:
         await bot.refund_star_payment(user_id=user_id, telegram_payment_charge_id=charge_id)
     except TelegramBadRequest as exc:
-        return None if _ALREADY_REFUNDED in exc.message else exc.message
+        return ALREADY_REFUNDED if ALREADY_REFUNDED in exc.message else exc.message
     except TelegramAPIError as exc:
         return exc.message
     return None
@@ -61,18 +63,21 @@ async def refund(message: Message, command: CommandObject, services: Services, b
         return
     log.info("admin_refund_requested", admin_id=admin_id, charge_id=charge_id)
     # Telegram first: our ledger debits only once the Stars have really gone back.
+    error: str | None = ALREADY_REFUNDED
     if payment.refunded_at is None:
         error = await _refund_stars(bot, payment.user_id, charge_id)
-        if error is not None:
+        if error not in (None, ALREADY_REFUNDED):
             log.warning("refund_refused_by_telegram", charge_id=charge_id, error=error)
             await message.answer(texts.refund_refused(error))
             return
     outcome = await shop.apply_refund(charge_id, f"admin {admin_id}")
+    # The refunded_payment message may have applied the debit first: still this admin's refund.
+    status = outcome.status
+    if error is None and status is RefundStatus.ALREADY_REFUNDED:
+        status = RefundStatus.REFUNDED
     currency = str(outcome.currency or "")
     await message.answer(
-        texts.refund_report(
-            outcome.status, outcome.user_id, currency, outcome.taken, outcome.shortfall
-        )
+        texts.refund_report(status, outcome.user_id, currency, outcome.taken, outcome.shortfall)
     )
 
 
