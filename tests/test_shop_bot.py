@@ -155,7 +155,9 @@ async def test_two_bots_receiving_one_payment_credit_once(
         )
 
         assert await balances(one.db, user) == (105, 2)
-        told = messages_with(tg1, user, "Оплата прошла") + messages_with(tg2, user, "Оплата")
+        told = messages_with(tg1, user, "Оплата прошла") + messages_with(
+            tg2, user, "Оплата прошла"
+        )
         assert told == [
             "Оплата прошла, спасибо! Начислено 100 ⚡ энергии. Теперь у тебя 105 ⚡ энергии."
         ]

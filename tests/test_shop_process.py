@@ -114,7 +114,9 @@ async def test_two_bot_processes_receiving_one_payment_credit_once(
         assert await balances(db, user) == (5, 12)
 
         def told() -> list[str]:
-            return messages_with(tg1, user, "Оплата") + messages_with(tg2, user, "Оплата")
+            return messages_with(tg1, user, "Оплата прошла") + messages_with(
+                tg2, user, "Оплата прошла"
+            )
 
         # The one that applied it answers right after logging; the other has already returned.
         await _until(lambda: bool(told()))
