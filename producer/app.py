@@ -11,7 +11,17 @@ from aiogram.types import BotCommand, TelegramObject, Update
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from producer import texts
-from producer.handlers import account, admin, dialogue, errors, generate, photo, start
+from producer.handlers import (
+    account,
+    admin,
+    dialogue,
+    errors,
+    generate,
+    photo,
+    shop,
+    shop_admin,
+    start,
+)
 from producer.services import Services
 from producer.telegram_session import create_session
 from shared.config import Settings
@@ -52,7 +62,7 @@ def build_dispatcher(services: Services) -> Dispatcher:
     dispatcher = Dispatcher(services=services)
     dispatcher.update.outer_middleware(LogContextMiddleware())
     # Commands first, the free-text dialogue last; the errors router sees every failure.
-    for module in (start, account, admin, generate, photo, dialogue, errors):
+    for module in (start, account, admin, shop, shop_admin, generate, photo, dialogue, errors):
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)
     dispatcher.shutdown.register(_on_shutdown)

@@ -23,11 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
 from producer.channel import ChatAction, image_extension
+from producer.console_shop import ConsoleShop
 from producer.conversation import Incoming, Profile
 from producer.services import Services, build_services
 from shared.config import Settings
 from shared.db.models import Character
-from shared.errors import PipelineError
+from shared.errors import InsufficientBalanceError, PipelineError
 from shared.queue import QueueService
 
 _NUMBER = re.compile(r"[+-]?\d+")
@@ -83,6 +84,7 @@ class Console:
             "/privacy": self._privacy,
             "/delete_me": self._delete_me,
         }
+        self._commands.update(ConsoleShop(services, profile, self._say).commands())
 
     async def handle(self, line: str) -> bool:
         """Handle one input line; False when the user quits."""
@@ -93,6 +95,8 @@ class Console:
             await self._dispatch(line, command, rest.strip())
         except PipelineError as exc:
             await self._say(texts.error_text(exc))
+            if isinstance(exc, InsufficientBalanceError):
+                await self._say(texts.CONSOLE_SHOP_HINT)
         return True
 
     async def _dispatch(self, line: str, command: str, rest: str) -> None:

@@ -19,6 +19,7 @@ from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
+from shared.db import payments
 from shared.db import repositories as repo
 from shared.db.models import Character, Currency, Dialog, User
 from shared.errors import InvalidPayloadError
@@ -102,7 +103,7 @@ class Conversation:
     # Plain requests.
 
     async def _user(self, session: AsyncSession, profile: Profile) -> User:
-        return await repo.get_or_create_user(
+        user = await repo.get_or_create_user(
             session,
             profile.user_id,
             profile.name,
@@ -110,6 +111,9 @@ class Conversation:
             start_energy=self._settings.start_energy,
             start_diamonds=self._settings.start_diamonds,
         )
+        # Free users are never stuck: energy is topped up to DAILY_ENERGY once a day.
+        await payments.top_up_daily(session, user, self._settings.daily_energy)
+        return user
 
     async def start(self, profile: Profile) -> tuple[User, list[Character]]:
         """Register the user on first sight (with the start balances); list the characters."""

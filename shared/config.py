@@ -7,9 +7,10 @@ over both): pydantic-settings did the same at 2 MB more per consumer process.
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -34,6 +35,52 @@ class Preflight(StrEnum):
     STRICT = "strict"
     WARN = "warn"
     OFF = "off"
+
+
+# Shop.
+
+DEFAULT_SHOP_PACKS = "d10:diamonds:10:50,d50:diamonds:50:200,e100:energy:100:25"
+_PACK_ID = re.compile(r"[a-z0-9_]{1,32}")
+# A sanity cap, not Telegram's limit: a typo like 50000 for 500 should stop the start.
+MAX_PACK_STARS = 10_000
+MAX_PACK_AMOUNT = 1_000_000
+
+
+class ShopPack(BaseModel):
+    """One thing the shop sells: `amount` of a balance for `price` Telegram Stars."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=_PACK_ID.pattern)
+    currency: Literal["energy", "diamonds"]
+    amount: int = Field(ge=1, le=MAX_PACK_AMOUNT)
+    price: int = Field(ge=1, le=MAX_PACK_STARS)
+
+
+def _parse_pack(item: str) -> dict[str, str]:
+    parts = [part.strip() for part in item.split(":")]
+    if len(parts) != 4:
+        raise ValueError(f"{item!r} is not id:currency:amount:price_in_stars")
+    pack_id, currency, amount, price = parts
+    if not _PACK_ID.fullmatch(pack_id):
+        raise ValueError(f"{item!r}: the id must be 1-32 of a-z, 0-9 and _")
+    if currency not in {"energy", "diamonds"}:
+        raise ValueError(f"{item!r}: the currency must be energy or diamonds")
+    if not (amount.isdigit() and price.isdigit()):
+        raise ValueError(f"{item!r}: amount and price must be whole positive numbers")
+    return {"id": pack_id, "currency": currency, "amount": amount, "price": price}
+
+
+def parse_packs(raw: str) -> list[dict[str, str]]:
+    """`id:currency:amount:price,...` into pack fields; ValueError names the bad item.
+
+    An empty value means no packs: the shop then says it is closed.
+    """
+    packs = [_parse_pack(item) for item in raw.split(",") if item.strip()]
+    ids = [pack["id"] for pack in packs]
+    if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
+        raise ValueError(f"pack ids must be unique: {', '.join(duplicates)}")
+    return packs
 
 
 class Settings(BaseModel):
@@ -115,12 +162,26 @@ class Settings(BaseModel):
     metrics_host: str = "127.0.0.1"
     dashboard_token: SecretStr | None = None
 
+    # Shop (Telegram Stars).
+    shop_packs: tuple[ShopPack, ...] = Field(
+        default_factory=lambda: tuple(
+            map(ShopPack.model_validate, parse_packs(DEFAULT_SHOP_PACKS))
+        )
+    )
+    daily_energy: int = Field(0, ge=0)
+    paysupport_contact: str = ""
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("shop_packs", mode="before")
+    @classmethod
+    def _parse_packs(cls, value: Any) -> Any:
+        return parse_packs(value) if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod

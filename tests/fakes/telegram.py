@@ -50,6 +50,12 @@ _STRING_FIELDS = frozenset(
         "emoji",
         "business_connection_id",
         "message_effect_id",
+        # Stars payments (tests/fakes/telegram_payments.py).
+        "payload",
+        "currency",
+        "error_message",
+        "pre_checkout_query_id",
+        "telegram_payment_charge_id",
     ]
 )
 _HTML_TAGS = frozenset(
@@ -232,6 +238,11 @@ class FakeTelegram:
                 ("getFile", self._get_file),
             )
         }
+        # Stars payments live in their own module, which imports this one.
+        from tests.fakes.telegram_payments import StarsPayments  # noqa: PLC0415
+
+        self.payments = StarsPayments(self)
+        self._methods.update(self.payments.methods())
 
     # -- lifecycle -------------------------------------------------------------------------
 
