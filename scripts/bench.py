@@ -24,7 +24,7 @@ import orjson
 from redis.asyncio import Redis
 
 from scripts.bench_floor import FloorProducer
-from scripts.bench_memory import bytes_per_task, drain_with_consumer, rss_mb
+from scripts.bench_memory import bytes_per_task, drain_with_consumer, producer_start, rss_mb
 from scripts.bench_report import summarize, table
 from scripts.bench_seed import SeedQueueService
 from scripts.private_redis import PrivateRedis
@@ -391,6 +391,7 @@ async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         report[system], ranges[system] = summarize(rounds)
     report["ranges"] = ranges
     report["pipeline"].update(await bytes_per_task(settings_for, redis_url, args.memory_tasks))
+    report["producer_start"] = await producer_start(ROOT)
     if args.backlog:
         small = max(10_000, args.backlog // 50)
         report["backlog_small"] = await drain_with_consumer(

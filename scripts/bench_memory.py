@@ -137,3 +137,25 @@ async def drain_with_consumer(
         "consumer_rss_mb_end": rss_end,
         "left_in_redis_bytes": left,
     }
+
+
+# Loads what `python -m producer` loads before it connects anywhere (both modes share it).
+_PRODUCER_PROBE = """
+import time
+started = time.perf_counter()
+from producer import launch
+elapsed = time.perf_counter() - started
+rss = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]
+print(round(elapsed, 2), round(int(rss) / 1024, 1))
+"""
+
+
+async def producer_start(root: Path) -> dict[str, float]:
+    """Seconds and RSS for the producer's modules to load (the part of a start that is ours
+    and aiogram's; connecting to Telegram, Redis and the database comes after)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PRODUCER_PROBE, cwd=root, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    seconds, rss = out.split()
+    return {"import_seconds": float(seconds), "rss_mb": float(rss)}
