@@ -27,6 +27,7 @@ from shared.db.engine import create_engine, create_sessionmaker
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.queue import QueueService
+from shared.redact import redact
 
 log = structlog.get_logger("producer")
 
@@ -148,10 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             asyncio.run(run_polling(settings))
     except ConfigError as exc:
-        print(f"bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"bot cannot start: {redact(str(exc))}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:  # Ctrl-C: asyncio.run has already cancelled and cleaned up
         return 0
+    except Exception:
+        # Through structlog, whose processors redact URL credentials, unlike Python's own
+        # traceback printer (a connection error at start can quote REDIS_URL or DATABASE_URL).
+        log.exception("bot_failed")
+        return 1
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,6 +91,13 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(2000, ge=1)
     max_prompt_chars: int = Field(500, ge=1)
     user_messages_per_minute: int = Field(20, ge=1)
+    # Enqueue is idempotent by task id, so a Redis blip is retried this long before the
+    # delivery watcher is left to decide (record found: deliver; gone: lost, refunded).
+    enqueue_retry_seconds: float = Field(10.0, ge=0)
+    # After "it takes longer", how often a waiting delivery checks that its task still exists.
+    delivery_recheck_seconds: float = Field(60.0, gt=0)
+    # A task with no record is lost only this long after its delivery row was written.
+    lost_grace_seconds: float = Field(30.0, ge=0)
 
     # Operations.
     log_level: str = "INFO"
@@ -101,6 +109,22 @@ class Settings(BaseSettings):
     def _split_ids(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_url", "database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        # Never quote the value: a URL that parses wrongly (an unescaped "/" or "#" in its
+        # password) would put a piece of the password into the error.
+        try:
+            parts = urlsplit(value)
+            _ = parts.port
+        except ValueError:
+            raise ValueError(
+                "malformed URL (percent-encode special characters in the password)"
+            ) from None
+        if not parts.scheme:
+            raise ValueError("not a URL: it must start with a scheme such as redis://")
         return value
 
     @field_validator("log_level")
