@@ -204,6 +204,9 @@ class ChatTurns:
                 await asyncio.sleep(self._poll)
         except (RedisError, OSError) as exc:
             log.warning("chat_turn_unavailable", error=redact(str(exc)))
+            # The step may have run with its reply lost: take our update out of the line, or
+            # its lease runs out by itself.
+            await self._give_back(keys, update_id)
             return False
         return True
 

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import ExceptionRenderer, ExcInfo
 
 from shared.redact import redact, redact_secrets
@@ -53,13 +54,16 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     ]
     if as_json:
         processors += [
-            structlog.processors.dict_tracebacks,
+            # No locals: their truncated reprs can cut a URL or token short of what
+            # redaction recognises (the settings object is a local in most frames).
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
             redact_secrets,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
         factory: Any = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
-        formatter = _redacted(structlog.dev.default_exception_formatter)
+        # Plain: a rich traceback would show locals, whose reprs are cut short (see above).
+        formatter = _redacted(structlog.dev.plain_traceback)
         renderer = structlog.dev.ConsoleRenderer(exception_formatter=formatter)
         processors += [redact_secrets, renderer]
         factory = structlog.PrintLoggerFactory(sys.stderr)

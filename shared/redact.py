@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from typing import Any
 
 # `scheme://user:password@`: the password runs to the last `@` of the token, so one that
@@ -31,9 +32,9 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
-def redact_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: redact every string of the event, tracebacks (as dicts) included.
 
-    Runs after `dict_tracebacks`, so an exception message that quotes a URL is redacted too.
+    Runs after exceptions are rendered as dicts, so a message that quotes a URL is redacted.
     """
     return {key: _redact_value(value) for key, value in event_dict.items()}
