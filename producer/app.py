@@ -53,13 +53,19 @@ class ChatTurnMiddleware(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        chat = data.get("event_chat")
-        user = data.get("event_from_user")
-        chat_id = chat.id if chat is not None else user.id if user is not None else None
+        chat_id = _chat_key(data)
         if not isinstance(event, Update) or chat_id is None:
             return await handler(event, data)
         async with self._turns.turn(chat_id, event.update_id):
             return await handler(event, data)
+
+
+def _chat_key(data: dict[str, Any]) -> int | None:
+    """The chat an update belongs to (the sender's id for chatless ones, e.g. inline queries)."""
+    for key in ("event_chat", "event_from_user"):
+        if (found := data.get(key)) is not None:
+            return int(found.id)
+    return None
 
 
 def build_bot(settings: Settings) -> Bot:

@@ -208,6 +208,9 @@ class ChatTurns:
             # its lease runs out by itself.
             await self._give_back(keys, update_id)
             return False
+        except asyncio.CancelledError:  # shutting down: do not make the others wait a lease
+            await self._give_back(keys, update_id)
+            raise
         return True
 
     async def _keep(self, keys: list[str], update_id: int) -> None:
