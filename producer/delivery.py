@@ -122,7 +122,7 @@ class Deliveries:
 
     @contextlib.contextmanager
     def _sending_now(self) -> Iterator[None]:
-        """Mark the running delivery as claimed and sending until the block ends."""
+        """Mark the running delivery as applying its outcome and sending until the block ends."""
         task = asyncio.current_task()
         if task is not None:
             self._sending.add(task)
