@@ -8,10 +8,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import structlog
+
 from producer.startup import Progress, StartupError
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.logging import configure_logging
+from shared.redact import redact
+
+log = structlog.get_logger("producer")
 
 EXIT_UNAVAILABLE = 1  # Telegram, Redis or the database did not answer at start
 EXIT_CONFIG = 2  # a setting is missing or wrong; the message names it
@@ -64,13 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_json)
         asyncio.run(run(args, settings, Progress(args.console)))
     except ConfigError as exc:
-        print(f"bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"bot cannot start: {redact(str(exc))}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
     except StartupError as exc:
-        print(f"bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"bot cannot start: {redact(str(exc))}", file=sys.stderr)  # noqa: T201
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:  # Ctrl-C: asyncio.run has already cancelled and cleaned up
         return 0
+    except Exception:
+        # Through structlog, whose processors redact URL credentials, unlike Python's own
+        # traceback printer (a connection error at start can quote REDIS_URL or DATABASE_URL).
+        log.exception("bot_failed")
+        return 1
     return 0
 
 

@@ -70,11 +70,16 @@ class TelegramSender:
 
 @contextlib.asynccontextmanager
 async def chat_action_kept(
-    sender: Sender, chat_id: int, kind: ChatAction, interval: float = CHAT_ACTION_INTERVAL
+    sender: Sender,
+    chat_id: int,
+    kind: ChatAction,
+    interval: float = CHAT_ACTION_INTERVAL,
+    delay: float = 0.0,
 ) -> AsyncIterator[None]:
-    """Show `kind` in the chat for as long as the block runs."""
+    """Show `kind` in the chat for as long as the block runs (from `delay` seconds on)."""
 
     async def renew() -> None:
+        await asyncio.sleep(delay)
         while True:
             await sender.chat_action(chat_id, kind)
             await asyncio.sleep(interval)

@@ -11,6 +11,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -153,6 +154,13 @@ class Settings(BaseModel):
     max_message_chars: int = Field(2000, ge=1)
     max_prompt_chars: int = Field(500, ge=1)
     user_messages_per_minute: int = Field(20, ge=1)
+    # Enqueue is idempotent by task id, so a Redis blip is retried this long before the
+    # delivery watcher is left to decide (record found: deliver; gone: lost, refunded).
+    enqueue_retry_seconds: float = Field(10.0, ge=0)
+    # After "it takes longer", how often a waiting delivery checks that its task still exists.
+    delivery_recheck_seconds: float = Field(60.0, gt=0)
+    # A task with no record is lost only this long after its delivery row was written.
+    lost_grace_seconds: float = Field(30.0, ge=0)
 
     # Operations.
     log_level: str = "INFO"
@@ -182,6 +190,24 @@ class Settings(BaseModel):
     @classmethod
     def _parse_packs(cls, value: Any) -> Any:
         return parse_packs(value) if isinstance(value, str) else value
+
+    @field_validator("redis_url", "database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        # Never quote the value: a URL that parses wrongly (an unescaped "/" or "#" in its
+        # password) would put a piece of the password into the error.
+        if not value:  # no database: consumers and maintenance scripts need only Redis
+            return value
+        try:
+            parts = urlsplit(value)
+            _ = parts.port
+        except ValueError:
+            raise ValueError(
+                "malformed URL (percent-encode special characters in the password)"
+            ) from None
+        if not parts.scheme:
+            raise ValueError("not a URL: it must start with a scheme such as redis://")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -337,6 +337,16 @@ async def charge(
         return new_balance
 
 
+async def charged_user(session: AsyncSession, charge_id: str) -> int | None:
+    """The user `charge_id` was taken from, or None if nothing was charged under it."""
+    user_id: int | None = await session.scalar(
+        select(LedgerEntry.user_id).where(
+            LedgerEntry.task_id == charge_id, LedgerEntry.kind == LedgerKind.CHARGE
+        )
+    )
+    return user_id
+
+
 async def refund(session: AsyncSession, charge_id: str, reason: str) -> RefundOutcome:
     """Give back what `charge_id` took, at most once; a never-charged id changes nothing."""
     charged = await session.scalar(

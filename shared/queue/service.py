@@ -31,6 +31,12 @@ from shared.tasks import (
 
 log = structlog.get_logger(__name__)
 
+# KEYS: record. Only an existing record is marked: HSET alone would recreate an expired one.
+_MARK_SETTLED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'settled', '1') end
+return 0
+"""
+
 
 def _task_id(entry: Delivery | Malformed) -> str | None:
     return entry.task.task_id if isinstance(entry, Delivery) else entry.task_id
@@ -225,6 +231,13 @@ class QueueService:
         if self._waiter is None:
             self._waiter = ResultWaiter(self.settings, f"{self._client_name}:waiter")
         return await self._waiter.wait(task_id, timeout, task_type)
+
+    async def mark_settled(self, task_type: TaskType, task_id: str) -> None:
+        """Mark a failed task's record as settled (its owner refunded it and told the user), so
+        an operator cannot replay paid work that nobody would receive. Idempotent; a record
+        that is gone stays gone (one step, so an expiring record is never recreated as a stub).
+        """
+        await self.redis.eval(_MARK_SETTLED, 1, self.keys.record(task_type, task_id))
 
     def consumer(self, name: str) -> StreamConsumer:
         return StreamConsumer(self.redis, self.scripts, self.settings, name)
