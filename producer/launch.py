@@ -34,6 +34,7 @@ from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.errors import ConfigError
 from shared.queue import QueueService
+from shared.redact import redact
 
 log = structlog.get_logger("producer")
 
@@ -42,12 +43,6 @@ _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 TELEGRAM_CHECK_SECONDS = 15
 
 Step = Callable[[str], None]
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return parts._replace(netloc=host).geturl()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -64,18 +59,18 @@ async def backends(
     engine = create_engine(settings.database_url)
     queue = QueueService(settings, client_name=client_name)
     try:
-        step(f"connecting to Redis at {_redact(settings.redis_url)}")
+        step(f"connecting to Redis at {redact(settings.redis_url)}")
         try:
             await queue.connect()
         except (RedisError, OSError) as exc:
-            url = _redact(settings.redis_url)
+            url = redact(settings.redis_url)
             raise StartupError(f"cannot reach Redis at {url}: {_one_line(exc)}") from None
-        step(f"opening the database {_redact(settings.database_url)}")
+        step(f"opening the database {redact(settings.database_url)}")
         try:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except (SQLAlchemyError, OSError) as exc:
-            url = _redact(settings.database_url)
+            url = redact(settings.database_url)
             raise StartupError(f"cannot open the database {url}: {_one_line(exc)}") from None
         yield create_sessionmaker(engine), queue
     finally:
@@ -87,7 +82,7 @@ async def check_telegram(bot: Bot, settings: Settings, step: Step) -> None:
     """getMe once, without the running bot's retries: a wrong token or no network is said at
     once, in one line, instead of after a minute of retried tracebacks."""
     api = settings.telegram_api_url or "https://api.telegram.org"
-    step(f"checking BOT_TOKEN with Telegram at {_redact(api)}")
+    step(f"checking BOT_TOKEN with Telegram at {redact(api)}")
     try:
         await bot.session.make_request(bot, GetMe(), timeout=TELEGRAM_CHECK_SECONDS)
     except TelegramUnauthorizedError:
@@ -95,7 +90,7 @@ async def check_telegram(bot: Bot, settings: Settings, step: Step) -> None:
     except TelegramNetworkError as exc:
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
         reason = exc.message.replace(token, "***") if token else exc.message
-        raise StartupError(f"Telegram is unreachable at {_redact(api)}: {reason}") from None
+        raise StartupError(f"Telegram is unreachable at {redact(api)}: {reason}") from None
 
 
 async def run_polling(settings: Settings, step: Step) -> None:

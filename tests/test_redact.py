@@ -15,6 +15,7 @@ from scripts.private_redis import free_port
 from shared.config import Settings
 from shared.redact import redact, redact_secrets
 from tests.bot_harness import ROOT, TOKEN, process_env
+from tests.fakes.telegram import FakeTelegram
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,11 +113,14 @@ async def test_a_malformed_redis_url_is_refused_without_quoting_it(settings: Set
 
 async def test_the_bot_failing_to_start_does_not_print_the_urls(settings: Settings) -> None:
     closed = free_port()
-    done = await run_bot(
-        settings,
-        REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{closed}/0",
-        DATABASE_URL=f"postgresql+asyncpg://app:{SECRET}@127.0.0.1:{closed}/app",
-    )
+    # Telegram answers (the fake, on loopback); Redis and the database do not.
+    async with FakeTelegram(token=TOKEN) as tg:
+        done = await run_bot(
+            settings,
+            TELEGRAM_API_URL=tg.base_url,
+            REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{closed}/0",
+            DATABASE_URL=f"postgresql+asyncpg://app:{SECRET}@127.0.0.1:{closed}/app",
+        )
     assert done.returncode == 1
-    assert b"bot_failed" in done.stderr
+    assert b"cannot reach Redis at redis://:***@127.0.0.1" in done.stderr
     assert SECRET.encode() not in done.stdout + done.stderr
