@@ -24,7 +24,7 @@ from shared.db.models import (
     User,
     utcnow,
 )
-from shared.db.repositories import _insert_new, balance
+from shared.db.repositories import balance, insert_new
 
 STARS = "XTR"
 # Order ids are uuid hex strings (the orders.id column's size).
@@ -78,7 +78,7 @@ async def credit(
     """Add `amount` once per (`key`, `kind`); the new balance, or None if already credited."""
     if amount < 0:
         raise ValueError("a credit cannot be negative")
-    if not await _insert_new(
+    if not await insert_new(
         session,
         LedgerEntry,
         ["task_id", "kind"],
@@ -120,7 +120,7 @@ async def debit_up_to(
     energy, diamonds = await balance(session, user_id)
     available = energy if currency is Currency.ENERGY else diamonds
     taken = min(amount, available)
-    if not await _insert_new(
+    if not await insert_new(
         session,
         LedgerEntry,
         ["task_id", "kind"],
@@ -187,7 +187,7 @@ async def create_order(
     price: int,
 ) -> Order:
     """The order with this id, created on first call (a repeated button press finds it)."""
-    await _insert_new(
+    await insert_new(
         session,
         Order,
         ["id"],
@@ -226,7 +226,7 @@ async def set_order_state(
 
 async def record_payment(session: AsyncSession, receipt: Receipt, order_id: str | None) -> bool:
     """Store the payment; False if this charge id is already stored (a repeated update)."""
-    return await _insert_new(
+    return await insert_new(
         session,
         StarPayment,
         ["telegram_payment_charge_id"],
