@@ -7,11 +7,8 @@ SQLAlchemy take seconds to import, and a silent terminal looks like a hang.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import structlog
@@ -20,20 +17,14 @@ from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 from aiogram.methods import GetMe
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
-from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer.app import build_bot, build_dispatcher
-from producer.channel import TelegramSender
-from producer.console import run_console
+from producer.backends import Step, backends
 from producer.services import build_services
 from producer.startup import StartupError
+from producer.telegram_sender import TelegramSender
 from shared.config import Settings
-from shared.db.engine import create_engine, create_sessionmaker
 from shared.errors import ConfigError
-from shared.queue import QueueService
 from shared.redact import redact
 
 log = structlog.get_logger("producer")
@@ -41,41 +32,6 @@ log = structlog.get_logger("producer")
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 # A check at start answers fast or not at all; the retries of a running bot are not needed.
 TELEGRAM_CHECK_SECONDS = 15
-
-Step = Callable[[str], None]
-
-
-def _one_line(exc: BaseException) -> str:
-    # SQLAlchemy's messages run to several lines (statement, background link): keep the first.
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
-
-
-@contextlib.asynccontextmanager
-async def backends(
-    settings: Settings, client_name: str, step: Step
-) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], QueueService]]:
-    """The database and the queue, each checked once so a dead one is named at start."""
-    engine = create_engine(settings.database_url)
-    queue = QueueService(settings, client_name=client_name)
-    try:
-        step(f"connecting to Redis at {redact(settings.redis_url)}")
-        try:
-            await queue.connect()
-        except (RedisError, OSError) as exc:
-            url = redact(settings.redis_url)
-            raise StartupError(f"cannot reach Redis at {url}: {_one_line(exc)}") from None
-        step(f"opening the database {redact(settings.database_url)}")
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except (SQLAlchemyError, OSError) as exc:
-            url = redact(settings.database_url)
-            raise StartupError(f"cannot open the database {url}: {_one_line(exc)}") from None
-        yield create_sessionmaker(engine), queue
-    finally:
-        await queue.close()
-        await engine.dispose()
 
 
 async def check_telegram(bot: Bot, settings: Settings, step: Step) -> None:
@@ -155,8 +111,3 @@ async def _until_signalled() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-async def run_console_mode(settings: Settings, photo_dir: Path, user_id: int, step: Step) -> None:
-    async with backends(settings, "console", step) as (db, queue):
-        await run_console(settings, db, queue, photo_dir=photo_dir, user_id=user_id)

@@ -139,23 +139,27 @@ async def drain_with_consumer(
     }
 
 
-# Loads what `python -m producer` loads before it connects anywhere (both modes share it).
+# Loads what `python -m producer` loads before it connects anywhere, in one mode.
 _PRODUCER_PROBE = """
-import time
+import sys, time, importlib
 started = time.perf_counter()
-from producer import launch
+importlib.import_module(sys.argv[1])
 elapsed = time.perf_counter() - started
 rss = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]
 print(round(elapsed, 2), round(int(rss) / 1024, 1))
 """
 
 
-async def producer_start(root: Path) -> dict[str, float]:
-    """Seconds and RSS for the producer's modules to load (the part of a start that is ours
-    and aiogram's; connecting to Telegram, Redis and the database comes after)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _PRODUCER_PROBE, cwd=root, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    seconds, rss = out.split()
-    return {"import_seconds": float(seconds), "rss_mb": float(rss)}
+async def producer_start(root: Path) -> dict[str, dict[str, float]]:
+    """Seconds and RSS for the producer's modules to load, per mode (connecting to Telegram,
+    Redis and the database comes after): the console loads no aiogram, the bot does."""
+    modes = {"console": "producer.backends", "bot": "producer.launch"}
+    report: dict[str, dict[str, float]] = {}
+    for mode, module in modes.items():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PRODUCER_PROBE, module, cwd=root, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        seconds, rss = out.split()
+        report[mode] = {"import_seconds": float(seconds), "rss_mb": float(rss)}
+    return report

@@ -14,8 +14,8 @@ from aiogram.types import Update
 from sqlalchemy import select
 
 from producer.app import build_bot, build_dispatcher
-from producer.channel import TelegramSender
 from producer.services import Services, build_services
+from producer.telegram_sender import TelegramSender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
 from shared.db.models import ChatMessage

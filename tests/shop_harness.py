@@ -10,8 +10,8 @@ from aiogram import Dispatcher
 from aiogram.methods import SendMessage
 
 from producer.app import build_bot, build_dispatcher
-from producer.channel import TelegramSender
 from producer.services import build_services
+from producer.telegram_sender import TelegramSender
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.queue import QueueService

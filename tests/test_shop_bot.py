@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from producer import texts
 from producer.app import build_bot
-from producer.channel import TelegramSender
 from producer.handlers.shop import pre_checkout
 from producer.services import build_services
 from producer.shop_keyboards import ShopCallback
+from producer.telegram_sender import TelegramSender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
