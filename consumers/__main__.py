@@ -14,12 +14,13 @@ import structlog
 from redis.exceptions import RedisError
 
 from consumers.metrics import Metrics, serve_metrics, watch_streams
+from consumers.preflight import check_providers
 from consumers.providers.base import ImageClient, LLMClient
 from consumers.providers.factory import build_image_client, build_llm_client
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner
 from shared.config import Settings, load_settings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, UnknownTaskTypeError
 from shared.logging import configure_logging
 from shared.queue import QueueService
 from shared.tasks import TaskType, parse_task_type
@@ -41,7 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--types",
         default=",".join(t.value for t in TaskType),
-        help="comma-separated task types to serve (default: all three)",
+        help=f"comma-separated task types to serve, of {', '.join(TaskType)} (default: all)",
     )
     parser.add_argument(
         "--image-concurrency",
@@ -123,9 +124,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     llm, images = build_clients(settings, types)
     queue = QueueService(settings, client_name=f"consumer:{args.name}")
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
-    metrics = serve_metrics(port) if port else Metrics.disabled()
+    metrics = serve_metrics(port, settings.metrics_host) if port else Metrics.disabled()
     try:
         handlers = build_handlers(types, llm, images)
+        await check_providers(settings, types)
         await connect_queue(queue)
         options = ConsumerRunner.options_from(settings, {t: limits[t] for t in types})
         options.burst = args.burst
@@ -151,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(args.log_level or settings.log_level, settings.log_json)
         asyncio.run(run(args, settings))
-    except ConfigError as exc:
+    except (ConfigError, UnknownTaskTypeError) as exc:
         print(f"consumer cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     return 0

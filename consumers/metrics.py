@@ -9,6 +9,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from shared.queue import QueueService
+from shared.queue.inspect import heartbeats
 from shared.tasks import TaskType
 
 if TYPE_CHECKING:
@@ -60,6 +61,24 @@ class Metrics:
         self.dead_size = Gauge(
             "stream_dead_letters", "Dead-letter stream size", label, registry=registry
         )
+        self.oldest_waiting = Gauge(
+            "stream_oldest_waiting_seconds",
+            "Age of the oldest entry not yet delivered to any consumer",
+            label,
+            registry=registry,
+        )
+        self.consumers_alive = Gauge(
+            "stream_consumers_alive",
+            "Consumers of the type whose heartbeat is younger than CONSUMER_DEAD_SECONDS",
+            label,
+            registry=registry,
+        )
+        self._provider_paused = Gauge(
+            "provider_paused",
+            "1 while this consumer holds back calls to the provider, else 0",
+            ["provider"],
+            registry=registry,
+        )
 
     @classmethod
     def disabled(cls) -> Metrics:
@@ -90,29 +109,42 @@ class Metrics:
         if self.registry is not None:
             self._in_flight.labels(task_type).set(count)
 
+    def set_provider_paused(self, provider: str, paused: bool) -> None:
+        if self.registry is not None:
+            self._provider_paused.labels(provider).set(1 if paused else 0)
 
-def serve_metrics(port: int) -> Metrics:
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> Metrics:
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
 
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104 - scraped by Prometheus
+    start_http_server(port, addr=host, registry=registry)
     return metrics
 
 
 async def watch_streams(
     metrics: Metrics, queue: QueueService, types: list[TaskType], every: float = 5.0
 ) -> None:
-    """Refresh the stream-health gauges; XLEN is not depth, so lag and pending are used."""
+    """Refresh the stream-health gauges; XLEN is not depth, so lag and pending are used.
+
+    Liveness comes from the heartbeats in Redis, not from this process being up: a consumer
+    whose runner is stuck stops beating, and its type's count drops even while it is scraped.
+    """
+    dead_after = queue.settings.consumer_dead_seconds
     while metrics.enabled:
         for task_type in types:
             try:
                 depth = await queue.get_queue_depth(task_type)
+                beats = await heartbeats(queue.redis, queue.keys, task_type)
             except (RedisError, OSError) as exc:
                 log.warning("stream_health_failed", task_type=task_type, error=str(exc))
                 continue
             metrics.waiting.labels(task_type).set(depth.waiting)
             metrics.pending.labels(task_type).set(depth.in_flight)
             metrics.oldest_pending.labels(task_type).set(depth.oldest_in_flight_seconds or 0)
+            metrics.oldest_waiting.labels(task_type).set(depth.oldest_waiting_seconds or 0)
             metrics.dead_size.labels(task_type).set(depth.dead)
+            alive = sum(1 for age in beats.values() if age < dead_after)
+            metrics.consumers_alive.labels(task_type).set(alive)
         await asyncio.sleep(every)

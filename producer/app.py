@@ -1,4 +1,4 @@
-"""Builds the Bot and the Dispatcher: routers in a fixed order, the logging middleware, hooks."""
+"""Builds the Bot and the Dispatcher: routers in a fixed order, the outer middlewares, hooks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,19 @@ from aiogram.types import BotCommand, TelegramObject, Update
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from producer import texts
-from producer.handlers import account, admin, dialogue, errors, generate, photo, start
+from producer.chat_turns import ChatTurns
+from producer.delivery import SEND_GRACE_SECONDS
+from producer.handlers import (
+    account,
+    admin,
+    dialogue,
+    errors,
+    generate,
+    photo,
+    shop,
+    shop_admin,
+    start,
+)
 from producer.services import Services
 from producer.telegram_session import create_session
 from shared.config import Settings
@@ -37,6 +49,35 @@ class LogContextMiddleware(BaseMiddleware):
             return await handler(event, data)
 
 
+class ChatTurnMiddleware(BaseMiddleware):
+    """Handles each chat's updates one at a time, in update_id order (see chat_turns): a
+    reply's request then sees every earlier message of its chat, and a choice made with a
+    button is stored before the next message is read."""
+
+    def __init__(self, turns: ChatTurns) -> None:
+        self._turns = turns
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        chat_id = _chat_key(data)
+        if not isinstance(event, Update) or chat_id is None:
+            return await handler(event, data)
+        async with self._turns.turn(chat_id, event.update_id):
+            return await handler(event, data)
+
+
+def _chat_key(data: dict[str, Any]) -> int | None:
+    """The chat an update belongs to (the sender's id for chatless ones, e.g. inline queries)."""
+    for key in ("event_chat", "event_from_user"):
+        if (found := data.get(key)) is not None:
+            return int(found.id)
+    return None
+
+
 def build_bot(settings: Settings) -> Bot:
     """The Bot; ConfigError naming BOT_TOKEN if it is missing or malformed (never its value)."""
     if settings.bot_token is None or not settings.bot_token.get_secret_value():
@@ -51,8 +92,9 @@ def build_bot(settings: Settings) -> Bot:
 def build_dispatcher(services: Services) -> Dispatcher:
     dispatcher = Dispatcher(services=services)
     dispatcher.update.outer_middleware(LogContextMiddleware())
+    dispatcher.update.outer_middleware(ChatTurnMiddleware(services.turns))
     # Commands first, the free-text dialogue last; the errors router sees every failure.
-    for module in (start, account, admin, generate, photo, dialogue, errors):
+    for module in (start, account, admin, shop, shop_admin, generate, photo, dialogue, errors):
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)
     dispatcher.shutdown.register(_on_shutdown)
@@ -69,5 +111,8 @@ async def _on_startup(bot: Bot, services: Services) -> None:
 
 
 async def _on_shutdown(services: Services) -> None:
+    # Polling has stopped; updates taken before that finish (charged ones get enqueued).
+    if not await services.turns.wait_idle(SEND_GRACE_SECONDS):
+        log.warning("updates_unfinished_at_shutdown")
     await services.deliveries.close()
     log.info("bot_stopped")

@@ -9,15 +9,6 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Protocol
 
-import structlog
-from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
-from aiogram.types import BufferedInputFile
-
-from producer.keyboards import photo_keyboard
-
-log = structlog.get_logger(__name__)
-
 # Telegram counts message length in UTF-16 code units.
 TELEGRAM_TEXT_LIMIT = 4096
 # A chat action shows for up to 5 s; renewing a little earlier keeps it from flickering.
@@ -46,35 +37,18 @@ class Sender(Protocol):
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None: ...
 
 
-class TelegramSender:
-    """Sender on an aiogram Bot; flood waits are handled by the session middleware."""
-
-    def __init__(self, bot: Bot) -> None:
-        self._bot = bot
-
-    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
-        markup = photo_keyboard() if photo_button else None
-        await self._bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)
-
-    async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:
-        photo = BufferedInputFile(data, filename=f"photo{image_extension(data)}")
-        await self._bot.send_photo(chat_id=chat_id, photo=photo, caption=caption)
-
-    async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
-        # Only a hint for the user: losing one must never break a delivery.
-        try:
-            await self._bot.send_chat_action(chat_id=chat_id, action=kind.value)
-        except TelegramAPIError as exc:
-            log.debug("chat_action_failed", chat_id=chat_id, error=str(exc))
-
-
 @contextlib.asynccontextmanager
 async def chat_action_kept(
-    sender: Sender, chat_id: int, kind: ChatAction, interval: float = CHAT_ACTION_INTERVAL
+    sender: Sender,
+    chat_id: int,
+    kind: ChatAction,
+    interval: float = CHAT_ACTION_INTERVAL,
+    delay: float = 0.0,
 ) -> AsyncIterator[None]:
-    """Show `kind` in the chat for as long as the block runs."""
+    """Show `kind` in the chat for as long as the block runs (from `delay` seconds on)."""
 
     async def renew() -> None:
+        await asyncio.sleep(delay)
         while True:
             await sender.chat_action(chat_id, kind)
             await asyncio.sleep(interval)

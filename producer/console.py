@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import sys
 import threading
 import time
@@ -22,12 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
 from producer.channel import ChatAction, image_extension
+from producer.console_shop import ConsoleShop
 from producer.conversation import Incoming, Profile
 from producer.services import Services, build_services
 from shared.config import Settings
 from shared.db.models import Character
-from shared.errors import PipelineError
+from shared.errors import InsufficientBalanceError, PipelineError
 from shared.queue import QueueService
+
+_NUMBER = re.compile(r"[+-]?\d+")
 
 
 class ConsoleSender:
@@ -80,6 +84,7 @@ class Console:
             "/privacy": self._privacy,
             "/delete_me": self._delete_me,
         }
+        self._commands.update(ConsoleShop(services, profile, self._say).commands())
 
     async def handle(self, line: str) -> bool:
         """Handle one input line; False when the user quits."""
@@ -90,6 +95,8 @@ class Console:
             await self._dispatch(line, command, rest.strip())
         except PipelineError as exc:
             await self._say(texts.error_text(exc))
+            if isinstance(exc, InsufficientBalanceError):
+                await self._say(texts.CONSOLE_SHOP_HINT)
         return True
 
     async def _dispatch(self, line: str, command: str, rest: str) -> None:
@@ -103,7 +110,8 @@ class Console:
             await handler(rest)
         elif line.startswith("/"):
             await self._say(texts.UNKNOWN_COMMAND)
-        elif line.isdigit() and self._listed:
+        elif _NUMBER.fullmatch(line) and self._listed:
+            # Any number, "-1" included, answers the character list: never a paid message.
             await self._choose(int(line))
         else:
             await self._services.conversation.reply(self._incoming(line))
@@ -199,11 +207,15 @@ async def run_console(
     services = build_services(settings, db, queue, ConsoleSender(out, photo_dir))
     console = Console(services, Profile(user_id, texts.CONSOLE_USER_NAME, "ru"))
     out.write(texts.CONSOLE_INTRO + "\n")
-    out.flush()
+    # A prompt says the chat waits for input; piped input (tests, scripts) gets none.
+    prompt = texts.CONSOLE_PROMPT if stdin.isatty() else ""
     lines = read_lines(stdin)
     try:
-        while (line := await lines.get()) is not None:
-            if not await console.handle(line.strip()):
+        while True:
+            out.write(prompt)
+            out.flush()
+            line = await lines.get()
+            if line is None or not await console.handle(line.strip()):
                 break
             await services.deliveries.wait_idle(settings.image_wait_seconds)
     finally:

@@ -10,18 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
-from producer.channel import Sender
+from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
+from producer.outcomes import Verdict
+from producer.submit import Submitted, enqueue_retrying
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
+from shared.db import payments
 from shared.db import repositories as repo
 from shared.db.models import Character, Currency, Dialog, User
-from shared.errors import InvalidPayloadError
 from shared.queue import QueueDepth, QueueService
 from shared.tasks import (
     ChatTurn,
@@ -38,6 +39,9 @@ log = structlog.get_logger(__name__)
 PROMPT_DIALOGUE_MESSAGES = 10
 # Room left in a task for its envelope (ids, timestamps, JSON punctuation).
 _ENVELOPE_BYTES = 4096
+# "typing" starts only if an enqueue is slow (Redis away): a quick one needs no hint here,
+# the delivery watcher shows it right after.
+_ACTION_DELAY = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,7 @@ class Conversation:
     # Plain requests.
 
     async def _user(self, session: AsyncSession, profile: Profile) -> User:
-        return await repo.get_or_create_user(
+        user = await repo.get_or_create_user(
             session,
             profile.user_id,
             profile.name,
@@ -110,6 +114,9 @@ class Conversation:
             start_energy=self._settings.start_energy,
             start_diamonds=self._settings.start_diamonds,
         )
+        # Free users are never stuck: energy is topped up to DAILY_ENERGY once a day.
+        await payments.top_up_daily(session, user, self._settings.daily_energy)
+        return user
 
     async def start(self, profile: Profile) -> tuple[User, list[Character]]:
         """Register the user on first sight (with the start balances); list the characters."""
@@ -170,8 +177,7 @@ class Conversation:
         if payload is None:
             await self._say(message.chat_id, texts.NO_DIALOG)
             return
-        if await self._enqueue(job, message.user.user_id, TaskType.GENERATE_REPLY, payload):
-            self._deliveries.watch(job)
+        await self._enqueue(job, message.user.user_id, TaskType.GENERATE_REPLY, payload)
 
     async def _prepare_reply(self, message: Incoming, job: Job) -> ReplyPayload | None:
         settings = self._settings
@@ -210,20 +216,18 @@ class Conversation:
         if not await self._photo_lock.acquire(profile.user_id, job.charge_id):
             await self._say(chat_id, texts.PHOTO_IN_PROGRESS)
             return
-        queued = False
+        charged = False
         try:
             payload = await self._prepare_photo(profile, job)
-            if payload is None:
-                await self._say(chat_id, texts.NO_DIALOG)
-                return
-            queued = await self._enqueue(
-                job, profile.user_id, TaskType.GENERATE_IMAGE_PROMPT, payload
-            )
+            charged = payload is not None
         finally:
-            if not queued:
+            if not charged:
                 await self._photo_lock.release(profile.user_id, job.charge_id)
-        if queued:
-            self._deliveries.watch(job)
+        if payload is None:
+            await self._say(chat_id, texts.NO_DIALOG)
+            return
+        # From here the photo's outcome releases the lock: sent, failed or refunded.
+        await self._enqueue(job, profile.user_id, TaskType.GENERATE_IMAGE_PROMPT, payload)
 
     async def _prepare_photo(self, profile: Profile, job: Job) -> ImagePromptPayload | None:
         async with self._db.begin() as session:
@@ -265,9 +269,9 @@ class Conversation:
             negative_prompt=self._settings.image_default_negative_prompt,
             girl_id=character.id,
         )
-        if await self._enqueue(job, message.user.user_id, TaskType.GENERATE_IMAGE, payload):
-            await self._deliveries.tell_queue_place(message.chat_id)
-            self._deliveries.watch(job)
+        await self._enqueue(
+            job, message.user.user_id, TaskType.GENERATE_IMAGE, payload, tell_place=True
+        )
 
     async def _charge_generate(self, message: Incoming, job: Job) -> Character | None:
         user_id = message.user.user_id
@@ -294,28 +298,37 @@ class Conversation:
         )
 
     async def _enqueue(
-        self, job: Job, user_id: int, task_type: TaskType, payload: Payload
-    ) -> bool:
-        """Queue the task; if that is impossible, undo the charge and close its delivery."""
-        try:
-            await self._queue.enqueue_task(
-                task_type,
+        self,
+        job: Job,
+        user_id: int,
+        task_type: TaskType,
+        payload: Payload,
+        *,
+        tell_place: bool = False,
+    ) -> None:
+        """Queue the task (the user sees "typing" while Redis errors are retried), then watch
+        for its outcome.
+
+        Only a refused payload is settled at once (refunded: nothing was queued). When Redis
+        stays away the task may still exist (an attempt ran and its reply was lost), so the
+        delivery stays open: the watcher finds its record, or refunds it as lost once.
+        """
+        action = ChatAction.TYPING if job.kind is DeliveryKind.REPLY else ChatAction.UPLOAD_PHOTO
+        async with chat_action_kept(self._sender, job.chat_id, action, delay=_ACTION_DELAY):
+            submitted = await enqueue_retrying(
+                self._queue,
+                job,
                 user_id,
-                payload.model_dump(exclude_none=True),
-                task_id=job.task_id,
-                charge_id=job.charge_id,
+                task_type,
+                payload,
+                retry_seconds=self._settings.enqueue_retry_seconds,
             )
-        except (RedisError, OSError, InvalidPayloadError) as exc:
-            log.error("enqueue_failed", task_id=job.task_id, error=str(exc))
-            async with self._db.begin() as session:
-                await repo.claim_delivery(session, job.task_id)
-                # Answered right here, in the user's own request: nothing to resend later.
-                await repo.confirm_delivery(session, job.task_id)
-                await repo.refund(session, job.charge_id, "could not enqueue")
-            await self._say(job.chat_id, texts.ENQUEUE_FAILED)
-            return False
-        log.info("task_queued", task_id=job.task_id, task_type=task_type)
-        return True
+        if submitted is Submitted.REFUSED:
+            self._deliveries.watch(job, Verdict.REFUSED)
+            return
+        if tell_place and submitted is Submitted.QUEUED:
+            await self._deliveries.tell_queue_place(job.chat_id)
+        self._deliveries.watch(job)
 
     async def _say(self, chat_id: int, text: str) -> None:
         await self._sender.send_text(chat_id, text)

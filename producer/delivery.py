@@ -1,10 +1,10 @@
-"""Exactly-once delivery of task results: background waits, claims, the photo chain, recovery.
+"""Exactly-once delivery of task results: background waits, claims, recovery, reply order.
 
 Every task the bot enqueues has a `deliveries` row written in the same transaction as its
-charge. Whoever flips that row with `claim_delivery` (a live waiter, a second bot process, or
-this process after a restart) is the only one that sends. The photo chain (prompt, then image)
-keeps its state in the row of the prompt step (`photo_prompt:<dialog_id>`) and derives the
-image task id from the prompt task id, so continuing it twice enqueues one image.
+charge. Whatever learns how the task ended (the live wait, a second bot process, this process
+after a restart, the recheck that finds a task lost) hands it to `Outcomes.apply`, which
+claims the row and applies the outcome in one transaction; only the claimer sends. A chat's
+replies are sent in the order their messages were handled; photos are not held behind them.
 """
 
 from __future__ import annotations
@@ -23,30 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
 from producer.channel import ChatAction, Sender, chat_action_kept, split_text
-from producer.jobs import DeliveryKind, Job, decode_kind, encode_kind, image_task_id
+from producer.jobs import DeliveryKind, Job, decode_kind
+from producer.outcomes import Applied, Outcomes, Verdict, verdict_of
 from producer.throttle import PhotoLock
 from shared.config import Settings
 from shared.db import repositories as repo
-from shared.db.models import Dialog
 from shared.errors import TaskTimeoutError
 from shared.queue import QueueService
-from shared.tasks import (
-    ImagePayload,
-    ImagePromptResult,
-    ImageResult,
-    QueueTask,
-    ReplyResult,
-    TaskStatus,
-    TaskType,
-    now,
-)
+from shared.redact import redact
+from shared.tasks import ImageResult, QueueTask, ReplyResult, TaskType, now
 
 log = structlog.get_logger(__name__)
 
-# After the first notice, how often a waiter checks that its task still exists.
-RECHECK_SECONDS = 60.0
-# A row younger than this may belong to another process that has not enqueued yet.
-LOST_GRACE_SECONDS = 30.0
 # On shutdown, a message whose delivery is already claimed gets this long to be sent: the
 # claim means nobody else will send it, so cancelling it would lose it.
 SEND_GRACE_SECONDS = 15.0
@@ -71,12 +59,26 @@ class Deliveries:
         self._queue = queue
         self._sender = sender
         self._photo_lock = photo_lock
+        self._outcomes = Outcomes(settings, db, queue)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending: set[asyncio.Task[Any]] = set()
+        # Per chat, the last reply watched: the next reply is sent only after it.
+        self._last_reply: dict[int, asyncio.Future[None]] = {}
 
-    def watch(self, job: Job) -> None:
-        """Deliver `job` in the background; the caller returns at once."""
-        task = asyncio.create_task(self._guarded(job), name=f"deliver-{job.task_id}")
+    def watch(self, job: Job, verdict: Verdict | None = None) -> None:
+        """Deliver `job` in the background; the caller returns at once.
+
+        With a `verdict` (an enqueue refused) the outcome is already known and is applied
+        without waiting. Replies are sent in the order they are watched, per chat.
+        """
+        previous = done = None
+        if job.kind is DeliveryKind.REPLY:
+            previous = self._last_reply.get(job.chat_id)
+            done = asyncio.get_running_loop().create_future()
+            self._last_reply[job.chat_id] = done
+        task = asyncio.create_task(
+            self._guarded(job, verdict, previous, done), name=f"deliver-{job.task_id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -120,7 +122,7 @@ class Deliveries:
 
     @contextlib.contextmanager
     def _sending_now(self) -> Iterator[None]:
-        """Mark the running delivery as claimed and sending until the block ends."""
+        """Mark the running delivery as applying its outcome and sending until the block ends."""
         task = asyncio.current_task()
         if task is not None:
             self._sending.add(task)
@@ -130,28 +132,60 @@ class Deliveries:
             self._sending.discard(task)
 
     async def tell_queue_place(self, chat_id: int) -> None:
-        depth = await self._queue.get_queue_depth(TaskType.GENERATE_IMAGE)
+        try:
+            depth = await self._queue.get_queue_depth(TaskType.GENERATE_IMAGE)
+        except (RedisError, OSError) as exc:  # only a courtesy: the photo is still on its way
+            log.warning("queue_place_unknown", error=redact(str(exc)))
+            return
         # `waiting` counts this user's task too: say something only if others are ahead.
         if depth.waiting > 1:
             await self._sender.send_text(chat_id, texts.queue_place(depth.waiting))
 
-    async def _guarded(self, job: Job) -> None:
+    async def _guarded(
+        self,
+        job: Job,
+        verdict: Verdict | None,
+        previous: asyncio.Future[None] | None,
+        done: asyncio.Future[None] | None,
+    ) -> None:
         with structlog.contextvars.bound_contextvars(task_id=job.task_id, chat_id=job.chat_id):
             try:
-                await self._deliver(job)
+                await self._deliver(job, verdict, previous)
             except Exception:  # a background task has nobody else to report to
                 log.exception("delivery_failed", kind=job.kind)
+            finally:
+                if done is not None:
+                    self._reply_finished(job.chat_id, done)
 
-    async def _deliver(self, job: Job) -> None:
-        task = await self._result(job)
-        if task is None:
-            return
-        if task.status is TaskStatus.FAILED:
-            await self._announce_failure(job, task)
-        elif job.kind is DeliveryKind.PHOTO_PROMPT:
-            await self._continue_photo(job, task)
-        else:
-            await self._send_result(job, task)
+    def _reply_finished(self, chat_id: int, done: asyncio.Future[None]) -> None:
+        done.set_result(None)
+        if self._last_reply.get(chat_id) is done:
+            del self._last_reply[chat_id]
+
+    async def _deliver(
+        self,
+        job: Job,
+        verdict: Verdict | None = None,
+        previous: asyncio.Future[None] | None = None,
+    ) -> None:
+        task = None
+        if verdict is None:
+            task = await self._result(job)
+            verdict = verdict_of(task)
+        if previous is not None:
+            # asyncio.wait, not await: cancelling this delivery must not cancel the previous.
+            await asyncio.wait({previous})
+        with self._sending_now():
+            applied = await self._outcomes.apply(job, verdict, task)
+            if applied is not None and applied.next_job is None:
+                await self._send(job, applied)
+                await self._confirm(job.task_id)
+                log.info("outcome_sent", kind=job.kind, verdict=applied.verdict)
+        if applied is None:
+            log.info("delivery_already_claimed", kind=job.kind)
+        elif applied.next_job is not None:
+            await self.tell_queue_place(job.chat_id)
+            await self._deliver(applied.next_job)
 
     def _wait_budget(self, job: Job) -> float:
         if job.kind is DeliveryKind.REPLY:
@@ -159,7 +193,7 @@ class Deliveries:
         return self._settings.image_wait_seconds
 
     async def _result(self, job: Job) -> QueueTask | None:
-        """The final task, or None if it can never come (then the user was told and refunded)."""
+        """The final task, or None once it is surely lost (no record, past the grace)."""
         if not job.notified:
             remaining = max(0.1, job.started + self._wait_budget(job) - time.monotonic())
             action = (
@@ -173,125 +207,58 @@ class Deliveries:
                 await self._sender.send_text(job.chat_id, texts.TAKES_LONGER)
         while not await self._is_lost(job):
             try:
-                return await self._wait(job, RECHECK_SECONDS)
+                return await self._wait(job, self._settings.delivery_recheck_seconds)
             except TaskTimeoutError:
                 continue
-        await self._give_up(job)
+        log.warning("delivery_lost", kind=job.kind)
         return None
 
     async def _wait(self, job: Job, timeout: float) -> QueueTask:
         return await self._queue.wait_for_task_result(job.task_id, timeout, job.task_type)
 
     async def _is_lost(self, job: Job) -> bool:
-        """No record: never enqueued (a crash before XADD) or expired while the bot was down."""
+        """No record: never enqueued (a crash before XADD, or Redis away through every enqueue
+        attempt) or expired while the bot was down."""
         try:
             if await self._queue.get_task(job.task_id, job.task_type) is not None:
                 return False
         except (RedisError, OSError) as exc:
             # Redis being away says nothing about the task: keep waiting for it.
-            log.warning("task_check_failed", error=str(exc))
+            log.warning("task_check_failed", error=redact(str(exc)))
             return False
-        return (now() - job.created_at).total_seconds() > LOST_GRACE_SECONDS
-
-    async def _give_up(self, job: Job) -> None:
-        # The consumer refunds only tasks it saw fail; a lost task is refunded here, once.
-        async with self._db.begin() as session:
-            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
-                return
-            outcome = await repo.refund(session, job.charge_id, "result lost")
-        log.warning("delivery_lost", kind=job.kind, refund=str(outcome))
-        with self._sending_now():
-            await self._after_photo(job, job.chat_id)
-            await self._sender.send_text(job.chat_id, self._failure_text(job))
-        await self._confirm(job.task_id)
-
-    async def _claim(self, job: Job) -> bool:
-        if job.claimed:
-            return True
-        async with self._db.begin() as session:
-            return await repo.claim_delivery(session, job.task_id)
+        return (now() - job.created_at).total_seconds() > self._settings.lost_grace_seconds
 
     async def _confirm(self, task_id: str) -> None:
         async with self._db.begin() as session:
             await repo.confirm_delivery(session, task_id)
 
-    async def _announce_failure(self, job: Job, task: QueueTask) -> None:
-        # The consumer has already refunded the charge before announcing the failure.
-        if not await self._claim(job):
-            return
-        log.info("task_failure_announced", kind=job.kind, error=task.error)
-        with self._sending_now():
-            await self._after_photo(job, task.user_id)
-            await self._sender.send_text(job.chat_id, self._failure_text(job))
-        await self._confirm(job.task_id)
-
-    @staticmethod
-    def _failure_text(job: Job) -> str:
-        return texts.IMAGE_FAILED if job.is_photo else texts.REPLY_FAILED
-
-    async def _after_photo(self, job: Job, user_id: int) -> None:
-        if job.is_photo:
-            await self._photo_lock.release(user_id, job.charge_id)
-
-    async def _send_result(self, job: Job, task: QueueTask) -> None:
-        if not await self._claim(job):
-            log.info("delivery_already_claimed", kind=job.kind)
-            return
-        with self._sending_now():
-            await self._send_claimed(job, task)
-        await self._confirm(job.task_id)
-        log.info("result_delivered", kind=job.kind)
-
-    async def _send_claimed(self, job: Job, task: QueueTask) -> None:
-        if job.kind is DeliveryKind.REPLY:
-            reply = ReplyResult.model_validate(task.result).reply
-            parts = split_text(reply) or [texts.EMPTY_REPLY]
+    async def _send(self, job: Job, applied: Applied) -> None:
+        if applied.verdict is not Verdict.COMPLETED:
+            await self._release_photo(job, applied.user_id)
+            await self._sender.send_text(job.chat_id, _failure_text(job, applied.verdict))
+        elif isinstance(applied.result, ReplyResult):
+            parts = split_text(applied.result.reply) or [texts.EMPTY_REPLY]
             for number, part in enumerate(parts, start=1):
                 await self._sender.send_text(job.chat_id, part, photo_button=number == len(parts))
+        elif isinstance(applied.result, ImageResult):
+            try:
+                await self._sender.send_photo(
+                    job.chat_id, base64.b64decode(applied.result.image_base64)
+                )
+            finally:
+                await self._release_photo(job, applied.user_id)
+
+    async def _release_photo(self, job: Job, user_id: int | None) -> None:
+        """Free the user's photo lock (keyed by the user, not the chat: groups differ)."""
+        if not job.is_photo:
             return
-        image = ImageResult.model_validate(task.result)
-        try:
-            await self._sender.send_photo(job.chat_id, base64.b64decode(image.image_base64))
-        finally:
-            await self._after_photo(job, task.user_id)
+        if user_id is None:  # nothing was charged: the lock expires on its own
+            log.warning("photo_lock_owner_unknown", charge_id=job.charge_id)
+            return
+        await self._photo_lock.release(user_id, job.charge_id)
 
-    async def _continue_photo(self, job: Job, prompt_task: QueueTask) -> None:
-        """Enqueue the image step, hand the row over to it, then deliver the image."""
-        image_id = image_task_id(job.task_id)
-        payload = ImagePayload(
-            prompt=ImagePromptResult.model_validate(prompt_task.result).prompt,
-            negative_prompt=self._settings.image_default_negative_prompt,
-            **await self._photo_context(job.dialog_id),
-        )
-        # Enqueue before claiming: if we crash in between, the prompt row is still open and
-        # the restart enqueues the same image id again, which adds nothing.
-        await self._queue.enqueue_task(
-            TaskType.GENERATE_IMAGE,
-            prompt_task.user_id,
-            payload.model_dump(exclude_none=True),
-            task_id=image_id,
-            charge_id=image_id,
-        )
-        async with self._db.begin() as session:
-            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
-                return  # another process continues this chain
-            # The prompt step sends no message: its claim is confirmed with the hand-over.
-            await repo.confirm_delivery(session, job.task_id)
-            await repo.record_pending_delivery(
-                session, image_id, job.chat_id, encode_kind(DeliveryKind.IMAGE)
-            )
-        await self.tell_queue_place(job.chat_id)
-        image_job = Job(
-            image_id, DeliveryKind.IMAGE, job.chat_id, started=job.started, notified=job.notified
-        )
-        await self._deliver(image_job)
 
-    async def _photo_context(self, dialog_id: int | None) -> dict[str, int]:
-        """dialog_id and girl_id of the image, if the dialog still exists."""
-        if dialog_id is None:
-            return {}
-        async with self._db() as session:
-            dialog = await session.get(Dialog, dialog_id)
-        if dialog is None:  # the user deleted their data meanwhile; the photo is still owed
-            return {}
-        return {"dialog_id": dialog.id, "girl_id": dialog.character_id}
+def _failure_text(job: Job, verdict: Verdict) -> str:
+    if verdict is Verdict.REFUSED:
+        return texts.ENQUEUE_FAILED
+    return texts.IMAGE_FAILED if job.is_photo else texts.REPLY_FAILED

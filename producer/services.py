@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer.channel import Sender
+from producer.chat_turns import ChatTurns
 from producer.conversation import Conversation
 from producer.delivery import Deliveries
 from producer.throttle import PhotoLock, RateLimiter
@@ -26,6 +27,7 @@ class Services:
     sender: Sender
     deliveries: Deliveries
     conversation: Conversation
+    turns: ChatTurns
 
 
 def build_services(
@@ -49,4 +51,5 @@ def build_services(
         limiter=limiter,
         photo_lock=photo_lock,
     )
-    return Services(settings, db, queue, sender, deliveries, conversation)
+    turns = ChatTurns(queue.redis, settings.redis_queue_prefix)
+    return Services(settings, db, queue, sender, deliveries, conversation, turns)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import structlog
+from redis.exceptions import RedisError
+
 from shared.queue.connection import RedisClient
 from shared.queue.keys import Keys
+from shared.redact import redact
+
+log = structlog.get_logger(__name__)
 
 RATE_WINDOW_SECONDS = 60
 # Compare and delete in one step, so a lock taken by a newer press in between survives.
@@ -24,12 +30,18 @@ class RateLimiter:
         self._per_minute = per_minute
 
     async def allow(self, user_id: int) -> bool:
+        """True if the user is within the limit, or if Redis cannot tell (a blip must not
+        turn paid messages away: the enqueue after it rides the blip out)."""
         key = self._keys.bot_rate(user_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            # NX: only the first message of a window starts its clock.
-            pipe.expire(key, RATE_WINDOW_SECONDS, nx=True)
-            count, _ = await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                # NX: only the first message of a window starts its clock.
+                pipe.expire(key, RATE_WINDOW_SECONDS, nx=True)
+                count, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("rate_limit_unavailable", error=redact(str(exc)))
+            return True
         return int(count) <= self._per_minute
 
 

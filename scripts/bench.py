@@ -18,11 +18,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
 
+from scripts.bench_floor import FloorProducer
+from scripts.bench_memory import bytes_per_task, drain_with_consumer, producer_start, rss_mb
 from scripts.bench_report import summarize, table
 from scripts.bench_seed import SeedQueueService
 from scripts.private_redis import PrivateRedis
@@ -41,13 +43,23 @@ def payload(i: int) -> dict[str, Any]:
     return {"girl_name": f"n{i}", "girl_description": "bench"}
 
 
+class Finished(Protocol):
+    @property
+    def result(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FloorResult:
+    result: dict[str, Any] | None
+
+
 @dataclass
 class Producer:
     """What the benchmark needs from a system's producer side."""
 
     enqueue_one: Callable[[int], Awaitable[str]]
     enqueue_batch: Callable[[range], Awaitable[list[str]]] | None
-    wait: Callable[[str, float], Coroutine[Any, Any, QueueTask]]
+    wait: Callable[[str, float], Coroutine[Any, Any, Finished]]
     close: Callable[[], Awaitable[None]]
     waiter_client_prefix: str
 
@@ -79,9 +91,27 @@ async def seed_producer(settings: Settings) -> Producer:
     return Producer(one, None, queue.wait_for_task_result, queue.close, name)
 
 
+async def floor_producer(settings: Settings) -> Producer:
+    name = f"floor-producer:{settings.redis_queue_prefix}"
+    floor = FloorProducer(settings, name)
+    await floor.start()
+
+    async def one(i: int) -> str:
+        return await floor.enqueue_one(payload(i))
+
+    async def batch(items: range) -> list[str]:
+        return await floor.enqueue_batch([payload(i) for i in items])
+
+    async def wait(task_id: str, timeout: float) -> Finished:
+        return FloorResult((await floor.wait(task_id, timeout))["result"])
+
+    return Producer(one, batch, wait, floor.close, name)
+
+
 SYSTEMS = {
     "pipeline": ("scripts.bench_consumer", pipeline_producer),
     "seed_design": ("scripts.bench_seed", seed_producer),
+    "floor": ("scripts.bench_floor", floor_producer),
 }
 
 
@@ -110,6 +140,9 @@ class Consumers:
             raise RuntimeError(f"{self.module} did not start: {line!r}")
         self.procs.append(proc)
 
+    def rss_mb(self) -> float:
+        return max(rss_mb(proc.pid) for proc in self.procs)
+
     def peak_rss_mb(self) -> float:
         peaks = []
         for proc in self.procs:
@@ -132,12 +165,12 @@ class Consumers:
 
 async def throughput(producer: Producer, n: int, single_call: bool) -> float:
     """Tasks/s from the first enqueue to the last completion seen by the producer."""
-    waiters: list[asyncio.Task[QueueTask]] = []
+    waiters: list[asyncio.Task[Finished]] = []
     start = time.perf_counter()
     if single_call or producer.enqueue_batch is None:
         limit = asyncio.Semaphore(SINGLE_CALL_CONCURRENCY)
 
-        async def one(i: int) -> QueueTask:
+        async def one(i: int) -> Finished:
             async with limit:
                 task_id = await producer.enqueue_one(i)
             return await producer.wait(task_id, 300)
@@ -286,6 +319,8 @@ async def run_system(
         await producer.close()
         producer = await make_producer(settings)
         await starting
+        await asyncio.sleep(1.0)
+        out["consumer_idle_rss_mb"] = consumers.rss_mb()
         t = _phase("enqueue rate + first consumer", t)
         out["latency_ms"] = await latency(producer, args.round_trips)
         t = _phase("latency", t)
@@ -323,10 +358,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--round-trips", type=int, default=500)
     parser.add_argument("--waiters", type=int, default=1000)
     parser.add_argument("--own-redis", action="store_true", help="start a private redis-server")
+    parser.add_argument(
+        "--memory-tasks", type=int, default=100_000, help="tasks for the bytes-per-task figures"
+    )
+    parser.add_argument(
+        "--backlog", type=int, metavar="N", help="also drain a backlog of N tasks (1,000,000)"
+    )
     parser.add_argument("--json", type=Path, help="write the report as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.tasks, args.round_trips = 1, 2000, 100
+        args.rounds, args.tasks, args.round_trips, args.memory_tasks = 1, 2000, 100, 10_000
     return args
 
 
@@ -349,6 +390,16 @@ async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     for system, rounds in per_system.items():
         report[system], ranges[system] = summarize(rounds)
     report["ranges"] = ranges
+    report["pipeline"].update(await bytes_per_task(settings_for, redis_url, args.memory_tasks))
+    report["producer_start"] = await producer_start(ROOT)
+    if args.backlog:
+        small = max(10_000, args.backlog // 50)
+        report["backlog_small"] = await drain_with_consumer(
+            settings_for, redis_url, small, child_env, ROOT
+        )
+        report["backlog"] = await drain_with_consumer(
+            settings_for, redis_url, args.backlog, child_env, ROOT
+        )
     report["enqueue_mode"] = (
         "pipeline: batch API (enqueue_many, 500 per call) and one call per task (64 concurrent); "
         "seed design: one call per task (64 concurrent), as it has no batch API"
@@ -374,12 +425,16 @@ def main(argv: list[str] | None = None) -> int:
         if private is not None:
             private.cleanup()
     print(table(report, report["ranges"]))
-    pipeline, seed = report["pipeline"], report["seed_design"]
+    pipeline, seed, floor = report["pipeline"], report["seed_design"], report["floor"]
     print(
-        f"throughput ratio (1 consumer): "
+        f"throughput vs seed (1 consumer): "
         f"{pipeline['throughput_1proc_tps'] / seed['throughput_1proc_tps']:.1f}x; "
-        f"p50 latency ratio: {pipeline['latency_ms']['p50'] / seed['latency_ms']['p50']:.4f}"
+        f"vs floor: {pipeline['throughput_1proc_tps'] / floor['throughput_1proc_tps']:.2f}; "
+        f"p50 vs floor: {pipeline['latency_ms']['p50'] / floor['latency_ms']['p50']:.2f}"
     )
+    if "backlog" in report:
+        big, small = report["backlog"], report["backlog_small"]
+        print(f"backlog drain: {big['drain_tps']}/s vs {small['drain_tps']}/s for a small one")
     if args.json:
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return 0

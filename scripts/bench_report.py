@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-SYSTEMS = ("pipeline", "seed_design")
+SYSTEMS = ("pipeline", "seed_design", "floor")
 
 
 def _flatten(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -48,6 +48,9 @@ ROWS = [
     ("waiters_1000.ok", "concurrent waiters all correct"),
     ("waiters_1000.redis_connections", "Redis connections for waiting"),
     ("consumer_rss_mb", "consumer peak RSS (MB)"),
+    ("consumer_idle_rss_mb", "consumer idle RSS (MB)"),
+    ("redis_bytes_per_waiting_task", "Redis bytes per waiting task (entry + record)"),
+    ("redis_bytes_per_finished_record", "Redis bytes per finished record"),
     ("redis_memory_leftover_bytes", "Redis memory left (bytes, besides records)"),
     ("leftover_keys", "keys left besides records (empty streams/lists)"),
     ("records_all_have_ttl", "every result record has a TTL"),
@@ -55,7 +58,7 @@ ROWS = [
 
 
 def table(report: dict[str, Any], ranges: dict[str, dict[str, list[float]]]) -> str:
-    lines = [f"{'figure':52} {'pipeline':>22} {'seed design':>22}"]
+    lines = [f"{'figure':52} {'pipeline':>22} {'seed design':>22} {'floor':>22}"]
     for key, label in ROWS:
         cells = []
         for system in SYSTEMS:
@@ -63,7 +66,7 @@ def table(report: dict[str, Any], ranges: dict[str, dict[str, list[float]]]) -> 
             if key not in flat:
                 cells.append(f"{'-':>22}")
                 continue
-            low, high = ranges[system][key]
+            low, high = ranges[system].get(key, [flat[key], flat[key]])
             span = "" if low == high else f" ({low:g}-{high:g})"
             cells.append(f"{flat[key]:g}{span}".rjust(22))
         lines.append(f"{label:52} {' '.join(cells)}")

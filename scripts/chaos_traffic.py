@@ -130,7 +130,9 @@ class Traffic:
         raw = entry_json(task)
         keys, redis = self.queue.keys, self.queue.redis
         record = keys.record(paid.task_type, paid.task_id)
-        await redis.hset(record, mapping={"task": raw, "status": "pending", "attempts": 0})
+        # As the enqueue step writes it: state, who it is for and what it cost.
+        state = {"status": "pending", "attempts": 0, "user": uid, "charge": paid.task_id}
+        await redis.hset(record, mapping=state)  # type: ignore[arg-type]
         await redis.expire(record, 86400)
         broken = orjson.loads(raw)
         broken["created_at"] = "__HUGE__"

@@ -23,13 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from sqlalchemy.engine import make_url
+
 from consumers.providers.factory import choose_image_provider
-from scripts.runtime import OUTAGES, OperationsError, open_queue, redact
+from scripts.runtime import OUTAGES, OperationsError, open_queue
 from scripts.seed_characters import seed_characters
 from shared.config import Settings, load_settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.migrate import upgrade
 from shared.errors import ConfigError
+from shared.redact import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 # A consumer imports its providers and connects in a second or two; this only guards a hang.
@@ -83,6 +86,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--consumers", type=positive, default=2, help="consumer processes (default 2)"
+    )
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="delete the demo's SQLite database first: users, balances and dialogs start over",
     )
     return parser.parse_args(argv)
 
@@ -165,6 +173,24 @@ async def seed(settings: Settings) -> int:
         return await seed_characters(create_sessionmaker(engine))
     finally:
         await engine.dispose()
+
+
+def reset_database(url: str) -> None:
+    """Delete a SQLite database file (and its journal files); refuse any other database.
+
+    A demo reset must never be able to wipe a real PostgreSQL that DATABASE_URL points at.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise DemoError(
+            f"--reset only deletes a SQLite demo database; DATABASE_URL is {redact(url)}", 2
+        )
+    database = parsed.database
+    if not database or database == ":memory:":
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(database + suffix).unlink(missing_ok=True)
+    say(f"Deleted the demo database {Path(database).resolve()}.")
 
 
 def prepare(settings: Settings) -> None:
@@ -348,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.photo_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     greet(effective, console, args.photo_dir, log_dir)
+    if args.reset:
+        reset_database(settings.database_url)
     prepare(settings)
     env = child_env(overrides)
     names = consumer_names(args.consumers)

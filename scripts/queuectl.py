@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scripts import queuectl_dead
+from scripts.liveness import depth_with_liveness
 from scripts.queuectl_tasks import show_task
 from scripts.runtime import (
     EXIT_OK,
@@ -23,6 +24,7 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.queue import QueueDepth, QueueService
+from shared.queue.inspect import ConsumerInfo
 from shared.tasks import TaskType
 
 TYPES = [t.value for t in TaskType]
@@ -38,7 +40,13 @@ def depth_json(d: QueueDepth) -> dict[str, Any]:
         "oldest_waiting_seconds": d.oldest_waiting_seconds,
         "oldest_in_flight_seconds": d.oldest_in_flight_seconds,
         "consumers": [
-            {"name": c.name, "pending": c.pending, "idle_seconds": c.idle_seconds}
+            {
+                "name": c.name,
+                "pending": c.pending,
+                "idle_seconds": c.idle_seconds,
+                "alive": c.alive,
+                "heartbeat_age_seconds": c.heartbeat_age,
+            }
             for c in d.consumers
         ],
     }
@@ -49,17 +57,30 @@ def _depth_row(d: QueueDepth) -> list[object]:
     return [d.task_type, d.stream_length, d.waiting, d.in_flight, *oldest, d.dead]
 
 
+def _state(consumer: ConsumerInfo) -> str:
+    if consumer.alive is None:
+        return "-"
+    return "ALIVE" if consumer.alive else "DEAD"
+
+
+def _heartbeat(consumer: ConsumerInfo) -> str:
+    # A consumer that never sent one predates heartbeats or died before its first.
+    age = consumer.heartbeat_age
+    return "never" if age is None else f"{duration(age)} ago"
+
+
 def render_stats(depths: Sequence[QueueDepth]) -> str:
     headers = ["TYPE", "STREAM", "WAITING", "IN FLIGHT", "OLDEST WAITING", "OLDEST IN FLIGHT"]
     rows = [_depth_row(d) for d in depths]
     consumers: list[list[object]] = [
-        [d.task_type, c.name, c.pending, duration(c.idle_seconds)]
+        [d.task_type, c.name, _state(c), _heartbeat(c), c.pending, duration(c.idle_seconds)]
         for d in depths
         for c in d.consumers
     ]
     text = table([*headers, "DEAD"], rows)
     if consumers:
-        text += "\n\n" + table(["TYPE", "CONSUMER", "PENDING", "IDLE"], consumers)
+        columns = ["TYPE", "CONSUMER", "STATE", "HEARTBEAT", "PENDING", "IDLE"]
+        text += "\n\n" + table(columns, consumers)
     else:
         text += "\n\nno consumers"
     return text
@@ -67,7 +88,7 @@ def render_stats(depths: Sequence[QueueDepth]) -> str:
 
 async def stats(queue: QueueService, args: argparse.Namespace) -> int:
     async def once() -> None:
-        depths = [await queue.get_queue_depth(t, with_consumers=True) for t in TaskType]
+        depths = [await depth_with_liveness(queue, t) for t in TaskType]
         if args.json:
             print_json({"at": time.time(), "types": [depth_json(d) for d in depths]})
             return
@@ -102,11 +123,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = commands.add_parser("stats", help="depth, consumers and dead letters of every type")
     p.add_argument("--json", action="store_true", help="print JSON (one line per refresh)")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
-    p = commands.add_parser("task", help="one task's record (results summarized)")
-    p.add_argument("task_id")
-    p.add_argument("--json", action="store_true")
+    p = commands.add_parser(
+        "task",
+        help="one task's record (results summarized)",
+        description="Show one task: status, attempts, consumer, times, error, payload and "
+        "result (images and long texts summarized). Exit code 1 if there is no such task.",
+    )
+    p.add_argument(
+        "task_id",
+        help="the task id (printed by the bot's logs, queuectl dead list, the dashboard)",
+    )
+    p.add_argument("--json", action="store_true", help="print the record as one JSON object")
     p = commands.add_parser("clear", help="fail every unfinished task of a type (the bot refunds)")
-    p.add_argument("type", choices=TYPES)
+    p.add_argument("type", choices=TYPES, metavar="TYPE", help=f"task type: {', '.join(TYPES)}")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     queuectl_dead.add_commands(commands.add_parser("dead", help="the dead-letter stream"))
     return parser.parse_args(argv)

@@ -20,15 +20,17 @@ REASON_WIDTH = 70
 def add_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="dead_command", required=True)
     types = [t.value for t in TaskType]
+    type_help = f"task type: {', '.join(types)}"
+    json_help = "print JSON instead of a table"
     p = commands.add_parser("list", help="dead entries of a type, oldest first")
-    p.add_argument("type", choices=types)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("type", choices=types, metavar="TYPE", help=type_help)
+    p.add_argument("--json", action="store_true", help=json_help)
     p = commands.add_parser("replay", help="put dead tasks back on the stream (all by default)")
-    p.add_argument("type", choices=types)
+    p.add_argument("type", choices=types, metavar="TYPE", help=type_help)
     p.add_argument("ids", nargs="*", metavar="ID", help="dead entry ids (default: every one)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=json_help)
     p = commands.add_parser("purge", help="delete the dead-letter stream of a type")
-    p.add_argument("type", choices=types)
+    p.add_argument("type", choices=types, metavar="TYPE", help=type_help)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 

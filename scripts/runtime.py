@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from shared.config import Settings
 from shared.errors import PipelineError
 from shared.queue import QueueService
+from shared.redact import redact
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # an operational error: Redis or the database unreachable
@@ -29,16 +29,6 @@ class OperationsError(PipelineError):
 
 # Errors of the outside world that an operator fixes, as opposed to bugs in this code.
 OUTAGES = (RedisError, SQLAlchemyError, OSError)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
 @asynccontextmanager

@@ -24,9 +24,62 @@ ensure_uv() {
       || python3 -m pip install --quiet --user --break-system-packages uv 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages uv
   fi
+  link_uv
   uv sync --frozen --quiet --compile-bytecode
   # Compiled modules load without the compiler: faster starts and a smaller consumer (RSS).
   uv run python -m compileall -q -j 0 producer consumers shared scripts >/dev/null
+}
+
+link_uv() { # $1 = a directory on every new shell's PATH (default /usr/local/bin)
+  # pip puts uv in ~/.local/bin, which a new shell may not have on its PATH: without this link
+  # every `uv run ...` line of the README fails after the two set-up commands.
+  dir="${1:-/usr/local/bin}"
+  found="$(command -v uv)" || return 0
+  if [ -e "$dir/uv" ]; then return 0; fi
+  case "$found" in /usr/bin/*|/bin/*) return 0 ;; esac
+  if [ -w "$dir" ]; then
+    ln -s "$found" "$dir/uv"
+  elif [ -n "$SUDO" ] && $SUDO -n true 2>/dev/null; then
+    $SUDO ln -s "$found" "$dir/uv"
+  else
+    echo "setup: uv is in $(dirname "$found"); add it to PATH in new shells:" >&2
+    echo "       echo 'export PATH=\"$(dirname "$found"):\$PATH\"' >> ~/.bashrc" >&2
+    return 0
+  fi
+  echo "setup: linked $dir/uv -> $found, so new shells find uv"
+}
+
+ensure_browser() { # Chromium and its WebDriver, for the dashboard's browser tests
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "setup: installing chromium and chromium-driver (the dashboard's browser tests)"
+  apt_install chromium chromium-driver
+}
+
+ensure_promtool() { # Prometheus's rule checker for the alert-rule test, into .venv/bin
+  if command -v promtool >/dev/null 2>&1 || [ -x .venv/bin/promtool ]; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: no promtool; the alert-rule test only parses the rules"
+    return 0
+  fi
+  # Only the one binary out of Debian's prometheus package: installing the package would
+  # also start a Prometheus server on this machine.
+  tmp="$(mktemp -d)"
+  chmod 777 "$tmp"  # apt downloads as its own user
+  if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+    if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+    (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) || true
+  fi
+  if ls "$tmp"/prometheus_*.deb >/dev/null 2>&1 \
+    && dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -xO ./usr/bin/promtool > .venv/bin/promtool; then
+    chmod +x .venv/bin/promtool
+    echo "setup: promtool from Debian's prometheus package is in .venv/bin"
+  else
+    rm -f .venv/bin/promtool
+    echo "setup: could not fetch promtool; the alert-rule test only parses the rules"
+  fi
+  rm -rf "$tmp"
 }
 
 redis_up() { # $1 = port

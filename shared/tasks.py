@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from shared.errors import InvalidPayloadError, UnknownTaskTypeError
 
@@ -95,23 +96,37 @@ def parse_task_type(value: str | TaskType) -> TaskType:
     try:
         return TaskType(value)
     except ValueError:
-        raise UnknownTaskTypeError(f"unknown task type {value!r}") from None
+        names = ", ".join(TaskType)
+        raise UnknownTaskTypeError(f"unknown task type {value!r} (one of {names})") from None
 
 
-def validate_payload(
+def parse_payload(
     task_type: TaskType, data: dict[str, Any] | Payload, task_id: str | None = None
-) -> dict[str, Any]:
-    """Return the payload as plain JSON data, or raise InvalidPayloadError saying what is wrong."""
+) -> Payload:
+    """The payload as its model (validated once; a model of the right type passes as it is),
+    or InvalidPayloadError saying what is wrong."""
     model = PAYLOAD_MODELS[task_type]
+    if isinstance(data, model):
+        return data
     raw = data.model_dump() if isinstance(data, BaseModel) else data
     try:
-        return model.model_validate(raw).model_dump(exclude_none=True)
+        return model.model_validate(raw)
     except ValidationError as exc:
         details = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
             for err in exc.errors()
         )
         raise InvalidPayloadError(f"invalid {task_type} payload: {details}", task_id) from None
+
+
+def validate_payload(
+    task_type: TaskType, data: dict[str, Any] | Payload, task_id: str | None = None
+) -> dict[str, Any]:
+    """Return the payload as plain JSON data, or raise InvalidPayloadError saying what is wrong."""
+    return parse_payload(task_type, data, task_id).model_dump(exclude_none=True)
+
+
+P = TypeVar("P", bound=BaseModel)
 
 
 def now() -> datetime:
@@ -136,9 +151,28 @@ class QueueTask(BaseModel):
     # Ledger key of what the user paid for this task: refunded once if the task fails for good.
     charge_id: str | None = None
 
+    def payload_as(self, model: builtins.type[P]) -> P:
+        """The payload as `model`, validated now (a ParsedTask keeps the parse-time one)."""
+        return model.model_validate(self.data)
+
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+class ParsedTask(QueueTask):
+    """A task parsed from a stream entry by a consumer, with its payload validated there once.
+
+    A subclass, so that only consumers pay for the private attribute, not every QueueTask the
+    producer builds from announcements.
+    """
+
+    _payload: BaseModel | None = PrivateAttr(default=None)
+
+    def payload_as(self, model: builtins.type[P]) -> P:
+        if isinstance(self._payload, model):
+            return self._payload
+        return model.model_validate(self.data)
 
 
 def dumps(value: Any) -> bytes:

@@ -17,8 +17,8 @@ import orjson
 from aiogram import Bot, Dispatcher
 
 from producer.app import build_bot, build_dispatcher
-from producer.channel import TelegramSender
 from producer.services import Services, build_services
+from producer.telegram_sender import TelegramSender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings, load_settings
 from shared.db import repositories as repo

@@ -17,6 +17,7 @@ def test_small_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "scripts.bench", "--tasks", "200", "--round-trips", "20"]
     command += ["--waiters", "100", "--rounds", "1", "--own-redis", "--json", str(out)]
+    command += ["--memory-tasks", "2000"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=170, check=False)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     report = orjson.loads(out.read_bytes())
@@ -31,4 +32,10 @@ def test_small_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert pipeline["waiters_1000"]["redis_connections"] <= 3
     # Polling every 0.2 s cannot beat pub/sub: the seed design waits at least one interval.
     assert seed["latency_ms"]["p50"] >= 150 > pipeline["latency_ms"]["p50"]
-    assert "throughput ratio" in done.stdout.decode()
+    floor = report["floor"]
+    assert floor["throughput_1proc_tps"] > 0 and floor["latency_ms"]["p50"] > 0
+    assert 0 < pipeline["consumer_idle_rss_mb"] <= pipeline["consumer_rss_mb"]
+    assert (
+        0 < pipeline["redis_bytes_per_waiting_task"] < pipeline["redis_bytes_per_finished_record"]
+    )
+    assert "vs floor" in done.stdout.decode()

@@ -23,6 +23,8 @@ TABLES = {
     "photo_events",
     "ledger",
     "deliveries",
+    "orders",
+    "star_payments",
 }
 
 

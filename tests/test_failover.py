@@ -114,6 +114,8 @@ async def test_a_write_whose_replica_wait_is_cut_by_the_master_s_death_is_not_re
         record=queue.keys.record(VICTIM, "cut-wait"),
         entry=b'{"task_id": "cut-wait"}',
         task_ttl=60,
+        user_id=1,
+        charge_id=None,
     )
     try:
         os.kill(target.replica_pid, signal.SIGSTOP)

@@ -125,3 +125,35 @@ async def test_a_consumer_restarted_under_the_same_name_takes_back_its_entries(
     task = await queue.get_task(task_id, PROMPT)
     assert task is not None and task.status is TaskStatus.COMPLETED
     assert time.monotonic() - started < 2
+
+
+async def test_waiting_on_a_repeated_enqueue_of_a_finished_task_returns_at_once(
+    queue: QueueService,
+) -> None:
+    """A task enqueued again (a repeated Telegram update) after it finished long ago: the
+    waiter must not count on an announcement that already went out."""
+    first = await queue.enqueue_task(PROMPT, 1, PAYLOAD, task_id="repeat-1")
+    warm = await queue.enqueue_task(PROMPT, 1, PAYLOAD)  # the waiter is subscribed after this
+    waiter = asyncio.create_task(queue.wait_for_task_result(warm, 5, PROMPT))
+    opts = RunnerOptions(limits={PROMPT: 2}, burst=True)
+    await ConsumerRunner(queue.consumer("c1"), {PROMPT: Slow(0)}, opts).run()
+    await waiter
+    again = await queue.enqueue_task(PROMPT, 1, PAYLOAD, task_id=first)
+    task = await asyncio.wait_for(queue.wait_for_task_result(again, 5, PROMPT), 2)
+    assert task.status is TaskStatus.COMPLETED
+
+
+async def test_a_completion_before_the_wait_starts_is_not_missed(queue: QueueService) -> None:
+    """Enqueued while subscribed, finished before anyone waits: the announcement is kept."""
+    warm = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
+    waiter = asyncio.create_task(queue.wait_for_task_result(warm, 5, PROMPT))
+    opts = RunnerOptions(limits={PROMPT: 4}, burst=True)
+    await ConsumerRunner(queue.consumer("c1"), {PROMPT: Slow(0)}, opts).run()
+    await waiter
+    ids = [await queue.enqueue_task(PROMPT, 1, PAYLOAD) for _ in range(3)]
+    await ConsumerRunner(queue.consumer("c1"), {PROMPT: Slow(0)}, opts).run()
+    await asyncio.sleep(0.1)
+    tasks = await asyncio.wait_for(
+        asyncio.gather(*(queue.wait_for_task_result(i, 5, PROMPT) for i in ids)), 2
+    )
+    assert all(t.status is TaskStatus.COMPLETED for t in tasks)

@@ -95,3 +95,15 @@ async def test_live3d_refuses_without_network() -> None:
     assert caught.value.provider == "live3d"
     assert "IMAGE_PROVIDER=local|replicate|venice|offline" in str(caught.value)
     await client.aclose()
+
+
+async def test_offline_png_is_labelled_as_a_placeholder() -> None:
+    width, height, raw = parse_png(await OfflineImageClient().generate("girl in a cafe"))
+    stride = 1 + width * 3
+    rows = [raw[y * stride + 1 : (y + 1) * stride] for y in range(height // 3, height * 2 // 3)]
+    pixels = {row[x : x + 3] for row in rows for x in range(0, len(row), 3)}
+    # White letters on a dark band across the middle; the corners keep the gradient.
+    assert {b"\xff\xff\xff", b"\x20\x20\x28"} <= pixels
+    # An image too small to read a label gets none.
+    _, _, tiny = parse_png(await OfflineImageClient(size=16).generate("x"))
+    assert b"\xff\xff\xff" not in tiny

@@ -13,7 +13,7 @@ class ImageHandler:
         self._images = images
 
     async def __call__(self, task: QueueTask) -> ImageResult:
-        payload = ImagePayload.model_validate(task.data)
+        payload = task.payload_as(ImagePayload)
         image = await self._images.generate(payload.prompt, payload.negative_prompt)
         return ImageResult(
             image_base64=base64.b64encode(image).decode(),

@@ -19,7 +19,7 @@ class ImagePromptHandler:
         self._llm = llm
 
     async def __call__(self, task: QueueTask) -> ImagePromptResult:
-        payload = ImagePromptPayload.model_validate(task.data)
+        payload = task.payload_as(ImagePromptPayload)
         dialogue = "\n".join(f"{t.role}: {t.content}" for t in payload.recent_dialogue[-10:])
         request = (
             f"Character: {payload.girl_name}\nAppearance and description: "

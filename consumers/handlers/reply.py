@@ -11,7 +11,7 @@ class ReplyHandler:
         self._llm = llm
 
     async def __call__(self, task: QueueTask) -> ReplyResult:
-        payload = ReplyPayload.model_validate(task.data)
+        payload = task.payload_as(ReplyPayload)
         messages = [{"role": "system", "content": payload.system_prompt}]
         messages += [turn.model_dump() for turn in payload.history]
         messages.append({"role": "user", "content": payload.user_message})

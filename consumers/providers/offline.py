@@ -6,6 +6,9 @@ import asyncio
 import hashlib
 import struct
 import zlib
+from collections.abc import Sequence
+
+from consumers.providers.placeholder import LABEL, draw_label
 
 _REPLY_OPENINGS = (
     "Ой, как интересно!",
@@ -69,7 +72,8 @@ def _image_prompt(digest: bytes) -> str:
 
 
 class OfflineImageClient:
-    """ImageClient that draws a diagonal two-colour gradient PNG chosen by the prompt's hash."""
+    """ImageClient that draws a diagonal two-colour gradient PNG chosen by the prompt's hash,
+    labelled "OFFLINE PLACEHOLDER" across the middle."""
 
     name = "offline_image"
 
@@ -81,21 +85,27 @@ class OfflineImageClient:
         if self._delay:
             await asyncio.sleep(self._delay)
         digest = _digest(prompt, negative_prompt or "")
-        return render_gradient_png(self.size, self.size, digest[0:3], digest[3:6])
+        return render_gradient_png(self.size, self.size, digest[0:3], digest[3:6], LABEL)
 
     async def aclose(self) -> None:
         return None
 
 
-def render_gradient_png(width: int, height: int, start: bytes, end: bytes) -> bytes:
-    """A valid 8-bit RGB PNG fading from `start` (top left) to `end` (bottom right) colour."""
+def render_gradient_png(
+    width: int, height: int, start: bytes, end: bytes, label: Sequence[str] = ()
+) -> bytes:
+    """A valid 8-bit RGB PNG fading from `start` (top left) to `end` (bottom right) colour,
+    with `label` written across the middle when the image is big enough to read it."""
     steps = max(width + height - 2, 1)
     # Every pixel on a diagonal has the same colour, so each row is a slice of one palette.
     palette = b"".join(
         bytes(a + (b - a) * i // steps for a, b in zip(start, end, strict=True))
         for i in range(width + height - 1)
     )
-    rows = b"".join(b"\x00" + palette[y * 3 : (y + width) * 3] for y in range(height))
+    pixels = [bytearray(palette[y * 3 : (y + width) * 3]) for y in range(height)]
+    if label:
+        draw_label(pixels, width, label)
+    rows = b"".join(b"\x00" + row for row in pixels)
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"".join(
         (

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import structlog
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.types import ErrorEvent, Update
 
 from producer import texts
 from producer.services import Services
-from shared.errors import PipelineError
+from producer.shop_keyboards import buy_keyboard
+from shared.errors import InsufficientBalanceError, PipelineError
 
 log = structlog.get_logger(__name__)
 
@@ -29,14 +30,20 @@ async def _tell(update: Update, services: Services, text: str) -> None:
         await services.sender.send_text(chat_id, text)
 
 
-async def expected(event: ErrorEvent, services: Services) -> None:
+async def expected(event: ErrorEvent, services: Services, bot: Bot) -> None:
     # The errors middleware runs outside the logging one: name the update here.
     log.info(
         "request_refused",
         update_id=event.update.update_id,
         error=type(event.exception).__name__,
     )
-    await _tell(event.update, services, texts.error_text(event.exception))
+    exc, chat_id = event.exception, _chat_of(event.update)
+    if isinstance(exc, InsufficientBalanceError) and chat_id is not None:
+        # Where a balance runs out, the shop is one tap away.
+        markup = buy_keyboard(exc.currency)
+        await bot.send_message(chat_id=chat_id, text=texts.error_text(exc), reply_markup=markup)
+        return
+    await _tell(event.update, services, texts.error_text(exc))
 
 
 async def unexpected(event: ErrorEvent, services: Services) -> None:

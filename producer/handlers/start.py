@@ -33,10 +33,12 @@ async def characters(message: Message, services: Services) -> None:
 async def choose(
     callback: CallbackQuery, callback_data: CharacterCallback, services: Services
 ) -> None:
-    await callback.answer()
     character = await services.conversation.choose_character(
         profile_of(callback.from_user), callback_data.character_id
     )
+    # Answered once the choice is stored: a message sent right after the spinner stops must
+    # find the dialog.
+    await callback.answer()
     if character is None:
         text = texts.UNKNOWN_CHARACTER
     else:

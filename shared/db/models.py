@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -45,6 +46,11 @@ class Currency(StrEnum):
 class LedgerKind(StrEnum):
     CHARGE = "charge"
     REFUND = "refund"
+    # The shop's lines: credits are >= 0, the Stars refund's debit is <= 0.
+    PURCHASE = "purchase"
+    STARS_REFUND = "stars_refund"
+    DAILY = "daily"
+    GRANT = "grant"
 
 
 class MessageRole(StrEnum):
@@ -167,14 +173,17 @@ class PhotoEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
 
 
+LEDGER_KIND_SIGN = (
+    "(kind IN ('charge', 'stars_refund') AND amount <= 0) "
+    "OR (kind IN ('refund', 'purchase', 'daily', 'grant') AND amount >= 0)"
+)
+
+
 class LedgerEntry(Base):
     __tablename__ = "ledger"
     __table_args__ = (
         CheckConstraint("currency IN ('energy', 'diamonds')", name="currency"),
-        CheckConstraint(
-            "(kind = 'charge' AND amount <= 0) OR (kind = 'refund' AND amount >= 0)",
-            name="kind_sign",
-        ),
+        CheckConstraint(LEDGER_KIND_SIGN, name="kind_sign"),
         UniqueConstraint("task_id", "kind"),
     )
 
@@ -186,8 +195,9 @@ class LedgerEntry(Base):
     amount: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(255))
-    # The charge id: the refund of a charge carries the same one.
-    task_id: Mapped[str] = mapped_column(String(64))
+    # The line's idempotency key: a charge id (its refund carries the same one), a Telegram
+    # payment charge id, `daily:<user>:<day>` or `grant:<admin>:<message>`.
+    task_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
 
 
@@ -203,3 +213,61 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# The shop (Telegram Stars).
+
+
+class OrderState(StrEnum):
+    CREATED = "created"
+    PAID = "paid"
+    REFUNDED = "refunded"
+
+
+class Order(Base):
+    """A pack a user chose; its id is the invoice payload. The pack is copied in, so a
+    configuration change between invoice and payment changes neither price nor goods."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("currency IN ('energy', 'diamonds')", name="currency"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("price > 0", name="price_positive"),
+        CheckConstraint("state IN ('created', 'paid', 'refunded')", name="state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), index=True)
+    pack_id: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(Integer)
+    # In Telegram Stars.
+    price: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StarPayment(Base):
+    """A successful Stars payment, once per Telegram charge id; kept for disputes.
+
+    `order_id` is empty only if the payload named no order we know (nothing was credited).
+    """
+
+    __tablename__ = "star_payments"
+
+    telegram_payment_charge_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    order_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("orders.id"), index=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(8))
+    total_amount: Mapped[int] = mapped_column(Integer)
+    invoice_payload: Mapped[str] = mapped_column(String(128))
+    # The console demo's simulated payments: never sent to Telegram, never reconciled.
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    paid_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the refund could not take back because it was already spent.
+    refund_shortfall: Mapped[int | None] = mapped_column(Integer)
+    # When the `refunded_payment` service message arrived.
+    refund_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -51,7 +51,7 @@ def _insert(session: AsyncSession, model: type[Base]) -> PgInsert | SqliteInsert
     return sqlite_insert(model)
 
 
-async def _insert_new(
+async def insert_new(
     session: AsyncSession, model: type[Base], key: Sequence[str], **values: Any
 ) -> bool:
     """INSERT ... ON CONFLICT (key) DO NOTHING; True only for the call that stored the row."""
@@ -77,7 +77,7 @@ async def get_or_create_user(
     start_diamonds: int,
 ) -> User:
     """Return the user, creating it with the start balances on first sight (race-free)."""
-    await _insert_new(
+    await insert_new(
         session,
         User,
         ["id"],
@@ -217,7 +217,7 @@ async def save_user_message(
     session: AsyncSession, dialog_id: int, content: str, telegram_message_id: int | None
 ) -> bool:
     """Store a user message; False if this Telegram message is already stored in the dialog."""
-    return await _insert_new(
+    return await insert_new(
         session,
         ChatMessage,
         ["dialog_id", "telegram_message_id"],
@@ -234,7 +234,7 @@ async def save_assistant_reply(
     """Store a reply once per task id; False if already stored or the dialog was deleted."""
     if not await _lock_dialog(session, dialog_id):
         return False
-    return await _insert_new(
+    return await insert_new(
         session,
         ChatMessage,
         ["task_id"],
@@ -249,7 +249,7 @@ async def bump_photo_counter(session: AsyncSession, dialog_id: int, task_id: str
     """Count one photo per task id: only the first call increments; False for repeats."""
     if not await _lock_dialog(session, dialog_id):
         return False
-    if not await _insert_new(
+    if not await insert_new(
         session, PhotoEvent, ["task_id"], task_id=task_id, dialog_id=dialog_id
     ):
         return False
@@ -312,7 +312,7 @@ async def charge(
         raise ValueError("a charge amount cannot be negative")
     column = _BALANCES[currency]
     async with session.begin_nested():
-        claimed = await _insert_new(
+        claimed = await insert_new(
             session,
             LedgerEntry,
             ["task_id", "kind"],
@@ -337,6 +337,16 @@ async def charge(
         return new_balance
 
 
+async def charged_user(session: AsyncSession, charge_id: str) -> int | None:
+    """The user `charge_id` was taken from, or None if nothing was charged under it."""
+    user_id: int | None = await session.scalar(
+        select(LedgerEntry.user_id).where(
+            LedgerEntry.task_id == charge_id, LedgerEntry.kind == LedgerKind.CHARGE
+        )
+    )
+    return user_id
+
+
 async def refund(session: AsyncSession, charge_id: str, reason: str) -> RefundOutcome:
     """Give back what `charge_id` took, at most once; a never-charged id changes nothing."""
     charged = await session.scalar(
@@ -346,7 +356,7 @@ async def refund(session: AsyncSession, charge_id: str, reason: str) -> RefundOu
     )
     if charged is None:
         return RefundOutcome.NOT_CHARGED
-    stored = await _insert_new(
+    stored = await insert_new(
         session,
         LedgerEntry,
         ["task_id", "kind"],
@@ -373,7 +383,7 @@ async def record_pending_delivery(
     session: AsyncSession, task_id: str, chat_id: int, kind: str
 ) -> None:
     """Remember that `task_id`'s result must reach `chat_id`; repeating it is a no-op."""
-    await _insert_new(session, Delivery, ["task_id"], task_id=task_id, chat_id=chat_id, kind=kind)
+    await insert_new(session, Delivery, ["task_id"], task_id=task_id, chat_id=chat_id, kind=kind)
 
 
 async def claim_delivery(session: AsyncSession, task_id: str) -> bool:

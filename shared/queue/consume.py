@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from shared.config import Settings
@@ -40,6 +43,8 @@ log = structlog.get_logger(__name__)
 # Completion messages above this size carry only the task id; the waiter reads the record.
 MESSAGE_LIMIT = 16 * 1024
 DEAD_LETTER_MAXLEN = 100_000
+# The per-minute completion chart keeps two hours.
+COMPLETIONS_TTL = 7200
 
 Entry = Delivery | Malformed
 
@@ -72,6 +77,13 @@ async def ensure_group(redis: RedisClient, keys: Keys, task_type: TaskType) -> N
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def stub_task(bad: Malformed, failed_at: float) -> bytes:
+    """What a failed record keeps of a task whose entry was unusable: its id and type; its
+    user and charge stay in the record's own fields."""
+    stub: dict[str, Any] = {"task_id": bad.task_id, "type": bad.task_type, "user_id": 0}
+    return dumps(stub | {"data": {}, "created_at": failed_at, "charge_id": None})
 
 
 def _lost_group(exc: ResponseError) -> bool:
@@ -194,7 +206,7 @@ class StreamConsumer:
             consumer=self.name,
             started_at=started_at,
             task_ttl=self._settings.redis_task_ttl,
-            token=uuid.uuid4().hex,
+            token=uuid.uuid4().hex[:12],
         )
         return [int(n) for n in await self._scripts.run(step)]
 
@@ -202,10 +214,26 @@ class StreamConsumer:
         """Store each result or failure, ack, delete and announce; one round trip for all.
 
         Returns per outcome whether it wrote the final state (False: its task had already
-        finished, so nothing was overwritten or announced again). Safe to repeat. With
+        finished, so nothing was overwritten or announced again). Safe to repeat. The batch
+        is also counted in the per-minute chart (one command per type, not per task). With
         REDIS_WAIT_REPLICAS set it returns once the replicas have the results.
         """
-        return await self._run_all([self._step(o) for o in outcomes], durable=True)
+        if not outcomes:
+            return []
+        minute = int(time.time() // 60)
+        counts = Counter(o.entry.task_type for o in outcomes)
+
+        def count_in_chart(pipe: Pipeline | ClusterPipeline) -> None:
+            for task_type, count in counts.items():
+                chart = self._keys.completions(task_type)
+                pipe.hincrby(chart, str(minute), count)
+                # Minutes past the two hours go, so a busy type's hash stays small.
+                pipe.hdel(chart, *(str(minute - 120 - i) for i in range(5)))
+                pipe.expire(chart, COMPLETIONS_TTL)
+
+        steps = [self._step(o) for o in outcomes]
+        results = await self._scripts.run_all(steps, durable=True, then=count_in_chart)
+        return [bool(n) for n in results]
 
     async def fail(self, entries: Sequence[Entry], reason: str) -> list[bool]:
         """The one way to fail tasks: dead-letter each entry, fail its task, announce it.
@@ -232,19 +260,19 @@ class StreamConsumer:
 
     def _step(self, o: Outcome) -> Step:
         keys, entry, task_type = self._keys, o.entry, o.entry.task_type
-        token = f"{entry.entry_id}:{self.name}:{o.attempts}"
+        # Attempt numbers are unique per start of an entry: entry id and attempt name one run.
+        token = f"{entry.entry_id}:{o.attempts}"
         record = keys.record(task_type, o.task_id or "")
         channel = keys.channel(task_type) if o.task_id else ""
         if o.status is TaskStatus.FAILED:
             if isinstance(entry, Delivery):
                 raw, kept = entry.raw, [(b"task", entry.raw)]
             else:
-                raw, kept = b"", dead_fields(entry.fields)
+                raw, kept = stub_task(entry, o.finished_at), dead_fields(entry.fields)
             return Fail(
                 stream=keys.stream(task_type),
                 dead=keys.dead(task_type),
                 record=record,
-                completions=keys.completions(task_type),
                 group=GROUP,
                 entry_id=entry.entry_id,
                 reason=o.error or "failed",
@@ -256,6 +284,7 @@ class StreamConsumer:
                 dead_maxlen=DEAD_LETTER_MAXLEN,
                 token=token,
                 entry=raw,
+                create=isinstance(entry, Delivery),
                 dead_fields=kept,
             )
         if not isinstance(entry, Delivery):
@@ -263,7 +292,6 @@ class StreamConsumer:
         return Finish(
             stream=keys.stream(task_type),
             record=record,
-            completions=keys.completions(task_type),
             group=GROUP,
             entry_id=entry.entry_id,
             status=o.status,

@@ -12,13 +12,17 @@ _FINAL = """
 local function final(st) return st == 'completed' or st == 'failed' or st == 'cancelled' end
 """
 
-# KEYS: stream, record. ARGV: entry json, task ttl.
+# KEYS: stream, record. ARGV: entry json, task ttl, user id, charge id ('' = none).
 # Idempotent by task id: a retried enqueue after a lost reply does not add a second entry.
+# While the task waits, its record holds only its state, its entry id, who it is for and
+# what it cost: the task itself is in the entry, copied into the record when it finishes.
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
-redis.call('HSET', KEYS[2], 'task', ARGV[1], 'status', 'pending', 'attempts', 0)
+local id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[1])
+redis.call('HSET', KEYS[2], 'status', 'pending', 'attempts', 0, 'entry', id, 'user', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'charge', ARGV[4]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return redis.call('XADD', KEYS[1], '*', 'task', ARGV[1])
+return id
 """
 
 # KEYS: record 1..n. ARGV: consumer, started_at, task ttl, start token, then entry json 1..n.
@@ -51,23 +55,12 @@ return out
 """
 )
 
-# Counts a finished task in the per-minute hash the dashboard charts (kept about two hours).
-_COUNT = """
-local function count_done(key)
-  local minute = math.floor(tonumber(redis.call('TIME')[1]) / 60)
-  redis.call('HINCRBY', key, minute, 1)
-  redis.call('HDEL', key, minute - 120)
-  redis.call('EXPIRE', key, 7200)
-end
-"""
-
-# KEYS: stream, record, completions. ARGV: group, entry id, status, finished_at, result, error,
+# KEYS: stream, record. ARGV: group, entry id, status, finished_at, result, error,
 # result ttl, channel, message, entry json, token. The first final status wins, so a late
 # duplicate cannot overwrite a stored result; the entry is acked and deleted either way.
 # Returns 1 if this call (or an earlier run of it, same token) wrote the final state.
 FINISH = (
     _FINAL
-    + _COUNT
     + """
 local st = redis.call('HGET', KEYS[2], 'status')
 if final(st) then
@@ -76,39 +69,40 @@ if final(st) then
   if redis.call('HGET', KEYS[2], 'final_token') == ARGV[11] then return 1 end
   return 0
 end
-if not st then redis.call('HSET', KEYS[2], 'task', ARGV[10]) end
-redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'final_token', ARGV[11])
+redis.call('HSET', KEYS[2], 'task', ARGV[10], 'status', ARGV[3], 'finished_at', ARGV[4],
+  'final_token', ARGV[11])
+redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'result', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[6]) end
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-count_done(KEYS[3])
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return 1
 """
 )
 
-# KEYS: stream, dead, record, completions. ARGV: group, entry id, reason, failed_at, result
-# ttl, channel, message, consumer, dead maxlen, token, entry json ('' when the entry could not
-# be parsed), then the field/value pairs the dead-letter entry keeps.
+# KEYS: stream, dead, record. ARGV: group, entry id, reason, failed_at, result
+# ttl, channel, message, consumer, dead maxlen, token, task json for the record, '1' if a
+# missing record may be created (a parsed task) else '0', then the field/value pairs the
+# dead-letter entry keeps.
 # The one way to fail a task: the record (if there is one and it is not final) becomes failed,
 # the entry moves to the dead-letter stream, is acked and deleted, and the failure is
 # announced. A record missing for an unparsable entry is not created. Returns 1 if this call
 # (or an earlier run of it) failed the task or moved an entry without a task.
 FAIL = (
     _FINAL
-    + _COUNT
     + """
 local present = #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0
 local st = redis.call('HGET', KEYS[3], 'status')
 local wrote = 0
 if final(st) then
   if redis.call('HGET', KEYS[3], 'final_token') == ARGV[10] then wrote = 1 end
-elseif st or ARGV[11] ~= '' then
-  if not st then redis.call('HSET', KEYS[3], 'task', ARGV[11]) end
+elseif st or ARGV[12] == '1' then
+  redis.call('HSETNX', KEYS[3], 'task', ARGV[11])
   redis.call('HSET', KEYS[3], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4],
     'final_token', ARGV[10])
+  redis.call('HDEL', KEYS[3], 'start_token', 'entry', 'moved_from')
   redis.call('EXPIRE', KEYS[3], ARGV[5])
   wrote = 2
 elseif present then
@@ -117,15 +111,12 @@ end
 if wrote >= 2 then
   local fields = {'reason', ARGV[3], 'entry_id', ARGV[2], 'consumer', ARGV[8],
     'failed_at', ARGV[4]}
-  for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if wrote == 2 then
-  count_done(KEYS[4])
-  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
-end
+if wrote == 2 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 if wrote > 0 then return 1 end
 return 0
 """
@@ -142,7 +133,7 @@ REQUEUE = (
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], ARGV[2], ARGV[2], 1)
 if #p == 0 then
   if redis.call('HGET', KEYS[2], 'moved_from') == ARGV[2] then
-    return redis.call('HGET', KEYS[2], 'moved_to')
+    return redis.call('HGET', KEYS[2], 'entry')
   end
   return false
 end
@@ -153,7 +144,7 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 if final(st) then return false end
 local new_id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[5])
 if st then
-  redis.call('HSET', KEYS[2], 'status', 'pending', 'moved_from', ARGV[2], 'moved_to', new_id)
+  redis.call('HSET', KEYS[2], 'status', 'pending', 'moved_from', ARGV[2], 'entry', new_id)
 end
 return new_id
 """
@@ -279,11 +270,12 @@ if not st then
     return {0, 'paid task whose record expired: the bot has settled it'}
   end
 end
+local id = redis.call('XADD', KEYS[1], '*', 'task', task)
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'task', task, 'status', 'pending', 'attempts', 0)
+redis.call('HSET', KEYS[3], 'status', 'pending', 'attempts', 0, 'entry', id)
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[1])
-return {1, redis.call('XADD', KEYS[1], '*', 'task', task)}
+return {1, id}
 """
 
 SCRIPTS = {

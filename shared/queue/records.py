@@ -12,13 +12,14 @@ import orjson
 
 from shared.errors import InvalidPayloadError
 from shared.tasks import (
+    ParsedTask,
     QueueTask,
     TaskStatus,
     TaskType,
     dumps,
     loads,
+    parse_payload,
     parse_task_type,
-    validate_payload,
 )
 
 
@@ -51,7 +52,7 @@ def build_task(static: dict[str, Any], state: dict[str, Any]) -> QueueTask:
         task_id=static["task_id"],
         type=static["type"],
         status=TaskStatus(status),
-        user_id=static["user_id"],
+        user_id=static["user_id"] or int(state.get("user") or 0),
         data=static["data"],
         result=state.get("result"),
         error=_text(state.get("error")),
@@ -60,7 +61,8 @@ def build_task(static: dict[str, Any], state: dict[str, Any]) -> QueueTask:
         finished_at=_time(state.get("finished_at")),
         attempts=int(state.get("attempts") or 0),
         consumer=_text(state.get("consumer")),
-        charge_id=static.get("charge_id"),
+        # A record written for an unusable entry knows the charge only in its own field.
+        charge_id=static.get("charge_id") or _text(state.get("charge")),
     )
 
 
@@ -168,14 +170,17 @@ def _build(task_type: TaskType, static: Any) -> QueueTask:
     task_id = static["task_id"]
     if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
         raise InvalidPayloadError("task_id is not a short id string")
-    return QueueTask(
+    payload = parse_payload(task_type, static["data"], task_id)
+    task = ParsedTask(
         task_id=task_id,
         type=task_type,
         user_id=static["user_id"],
-        data=validate_payload(task_type, static["data"], task_id),
+        data=static["data"],
         created_at=datetime.fromtimestamp(static["created_at"], UTC),
         charge_id=static.get("charge_id"),
     )
+    task._payload = payload  # validated once, here, at the trust boundary
+    return task
 
 
 def parse_entry(

@@ -4,7 +4,7 @@ replica promoted in a failover), on one server or on a cluster."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -73,7 +73,12 @@ class Scripts:
         pipe.execute_command("EVALSHA", self._sha[step.script], len(keys), *keys, *step.args())
 
     async def run_all(
-        self, steps: Sequence[Step], *, durable: bool = False, raise_on_error: bool = True
+        self,
+        steps: Sequence[Step],
+        *,
+        durable: bool = False,
+        raise_on_error: bool = True,
+        then: Callable[[Pipeline | ClusterPipeline], None] | None = None,
     ) -> list[Any]:
         """Run the steps in one pipelined round trip (one per node on a cluster).
 
@@ -81,15 +86,17 @@ class Scripts:
         replica may have an empty cache while the other shards' calls went through). With
         `durable` and replica acknowledgements configured, the batch returns once the
         replicas have it or the wait timed out (logged). Errors are raised, or returned in
-        place of their result when `raise_on_error` is false.
+        place of their result when `raise_on_error` is false. `then` queues plain commands
+        after the steps, in the same round trip (their replies are dropped; they are not
+        repeated with the steps that got NOSCRIPT).
         """
         if not steps:
             return []
-        results = await self._pipeline(steps, durable)
+        results = await self._pipeline(steps, durable, then)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
             await self.load()
-            again = await self._pipeline([steps[i] for i in missing], durable)
+            again = await self._pipeline([steps[i] for i in missing], durable, None)
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         if raise_on_error:
@@ -98,18 +105,26 @@ class Scripts:
                     raise result
         return results
 
-    async def _pipeline(self, steps: Sequence[Step], durable: bool) -> list[Any]:
+    async def _pipeline(
+        self,
+        steps: Sequence[Step],
+        durable: bool,
+        then: Callable[[Pipeline | ClusterPipeline], None] | None,
+    ) -> list[Any]:
         if isinstance(self._redis, RedisCluster):
             await self._redis.initialize()  # the slot map is needed to address the waits
         pipe = self._redis.pipeline(transaction=False)
         for step in steps:
             self.queue(pipe, step)
+        if then is not None:
+            then(pipe)
+        extra = len(pipe) - len(steps)
         acks = self.acks if durable else None
         waits = acks.queue(self._redis, pipe, steps) if acks else []
         replies = list(await pipe.execute(raise_on_error=False))
         results = replies[: len(steps)]
         if acks:
-            unconfirmed = acks.unconfirmed(self._redis, replies[len(steps) :], waits)
+            unconfirmed = acks.unconfirmed(self._redis, replies[len(steps) + extra :], waits)
             for i, error in unconfirmed.items():
                 if not isinstance(results[i], Exception):  # a NOSCRIPT must stay visible
                     results[i] = error

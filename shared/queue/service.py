@@ -21,9 +21,22 @@ from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Enqueue
 from shared.queue.waiter import ResultWaiter
-from shared.tasks import QueueTask, TaskType, now, parse_task_type, validate_payload
+from shared.tasks import (
+    Payload,
+    QueueTask,
+    TaskType,
+    now,
+    parse_task_type,
+    validate_payload,
+)
 
 log = structlog.get_logger(__name__)
+
+# KEYS: record. Only an existing record is marked: HSET alone would recreate an expired one.
+_MARK_SETTLED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'settled', '1') end
+return 0
+"""
 
 
 def _task_id(entry: Delivery | Malformed) -> str | None:
@@ -107,13 +120,15 @@ class QueueService:
             record=self.keys.record(task.type, task.task_id),
             entry=raw,
             task_ttl=self.settings.redis_task_ttl,
+            user_id=task.user_id,
+            charge_id=task.charge_id,
         )
 
     async def enqueue_task(
         self,
         task_type: TaskType | str,
         user_id: int,
-        data: dict[str, Any],
+        data: dict[str, Any] | Payload,
         *,
         task_id: str | None = None,
         charge_id: str | None = None,
@@ -127,9 +142,13 @@ class QueueService:
         batcher = self._batcher
         if batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
+        if self._waiter is not None:
+            self._waiter.expect(task.task_id, task.type)
         step = self._enqueue_step(task, raw)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        await through_failover(lambda: batcher.run(step), "enqueue")
+        added = await through_failover(lambda: batcher.run(step), "enqueue")
+        if not added and self._waiter is not None:
+            self._waiter.unexpect(task.task_id)  # it existed already: it may be long done
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
         return task.task_id
 
@@ -140,19 +159,37 @@ class QueueService:
         kind = parse_task_type(task_type)
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
         steps = [self._enqueue_step(task, raw) for task, raw in tasks]
-        await through_failover(lambda: self.scripts.run_all(steps, durable=True), "enqueue")
+        if self._waiter is not None:
+            for task, _ in tasks:
+                self._waiter.expect(task.task_id, task.type)
+        added = await through_failover(
+            lambda: self.scripts.run_all(steps, durable=True), "enqueue"
+        )
+        for (task, _), new_entry in zip(tasks, added, strict=True):
+            if not new_entry and self._waiter is not None:
+                self._waiter.unexpect(task.task_id)
         return [task.task_id for task, _ in tasks]
 
     async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:
-        """The stored task, looked up in every type's records unless the type is given."""
+        """The stored task, looked up in every type's records unless the type is given.
+
+        A waiting task's record holds only its state: the task itself is read from its entry.
+        """
         candidates = [task_type] if task_type else list(TaskType)
         pipe = self.redis.pipeline(transaction=False)
         for candidate in candidates:
             pipe.hgetall(self.keys.record(candidate, task_id))
-        for fields in await pipe.execute():
-            task = task_from_record(fields) if fields else None
-            if task is not None:
-                return task
+        for candidate, fields in zip(candidates, await pipe.execute(), strict=True):
+            if not fields:
+                continue
+            if b"task" not in fields and b"entry" in fields:
+                entry: Any = await self.redis.xrange(
+                    self.keys.stream(candidate), fields[b"entry"], fields[b"entry"]
+                )
+                if not entry:  # it finished meanwhile: the record has the task now
+                    return await self.get_task(task_id, candidate)
+                fields[b"task"] = entry[0][1].get(b"task", b"")
+            return task_from_record(fields)
         return None
 
     async def get_queue_depth(
@@ -201,6 +238,13 @@ class QueueService:
         if self._waiter is None:
             self._waiter = ResultWaiter(self.settings, f"{self._client_name}:waiter")
         return await self._waiter.wait(task_id, timeout, task_type)
+
+    async def mark_settled(self, task_type: TaskType, task_id: str) -> None:
+        """Mark a failed task's record as settled (its owner refunded it and told the user), so
+        an operator cannot replay paid work that nobody would receive. Idempotent; a record
+        that is gone stays gone (one step, so an expiring record is never recreated as a stub).
+        """
+        await self.redis.eval(_MARK_SETTLED, 1, self.keys.record(task_type, task_id))
 
     def consumer(self, name: str) -> StreamConsumer:
         return StreamConsumer(self.redis, self.scripts, self.settings, name)

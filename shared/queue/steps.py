@@ -31,12 +31,14 @@ class Enqueue(Step):
     record: str
     entry: bytes
     task_ttl: int
+    user_id: int
+    charge_id: str | None
 
     def keys(self) -> list[str]:
         return [self.stream, self.record]
 
     def args(self) -> list[Arg]:
-        return [self.entry, self.task_ttl]
+        return [self.entry, self.task_ttl, self.user_id, self.charge_id or ""]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,6 @@ class Finish(Step):
     script: ClassVar[str] = "finish"
     stream: str
     record: str
-    completions: str
     group: str
     entry_id: str
     status: str
@@ -75,7 +76,7 @@ class Finish(Step):
     token: str
 
     def keys(self) -> list[str]:
-        return [self.stream, self.record, self.completions]
+        return [self.stream, self.record]
 
     def args(self) -> list[Arg]:
         return [
@@ -99,7 +100,6 @@ class Fail(Step):
     stream: str
     dead: str
     record: str
-    completions: str
     group: str
     entry_id: str
     reason: str
@@ -110,13 +110,15 @@ class Fail(Step):
     consumer: str
     dead_maxlen: int
     token: str
-    # The task's entry json, or b"" for an entry that could not be parsed.
+    # The task json the failed record keeps (a stub naming the task for an unparsable entry).
     entry: bytes
+    # A parsed task may recreate a missing record; an unparsable entry never creates one.
+    create: bool
     # What the dead-letter entry keeps besides reason, entry id, consumer and time.
     dead_fields: Sequence[tuple[bytes, bytes]] = field(default_factory=tuple)
 
     def keys(self) -> list[str]:
-        return [self.stream, self.dead, self.record, self.completions]
+        return [self.stream, self.dead, self.record]
 
     def args(self) -> list[Arg]:
         args: list[Arg] = [
@@ -131,6 +133,7 @@ class Fail(Step):
             self.dead_maxlen,
             self.token,
             self.entry,
+            "1" if self.create else "0",
         ]
         for name, value in self.dead_fields:
             args += [name, value]

@@ -43,6 +43,8 @@ _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisClusterException,
 _FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
 _CONFIRMED = frozenset({"subscribe", "ssubscribe"})
 _ANNOUNCED = frozenset({"message", "smessage"})
+# Tasks remembered as enqueued-while-subscribed; the oldest are forgotten past this.
+FRESH_LIMIT = 100_000
 
 
 @dataclass(slots=True)
@@ -74,6 +76,11 @@ class ResultWaiter:
         self._types: dict[str, TaskType | None] = {}
         self._to_read: dict[str, TaskType | None] = {}
         self._read_wakeup = asyncio.Event()
+        # Tasks enqueued while their subscription was up: their completion cannot be missed,
+        # so waiting for them needs no record read. False until announced, then the final
+        # task (or True when the announcement was too big to carry it).
+        self._fresh: dict[str, QueueTask | bool] = {}
+        self._forgotten = 0  # bumped whenever _fresh is dropped
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -100,7 +107,7 @@ class ResultWaiter:
                 await loop()
             except Exception:
                 for sub in self._subs:
-                    sub.ready.clear()
+                    self._unsubscribed(sub)
                 log.exception("waiter_loop_crashed", loop=loop.__qualname__)
                 await asyncio.sleep(0.2)
 
@@ -114,11 +121,40 @@ class ResultWaiter:
         await self._sub_client.aclose()
         await self._reader.aclose()
 
+    def expect(self, task_id: str, task_type: TaskType) -> None:
+        """Call just before enqueuing `task_id`: if its type's subscription is up now, its
+        completion will reach this process, so `wait` can skip reading the record."""
+        if not self._sub_of(task_type).ready.is_set():
+            return
+        if len(self._fresh) >= FRESH_LIMIT:  # tasks enqueued and never waited for
+            del self._fresh[next(iter(self._fresh))]
+        self._fresh[task_id] = False
+
+    def unexpect(self, task_id: str) -> None:
+        """The enqueue found the task already there (a repeat): waiting must read its record."""
+        self._fresh.pop(task_id, None)
+
+    def _sub_of(self, task_type: TaskType) -> _Subscription:
+        return next(sub for sub in self._subs if task_type in sub.types)
+
+    def _unsubscribed(self, sub: _Subscription) -> None:
+        # Announcements may be lost from now on: every wait reads its record again.
+        sub.ready.clear()
+        self._forget_fresh()
+
+    def _forget_fresh(self) -> None:
+        self._fresh.clear()
+        self._forgotten += 1
+
     async def wait(
         self, task_id: str, timeout: float, task_type: TaskType | None = None
     ) -> QueueTask:
         """Return the task once it is completed or failed; TaskTimeoutError after `timeout`."""
         await self.start()
+        seen = self._fresh.pop(task_id, None)
+        if isinstance(seen, QueueTask):
+            return seen
+        forgotten = self._forgotten
         loop = asyncio.get_running_loop()
         future: asyncio.Future[QueueTask] = loop.create_future()
         try:
@@ -128,7 +164,10 @@ class ResultWaiter:
                         await sub.ready.wait()
                 self._futures.setdefault(task_id, []).append(future)
                 self._types[task_id] = task_type
-                self._request_read(task_id, task_type)
+                # Read the record unless the announcement is sure to come: known fresh, and no
+                # subscription dropped while this wait got ready.
+                if seen is not False or self._forgotten != forgotten:
+                    self._request_read(task_id, task_type)
                 return await future
         except TimeoutError:
             raise TaskTimeoutError(
@@ -174,7 +213,7 @@ class ResultWaiter:
                     elif message["type"] in _ANNOUNCED:
                         self._on_message(message)
             except _REDIS_ERRORS as exc:
-                sub.ready.clear()
+                self._unsubscribed(sub)
                 log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -208,7 +247,9 @@ class ResultWaiter:
 
     def _on_subscribed(self, sub: _Subscription) -> None:
         # Announcements sent while we were not subscribed are gone: re-read every pending
-        # record of these types (and those waited for without a type).
+        # record of these types (and those waited for without a type). A confirmation can
+        # also follow a reconnect nobody saw fail, so no enqueued task counts as fresh.
+        self._forget_fresh()
         for task_id, task_type in self._types.items():
             if task_type is None or task_type in sub.types:
                 self._request_read(task_id, task_type)
@@ -219,7 +260,11 @@ class ResultWaiter:
         try:
             data = loads(message["data"])
             task_id = data.get("task_id") if isinstance(data, dict) else None
-            if not isinstance(task_id, str) or task_id not in self._futures:
+            if not isinstance(task_id, str):
+                return
+            if task_id not in self._futures:
+                if task_id in self._fresh and data.get("status") in FINAL_STATUSES:
+                    self._fresh[task_id] = task_from_message(data) or True
                 return
             task = task_from_message(data)
         except Exception as exc:  # noqa: BLE001 - anyone may publish on the channel

@@ -62,6 +62,7 @@ class FakeReplicate(FakeServer):
         app.router.add_get("/v1/predictions/{pid}", self._get)
         app.router.add_post("/v1/predictions/{pid}/cancel", self._cancel)
         app.router.add_get("/files/{pid}/{filename}", self._file)
+        app.router.add_get("/v1/account", self._account)
 
     @property
     def create_requests(self) -> list[RecordedRequest]:
@@ -80,6 +81,11 @@ class FakeReplicate(FakeServer):
 
     def _unauthenticated(self) -> web.Response:
         return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+
+    async def _account(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthenticated()
+        return json_response({"type": "user", "username": "tester", "name": "Test User"})
 
     async def _create_official(self, request: web.Request) -> web.Response:
         model = f"{request.match_info['owner']}/{request.match_info['name']}"

@@ -1,4 +1,4 @@
-"""Fake AUTOMATIC1111 / Forge WebUI API (`POST /sdapi/v1/txt2img`) on loopback."""
+"""Fake AUTOMATIC1111 / Forge WebUI API (`POST /sdapi/v1/txt2img`, `GET .../sd-models`)."""
 
 from __future__ import annotations
 
@@ -40,10 +40,15 @@ class FakeSD(FakeServer):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(TXT2IMG_PATH, self._txt2img)
+        app.router.add_get("/sdapi/v1/sd-models", self._models)
 
     @property
     def txt2img_requests(self) -> list[RecordedRequest]:
         return self.requests_to(TXT2IMG_PATH)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        model = {"title": "fake.safetensors [0000]", "model_name": "fake", "hash": "0000"}
+        return json_response([model])
 
     async def _txt2img(self, request: web.Request) -> web.Response:
         data = await read_json(request)

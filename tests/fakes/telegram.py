@@ -50,6 +50,12 @@ _STRING_FIELDS = frozenset(
         "emoji",
         "business_connection_id",
         "message_effect_id",
+        # Stars payments (tests/fakes/telegram_payments.py).
+        "payload",
+        "currency",
+        "error_message",
+        "pre_checkout_query_id",
+        "telegram_payment_charge_id",
     ]
 )
 _HTML_TAGS = frozenset(
@@ -203,6 +209,7 @@ class FakeTelegram:
         self._callbacks: set[str] = set()
         self._commands: dict[tuple[str, str], list[JsonDict]] = {}
         self._failures: dict[str, list[_Failure]] = {}
+        self._delays: dict[str, float] = {}
         self._poll = _Poll()
         self._update_ids = itertools.count(1000)
         self._ids = itertools.count(1)
@@ -232,6 +239,11 @@ class FakeTelegram:
                 ("getFile", self._get_file),
             )
         }
+        # Stars payments live in their own module, which imports this one.
+        from tests.fakes.telegram_payments import StarsPayments  # noqa: PLC0415
+
+        self.payments = StarsPayments(self)
+        self._methods.update(self.payments.methods())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -319,18 +331,21 @@ class FakeTelegram:
         message_id: int | None = None,
         first_name: str = "Анна",
         language_code: str = "ru",
+        chat_id: int | None = None,
     ) -> str:
         """Queue an inline-button press; returns the callback query id.
 
         The attached message is the stored one with ``message_id`` (default: the bot's
-        latest message in that chat), or a bare bot message when there is none.
+        latest message in that chat), or a bare bot message when there is none. The chat is
+        the user's private chat unless ``chat_id`` names another (a group).
         """
         user = self._remember_user(user_id, first_name, language_code, None)
+        chat_id = user_id if chat_id is None else chat_id
         if message_id is None:
-            message_id = self._last_bot_message_id(user_id)
-        message = self._messages.get((user_id, message_id)) if message_id else None
+            message_id = self._last_bot_message_id(chat_id)
+        message = self._messages.get((chat_id, message_id)) if message_id else None
         if message is None:
-            message = self._store_message(user_id, self.bot_user, {}, message_id)
+            message = self._store_message(chat_id, self.bot_user, {}, message_id)
         callback_id = str(4_300_000_000_000_000_000 + next(self._ids))
         self._callbacks.add(callback_id)
         self.push_update(
@@ -367,6 +382,10 @@ class FakeTelegram:
             description = _DEFAULT_DESCRIPTIONS.get(error_code, "Error")
         error = BotApiError(error_code, description, retry_after)
         self._failures.setdefault(method.lower(), []).append(_Failure(error, times))
+
+    def slow_down(self, method: str, seconds: float) -> None:
+        """Answer every later call of ``method`` only after ``seconds`` (a slow network)."""
+        self._delays[method.lower()] = seconds
 
     def sent(self, method: str, chat_id: int | str | None = None) -> list[Request]:
         """Recorded calls of ``method`` (case-insensitive), optionally to one chat."""
@@ -467,6 +486,8 @@ class FakeTelegram:
             if handler is None:
                 raise BotApiError(404, "Not Found: method not found")
             self._raise_scripted_failure(name)
+            if delay := self._delays.get(name.lower()):
+                await asyncio.sleep(delay)
             result = await handler(request)
         except BotApiError as error:
             request.status, request.description = error.error_code, error.description

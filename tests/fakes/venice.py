@@ -43,6 +43,7 @@ class FakeVenice(FakeServer):
         app.router.add_post(CHAT_PATH, self._chat)
         app.router.add_post(IMAGE_PATH, self._image)
         app.router.add_get("/api/v1/models", self._models)
+        app.router.add_get("/api/v1/api_keys/rate_limits", self._rate_limits)
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -116,6 +117,12 @@ class FakeVenice(FakeServer):
             "x-venice-is-content-violation": "false",
         }
         return json_response(body, headers=headers)
+
+    async def _rate_limits(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return json_response({"error": "Authentication failed"}, 401)
+        body = {"data": {"apiTier": {"id": "paid", "isCharged": True}, "rateLimits": []}}
+        return json_response(body)
 
     async def _models(self, request: web.Request) -> web.Response:
         model: dict[str, Any] = {"id": "venice-uncensored-1-2", "type": "text", "object": "model"}

@@ -1,0 +1,60 @@
+"""Redis and the database, opened and checked at start; the console mode, which needs nothing
+more (so it loads no aiogram)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from producer.console import run_console
+from producer.startup import StartupError
+from shared.config import Settings
+from shared.db.engine import create_engine, create_sessionmaker
+from shared.queue import QueueService
+from shared.redact import redact
+
+Step = Callable[[str], None]
+
+
+def _one_line(exc: BaseException) -> str:
+    # SQLAlchemy's messages run to several lines (statement, background link): keep the first.
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+@contextlib.asynccontextmanager
+async def backends(
+    settings: Settings, client_name: str, step: Step
+) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], QueueService]]:
+    """The database and the queue, each checked once so a dead one is named at start."""
+    engine = create_engine(settings.database_url)
+    queue = QueueService(settings, client_name=client_name)
+    try:
+        step(f"connecting to Redis at {redact(settings.redis_url)}")
+        try:
+            await queue.connect()
+        except (RedisError, OSError) as exc:
+            url = redact(settings.redis_url)
+            raise StartupError(f"cannot reach Redis at {url}: {_one_line(exc)}") from None
+        step(f"opening the database {redact(settings.database_url)}")
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as exc:
+            url = redact(settings.database_url)
+            raise StartupError(f"cannot open the database {url}: {_one_line(exc)}") from None
+        yield create_sessionmaker(engine), queue
+    finally:
+        await queue.close()
+        await engine.dispose()
+
+
+async def run_console_mode(settings: Settings, photo_dir: Path, user_id: int, step: Step) -> None:
+    async with backends(settings, "console", step) as (db, queue):
+        await run_console(settings, db, queue, photo_dir=photo_dir, user_id=user_id)

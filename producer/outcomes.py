@@ -1,0 +1,213 @@
+"""Applying how a task ended, once: the claim and the database effect in one transaction.
+
+Every path that learns a task's outcome (the live wait, resume on start, the periodic
+recheck, lost detection, a refused enqueue) goes through `Outcomes.apply`: the one place
+where a reply is saved, a photo counted, a photo chain continued or a charge refunded. The
+delivery row is claimed in the same transaction as the effect, so exactly one caller applies
+and then sends; every effect is idempotent by its own key as well (task id, charge id), so a
+claim resent after a crash repeats nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from producer.jobs import DeliveryKind, Job, encode_kind, image_task_id
+from producer.submit import Submitted, enqueue_retrying
+from shared.config import Settings
+from shared.db import repositories as repo
+from shared.db.models import Dialog
+from shared.queue import QueueService
+from shared.redact import redact
+from shared.tasks import (
+    ImagePayload,
+    ImagePromptResult,
+    ImageResult,
+    QueueTask,
+    ReplyResult,
+    TaskStatus,
+    TaskType,
+)
+
+log = structlog.get_logger(__name__)
+
+# The ledger's reason column.
+_REASON_CHARS = 255
+
+
+class Verdict(StrEnum):
+    COMPLETED = "completed"
+    # Failed or cancelled by the pipeline (or completed with a result nobody can read).
+    FAILED = "failed"
+    # No record: never enqueued, or it expired while nobody was watching.
+    LOST = "lost"
+    # Refused before enqueue (an invalid payload, our own bug): nothing was queued.
+    REFUSED = "refused"
+
+
+def verdict_of(task: QueueTask | None) -> Verdict:
+    """The verdict on a final task, or LOST for a task whose record is gone."""
+    if task is None:
+        return Verdict.LOST
+    return Verdict.COMPLETED if task.status is TaskStatus.COMPLETED else Verdict.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """An outcome applied by this caller: what it now owes the chat."""
+
+    verdict: Verdict
+    # Who paid (their photo lock is released once the photo is sent or refunded).
+    user_id: int | None
+    result: ReplyResult | ImageResult | None = None
+    # A photo chain's image step, owed to the chat now instead of its prompt step.
+    next_job: Job | None = None
+
+
+class Outcomes:
+    """Applies outcomes for one bot process."""
+
+    def __init__(
+        self, settings: Settings, db: async_sessionmaker[AsyncSession], queue: QueueService
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._queue = queue
+
+    async def apply(
+        self, job: Job, verdict: Verdict, task: QueueTask | None = None
+    ) -> Applied | None:
+        """Claim `job`'s delivery row and apply its outcome; None if another caller did.
+
+        COMPLETED needs the final task. Failures (FAILED, LOST, REFUSED) refund the charge
+        once; a failed task's record is then marked settled, so it cannot be replayed.
+        """
+        result: ReplyResult | ImageResult | None = None
+        if verdict is Verdict.COMPLETED:
+            if task is None:
+                raise ValueError("a completed outcome needs its task")
+            if job.kind is DeliveryKind.PHOTO_PROMPT:
+                prompt = _read_prompt(task)
+                if prompt is not None:
+                    return await self._continue_chain(job, task, prompt)
+            else:
+                result = _read_result(job, task)
+            if result is None:
+                verdict = Verdict.FAILED
+        async with self._db.begin() as session:
+            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
+                return None
+            if result is not None and task is not None:
+                await _save_result(session, job, task, result)
+                user_id: int | None = task.user_id
+            else:
+                user_id = await repo.charged_user(session, job.charge_id)
+                refund = await repo.refund(session, job.charge_id, _reason(verdict, task))
+                log.info("task_refunded", charge_id=job.charge_id, outcome=str(refund))
+        job.claimed = True
+        log.info("outcome_applied", kind=job.kind, verdict=verdict)
+        if task is not None and task.status in {TaskStatus.FAILED, TaskStatus.CANCELLED}:
+            await self._mark_settled(job)
+        return Applied(verdict, user_id, result)
+
+    async def _continue_chain(self, job: Job, task: QueueTask, prompt: str) -> Applied | None:
+        """Enqueue the photo's image step, then hand the delivery row over to it."""
+        image = Job(
+            image_task_id(job.task_id),
+            DeliveryKind.IMAGE,
+            job.chat_id,
+            started=job.started,
+            notified=job.notified,
+        )
+        payload = ImagePayload(
+            prompt=prompt,
+            negative_prompt=self._settings.image_default_negative_prompt,
+            **await self._photo_context(job.dialog_id),
+        )
+        # Enqueue before claiming: if we crash in between, the prompt row is still open and
+        # the restart enqueues the same image id again, which adds nothing.
+        submitted = await enqueue_retrying(
+            self._queue,
+            image,
+            task.user_id,
+            TaskType.GENERATE_IMAGE,
+            payload,
+            retry_seconds=self._settings.enqueue_retry_seconds,
+        )
+        if submitted is Submitted.REFUSED:
+            return await self.apply(job, Verdict.REFUSED)
+        # QUEUED, or UNKNOWN: then the image step's own watcher finds its record or, once it
+        # is surely gone, refunds it as lost.
+        async with self._db.begin() as session:
+            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
+                return None  # another process continues this chain
+            # The prompt step sends no message: its claim is confirmed with the hand-over.
+            await repo.confirm_delivery(session, job.task_id)
+            await repo.record_pending_delivery(
+                session, image.task_id, job.chat_id, encode_kind(DeliveryKind.IMAGE)
+            )
+        job.claimed = True
+        log.info("photo_chain_continued", image_task_id=image.task_id, enqueue=str(submitted))
+        return Applied(Verdict.COMPLETED, task.user_id, next_job=image)
+
+    async def _photo_context(self, dialog_id: int | None) -> dict[str, int]:
+        """dialog_id and girl_id of the image, if the dialog still exists."""
+        if dialog_id is None:
+            return {}
+        async with self._db() as session:
+            dialog = await session.get(Dialog, dialog_id)
+        if dialog is None:  # the user deleted their data meanwhile; the photo is still owed
+            return {}
+        return {"dialog_id": dialog.id, "girl_id": dialog.character_id}
+
+    async def _mark_settled(self, job: Job) -> None:
+        try:
+            await self._queue.mark_settled(job.task_type, job.task_id)
+        except (RedisError, OSError) as exc:
+            # The refund stands either way; an unmarked record only allows a needless replay.
+            log.warning("settle_mark_failed", error=redact(str(exc)))
+
+
+def _read_result(job: Job, task: QueueTask) -> ReplyResult | ImageResult | None:
+    model = ReplyResult if job.kind is DeliveryKind.REPLY else ImageResult
+    try:
+        return model.model_validate(task.result)
+    except ValidationError as exc:
+        log.error("result_unreadable", kind=job.kind, error=str(exc))
+        return None
+
+
+def _read_prompt(task: QueueTask) -> str | None:
+    try:
+        return ImagePromptResult.model_validate(task.result).prompt
+    except ValidationError as exc:
+        log.error("result_unreadable", kind=DeliveryKind.PHOTO_PROMPT, error=str(exc))
+        return None
+
+
+async def _save_result(
+    session: AsyncSession, job: Job, task: QueueTask, result: ReplyResult | ImageResult
+) -> None:
+    """The effect of a completed task; each is idempotent by the task id."""
+    if isinstance(result, ReplyResult):
+        await repo.save_assistant_reply(session, result.dialog_id, job.task_id, result.reply)
+        return
+    dialog_id = result.dialog_id or task.data.get("dialog_id")
+    if isinstance(dialog_id, int):
+        await repo.bump_photo_counter(session, dialog_id, job.task_id)
+
+
+def _reason(verdict: Verdict, task: QueueTask | None) -> str:
+    if verdict is Verdict.LOST:
+        return "result lost"
+    if verdict is Verdict.REFUSED:
+        return "could not enqueue"
+    if task is None:
+        return "failed"
+    return f"{task.type} {task.status}: {task.error or 'no result'}"[:_REASON_CHARS]

@@ -1,0 +1,1 @@
+"""The operator dashboard: a small server-rendered aiohttp app over the queue's Redis keys."""
