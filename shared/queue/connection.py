@@ -78,10 +78,6 @@ class SentinelRedis(Redis):
             await pool.sentinel_manager.aclose()
 
 
-def is_cluster(redis: RedisClient) -> bool:
-    return isinstance(redis, RedisCluster)
-
-
 def create_redis(
     settings: Settings, name: str, max_connections: int = 64, *, retries: int = 3
 ) -> RedisClient:

@@ -62,14 +62,14 @@ class ResultWaiter:
     def __init__(self, settings: Settings, client_name: str = "waiter") -> None:
         self._keys = Keys.from_settings(settings)
         self._channels = self._keys.channels()
-        self._sharded = settings.redis_cluster
-        if self._sharded:
+        sharded = settings.redis_cluster
+        if sharded:
             self._subs = [_Subscription([c], [t]) for c, t in self._channels.items()]
         else:
             self._subs = [_Subscription(list(self._channels), list(TaskType))]
         # No retries on these clients: a dropped connection must surface here, where the
         # pending records are read again, not be papered over by a silent reconnect.
-        per_node = len(self._subs) + 1 if self._sharded else 1
+        per_node = len(self._subs) + 1 if sharded else 1
         self._sub_client = create_redis(settings, f"{client_name}:sub", per_node, retries=0)
         self._reader = create_redis(settings, f"{client_name}:read", per_node, retries=0)
         self._futures: dict[str, list[asyncio.Future[QueueTask]]] = {}
