@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -21,9 +22,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from redis.exceptions import RedisError
 
 from scripts.private_cluster import PrivateCluster
@@ -33,6 +36,8 @@ from shared.errors import TaskTimeoutError
 from shared.queue import QueueService
 from shared.queue.keys import Keys
 from shared.tasks import TaskStatus, TaskType
+
+log = structlog.get_logger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 BALLAST_BYTES = 48 * 1024 * 1024
@@ -106,7 +111,9 @@ class ConsumerFleet:
 @dataclass
 class DrillReport:
     """What one drill found; `failover_seconds` runs from the kill until a task of the victim
-    type completes again, as its waiter sees it (None: none did)."""
+    type completes again, as its waiter sees it (None: none did). Lost: no record; late:
+    completed after its waiter gave up; missed: completed in time but its waiter never
+    heard (a fault); unfinished: still not final."""
 
     wait_replicas: int
     replica_lag_seconds: float = 0.0
@@ -115,9 +122,12 @@ class DrillReport:
     failed: int = 0
     lost: int = 0
     unfinished: int = 0
+    late: int = 0
     missed: int = 0
     refused: int = 0
     failover_seconds: float | None = None
+    # The longest time without a completion of the other two types after the kill.
+    others_stall_seconds: float | None = None
     lost_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -208,7 +218,7 @@ class Drill:
         stop.set()
         await producer
         await healing
-        return await self._collect(queue, target.lag)
+        return await self._collect(queue, target)
 
     async def _fill_replication_link(self, queue: QueueService) -> None:
         """More than the kernel buffers between master and stopped replica can hold (up to
@@ -230,12 +240,17 @@ class Drill:
         task_id = uuid.uuid4().hex
         try:
             await queue.enqueue_task(task_type, 1, PAYLOADS[task_type], task_id=task_id)
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
             self.refused += 1  # the producer knows: not lost, refused (the bot refunds)
+            log.warning("drill_enqueue_refused", error=f"{type(exc).__name__}: {exc}"[:300])
             return
         sent = _Sent(task_id, task_type, time.time())
         sent.waiter = asyncio.create_task(self._wait(queue, sent))
         self.sent.append(sent)
+
+    def _late(self, sent: _Sent, finished_at: datetime | None) -> bool:
+        deadline = sent.acked_at + self.settle
+        return finished_at is None or finished_at.timestamp() > deadline - IN_FLIGHT_SECONDS
 
     async def _wait(self, queue: QueueService, sent: _Sent) -> float:
         """When the task completed as seen by the producer; raises TaskTimeoutError."""
@@ -244,34 +259,50 @@ class Drill:
             raise RuntimeError(f"task {sent.task_id} {task.status}: {task.error}")
         return time.time()
 
-    async def _collect(self, queue: QueueService, lag: float) -> DrillReport:
-        report = DrillReport(self.settings.redis_wait_replicas, lag, acked=len(self.sent))
+    async def _collect(self, queue: QueueService, target: Target) -> DrillReport:
+        report = DrillReport(self.settings.redis_wait_replicas, target.lag, acked=len(self.sent))
         report.refused = self.refused
-        first_after_kill: float | None = None
+        done: dict[TaskType, list[float]] = {t: [] for t in TaskType}
         for sent in self.sent:
             if sent.waiter is None:
                 continue
             try:
-                done_at = await sent.waiter
+                done[sent.task_type].append(await sent.waiter)
             except TaskTimeoutError:
-                task = await queue.get_task(sent.task_id, sent.task_type)
-                if task is None:
-                    report.lost += 1
-                    report.lost_ids.append(sent.task_id)
-                elif task.is_final:
-                    report.missed += 1  # done, but its waiter never heard: a waiter fault
-                else:
-                    report.unfinished += 1
+                await self._classify(queue, sent, report)
                 continue
             except RuntimeError:
                 report.failed += 1
                 continue
             report.completed += 1
-            if sent.task_type is VICTIM and done_at > self.killed_at + IN_FLIGHT_SECONDS:
-                first_after_kill = min(first_after_kill or done_at, done_at)
-        if first_after_kill is not None:
-            report.failover_seconds = round(first_after_kill - self.killed_at, 2)
+        after_kill = [t for t in done[VICTIM] if t > self.killed_at + IN_FLIGHT_SECONDS]
+        if after_kill:
+            report.failover_seconds = round(min(after_kill) - self.killed_at, 2)
+        others = sorted(t for kind, times in done.items() if kind is not VICTIM for t in times)
+        report.others_stall_seconds = _longest_gap(
+            others, self.killed_at, self.killed_at + target.after
+        )
         return report
+
+    async def _classify(self, queue: QueueService, sent: _Sent, report: DrillReport) -> None:
+        """Why a task's waiter gave up: lost (no record), late, missed, or unfinished."""
+        task = await queue.get_task(sent.task_id, sent.task_type)
+        if task is None:
+            report.lost += 1
+            report.lost_ids.append(sent.task_id)
+        elif task.is_final and self._late(sent, task.finished_at):
+            report.late += 1  # done after its waiter gave up
+        elif task.is_final:
+            report.missed += 1  # done in time, but its waiter never heard: a fault
+        else:
+            report.unfinished += 1
+
+
+def _longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch of [start, end] without a completion in sorted `times`."""
+    inside = [t for t in times if start < t < end]
+    edges = [start, *inside, end]
+    return round(max(b - a for a, b in itertools.pairwise(edges)), 2)
 
 
 async def run_drill(

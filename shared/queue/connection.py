@@ -85,8 +85,9 @@ def create_redis(
 
     On one server the pool blocks when full: under a burst, callers wait for a free
     connection (up to the socket timeout) instead of opening hundreds or failing. On a
-    cluster `max_connections` bounds each node's pool. `retries=0` makes every dropped
-    connection visible to the caller (the waiter must know when it missed messages).
+    cluster `max_connections` bounds each node's pool (and redis-py never retries there).
+    `retries=0` makes every dropped connection visible to the caller (the waiter must know
+    when it missed messages).
     """
     if settings.redis_socket_timeout * 1000 <= BLOCK_MS:
         raise ValueError("REDIS_SOCKET_TIMEOUT must be longer than the 2 s blocking read")
@@ -99,6 +100,10 @@ def create_redis(
     }
     if settings.redis_cluster:
         # Without full coverage the client keeps serving the other shards while one fails over.
+        # No retries inside redis-py: it retries a pipeline that could not reach a node by
+        # first closing every connection of the client, which would cut the blocking reads of
+        # the other shards' types; the callers here retry by themselves.
+        options["retry"] = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), 0)
         return RedisCluster.from_url(
             settings.redis_url,
             max_connections=max_connections,

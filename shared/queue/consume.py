@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -180,17 +181,31 @@ class StreamConsumer:
         return self._parse(task_type, [(eid, fields) for eid, fields in claimed if fields])
 
     async def heartbeat(self, task_types: Sequence[TaskType]) -> None:
-        """Say this consumer is alive, for each type it serves (one round trip)."""
-        await self._run_all([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
+        """Say this consumer is alive, for each type it serves (concurrently)."""
+        await self._run_each([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
 
     async def retire(self, task_types: Sequence[TaskType]) -> None:
         """On a clean exit: delete this consumer's name where it owns nothing any more."""
-        await self._run_all(
+        await self._run_each(
             [
                 DeleteConsumer(self._keys.stream(t), self._keys.alive(t), GROUP, self.name, 0)
                 for t in task_types
             ]
         )
+
+    async def _run_each(self, steps: Sequence[Step]) -> None:
+        """Each step on its own, concurrently; the first error is raised once all are done.
+
+        Not one pipeline: on a cluster the types live on different shards, and redis-py
+        answers a pipeline that could not reach one node by closing every connection of the
+        client, which would cut the other types' reads during a failover.
+        """
+        results = await asyncio.gather(
+            *(self._scripts.run(step) for step in steps), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def start(self, deliveries: Sequence[Delivery], started_at: float) -> list[int]:
         """Mark tasks processing and count the attempt; -1 marks one that already finished.

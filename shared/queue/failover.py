@@ -65,6 +65,12 @@ async def through_failover(
             raise
         except _TRANSIENT as exc:
             if time.monotonic() + delay > deadline:
+                log.error(
+                    "redis_failover_gave_up",
+                    operation=operation,
+                    budget=budget,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
                 if isinstance(exc, RedisError | OSError):
                     raise
                 raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc

@@ -146,7 +146,7 @@ class QueueService:
             self._waiter.expect(task.task_id, task.type)
         step = self._enqueue_step(task, raw)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        added = await through_failover(lambda: batcher.run(step), "enqueue")
+        added = await through_failover(lambda: batcher.run(step, task.type), "enqueue")
         if not added and self._waiter is not None:
             self._waiter.unexpect(task.task_id)  # it existed already: it may be long done
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
