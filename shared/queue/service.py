@@ -14,8 +14,9 @@ from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import create_redis
 from shared.queue.consume import StreamConsumer, ensure_group
+from shared.queue.fairness import sweep
 from shared.queue.inspect import QueueDepth, queue_depth
-from shared.queue.keys import Keys
+from shared.queue.keys import Keys, Priority
 from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Enqueue
@@ -27,6 +28,13 @@ log = structlog.get_logger(__name__)
 
 def _task_id(entry: Delivery | Malformed) -> str | None:
     return entry.task.task_id if isinstance(entry, Delivery) else entry.task_id
+
+
+def _priority(value: Priority | str) -> Priority:
+    try:
+        return Priority(value)
+    except ValueError:
+        raise InvalidPayloadError(f"priority must be normal or high, not {value!r}") from None
 
 
 class QueueService:
@@ -99,14 +107,15 @@ class QueueService:
             raise InvalidPayloadError(f"task is {len(raw)} bytes, limit {limit}", task_id)
         return task, raw
 
-    def _enqueue_step(self, task: QueueTask, raw: bytes) -> Enqueue:
+    def _enqueue_step(self, task: QueueTask, raw: bytes, priority: Priority) -> Enqueue:
         return Enqueue(
-            stream=self.keys.stream(task.type),
+            stream=self.keys.stream(task.type, priority),
             record=self.keys.record(task.type, task.task_id),
             entry=raw,
             task_ttl=self.settings.redis_task_ttl,
             user_id=task.user_id,
             charge_id=task.charge_id,
+            high=priority is Priority.HIGH,
         )
 
     async def enqueue_task(
@@ -117,34 +126,43 @@ class QueueService:
         *,
         task_id: str | None = None,
         charge_id: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
     ) -> str:
         """Validate, then write the record and XADD the entry in one atomic step.
 
-        Idempotent by `task_id`: enqueuing the same id again adds nothing.
+        Idempotent by `task_id`: enqueuing the same id again adds nothing. A `priority="high"`
+        task waits in the type's high-priority stream, read before the normal one except for
+        the normal stream's guaranteed share (PRIORITY_NORMAL_SHARE).
         """
+        chosen = _priority(priority)
         task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
         if self._batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
         if self._waiter is not None:
             self._waiter.expect(task.task_id)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        added = await self._batcher.run(self._enqueue_step(task, raw))
+        added = await self._batcher.run(self._enqueue_step(task, raw, chosen))
         if not added and self._waiter is not None:
             self._waiter.unexpect(task.task_id)  # it existed already: it may be long done
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
         return task.task_id
 
     async def enqueue_many(
-        self, task_type: TaskType | str, items: Sequence[tuple[int, dict[str, Any]]]
+        self,
+        task_type: TaskType | str,
+        items: Sequence[tuple[int, dict[str, Any]]],
+        *,
+        priority: Priority | str = Priority.NORMAL,
     ) -> list[str]:
         """Enqueue many tasks of one type in one round trip (each still atomic on its own)."""
+        chosen = _priority(priority)
         kind = parse_task_type(task_type)
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
         pipe = self.redis.pipeline(transaction=False)
         for task, raw in tasks:
             if self._waiter is not None:
                 self._waiter.expect(task.task_id)
-            self.scripts.queue(pipe, self._enqueue_step(task, raw))
+            self.scripts.queue(pipe, self._enqueue_step(task, raw, chosen))
         for (task, _), added in zip(tasks, await self.scripts.execute(pipe), strict=True):
             if not added and self._waiter is not None:
                 self._waiter.unexpect(task.task_id)
@@ -163,14 +181,18 @@ class QueueService:
             if not fields:
                 continue
             if b"task" not in fields and b"entry" in fields:
-                entry: Any = await self.redis.xrange(
-                    self.keys.stream(candidate), fields[b"entry"], fields[b"entry"]
-                )
-                if not entry:  # it finished meanwhile: the record has the task now
-                    return await self.get_task(task_id, candidate)
+                priority = Priority((fields.get(b"priority") or b"normal").decode())
+                stream = self.keys.stream(candidate, priority)
+                entry: Any = await self.redis.xrange(stream, fields[b"entry"], fields[b"entry"])
+                if not entry:  # it finished or was parked meanwhile: the record has the task
+                    return await self._record_task(task_id, candidate)
                 fields[b"task"] = entry[0][1].get(b"task", b"")
             return task_from_record(fields)
         return None
+
+    async def _record_task(self, task_id: str, task_type: TaskType) -> QueueTask | None:
+        fields: Any = await self.redis.hgetall(self.keys.record(task_type, task_id))
+        return task_from_record(fields)
 
     async def get_queue_depth(
         self, task_type: TaskType, with_consumers: bool = False
@@ -186,18 +208,35 @@ class QueueService:
         return len(await self.drain(task_type, reason))
 
     async def drain(self, task_type: TaskType, reason: str) -> list[str]:
-        """Fail every entry (waiting and in flight) through the one fail step.
+        """Fail every entry (waiting, parked and in flight) through the one fail step.
 
         Returns the ids of the tasks it failed. Only Redis changes: each failure is announced,
         and the bot refunds what the task cost when it applies the announcement.
         """
         consumer = StreamConsumer(self.redis, self.scripts, self.settings, "operator")
         failed: list[str] = []
-        stream = self.keys.stream(task_type)
+        # Parked tasks go back onto their streams first (cap 0: all of them), then fail there.
+        while await sweep(self.redis, self.scripts, self.keys, task_type, 0) or any(
+            [await self.redis.xlen(s) for s in self.keys.streams(task_type).values()]
+        ):
+            for priority, stream in self.keys.streams(task_type).items():
+                failed += await self._fail_all(consumer, task_type, priority, stream, reason)
+        log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
+        return failed
+
+    async def _fail_all(
+        self,
+        consumer: StreamConsumer,
+        task_type: TaskType,
+        priority: Priority,
+        stream: str,
+        reason: str,
+    ) -> list[str]:
+        failed: list[str] = []
+        limit = self.settings.max_payload_bytes
         while entries := await self._range(stream):
             parsed = [
-                parse_entry(task_type, eid, fields, self.settings.max_payload_bytes)
-                for eid, fields in entries
+                parse_entry(task_type, eid, fields, limit, priority) for eid, fields in entries
             ]
             wrote = await consumer.fail(parsed, reason)
             failed += [
@@ -205,7 +244,6 @@ class QueueService:
                 for p, w in zip(parsed, wrote, strict=True)
                 if w and (task_id := _task_id(p)) is not None
             ]
-        log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
         return failed
 
     async def _range(self, stream: str) -> Any:
