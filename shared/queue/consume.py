@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.config import Settings
-from shared.queue.fairness import user_cap, user_slot
+from shared.queue.fairness import sweep, user_cap, user_slot
 from shared.queue.keys import GROUP, Keys, Priority
 from shared.queue.records import (
     Delivery,
@@ -195,14 +195,14 @@ class StreamConsumer:
             # new entries without taking them, then read through the read step.
             await self.wait_for_new(batch.last_ids, block_ms)
             return (await self.take(task_type, count, normal_first)).entries
-        return await self._read_blocking(task_type, count, block_ms)
+        return await self.read_blocking(task_type, count, block_ms)
 
     async def wait_for_new(self, last_ids: dict[str, Any], block_ms: int) -> None:
         """Block until either stream has an entry past its last delivered id; takes nothing."""
         streams: Any = last_ids
         await self.redis.xread(streams, count=1, block=block_ms)
 
-    async def _read_blocking(self, task_type: TaskType, count: int, block_ms: int) -> list[Entry]:
+    async def read_blocking(self, task_type: TaskType, count: int, block_ms: int) -> list[Entry]:
         streams = self._keys.streams(task_type)
         try:
             reply: Any = await self.redis.xreadgroup(
@@ -442,6 +442,13 @@ class StreamConsumer:
             await self._recover_group(task_type, exc)
             return list(entry_ids)
         return [i.decode() for i in lost]
+
+    async def sweep(self, task_type: TaskType, cap: int) -> int:
+        """Repair the fairness state of the type's busiest users (see fairness.sweep)."""
+        moved = await sweep(self.redis, self._scripts, self._keys, task_type, cap)
+        if moved:
+            log.info("parked_tasks_released", task_type=task_type, count=moved)
+        return moved
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> int:
         """Give unfinished entries back to the group at once (shutdown); returns how many.

@@ -112,8 +112,8 @@ class ProviderLeases:
             [_text(g) for g in granted], int(wait_ms) / 1000, int(paused_ms) / 1000, bool(at_cap)
         )
 
-    async def release(self, used: Sequence[str], unused: Sequence[str]) -> int:
-        """Free leases; those never used give their token back. Returns how many it freed."""
+    async def release(self, used: Sequence[str], unused: Sequence[str]) -> None:
+        """Free leases; those never used give their token back."""
         p = self.limit.provider
         step = Release(
             leases=self._keys.leases(p),
@@ -124,7 +124,7 @@ class ProviderLeases:
             used=used,
             unused=unused,
         )
-        return int(await self._scripts.run(step))
+        await self._scripts.run(step)
 
     async def renew(self, lease_ids: Sequence[str]) -> list[str]:
         """Extend running calls' leases; returns those that had expired (added back)."""

@@ -77,7 +77,8 @@ return {granted, wait, 0, at_cap}
 # KEYS: leases, bucket, freed. ARGV: tokens per ms (0 = no rate), burst, how many of the ids
 # were used, then the lease ids. The first `used` ids called the provider; the others never
 # did and give their token back. Each freed lease wakes one consumer waiting at the cap.
-# Returns how many leases this call freed.
+# Answers with the number of ids, all free now, so a repeat answers the same (and, finding
+# them gone, neither refunds nor wakes anyone again).
 RELEASE = (
     _NOW
     + _BUCKET
@@ -99,7 +100,7 @@ if freed > 0 then
   redis.call('LTRIM', KEYS[3], -64, -1)
   redis.call('PEXPIRE', KEYS[3], 10000)
 end
-return freed
+return #ARGV - 3
 """
 )
 

@@ -1,0 +1,113 @@
+"""Where a task type's next entries come from: adopted, claimed from the dead, or read.
+
+Never more entries than the caller can start: as many as it has free slots, and for a gated
+provider only as many as it got leases for (taken first; the unused ones go straight back).
+While it waits (no lease, no token, a paused provider, or nothing to read) it holds no entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import structlog
+
+from consumers.gates import ProviderGate
+from shared.queue import Delivery, Malformed, Priority, StreamConsumer
+from shared.queue.connection import BLOCK_MS
+from shared.tasks import TaskType
+
+log = structlog.get_logger(__name__)
+
+Ref = tuple[Priority, str]
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeOptions:
+    claim_idle_ms: int
+    claim_interval: float
+    normal_share: float
+    fair: bool  # the type has a user cap: every read goes through the parking read step
+    burst: bool
+
+
+@dataclass(slots=True)
+class Taken:
+    """Entries to start, and for a gated type the lease each delivery runs under."""
+
+    entries: list[Delivery | Malformed]
+    leases: dict[Ref, str] = field(default_factory=dict)
+
+
+class Intake:
+    """The reading side of one task type in one consumer."""
+
+    def __init__(
+        self,
+        consumer: StreamConsumer,
+        task_type: TaskType,
+        options: IntakeOptions,
+        gate: ProviderGate | None,
+    ) -> None:
+        self.consumer = consumer
+        self.task_type = task_type
+        self.gate = gate
+        self._opts = options
+        # Entries left under our own name by an earlier process are taken back first.
+        self._adopting = True
+        self._last_claim = 0.0
+        self._credit = 0.0
+        self._block_ms = 100 if options.burst else min(BLOCK_MS, 1000)
+
+    async def take(self, free: int, running: Collection[Ref], stopping: asyncio.Event) -> Taken:
+        """At most `free` entries to start now; may wait up to about a second for them."""
+        if self.gate is None:
+            entries, last = await self._fetch(free, running)
+            if entries or last is None:
+                return Taken(entries)
+            if self._opts.fair:
+                await self.consumer.wait_for_new(last, self._block_ms)
+                return Taken([])
+            return Taken(await self.consumer.read_blocking(self.task_type, free, self._block_ms))
+        leases = await self.gate.acquire(free, stopping)
+        if not leases:
+            return Taken([])
+        entries, last = await self._fetch(len(leases), running)
+        refs = [e.ref for e in entries if isinstance(e, Delivery)]
+        for lease in leases[len(refs) :]:
+            self.gate.release(lease, used=False)
+        if not entries and last is not None:
+            await self.consumer.wait_for_new(last, self._block_ms)
+        return Taken(entries, dict(zip(refs, leases, strict=False)))
+
+    def _normal_first(self, count: int) -> int:
+        """Slots of this read where the normal stream goes first: its guaranteed share, used
+        when it has entries and lost otherwise (it never builds up to starve high)."""
+        self._credit += count * self._opts.normal_share
+        first = int(self._credit)
+        self._credit -= first
+        return first
+
+    async def _fetch(
+        self, count: int, running: Collection[Ref]
+    ) -> tuple[list[Delivery | Malformed], dict[str, object] | None]:
+        """Idle entries of dead consumers first, then new ones; never more than `count`."""
+        if self._adopting:
+            entries = await self.consumer.adopt(self.task_type, count)
+            self._adopting = len(entries) >= count
+            if entries:
+                log.warning("orphans_adopted", task_type=self.task_type, count=len(entries))
+                return entries, None
+        now = time.monotonic()
+        if now - self._last_claim >= self._opts.claim_interval:
+            self._last_claim = now
+            claimed = await self.consumer.claim(self.task_type, count, self._opts.claim_idle_ms)
+            # Our own entries come back when our event loop stalled past the idle time: they
+            # are already running here, so they must not start twice.
+            entries = [e for e in claimed if e.ref not in running]
+            if entries:
+                return entries, None
+        batch = await self.consumer.take(self.task_type, count, self._normal_first(count))
+        return batch.entries, batch.last_ids
