@@ -159,7 +159,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
-        watcher = asyncio.create_task(watch_streams(metrics, queue, types))
+        providers: dict[str, list[TaskType]] = {}
+        for task_type, gate in gates.items():
+            providers.setdefault(gate.provider, []).append(task_type)
+        watcher = asyncio.create_task(watch_streams(metrics, queue, types, providers=providers))
         await runner.run()
         watcher.cancel()
     finally:
