@@ -87,11 +87,18 @@ class ProviderGate:
         self._wakeup.set()
 
     async def renew(self) -> None:
-        """Extend the leases of running calls (with the heartbeat)."""
+        """Extend the leases of running calls (with the heartbeat).
+
+        A lease found expired (this process stalled past the ttl) is added back while its
+        call still runs, so the count stays true; one released meanwhile is left alone.
+        """
         if self._leases is None or not self._held:
             return
-        for lease_id in await self._leases.renew(sorted(self._held)):
-            log.warning("lease_lost", provider=self.provider, lease=lease_id, action="re-added")
+        missing = await self._leases.renew(sorted(self._held))
+        lost = [lease_id for lease_id in missing if lease_id in self._held]
+        if lost:
+            await self._leases.renew(lost, restore=True)
+            log.warning("leases_lost", provider=self.provider, count=len(lost), action="re-added")
 
     def throttled(self, seconds: float) -> None:
         """The providers' hook on a 429 or 503 with Retry-After: pause every consumer."""

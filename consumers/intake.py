@@ -59,6 +59,9 @@ class Intake:
         self._adopting = True
         self._last_claim = 0.0
         self._credit = 0.0
+        # Leases asked for per read: doubled while reads fill them, back to what a read found
+        # otherwise, so an idle consumer does not take (and give back) a lease per free slot.
+        self._ask = 1
         self._block_ms = 100 if options.burst else min(BLOCK_MS, 1000)
 
     async def take(self, free: int, running: Collection[Ref], stopping: asyncio.Event) -> Taken:
@@ -71,10 +74,12 @@ class Intake:
                 await self.consumer.wait_for_new(last, self._block_ms)
                 return Taken([])
             return Taken(await self.consumer.read_blocking(self.task_type, free, self._block_ms))
-        leases = await self.gate.acquire(free, stopping)
+        leases = await self.gate.acquire(min(free, self._ask), stopping)
         if not leases:
             return Taken([])
         entries, last = await self._fetch(len(leases), running)
+        filled = len(entries) >= len(leases)
+        self._ask = min(free, 2 * len(leases)) if filled else max(1, len(entries))
         refs = [e.ref for e in entries if isinstance(e, Delivery)]
         for lease in leases[len(refs) :]:
             self.gate.release(lease, used=False)

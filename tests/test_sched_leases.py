@@ -84,13 +84,18 @@ async def test_a_holder_that_stops_renewing_loses_its_leases_in_the_ttl(
     assert await alive.renew([kept]) == []
 
 
-async def test_an_expired_lease_is_renewed_back_and_reported(queue: QueueService) -> None:
+async def test_an_expired_lease_is_reported_and_only_added_back_on_request(
+    queue: QueueService,
+) -> None:
     stalled = leases_of(queue, holder="stalled", ttl_ms=100)
-    [lease] = (await stalled.admit(1)).granted
+    [lease, released] = (await stalled.admit(2)).granted
+    await stalled.release([released], [])
     await asyncio.sleep(0.2)
-    assert await stalled.renew([lease]) == [lease]  # its call still runs: counted again
-    state = await provider_state(queue.redis, queue.keys, CAPPED)
-    assert state.leases == 1
+    # Both are missing; a released lease must never come back, so renewing adds nothing.
+    assert sorted(await stalled.renew([lease, released])) == sorted([lease, released])
+    assert (await provider_state(queue.redis, queue.keys, CAPPED)).leases == 0
+    assert await stalled.renew([lease], restore=True) == [lease]  # its call still runs
+    assert (await provider_state(queue.redis, queue.keys, CAPPED)).leases == 1
 
 
 async def test_the_bucket_limits_starts_and_unused_leases_give_tokens_back(

@@ -54,12 +54,13 @@ class RenewLeases(Step):
     leases: str
     ttl_ms: int
     lease_ids: Sequence[str]
+    restore: bool = False  # add back the ids found missing (their calls still run)
 
     def keys(self) -> list[str]:
         return [self.leases]
 
     def args(self) -> list[Arg]:
-        return [self.ttl_ms, *self.lease_ids]
+        return [self.ttl_ms, "1" if self.restore else "0", *self.lease_ids]
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,11 +126,13 @@ class ProviderLeases:
         )
         await self._scripts.run(step)
 
-    async def renew(self, lease_ids: Sequence[str]) -> list[str]:
-        """Extend running calls' leases; returns those that had expired (added back)."""
+    async def renew(self, lease_ids: Sequence[str], *, restore: bool = False) -> list[str]:
+        """Extend running calls' leases; returns those no longer held (expired), which
+        `restore` adds back."""
         if not lease_ids:
             return []
-        step = RenewLeases(self._keys.leases(self.limit.provider), self.ttl_ms, lease_ids)
+        leases = self._keys.leases(self.limit.provider)
+        step = RenewLeases(leases, self.ttl_ms, lease_ids, restore)
         return [_text(lost) for lost in await self._scripts.run(step)]
 
     async def pause(self, seconds: float) -> float:

@@ -104,18 +104,24 @@ return #ARGV - 3
 """
 )
 
-# KEYS: leases. ARGV: ttl ms, then lease ids. Extends each lease. One that had expired (its
-# holder stalled longer than the ttl) is added back, since its call still runs, and returned
-# so the holder can log it; a repeat differs only in that log.
+# KEYS: leases. ARGV: ttl ms, '1' to add back missing ids else '0', then lease ids.
+# Extends each lease that is still held and returns the ids that were not (expired: their
+# holder stalled longer than the ttl). Adding back is a separate, explicit call: the holder
+# may have released an id while this call was on its way, and a released lease must not
+# come back. Repeats converge (an id extended twice is extended; added back twice is held).
 RENEW_LEASES = (
     _NOW
     + """
-local ttl = tonumber(ARGV[1])
+local ttl, restore = tonumber(ARGV[1]), ARGV[2] == '1'
 local lost = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if not score or tonumber(score) < now then lost[#lost + 1] = ARGV[i] end
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  if score and tonumber(score) >= now then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  else
+    lost[#lost + 1] = ARGV[i]
+    if restore then redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+  end
 end
 return lost
 """
