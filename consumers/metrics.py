@@ -81,12 +81,6 @@ class Metrics:
             ["provider"],
             registry=registry,
         )
-        self.parked = Gauge(
-            "stream_parked",
-            "Tasks parked while their users are at USER_MAX_IN_FLIGHT",
-            label,
-            registry=registry,
-        )
         self._scheduling(registry)
 
     def _scheduling(self, registry: CollectorRegistry) -> None:
@@ -115,6 +109,12 @@ class Metrics:
             "provider_waiting_on_cap",
             "Tasks waiting while the provider admits no new call (cap, rate or pause)",
             provider,
+            registry=registry,
+        )
+        self.parked = Gauge(
+            "stream_parked",
+            "Tasks parked while their users are at USER_MAX_IN_FLIGHT",
+            ["task_type"],
             registry=registry,
         )
         user = ["task_type", "user_id"]

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -18,21 +18,18 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.config import Settings
-from shared.queue.fairness import sweep, user_cap, user_slot
+from shared.queue.fairness import sweep, user_cap
 from shared.queue.keys import GROUP, Keys, Priority
+from shared.queue.outcomes import Entry, Outcome, outcome_step
 from shared.queue.records import (
     Delivery,
     Malformed,
-    completion_message,
-    dead_fields,
     parse_entry,
 )
 from shared.queue.scripts import Scripts
 from shared.queue.steps import (
     Claim,
     DeleteConsumer,
-    Fail,
-    Finish,
     Heartbeat,
     Read,
     Renew,
@@ -40,21 +37,16 @@ from shared.queue.steps import (
     Start,
     Step,
 )
-from shared.tasks import TaskStatus, TaskType, dumps
+from shared.tasks import TaskStatus, TaskType
 
 log = structlog.get_logger(__name__)
 
-# Completion messages above this size carry only the task id; the waiter reads the record.
-MESSAGE_LIMIT = 16 * 1024
-DEAD_LETTER_MAXLEN = 100_000
 # The per-minute completion chart keeps two hours.
 COMPLETIONS_TTL = 7200
 # A read repeated after a lost reply finds its first answer this long.
 READ_MEMO_MS = 60_000
 # Entries one read may look at beyond its count, parking those of users at their cap.
 READ_EXAMINE = 200
-
-Entry = Delivery | Malformed
 
 
 @dataclass(slots=True)
@@ -65,27 +57,6 @@ class ReadBatch:
     last_ids: dict[str, Any] | None = None
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How one entry ended: completed (a result), or failed for good (dead-lettered).
-
-    An entry whose task finished elsewhere ends as COMPLETED without a result: the finish
-    step then only acks and deletes it.
-    """
-
-    entry: Entry
-    status: TaskStatus
-    attempts: int = 0
-    started_at: float | None = None
-    result_json: bytes | None = None
-    error: str | None = None
-    finished_at: float = field(default_factory=time.time)
-
-    @property
-    def task_id(self) -> str | None:
-        return self.entry.task.task_id if isinstance(self.entry, Delivery) else self.entry.task_id
-
-
 async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
     """Create the type's two streams and their group if missing (idempotent)."""
     for stream in keys.streams(task_type).values():
@@ -94,13 +65,6 @@ async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-
-def stub_task(bad: Malformed, failed_at: float) -> bytes:
-    """What a failed record keeps of a task whose entry was unusable: its id and type; its
-    user and charge stay in the record's own fields."""
-    stub: dict[str, Any] = {"task_id": bad.task_id, "type": bad.task_type, "user_id": 0}
-    return dumps(stub | {"data": {}, "created_at": failed_at, "charge_id": None})
 
 
 def _lost_group(exc: ResponseError) -> bool:
@@ -339,7 +303,7 @@ class StreamConsumer:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for outcome in outcomes:
-            self._scripts.queue(pipe, self._step(outcome))
+            self._scripts.queue(pipe, outcome_step(self._keys, self._settings, self.name, outcome))
         minute = int(time.time() // 60)
         for task_type, count in Counter(o.entry.task_type for o in outcomes).items():
             chart = self._keys.completions(task_type)
@@ -364,70 +328,6 @@ class StreamConsumer:
         for step in steps:
             self._scripts.queue(pipe, step)
         return [bool(n) for n in await self._scripts.execute(pipe)]
-
-    def _message(self, o: Outcome) -> bytes:
-        if not isinstance(o.entry, Delivery):
-            return dumps({"task_id": o.task_id, "status": o.status, "error": o.error})
-        state = {
-            "status": o.status,
-            "attempts": o.attempts,
-            "consumer": self.name,
-            "started_at": o.started_at,
-            "finished_at": o.finished_at,
-            "error": o.error,
-        }
-        return completion_message(o.entry, state, o.result_json, MESSAGE_LIMIT)
-
-    def _step(self, o: Outcome) -> Step:
-        keys, entry, task_type = self._keys, o.entry, o.entry.task_type
-        # Attempt numbers are unique per start of an entry: entry id and attempt name one run.
-        token = f"{entry.entry_id}:{o.attempts}"
-        record = keys.record(task_type, o.task_id or "")
-        channel = keys.channel(task_type) if o.task_id else ""
-        stream = keys.stream(task_type, entry.priority)
-        user = user_slot(keys, self._settings, entry) if isinstance(entry, Delivery) else None
-        if o.status is TaskStatus.FAILED:
-            if isinstance(entry, Delivery):
-                raw, kept = entry.raw, [(b"task", entry.raw)]
-            else:
-                raw, kept = stub_task(entry, o.finished_at), dead_fields(entry.fields)
-            return Fail(
-                stream=stream,
-                dead=keys.dead(task_type),
-                record=record,
-                group=GROUP,
-                entry_id=entry.entry_id,
-                reason=o.error or "failed",
-                failed_at=o.finished_at,
-                result_ttl=self._settings.redis_result_ttl,
-                channel=channel,
-                message=self._message(o),
-                consumer=self.name,
-                dead_maxlen=DEAD_LETTER_MAXLEN,
-                token=token,
-                entry=raw,
-                create=isinstance(entry, Delivery),
-                dead_fields=kept,
-                user=user,
-            )
-        if not isinstance(entry, Delivery):
-            raise TypeError("only a parsed entry can complete")
-        return Finish(
-            stream=stream,
-            record=record,
-            group=GROUP,
-            entry_id=entry.entry_id,
-            status=o.status,
-            finished_at=o.finished_at,
-            result=o.result_json or b"",
-            error=o.error or "",
-            result_ttl=self._settings.redis_result_ttl,
-            channel=channel,
-            message=self._message(o),
-            entry=entry.raw,
-            token=token,
-            user=user,
-        )
 
     async def renew(
         self, task_type: TaskType, entry_ids: Sequence[str], priority: Priority = Priority.NORMAL
