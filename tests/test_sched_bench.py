@@ -21,6 +21,7 @@ def test_scheduling_benchmark_runs_every_configuration_for_real() -> None:
     assert set(results) == {"baseline", "leases", "fairness", "both"}
     for row in results.values():
         assert row["throughput_tps"] > 0 and row["redis_commands_per_task"] > 0
+        assert row["consumer_cpu_us_per_task"] > 0
         assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
     assert results["baseline"]["overhead_us_per_task"] == 0
     # Each configuration was in effect: leases were held, users were counted, and only there.

@@ -79,6 +79,14 @@ async def test_a_bad_priority_is_refused_at_enqueue(queue: QueueService) -> None
     assert (await queue.get_queue_depth(PROMPT)).waiting_high == len(ids)
 
 
+async def test_clear_queue_fails_both_streams(queue: QueueService) -> None:
+    ids = await enqueue(queue, "n", 2) + await enqueue(queue, "h", 2, "high")
+    await take(queue.consumer("c1"), 1)  # one in flight
+    assert sorted(await queue.drain(PROMPT, "cleared")) == sorted(ids)
+    depth = await queue.get_queue_depth(PROMPT)
+    assert (depth.waiting, depth.in_flight, depth.stream_length, depth.dead) == (0, 0, 0, 4)
+
+
 async def test_high_entries_fail_into_the_dead_letters_from_their_own_stream(
     queue: QueueService, redis_client: aioredis.Redis
 ) -> None:
