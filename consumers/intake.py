@@ -67,17 +67,24 @@ class Intake:
     async def take(self, free: int, running: Collection[Ref], stopping: asyncio.Event) -> Taken:
         """At most `free` entries to start now; may wait up to about a second for them."""
         if self.gate is None:
-            entries, last = await self._fetch(free, running)
-            if entries or last is None:
+            entries, last = await self._fetch(free, running, waits=self._opts.fair)
+            if entries:
                 return Taken(entries)
-            if self._opts.fair:
+            if last is not None:
                 await self.consumer.wait_for_new(last, self._block_ms)
+                return Taken([])
+            if self._opts.fair:  # the group was made again: the next round reads
                 return Taken([])
             return Taken(await self.consumer.read_blocking(self.task_type, free, self._block_ms))
         leases = await self.gate.acquire(min(free, self._ask), stopping)
         if not leases:
             return Taken([])
-        entries, last = await self._fetch(len(leases), running)
+        try:
+            entries, last = await self._fetch(len(leases), running)
+        except BaseException:
+            for lease in leases:  # held leases are renewed: one never returned would leak
+                self.gate.release(lease, used=False)
+            raise
         filled = len(entries) >= len(leases)
         self._ask = min(free, 2 * len(leases)) if filled else max(1, len(entries))
         refs = [e.ref for e in entries if isinstance(e, Delivery)]
@@ -96,7 +103,7 @@ class Intake:
         return first
 
     async def _fetch(
-        self, count: int, running: Collection[Ref]
+        self, count: int, running: Collection[Ref], *, waits: bool = True
     ) -> tuple[list[Delivery | Malformed], dict[str, object] | None]:
         """Idle entries of dead consumers first, then new ones; never more than `count`."""
         if self._adopting:
@@ -114,5 +121,6 @@ class Intake:
             entries = [e for e in claimed if e.ref not in running]
             if entries:
                 return entries, None
-        batch = await self.consumer.take(self.task_type, count, self._normal_first(count))
+        first = self._normal_first(count)
+        batch = await self.consumer.take(self.task_type, count, first, waits=waits)
         return batch.entries, batch.last_ids

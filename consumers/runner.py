@@ -191,6 +191,24 @@ class ConsumerRunner:
         entries: list[Delivery | Malformed],
         leases: Mapping[Ref, str],
     ) -> None:
+        """Fail the malformed entries and start the others, each under its lease; if that
+        fails, the leases go back (the entries stay pending and are claimed later)."""
+        state = self._states[task_type]
+        try:
+            started, attempts = await self._start(task_type, entries)
+        except BaseException:
+            self._return_leases(state, leases.values())
+            raise
+        deliveries = [e for e in entries if isinstance(e, Delivery)]
+        for delivery, attempt in zip(deliveries, attempts, strict=True):
+            running = _Running(delivery, leases.get(delivery.ref))
+            running.task = asyncio.create_task(self._run_one(running, attempt, started))
+            state.running[delivery.ref] = running
+        self._metrics.set_in_flight(task_type, len(state.running))
+
+    async def _start(
+        self, task_type: TaskType, entries: list[Delivery | Malformed]
+    ) -> tuple[float, list[int]]:
         deliveries = [e for e in entries if isinstance(e, Delivery)]
         malformed = [e for e in entries if isinstance(e, Malformed)]
         for bad in malformed:
@@ -205,20 +223,10 @@ class ConsumerRunner:
             # Its task (when the entry still names one) fails at once, with the reason.
             await self.consumer.fail([bad], bad.reason)
             self._metrics.dead_lettered(task_type)
-        if not deliveries:
-            return
         started = time.time()
-        state = self._states[task_type]
-        try:
-            attempts = await self.consumer.start(deliveries, started)
-        except BaseException:
-            self._return_leases(state, leases.values())
-            raise
-        for delivery, attempt in zip(deliveries, attempts, strict=True):
-            running = _Running(delivery, leases.get(delivery.ref))
-            running.task = asyncio.create_task(self._run_one(running, attempt, started))
-            state.running[delivery.ref] = running
-        self._metrics.set_in_flight(task_type, len(state.running))
+        if not deliveries:
+            return started, []
+        return started, await self.consumer.start(deliveries, started)
 
     def _return_leases(
         self, state: _TypeState, leases: Iterable[str | None], used: bool = False

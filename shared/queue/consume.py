@@ -55,6 +55,7 @@ class ReadBatch:
 
     entries: list[Entry]
     last_ids: dict[str, Any] | None = None
+    recovered: bool = False  # the group was missing and is made again: nothing to wait for
 
 
 async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
@@ -106,9 +107,12 @@ class StreamConsumer:
         log.error("consumer_group_missing", task_type=task_type, action="recreated")
         await ensure_group(self.redis, self._keys, task_type)
 
-    async def take(self, task_type: TaskType, count: int, normal_first: int = 0) -> ReadBatch:
+    async def take(
+        self, task_type: TaskType, count: int, normal_first: int = 0, *, waits: bool = True
+    ) -> ReadBatch:
         """Read at most `count` new entries without blocking, high priority first except for
         the first `normal_first` slots; entries of users at their cap are parked meanwhile.
+        With `waits`, an empty batch carries the last delivered ids to `wait_for_new` on.
 
         Safe to repeat: a repeat after a lost reply answers with the same entries.
         """
@@ -131,12 +135,13 @@ class StreamConsumer:
             records=self._keys.record_prefix(task_type),
             users=self._keys.user_prefix(task_type),
             examine=READ_EXAMINE + count,
+            want_last_ids=waits,
         )
         try:
             reply = await self._scripts.run(step)
         except ResponseError as exc:
             await self._recover_group(task_type, exc)
-            return ReadBatch([])
+            return ReadBatch([], recovered=True)
         entries: list[Entry] = []
         for flag, eid, flat in reply[0]:
             priority = Priority.HIGH if flag == b"h" else Priority.NORMAL
@@ -151,10 +156,13 @@ class StreamConsumer:
         self, task_type: TaskType, count: int, block_ms: int, normal_first: int = 0
     ) -> list[Entry]:
         """At most `count` new entries (the caller's free slots), waiting up to `block_ms`."""
-        batch = await self.take(task_type, count, normal_first)
-        if batch.entries or not block_ms or batch.last_ids is None:
+        if count <= 0:
+            return []
+        fair = bool(user_cap(self._settings, task_type))
+        batch = await self.take(task_type, count, normal_first, waits=fair)
+        if batch.entries or not block_ms or batch.recovered:
             return batch.entries
-        if user_cap(self._settings, task_type):
+        if batch.last_ids is not None:
             # A blocking XREADGROUP would skip the parking of users at their cap: wait for
             # new entries without taking them, then read through the read step.
             await self.wait_for_new(batch.last_ids, block_ms)

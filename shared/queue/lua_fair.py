@@ -81,14 +81,15 @@ end
 
 # KEYS: normal stream, high stream, read memo, users running, users parked.
 # ARGV: group, consumer, count, slots where normal goes first, token, memo ttl ms, user cap
-# (0 = no fairness), records prefix, users prefix, how many entries one call may look at.
+# (0 = no fairness), records prefix, users prefix, how many entries one call may look at,
+# '1' if the caller will wait without reading (then it needs the last delivered ids).
 # Reads up to `count` new entries with XREADGROUP: the first `normal first` slots from the
 # normal stream, then high, then normal again, so high goes first while normal keeps its
 # share. With a cap, an entry whose user is at it (or has older tasks parked) is acked,
 # deleted and parked in the user's list, and the read goes on to the next entry, so one user's
-# backlog never holds the others up. Returns {{flag, id, fields}...} and, when nothing came,
-# each stream's last delivered id (to wait on without reading). The ids it returned are kept
-# under the token, so a repeat after a lost reply answers with the same entries.
+# backlog never holds the others up. Returns {{flag, id, fields}...} and, when nothing came
+# and the caller asked, each stream's last delivered id (to wait on without reading). The ids
+# it returned are kept under the token, so a repeat after a lost reply answers the same.
 READ = """
 local t = {normal = KEYS[1], high = KEYS[2], load = KEYS[4], waiting = KEYS[5],
   records = ARGV[8]}
@@ -164,6 +165,7 @@ if #out > 0 then
   redis.call('SET', KEYS[3], token .. ' ' .. table.concat(ids, ' '), 'PX', ARGV[6])
   return {out}
 end
+if ARGV[11] ~= '1' then return {out} end
 return {out, last_delivered(t.normal), last_delivered(t.high)}
 """
 

@@ -301,6 +301,7 @@ class Read(Step):
     records: str
     users: str
     examine: int
+    want_last_ids: bool
 
     def keys(self) -> list[str]:
         return [self.normal, self.high, self.memo, self.users_running, self.users_parked]
@@ -317,6 +318,7 @@ class Read(Step):
             self.records,
             self.users,
             self.examine,
+            "1" if self.want_last_ids else "0",
         ]
 
 
