@@ -17,6 +17,7 @@ import structlog
 from consumers.gates import ProviderGate
 from shared.queue import Delivery, Malformed, Priority, StreamConsumer
 from shared.queue.connection import BLOCK_MS
+from shared.queue.consume import ReadBatch
 from shared.tasks import TaskType
 
 log = structlog.get_logger(__name__)
@@ -62,37 +63,61 @@ class Intake:
         # Leases asked for per read: doubled while reads fill them, back to what a read found
         # otherwise, so an idle consumer does not take (and give back) a lease per free slot.
         self._ask = 1
+        # The last read found the streams empty (or short): the next one blocks at once.
+        self._drained = False
         self._block_ms = 100 if options.burst else min(BLOCK_MS, 1000)
 
     async def take(self, free: int, running: Collection[Ref], stopping: asyncio.Event) -> Taken:
         """At most `free` entries to start now; may wait up to about a second for them."""
         if self.gate is None:
-            entries, last = await self._fetch(free, running, waits=self._opts.fair)
-            if entries:
-                return Taken(entries)
-            if last is not None:
-                await self.consumer.wait_for_new(last, self._block_ms)
-                return Taken([])
-            if self._opts.fair:  # the group was made again: the next round reads
-                return Taken([])
-            return Taken(await self.consumer.read_blocking(self.task_type, free, self._block_ms))
+            return await self._take_ungated(free, running)
         leases = await self.gate.acquire(min(free, self._ask), stopping)
         if not leases:
             return Taken([])
         try:
-            entries, last = await self._fetch(len(leases), running)
+            entries = await self._recover(len(leases), running)
+            batch = ReadBatch(entries) if entries else await self._read(len(leases), True)
         except BaseException:
             for lease in leases:  # held leases are renewed: one never returned would leak
                 self.gate.release(lease, used=False)
             raise
+        entries = batch.entries
         filled = len(entries) >= len(leases)
         self._ask = min(free, 2 * len(leases)) if filled else max(1, len(entries))
         refs = [e.ref for e in entries if isinstance(e, Delivery)]
         for lease in leases[len(refs) :]:
             self.gate.release(lease, used=False)
-        if not entries and last is not None:
-            await self.consumer.wait_for_new(last, self._block_ms)
+        if not entries and batch.last_ids is not None:
+            await self.consumer.wait_for_new(batch.last_ids, self._block_ms)
         return Taken(entries, dict(zip(refs, leases, strict=False)))
+
+    async def _take_ungated(self, free: int, running: Collection[Ref]) -> Taken:
+        entries = await self._recover(free, running)
+        if entries:
+            return Taken(entries)
+        if self._drained and not self._opts.fair:
+            return Taken(await self._block(free))
+        batch = await self._read(free, self._opts.fair)
+        self._drained = len(batch.entries) < free
+        if batch.entries:
+            return Taken(batch.entries)
+        if batch.last_ids is not None:
+            await self.consumer.wait_for_new(batch.last_ids, self._block_ms)
+            return Taken([])
+        if self._opts.fair or batch.recovered:
+            return Taken([])
+        return Taken(await self._block(free))
+
+    async def _block(self, free: int) -> list[Delivery | Malformed]:
+        """Nothing was waiting at the last look: block in XREADGROUP like a plain consumer,
+        with no read step in front of each task. Half the free slots per stream, so both
+        streams together never bring more than there are slots (but one with one slot)."""
+        per_stream = max(1, free // 2)
+        entries = await self.consumer.read_blocking(
+            self.task_type, per_stream, self._block_ms, limit=free
+        )
+        self._drained = len(entries) < per_stream
+        return entries
 
     def _normal_first(self, count: int) -> int:
         """Slots of this read where the normal stream goes first: its guaranteed share, used
@@ -102,25 +127,25 @@ class Intake:
         self._credit -= first
         return first
 
-    async def _fetch(
-        self, count: int, running: Collection[Ref], *, waits: bool = True
-    ) -> tuple[list[Delivery | Malformed], dict[str, object] | None]:
-        """Idle entries of dead consumers first, then new ones; never more than `count`."""
+    async def _read(self, count: int, waits: bool) -> ReadBatch:
+        """The read step: high first but for normal's share, users at their cap parked."""
+        first = self._normal_first(count)
+        return await self.consumer.take(self.task_type, count, first, waits=waits)
+
+    async def _recover(self, count: int, running: Collection[Ref]) -> list[Delivery | Malformed]:
+        """Entries left under our own name at start, then dead consumers' (every
+        claim_interval); never more than `count`."""
         if self._adopting:
             entries = await self.consumer.adopt(self.task_type, count)
             self._adopting = len(entries) >= count
             if entries:
                 log.warning("orphans_adopted", task_type=self.task_type, count=len(entries))
-                return entries, None
+                return entries
         now = time.monotonic()
-        if now - self._last_claim >= self._opts.claim_interval:
-            self._last_claim = now
-            claimed = await self.consumer.claim(self.task_type, count, self._opts.claim_idle_ms)
-            # Our own entries come back when our event loop stalled past the idle time: they
-            # are already running here, so they must not start twice.
-            entries = [e for e in claimed if e.ref not in running]
-            if entries:
-                return entries, None
-        first = self._normal_first(count)
-        batch = await self.consumer.take(self.task_type, count, first, waits=waits)
-        return batch.entries, batch.last_ids
+        if now - self._last_claim < self._opts.claim_interval:
+            return []
+        self._last_claim = now
+        claimed = await self.consumer.claim(self.task_type, count, self._opts.claim_idle_ms)
+        # Our own entries come back when our event loop stalled past the idle time: they
+        # are already running here, so they must not start twice.
+        return [e for e in claimed if e.ref not in running]

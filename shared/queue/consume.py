@@ -174,7 +174,12 @@ class StreamConsumer:
         streams: Any = last_ids
         await self.redis.xread(streams, count=1, block=block_ms)
 
-    async def read_blocking(self, task_type: TaskType, count: int, block_ms: int) -> list[Entry]:
+    async def read_blocking(
+        self, task_type: TaskType, count: int, block_ms: int, limit: int | None = None
+    ) -> list[Entry]:
+        """XREADGROUP both streams, waiting up to `block_ms`: up to `count` entries from each,
+        at most `limit` (default `count`) kept; a surplus goes back at once."""
+        limit = count if limit is None else limit
         streams = self._keys.streams(task_type)
         try:
             reply: Any = await self.redis.xreadgroup(
@@ -197,10 +202,10 @@ class StreamConsumer:
         ]
         # COUNT applies per stream: when both got entries during the wait, the surplus goes
         # back at once rather than waiting here for a slot.
-        surplus = [e for e in entries[count:] if isinstance(e, Delivery)]
+        surplus = [e for e in entries[limit:] if isinstance(e, Delivery)]
         if surplus:
             await self.hand_back(surplus)
-        return entries[:count] + [e for e in entries[count:] if isinstance(e, Malformed)]
+        return entries[:limit] + [e for e in entries[limit:] if isinstance(e, Malformed)]
 
     async def claim(self, task_type: TaskType, count: int, min_idle_ms: int) -> list[Entry]:
         """Take over the entries of dead consumers at once, else entries idle `min_idle_ms`,
