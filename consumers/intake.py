@@ -136,7 +136,7 @@ class Intake:
         """Entries left under our own name at start, then dead consumers' (every
         claim_interval); never more than `count`."""
         if self._adopting:
-            entries = await self.consumer.adopt(self.task_type, count)
+            entries = await self.consumer.adopt(self.task_type, count, running)
             self._adopting = len(entries) >= count
             if entries:
                 log.warning("orphans_adopted", task_type=self.task_type, count=len(entries))
@@ -144,8 +144,10 @@ class Intake:
         now = time.monotonic()
         if now - self._last_claim < self._opts.claim_interval:
             return []
-        self._last_claim = now
         claimed = await self.consumer.claim(self.task_type, count, self._opts.claim_idle_ms)
+        # A full answer may leave more behind: the next round claims again at once (with
+        # few leases per read, waiting an interval each time would slow recovery down).
+        self._last_claim = 0.0 if len(claimed) >= count else now
         # Our own entries come back when our event loop stalled past the idle time: they
         # are already running here, so they must not start twice.
         return [e for e in claimed if e.ref not in running]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -147,6 +148,31 @@ async def test_garbage_in_a_parked_list_is_dead_lettered_and_holds_nobody(
     await consumer.sweep(IMAGE, 1)
     assert ids(await take(consumer)) == ["a2"]
     assert await redis_client.xlen(queue.keys.dead(IMAGE)) == 2
+
+
+async def test_a_corrupt_entry_parked_under_a_real_task_never_reaches_its_record(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    """The parked text is not trusted: the record only ever holds a parsed task."""
+    await enqueue(queue, (1, "a1"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await enqueue(queue, (1, "a2"))
+    stream = queue.keys.stream(IMAGE)
+    entries: Any = await redis_client.xrange(stream)
+    await redis_client.xdel(stream, entries[-1][0])  # a2's entry, replaced by a corrupt one
+    corrupt = b'{"task_id":"a2","type":"generate_image","user_id":1,"created_at":1e300}'
+    await redis_client.xadd(stream, {"task": corrupt})
+    assert (await consumer.take(IMAGE, 10)).entries == []  # parked: user 1 runs a1
+    waiting = await queue.get_task("a2")
+    assert waiting is not None and (waiting.status, waiting.data) == (TaskStatus.PENDING, {})
+    await finish(consumer, [a1])
+    [bad] = (await consumer.take(IMAGE, 10)).entries
+    assert not isinstance(bad, Delivery) and bad.task_id == "a2"
+    assert await consumer.fail([bad], bad.reason) == [True]
+    failed = await queue.get_task("a2")
+    assert failed is not None and failed.status is TaskStatus.FAILED
+    assert "malformed entry" in (failed.error or "")
 
 
 async def test_a_running_id_whose_task_ended_unseen_is_dropped_at_the_cap(

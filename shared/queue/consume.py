@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,11 +248,17 @@ class StreamConsumer:
         pairs = [(eid, dict(zip(f[::2], f[1::2], strict=False))) for eid, f in entries if f]
         return self._parse(task_type, pairs, priority)
 
-    async def adopt(self, task_type: TaskType, count: int) -> list[Entry]:
+    async def adopt(
+        self,
+        task_type: TaskType,
+        count: int,
+        running: Collection[tuple[Priority, str]] = (),
+    ) -> list[Entry]:
         """At start: take back entries still pending under this consumer's own name.
 
         They belong to an earlier process with the same name that died; its heartbeat now
-        looks alive again (it is ours), so no peer would ever take them by liveness.
+        looks alive again (it is ours), so no peer would ever take them by liveness. Entries
+        in `running` are this process's own work, never taken twice.
         """
         entries: list[Entry] = []
         for priority, stream in self._keys.streams(task_type).items():
@@ -260,11 +266,17 @@ class StreamConsumer:
             if want <= 0:
                 break
             try:
-                rows = await self.redis.xpending_range(stream, GROUP, "-", "+", want, self.name)
+                rows = await self.redis.xpending_range(
+                    stream, GROUP, "-", "+", want + len(running), self.name
+                )
             except ResponseError as exc:
                 await self._recover_group(task_type, exc)
                 return entries
-            ids: list[Any] = [row["message_id"] for row in rows]
+            ids: list[Any] = [
+                row["message_id"]
+                for row in rows
+                if (priority, _text(row["message_id"])) not in running
+            ][:want]
             if ids:
                 claimed: Any = await self.redis.xclaim(stream, GROUP, self.name, 0, ids)
                 pairs = [(eid, fields) for eid, fields in claimed if fields]

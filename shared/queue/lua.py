@@ -82,7 +82,7 @@ if final(st) then
 end
 redis.call('HSET', KEYS[2], 'task', ARGV[10], 'status', ARGV[3], 'finished_at', ARGV[4],
   'final_token', ARGV[11])
-redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from')
+redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from', 'parked')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'result', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[6]) end
 redis.call('EXPIRE', KEYS[2], ARGV[7])
@@ -116,7 +116,7 @@ elseif st or ARGV[12] == '1' then
   redis.call('HSETNX', KEYS[3], 'task', ARGV[11])
   redis.call('HSET', KEYS[3], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4],
     'final_token', ARGV[10])
-  redis.call('HDEL', KEYS[3], 'start_token', 'entry', 'moved_from')
+  redis.call('HDEL', KEYS[3], 'start_token', 'entry', 'moved_from', 'parked')
   redis.call('EXPIRE', KEYS[3], ARGV[5])
   wrote = 2
 elseif present then

@@ -48,20 +48,28 @@ local function fair_fill(t, u)
     zbump(t.waiting, u.uid, -1)
     local flag, id, raw = string.match(item, '^([hn])|([%w_.:%-]+)|(.+)$')
     if not raw then flag, id, raw = 'n', nil, item end
-    redis.call('XADD', flag == 'h' and t.high or t.normal, '*', 'task', raw)
-    if id then fair_add(t, u, id) end
+    local entry = redis.call('XADD', flag == 'h' and t.high or t.normal, '*', 'task', raw)
+    if id then
+      fair_add(t, u, id)
+      local record = t.records .. id
+      if redis.call('HGET', record, 'parked') then
+        redis.call('HSET', record, 'entry', entry)
+        redis.call('HDEL', record, 'parked')
+      end
+    end
     moved = moved + 1
   end
   return moved
 end
--- The entry left its stream (acked and deleted by the caller); its record keeps the task, so
--- a look-up finds it while it waits in the list.
+-- The entry left its stream (acked and deleted by the caller); its record says so, and a
+-- look-up finds the task in the user's list. The record never takes the entry's text: only
+-- a parsed task is written there (the start, finish and fail steps).
 local function fair_park(t, u, flag, id, raw)
   redis.call('RPUSH', u.parked, flag .. '|' .. id .. '|' .. raw)
   zbump(t.waiting, u.uid, 1)
   local record = t.records .. id
-  if redis.call('EXISTS', record) == 1 then
-    redis.call('HSET', record, 'task', raw)
+  if redis.call('HEXISTS', record, 'entry') == 1 and not redis.call('HGET', record, 'task') then
+    redis.call('HSET', record, 'parked', 1)
     redis.call('HDEL', record, 'entry')
   end
 end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, t
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Enqueue
 from shared.queue.waiter import ResultWaiter
-from shared.tasks import QueueTask, TaskType, now, parse_task_type, validate_payload
+from shared.tasks import QueueTask, TaskType, dumps, now, parse_task_type, validate_payload
 
 log = structlog.get_logger(__name__)
 
@@ -171,7 +172,8 @@ class QueueService:
     async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:
         """The stored task, looked up in every type's records unless the type is given.
 
-        A waiting task's record holds only its state: the task itself is read from its entry.
+        A waiting task's record holds only its state: the task itself is read from its entry
+        (or, while parked at its user's cap, from the user's list).
         """
         candidates = [task_type] if task_type else list(TaskType)
         pipe = self.redis.pipeline(transaction=False)
@@ -180,18 +182,48 @@ class QueueService:
         for candidate, fields in zip(candidates, await pipe.execute(), strict=True):
             if not fields:
                 continue
-            if b"task" not in fields and b"entry" in fields:
-                priority = Priority((fields.get(b"priority") or b"normal").decode())
-                stream = self.keys.stream(candidate, priority)
-                entry: Any = await self.redis.xrange(stream, fields[b"entry"], fields[b"entry"])
-                if not entry:  # it finished or was parked meanwhile: the record has the task
+            if b"task" not in fields:
+                raw = await self._waiting_task(candidate, task_id, fields)
+                if raw is None:  # it moved or finished meanwhile: read the record again
                     return await self._record_task(task_id, candidate)
-                fields[b"task"] = entry[0][1].get(b"task", b"")
+                fields[b"task"] = self._trusted(candidate, task_id, raw)
             return task_from_record(fields)
         return None
 
+    def _trusted(self, task_type: TaskType, task_id: str, raw: bytes) -> bytes:
+        """An entry's text is not trusted: one that does not parse shows as a task without
+        data (it is dead-lettered with the reason when a consumer reads it)."""
+        parsed = parse_entry(task_type, "0-0", {b"task": raw}, self.settings.max_payload_bytes)
+        if isinstance(parsed, Delivery):
+            return raw
+        stub = {"task_id": task_id, "type": task_type, "user_id": 0, "data": {}}
+        return dumps(stub | {"created_at": time.time(), "charge_id": None})
+
+    async def _waiting_task(
+        self, task_type: TaskType, task_id: str, fields: dict[bytes, bytes]
+    ) -> bytes | None:
+        if b"entry" in fields:
+            priority = Priority((fields.get(b"priority") or b"normal").decode())
+            stream = self.keys.stream(task_type, priority)
+            entry: Any = await self.redis.xrange(stream, fields[b"entry"], fields[b"entry"])
+            return entry[0][1].get(b"task", b"") if entry else None
+        if b"parked" in fields and b"user" in fields:
+            parked = self.keys.user_parked(task_type, fields[b"user"].decode())
+            marker = f"|{task_id}|".encode()
+            items: Any = await self.redis.lrange(parked, 0, -1)
+            for item in items:
+                if item[1 : len(marker) + 1] == marker:
+                    return bytes(item[len(marker) + 1 :])
+        return None
+
     async def _record_task(self, task_id: str, task_type: TaskType) -> QueueTask | None:
+        """A second and last look, after the task moved (finished, parked, sent back)."""
         fields: Any = await self.redis.hgetall(self.keys.record(task_type, task_id))
+        if fields and b"task" not in fields:
+            raw = await self._waiting_task(task_type, task_id, fields)
+            if raw is None:
+                return None
+            fields[b"task"] = self._trusted(task_type, task_id, raw)
         return task_from_record(fields)
 
     async def get_queue_depth(
