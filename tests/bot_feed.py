@@ -3,7 +3,6 @@ several on the same Redis and database), a consumer with no side effects, a Redi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,9 +19,7 @@ from scripts.seed_characters import seed_characters
 from shared.config import Settings
 from shared.db.models import ChatMessage
 from shared.db.models import Delivery as DeliveryRow
-from shared.queue import Delivery, Outcome, QueueService, QueueTask, TaskStatus, TaskType
-from shared.queue.connection import BLOCK_MS
-from shared.tasks import TaskResult, dumps
+from shared.queue import QueueService, QueueTask
 from tests.bot_harness import wait_text
 from tests.fakes.telegram import FakeTelegram
 from tests.fixtures_db import Sessions
@@ -82,33 +79,6 @@ async def fed_bot(
         stack.push_async_callback(services.deliveries.close)
         stack.push_async_callback(services.turns.wait_idle, 10.0)
         yield FedBot(tg, settings, db, queue, bot, services, build_dispatcher(services))
-
-
-class BareConsumer:
-    """Plays a consumer that needs only Redis: it writes no message, counter or refund."""
-
-    def __init__(self, queue: QueueService, name: str = "bare") -> None:
-        self._consumer = queue.consumer(name)
-
-    async def take(self, task_type: TaskType, timeout: float = 10.0) -> Delivery:
-        async with asyncio.timeout(timeout):
-            while True:
-                for entry in await self._consumer.read(task_type, 1, BLOCK_MS // 4):
-                    if isinstance(entry, Delivery):
-                        await self._consumer.start([entry], 0.0)
-                        return entry
-
-    async def complete(self, delivery: Delivery, result: TaskResult) -> None:
-        outcome = Outcome(
-            delivery, TaskStatus.COMPLETED, 1, 0.0, result_json=dumps(result.model_dump())
-        )
-        await self._consumer.finish([outcome])
-
-    async def fail(
-        self, delivery: Delivery, status: TaskStatus = TaskStatus.FAILED, error: str = "refused"
-    ) -> None:
-        outcome = Outcome(delivery, status, 1, 0.0, error=error)
-        await self._consumer.finish([outcome])
 
 
 async def user_messages(db: Sessions, dialog_user_texts: list[str]) -> list[str]:

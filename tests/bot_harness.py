@@ -73,7 +73,7 @@ async def wait_text(tg: FakeTelegram, chat_id: int, needle: str, timeout: float 
 class ManualConsumer:
     """Plays the consumer's part by hand: take one task, then complete or fail it."""
 
-    def __init__(self, queue: QueueService, db: Sessions, name: str = "manual") -> None:
+    def __init__(self, queue: QueueService, name: str = "manual") -> None:
         self._consumer = queue.consumer(name)
 
     async def take(self, task_type: TaskType, timeout: float = 10.0) -> Delivery:
@@ -90,9 +90,14 @@ class ManualConsumer:
         )
         await self._consumer.finish([outcome])
 
-    async def fail(self, delivery: Delivery, error: str = "provider refused") -> None:
+    async def fail(
+        self,
+        delivery: Delivery,
+        status: TaskStatus = TaskStatus.FAILED,
+        error: str = "provider refused",
+    ) -> None:
         # Like the real consumer: fail and announce; the bot refunds when it applies it.
-        outcome = Outcome(delivery, TaskStatus.FAILED, 1, 0.0, error=error)
+        outcome = Outcome(delivery, status, 1, 0.0, error=error)
         await self._consumer.finish([outcome])
 
 

@@ -19,14 +19,13 @@ from shared.config import Settings
 from shared.queue import QueueService, TaskType
 from shared.tasks import ReplyResult
 from tests.bot_feed import (
-    BareConsumer,
     fed_bot,
     history_of,
     open_deliveries,
     press,
     user_messages,
 )
-from tests.bot_harness import ROOT, balances, bot_settings, texts_to, wait_text
+from tests.bot_harness import ROOT, ManualConsumer, balances, bot_settings, texts_to, wait_text
 from tests.fakes.telegram import FakeTelegram
 from tests.fixtures_db import Sessions, new_user_id
 
@@ -55,7 +54,7 @@ async def test_a_burst_is_answered_in_order_and_each_request_sees_the_earlier_me
         updates = [tg.user_message(user, word) for word in words]
         await asyncio.gather(*(bot.feed(update_id) for update_id in updates))
 
-        consumer = BareConsumer(queue)
+        consumer = ManualConsumer(queue)
         tasks = [await consumer.take(TaskType.GENERATE_REPLY) for _ in words]
         assert [t.task.data["user_message"] for t in tasks] == words
         assert [history_of(t.task) for t in tasks] == [words[:n] for n in range(5)]
@@ -91,7 +90,7 @@ async def test_two_processes_handle_one_chat_in_update_id_order(
 
         await asyncio.gather(*(deliver(n, u) for n, u in enumerate(updates)))
 
-        consumer = BareConsumer(queue)
+        consumer = ManualConsumer(queue)
         tasks = [await consumer.take(TaskType.GENERATE_REPLY) for _ in words]
         assert [t.task.data["user_message"] for t in tasks] == words
         assert [history_of(t.task) for t in tasks] == [words[:n] for n in range(8)]
@@ -116,7 +115,7 @@ async def test_the_same_update_twice_in_two_processes_is_handled_once(
         await first.choose_character(user)
         update_id = tg.user_message(user, "Дубль")
         await asyncio.gather(first.feed(update_id), second.feed(update_id), first.feed(update_id))
-        consumer = BareConsumer(queue)
+        consumer = ManualConsumer(queue)
         task = await consumer.take(TaskType.GENERATE_REPLY)
         reply = ReplyResult(reply="Один ответ", dialog_id=task.task.data["dialog_id"])
         await consumer.complete(task, reply)
@@ -144,14 +143,16 @@ async def test_a_message_right_after_the_character_button_finds_the_character(
         chosen = press(tg, user, button)
         message = tg.user_message(user, "Привет!")
         await asyncio.gather(bot.feed(chosen), bot.feed(message))
-        await finish_reply(BareConsumer(queue), tg, user, "Привет!")
+        await finish_reply(ManualConsumer(queue), tg, user, "Привет!")
 
     assert texts.NO_DIALOG not in texts_to(tg, user)
     assert len(tg.answered_callbacks) == 1
     assert await open_deliveries(db, user) == []
 
 
-async def finish_reply(consumer: BareConsumer, tg: FakeTelegram, user: int, message: str) -> None:
+async def finish_reply(
+    consumer: ManualConsumer, tg: FakeTelegram, user: int, message: str
+) -> None:
     """Answer the one reply task queued, which must be for `message`; wait until it is sent."""
     task = await consumer.take(TaskType.GENERATE_REPLY)
     assert task.task.data["user_message"] == message
@@ -238,7 +239,7 @@ async def test_a_process_that_dies_mid_turn_holds_its_chat_for_one_lease_at_most
         assert not handling.done()  # the dead process's turn still has its lease
         await asyncio.wait_for(handling, 5)
         waited = time.monotonic() - killed
-        await finish_reply(BareConsumer(queue), tg, user, "После сбоя")
+        await finish_reply(ManualConsumer(queue), tg, user, "После сбоя")
 
     assert 0.3 < waited < 1.5
     assert await open_deliveries(db, user) == []

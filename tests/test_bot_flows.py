@@ -53,7 +53,7 @@ async def app(
 
 @pytest.fixture
 def consumer(app: InProcessBot) -> ManualConsumer:
-    return ManualConsumer(app.queue, app.db)
+    return ManualConsumer(app.queue)
 
 
 async def choose_first_character(tg: FakeTelegram, user_id: int = USER) -> None:
@@ -186,7 +186,7 @@ async def test_slow_reply_is_announced_then_delivered(
 ) -> None:
     config = bot_settings(settings, migrated_sqlite(tmp_path), tg.base_url, reply_wait_seconds=0.5)
     async with in_process_bot(config, tg) as app:
-        consumer = ManualConsumer(app.queue, app.db)
+        consumer = ManualConsumer(app.queue)
         await choose_first_character(tg)
         tg.user_message(USER, "Ты тут?")
         task = await consumer.take(TaskType.GENERATE_REPLY)

@@ -23,8 +23,8 @@ from shared.db.models import Dialog, PhotoEvent
 from shared.queue import QueueService, TaskStatus, TaskType
 from shared.queue.keys import Keys
 from shared.tasks import ImagePromptResult, ImageResult, ReplyResult
-from tests.bot_feed import BareConsumer, fed_bot, open_deliveries, press
-from tests.bot_harness import balances, bot_settings, texts_to, wait_text
+from tests.bot_feed import fed_bot, open_deliveries, press
+from tests.bot_harness import ManualConsumer, balances, bot_settings, texts_to, wait_text
 from tests.consumer_helpers import count_replies, ledger
 from tests.fakes.http import make_png
 from tests.fakes.telegram import FakeTelegram
@@ -61,7 +61,7 @@ async def test_the_bot_saves_the_reply_and_counts_the_photo_once(
     config: Settings, db: Sessions, tg: FakeTelegram, queue: QueueService
 ) -> None:
     user = new_user_id()
-    consumer = BareConsumer(queue)
+    consumer = ManualConsumer(queue)
     async with fed_bot(config, db, tg) as bot:
         await bot.choose_character(user)
         await bot.feed(tg.user_message(user, "Привет!"))
@@ -102,7 +102,7 @@ async def test_a_failed_or_cancelled_task_is_refunded_once_told_once_and_settled
     status: TaskStatus,
 ) -> None:
     user = new_user_id()
-    consumer = BareConsumer(queue)
+    consumer = ManualConsumer(queue)
     async with fed_bot(config, db, tg) as bot:
         await bot.choose_character(user)
         await bot.feed(tg.user_message(user, "/generate в шляпе"))
@@ -141,7 +141,7 @@ async def test_a_lost_photo_in_a_group_frees_the_users_photo_lock(
         lost_grace_seconds=0.5,
     )
     user, group = new_user_id(), -(10**12) - new_user_id()
-    consumer = BareConsumer(queue)
+    consumer = ManualConsumer(queue)
     async with fed_bot(config, db, tg) as bot:
         await bot.choose_character(user)
         await bot.feed(press(tg, user, PhotoCallback().pack(), chat_id=group))

@@ -19,8 +19,8 @@ from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.queue import QueueService, TaskType
 from shared.tasks import ReplyResult
-from tests.bot_feed import BareConsumer, FedBot, fed_bot, open_deliveries, update
-from tests.bot_harness import balances, bot_settings, texts_to, wait_text
+from tests.bot_feed import FedBot, fed_bot, open_deliveries, update
+from tests.bot_harness import ManualConsumer, balances, bot_settings, texts_to, wait_text
 from tests.consumer_helpers import ledger
 from tests.fakes.tcp_proxy import Fault, TcpProxy
 from tests.fakes.telegram import FakeTelegram
@@ -87,7 +87,7 @@ async def test_a_redis_blip_while_enqueuing_delays_the_reply_and_refunds_nothing
         await proxy.mend()
         await asyncio.wait_for(handling, 15)
 
-        consumer = BareConsumer(queue)
+        consumer = ManualConsumer(queue)
         task = await consumer.take(TaskType.GENERATE_REPLY)
         dialog_id = task.task.data["dialog_id"]
         await consumer.complete(task, ReplyResult(reply="Тут!", dialog_id=dialog_id))
