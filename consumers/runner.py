@@ -269,11 +269,21 @@ class ConsumerRunner:
         await self.consumer.heartbeat(list(self._states))
 
     async def _renew_once(self) -> None:
-        """Keep running entries' idle time low so only a dead consumer's work looks idle."""
-        for task_type, state in self._states.items():
-            if not state.running:
+        """Keep running entries' idle time low so only a dead consumer's work looks idle.
+
+        Each type on its own: on a cluster a type whose shard fails over must not stop the
+        renewals of the others (their entries would look idle to peers meanwhile).
+        """
+        renewing = [(t, s) for t, s in self._states.items() if s.running]
+        results = await asyncio.gather(
+            *(self.consumer.renew(t, list(s.running)) for t, s in renewing),
+            return_exceptions=True,
+        )
+        for (task_type, _), lost in zip(renewing, results, strict=True):
+            if isinstance(lost, BaseException):
+                error = f"{type(lost).__name__}: {lost}"
+                log.warning("keeper_failed", step="renew", task_type=task_type, error=error)
                 continue
-            lost = await self.consumer.renew(task_type, list(state.running))
             for entry_id in lost:
                 log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
 

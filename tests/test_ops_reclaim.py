@@ -68,6 +68,7 @@ async def records(queue: QueueService, ids: list[str]) -> list[QueueTask]:
     return [t for t in tasks if t is not None]
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_cli_requeues_a_dead_consumers_entries_and_each_runs_once(
     queue: QueueService, db: Sessions, sqlite_backend: Backend, settings: Settings
 ) -> None:

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from scripts.liveness import depth_with_liveness
 from shared.queue import QueueDepth, QueueService
+from shared.queue.connection import RedisClient
 from shared.queue.dead_letters import DeadEntry, list_dead
 from shared.queue.inspect import ConsumerInfo
 from shared.queue.keys import GROUP, Keys
@@ -63,7 +63,7 @@ class DeadPage:
 
 
 async def completions_per_minute(
-    redis: Redis, keys: Keys, task_type: TaskType, now: float, minutes: int = MINUTES
+    redis: RedisClient, keys: Keys, task_type: TaskType, now: float, minutes: int = MINUTES
 ) -> list[int]:
     """Tasks finished in each of the last `minutes` minutes (the current one last); 0 if none."""
     current = int(now // 60)
@@ -92,7 +92,7 @@ def _task_id(fields: dict[bytes, bytes]) -> str | None:
 
 
 async def current_tasks(
-    redis: Redis, keys: Keys, task_type: TaskType, consumer: str, limit: int = CURRENT_TASKS
+    redis: RedisClient, keys: Keys, task_type: TaskType, consumer: str, limit: int = CURRENT_TASKS
 ) -> list[PendingTask]:
     """The first entries in a consumer's pending list, with the task id each one carries."""
     stream = keys.stream(task_type)

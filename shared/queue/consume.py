@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -10,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from shared.config import Settings
+from shared.queue.connection import RedisClient
 from shared.queue.keys import GROUP, Keys
 from shared.queue.records import (
     Delivery,
@@ -68,7 +71,7 @@ class Outcome:
         return self.entry.task.task_id if isinstance(self.entry, Delivery) else self.entry.task_id
 
 
-async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
+async def ensure_group(redis: RedisClient, keys: Keys, task_type: TaskType) -> None:
     """Create the type's stream and group if missing (idempotent)."""
     try:
         await redis.xgroup_create(keys.stream(task_type), GROUP, id="0", mkstream=True)
@@ -91,7 +94,9 @@ def _lost_group(exc: ResponseError) -> bool:
 class StreamConsumer:
     """The stream operations of one named consumer; one instance per consumer process."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, settings: Settings, name: str) -> None:
+    def __init__(
+        self, redis: RedisClient, scripts: Scripts, settings: Settings, name: str
+    ) -> None:
         self.redis = redis
         self.name = name
         self._scripts = scripts
@@ -176,17 +181,31 @@ class StreamConsumer:
         return self._parse(task_type, [(eid, fields) for eid, fields in claimed if fields])
 
     async def heartbeat(self, task_types: Sequence[TaskType]) -> None:
-        """Say this consumer is alive, for each type it serves (one round trip)."""
-        await self._run_all([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
+        """Say this consumer is alive, for each type it serves (concurrently)."""
+        await self._run_each([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
 
     async def retire(self, task_types: Sequence[TaskType]) -> None:
         """On a clean exit: delete this consumer's name where it owns nothing any more."""
-        await self._run_all(
+        await self._run_each(
             [
                 DeleteConsumer(self._keys.stream(t), self._keys.alive(t), GROUP, self.name, 0)
                 for t in task_types
             ]
         )
+
+    async def _run_each(self, steps: Sequence[Step]) -> None:
+        """Each step on its own, concurrently; the first error is raised once all are done.
+
+        Not one pipeline: on a cluster the types live on different shards, and redis-py
+        answers a pipeline that could not reach one node by closing every connection of the
+        client, which would cut the other types' reads during a failover.
+        """
+        results = await asyncio.gather(
+            *(self._scripts.run(step) for step in steps), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def start(self, deliveries: Sequence[Delivery], started_at: float) -> list[int]:
         """Mark tasks processing and count the attempt; -1 marks one that already finished.
@@ -211,22 +230,25 @@ class StreamConsumer:
 
         Returns per outcome whether it wrote the final state (False: its task had already
         finished, so nothing was overwritten or announced again). Safe to repeat. The batch
-        is also counted in the per-minute chart (one command per type, not per task).
+        is also counted in the per-minute chart (one command per type, not per task). With
+        REDIS_WAIT_REPLICAS set it returns once the replicas have the results.
         """
         if not outcomes:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for outcome in outcomes:
-            self._scripts.queue(pipe, self._step(outcome))
         minute = int(time.time() // 60)
-        for task_type, count in Counter(o.entry.task_type for o in outcomes).items():
-            chart = self._keys.completions(task_type)
-            pipe.hincrby(chart, str(minute), count)
-            # Minutes past the two hours go, so a busy type's hash stays small.
-            pipe.hdel(chart, *(str(minute - 120 - i) for i in range(5)))
-            pipe.expire(chart, COMPLETIONS_TTL)
-        results = await self._scripts.execute(pipe)
-        return [bool(n) for n in results[: len(outcomes)]]
+        counts = Counter(o.entry.task_type for o in outcomes)
+
+        def count_in_chart(pipe: Pipeline | ClusterPipeline) -> None:
+            for task_type, count in counts.items():
+                chart = self._keys.completions(task_type)
+                pipe.hincrby(chart, str(minute), count)
+                # Minutes past the two hours go, so a busy type's hash stays small.
+                pipe.hdel(chart, *(str(minute - 120 - i) for i in range(5)))
+                pipe.expire(chart, COMPLETIONS_TTL)
+
+        steps = [self._step(o) for o in outcomes]
+        results = await self._scripts.run_all(steps, durable=True, then=count_in_chart)
+        return [bool(n) for n in results]
 
     async def fail(self, entries: Sequence[Entry], reason: str) -> list[bool]:
         """The one way to fail tasks: dead-letter each entry, fail its task, announce it.
@@ -235,13 +257,8 @@ class StreamConsumer:
         """
         return await self.finish([Outcome(e, TaskStatus.FAILED, error=reason) for e in entries])
 
-    async def _run_all(self, steps: Sequence[Step]) -> list[bool]:
-        if not steps:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for step in steps:
-            self._scripts.queue(pipe, step)
-        return [bool(n) for n in await self._scripts.execute(pipe)]
+    async def _run_all(self, steps: Sequence[Step], durable: bool = False) -> list[bool]:
+        return [bool(n) for n in await self._scripts.run_all(steps, durable=durable)]
 
     def _message(self, o: Outcome) -> bytes:
         if not isinstance(o.entry, Delivery):

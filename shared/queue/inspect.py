@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.queue.connection import RedisClient
 from shared.queue.keys import GROUP, Keys
 from shared.tasks import TaskType
 
@@ -51,7 +51,7 @@ def _text(value: Any) -> str:
 
 
 async def queue_depth(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     task_type: TaskType,
     with_consumers: bool = False,
@@ -97,7 +97,7 @@ async def queue_depth(
     return depth
 
 
-async def heartbeats(redis: Redis, keys: Keys, task_type: TaskType) -> dict[str, float]:
+async def heartbeats(redis: RedisClient, keys: Keys, task_type: TaskType) -> dict[str, float]:
     """Seconds since each consumer of the type last sent its heartbeat."""
     raw: dict[Any, Any] = await redis.hgetall(keys.alive(task_type))
     now_ms = time.time() * 1000

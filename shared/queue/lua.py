@@ -182,14 +182,20 @@ return 1
 # consumer cannot renew); such a consumer owning nothing is deleted. Only when no dead
 # consumer holds work does one XAUTOCLAIM by idle time run (consumers that never sent a
 # heartbeat); its cursor is kept by the caller. Entries deleted while pending come back from
-# XAUTOCLAIM as ids only: acked and forgotten.
+# XAUTOCLAIM as ids only: acked and forgotten. A caller whose own heartbeat looks dead judges
+# nobody: the server was unreachable for everyone (a failover), so every beat is old.
 CLAIM = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local want = tonumber(ARGV[5])
 local taken = {}
 local forgotten = {}
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+local mine = tonumber(redis.call('HGET', KEYS[2], ARGV[2]))
+local consumers = {}
+if mine and now - mine <= tonumber(ARGV[6]) then
+  consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+end
+for _, c in ipairs(consumers) do
   local name, pending = nil, 0
   for i = 1, #c, 2 do
     if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end

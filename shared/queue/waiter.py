@@ -1,8 +1,16 @@
-"""Waiting for results: one pub/sub connection and one reader per process, shared by all waiters.
+"""Waiting for results: one pub/sub subscription and one reader per process, shared by all
+waiters.
 
-Order per waiter: subscribed (once, confirmed) -> register -> read the stored record, so a
+Order per waiter: subscribed (confirmed) -> register -> read the stored record, so a
 completion is either announced to a registered waiter or already visible in the record.
-After the pub/sub connection drops, every pending record is read again. Nothing polls.
+Every (re)confirmed subscription re-reads every pending record: after a dropped connection, a
+silent reconnect by redis-py or a slot move on a cluster, announcements may have been missed.
+Nothing polls.
+
+On one server (or behind Sentinel) one connection subscribes to the three types' channels. On
+a cluster completions are sharded (SPUBLISH), so each type's channel is subscribed (SSUBSCRIBE)
+on the shard that owns it, one connection per shard, each ready on its own: a failover of one
+shard does not hold up waiters of the other types.
 """
 
 from __future__ import annotations
@@ -10,40 +18,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
-from shared.queue.connection import connection_class
+from shared.queue.connection import create_redis
 from shared.queue.keys import Keys
 from shared.queue.records import task_from_message, task_from_record
 from shared.tasks import FINAL_STATUSES, QueueTask, TaskType, loads
 
 log = structlog.get_logger(__name__)
 
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# A cluster client also raises its own exceptions (a slot not covered while a master is
+# replaced) outside redis-py's error tree.
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
 _FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
+_CONFIRMED = frozenset({"subscribe", "ssubscribe"})
+_ANNOUNCED = frozenset({"message", "smessage"})
 # Tasks remembered as enqueued-while-subscribed; the oldest are forgotten past this.
 FRESH_LIMIT = 100_000
 
 
-def _single_connection_client(settings: Settings, name: str) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        connection_class=connection_class(settings.redis_url),
-        max_connections=1,
-        timeout=settings.redis_socket_timeout,
-        socket_timeout=settings.redis_socket_timeout,
-        socket_connect_timeout=5,
-        health_check_interval=10,
-        client_name=name,
-    )
-    return Redis.from_pool(pool)  # the client owns the pool and closes it
+@dataclass(slots=True)
+class _Subscription:
+    """Channels subscribed on one connection; ready once each is confirmed."""
+
+    channels: list[str]
+    types: list[TaskType]
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ResultWaiter:
@@ -52,25 +62,42 @@ class ResultWaiter:
     def __init__(self, settings: Settings, client_name: str = "waiter") -> None:
         self._keys = Keys.from_settings(settings)
         self._channels = self._keys.channels()
-        self._sub_client = _single_connection_client(settings, f"{client_name}:sub")
-        self._reader = _single_connection_client(settings, f"{client_name}:read")
+        sharded = settings.redis_cluster
+        if sharded:
+            self._subs = [_Subscription([c], [t]) for c, t in self._channels.items()]
+        else:
+            self._subs = [_Subscription(list(self._channels), list(TaskType))]
+        # No retries on these clients: a dropped connection must surface here, where the
+        # pending records are read again, not be papered over by a silent reconnect.
+        per_node = len(self._subs) + 1 if sharded else 1
+        self._sub_client = create_redis(settings, f"{client_name}:sub", per_node, retries=0)
+        self._reader = create_redis(settings, f"{client_name}:read", per_node, retries=0)
         self._futures: dict[str, list[asyncio.Future[QueueTask]]] = {}
         self._types: dict[str, TaskType | None] = {}
         self._to_read: dict[str, TaskType | None] = {}
         self._read_wakeup = asyncio.Event()
-        self._ready = asyncio.Event()
-        # Tasks enqueued while the subscription was up: their completion cannot be missed, so
-        # waiting for them needs no record read. False until announced, then the final task
-        # (or True when the announcement was too big to carry it).
+        # Tasks enqueued while their subscription was up: their completion cannot be missed,
+        # so waiting for them needs no record read. False until announced, then the final
+        # task (or True when the announcement was too big to carry it).
         self._fresh: dict[str, QueueTask | bool] = {}
+        self._forgotten = 0  # bumped whenever _fresh is dropped
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         if not self._tasks:
             self._tasks = [
-                asyncio.create_task(self._supervised(self._listen), name="waiter-listen"),
-                asyncio.create_task(self._supervised(self._read_loop), name="waiter-read"),
+                asyncio.create_task(self._supervised(self._read_loop), name="waiter-read")
             ]
+            for sub in self._subs:
+                listen = self._listener(sub)
+                task = asyncio.create_task(self._supervised(listen), name="waiter-listen")
+                self._tasks.append(task)
+
+    def _listener(self, sub: _Subscription) -> Callable[[], Awaitable[None]]:
+        async def listen() -> None:
+            await self._listen(sub)
+
+        return listen
 
     async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Restart a background loop that died of anything: without it, every waiter of this
@@ -79,8 +106,9 @@ class ResultWaiter:
             try:
                 await loop()
             except Exception:
-                self._ready.clear()
-                log.exception("waiter_loop_crashed", loop=loop.__name__)
+                for sub in self._subs:
+                    self._unsubscribed(sub)
+                log.exception("waiter_loop_crashed", loop=loop.__qualname__)
                 await asyncio.sleep(0.2)
 
     async def aclose(self) -> None:
@@ -93,10 +121,10 @@ class ResultWaiter:
         await self._sub_client.aclose()
         await self._reader.aclose()
 
-    def expect(self, task_id: str) -> None:
-        """Call just before enqueuing `task_id`: if the subscription is up now, its completion
-        will reach this process, so `wait` can skip reading the record."""
-        if not self._ready.is_set():
+    def expect(self, task_id: str, task_type: TaskType) -> None:
+        """Call just before enqueuing `task_id`: if its type's subscription is up now, its
+        completion will reach this process, so `wait` can skip reading the record."""
+        if not self._sub_of(task_type).ready.is_set():
             return
         if len(self._fresh) >= FRESH_LIMIT:  # tasks enqueued and never waited for
             del self._fresh[next(iter(self._fresh))]
@@ -106,10 +134,17 @@ class ResultWaiter:
         """The enqueue found the task already there (a repeat): waiting must read its record."""
         self._fresh.pop(task_id, None)
 
-    def _unsubscribed(self) -> None:
+    def _sub_of(self, task_type: TaskType) -> _Subscription:
+        return next(sub for sub in self._subs if task_type in sub.types)
+
+    def _unsubscribed(self, sub: _Subscription) -> None:
         # Announcements may be lost from now on: every wait reads its record again.
-        self._ready.clear()
+        sub.ready.clear()
+        self._forget_fresh()
+
+    def _forget_fresh(self) -> None:
         self._fresh.clear()
+        self._forgotten += 1
 
     async def wait(
         self, task_id: str, timeout: float, task_type: TaskType | None = None
@@ -119,14 +154,19 @@ class ResultWaiter:
         seen = self._fresh.pop(task_id, None)
         if isinstance(seen, QueueTask):
             return seen
+        forgotten = self._forgotten
         loop = asyncio.get_running_loop()
         future: asyncio.Future[QueueTask] = loop.create_future()
         try:
             async with asyncio.timeout(timeout):
-                await self._ready.wait()
+                for sub in self._subs:
+                    if task_type is None or task_type in sub.types:
+                        await sub.ready.wait()
                 self._futures.setdefault(task_id, []).append(future)
                 self._types[task_id] = task_type
-                if seen is not False:  # not known to be announced to us later: read it
+                # Read the record unless the announcement is sure to come: known fresh, and no
+                # subscription dropped while this wait got ready.
+                if seen is not False or self._forgotten != forgotten:
                     self._request_read(task_id, task_type)
                 return await future
         except TimeoutError:
@@ -153,38 +193,67 @@ class ResultWaiter:
         self._to_read[task_id] = task_type
         self._read_wakeup.set()
 
-    async def _listen(self) -> None:
+    async def _listen(self, sub: _Subscription) -> None:
         backoff = 0.05
         while True:
             pubsub = self._sub_client.pubsub()
             try:
-                await pubsub.subscribe(*self._channels)
-                confirmed = 0
+                await self._subscribe(pubsub, sub)
+                confirmed: set[str] = set()
                 while True:
-                    message = await pubsub.get_message(timeout=5.0)
+                    message = await self._next_message(pubsub, sub)
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":
-                        confirmed += 1
-                        if confirmed == len(self._channels):
-                            self._on_subscribed()
+                    if message["type"] in _CONFIRMED:
+                        confirmed.add(_text(message["channel"]))
+                        # Each confirmation once all are in is a re-subscription: read again.
+                        if confirmed.issuperset(sub.channels):
+                            self._on_subscribed(sub)
                             backoff = 0.05
-                    elif message["type"] == "message":
+                    elif message["type"] in _ANNOUNCED:
                         self._on_message(message)
             except _REDIS_ERRORS as exc:
-                self._unsubscribed()
+                self._unsubscribed(sub)
                 log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 1.0)
             finally:
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _on_subscribed(self) -> None:
-        # Announcements sent while we were not subscribed are gone: re-read every pending record.
+    async def _subscribe(self, pubsub: PubSub, sub: _Subscription) -> None:
+        if not isinstance(pubsub, ClusterPubSub):
+            await pubsub.subscribe(*sub.channels)
+            return
+        # A keyed read through the cluster client first: SSUBSCRIBE routes by a slot map it
+        # never fetches itself (a fresh client has none), and after a failover the map still
+        # names the dead master until a command routed there makes redis-py reload it.
+        await self._sub_client.exists(self._keys.stream(sub.types[0]))
+        await pubsub.ssubscribe(*sub.channels)
+
+    async def _next_message(self, pubsub: PubSub, sub: _Subscription) -> dict[str, Any] | None:
+        message: dict[str, Any] | None
+        if not isinstance(pubsub, ClusterPubSub):
+            message = await pubsub.get_message(timeout=5.0)
+            return message
+        # The channel's shard moved (a failover): redis-py follows it in the background, but
+        # announcements in between are gone and its round robin over old and new nodes delays
+        # messages, so subscribe afresh where the channel lives now and read again.
+        owner = pubsub.cluster.get_node_from_key(sub.channels[0])
+        if owner is None or set(pubsub.node_pubsub_mapping) != {owner.name}:
+            raise RedisConnectionError("the channel's shard moved")
+        message = await pubsub.get_sharded_message(timeout=1.0)
+        return message
+
+    def _on_subscribed(self, sub: _Subscription) -> None:
+        # Announcements sent while we were not subscribed are gone: re-read every pending
+        # record of these types (and those waited for without a type). A confirmation can
+        # also follow a reconnect nobody saw fail, so no enqueued task counts as fresh.
+        self._forget_fresh()
         for task_id, task_type in self._types.items():
-            self._request_read(task_id, task_type)
-        self._ready.set()
+            if task_type is None or task_type in sub.types:
+                self._request_read(task_id, task_type)
+        sub.ready.set()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         """Route one announcement; a foreign or malformed message is logged and skipped."""
@@ -204,7 +273,7 @@ class ResultWaiter:
         if task is not None:
             self._resolve(task)
         elif data.get("status") in FINAL_STATUSES:
-            self._request_read(task_id, self._channels.get(message["channel"].decode()))
+            self._request_read(task_id, self._channels.get(_text(message["channel"])))
 
     async def _read_loop(self) -> None:
         while True:
@@ -251,3 +320,7 @@ class ResultWaiter:
                 continue
             if task is not None and task.is_final:
                 self._resolve(task)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
