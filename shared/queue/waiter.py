@@ -45,6 +45,8 @@ _CONFIRMED = frozenset({"subscribe", "ssubscribe"})
 _ANNOUNCED = frozenset({"message", "smessage"})
 # Tasks remembered as enqueued-while-subscribed; the oldest are forgotten past this.
 FRESH_LIMIT = 100_000
+# How long closing waits for the background loops before it gives up on them.
+CLOSE_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -82,9 +84,10 @@ class ResultWaiter:
         self._fresh: dict[str, QueueTask | bool] = {}
         self._forgotten = 0  # bumped whenever _fresh is dropped
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     async def start(self) -> None:
-        if not self._tasks:
+        if not self._tasks and not self._closing:
             self._tasks = [
                 asyncio.create_task(self._supervised(self._read_loop), name="waiter-read")
             ]
@@ -102,7 +105,7 @@ class ResultWaiter:
     async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Restart a background loop that died of anything: without it, every waiter of this
         process would fall back to its timeout."""
-        while True:
+        while not self._closing:
             try:
                 await loop()
             except Exception:
@@ -112,11 +115,17 @@ class ResultWaiter:
                 await asyncio.sleep(0.2)
 
     async def aclose(self) -> None:
+        # The flag and the wakeup, not only the cancel: a cancellation that redis-py turns
+        # into a connection error on its way out is caught by a loop's error handling, and
+        # the loop must still end instead of waiting for work forever.
+        self._closing = True
+        self._read_wakeup.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
+            if stuck:
+                log.error("waiter_close_stuck", loops=[t.get_name() for t in stuck])
         self._tasks = []
         await self._sub_client.aclose()
         await self._reader.aclose()
@@ -195,12 +204,12 @@ class ResultWaiter:
 
     async def _listen(self, sub: _Subscription) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             pubsub = self._sub_client.pubsub()
             try:
                 await self._subscribe(pubsub, sub)
                 confirmed: set[str] = set()
-                while True:
+                while not self._closing:
                     message = await self._next_message(pubsub, sub)
                     if message is None:
                         continue
@@ -276,7 +285,7 @@ class ResultWaiter:
             self._request_read(task_id, self._channels.get(_text(message["channel"])))
 
     async def _read_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._read_wakeup.wait()
             self._read_wakeup.clear()
             batch, self._to_read = self._to_read, {}
