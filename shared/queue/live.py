@@ -128,12 +128,15 @@ class LiveWriter:
             self._last_flush = time.monotonic()
             if not self._buffer and end is None:
                 return
-            text = "".join(self._buffer)
+            # Taken out before the write: deltas added while it is in flight wait for the next.
+            batch, reset = self._buffer, self._reset
+            self._buffer, self._size, self._reset = [], 0, False
+            text = "".join(batch)
             pipe = self._redis.pipeline(transaction=False)
             rows: list[dict[Any, Any]] = [{DELTA: text.encode()}] if text else []
             if end is not None:  # its own last entry: no delta ever follows it
                 rows.append({END: end.encode()})
-            if self._reset and rows:
+            if reset and rows:
                 rows[0][RESET] = b"1"
             for row in rows:
                 pipe.xadd(self.key, row, maxlen=LIVE_MAXLEN, approximate=True)
@@ -142,8 +145,10 @@ class LiveWriter:
                 await pipe.execute()
             except _REDIS_ERRORS as exc:
                 log.warning("live_write_failed", key=self.key, error=str(exc))
-                return  # kept in the buffer: the next flush carries it
-            self._buffer, self._size, self._reset = [], 0, False
+                # Kept for the next flush (an end marker is not retried: the result is final).
+                self._buffer = batch + self._buffer
+                self._size += len(text)
+                self._reset = reset
 
 
 @dataclass(frozen=True, slots=True)
