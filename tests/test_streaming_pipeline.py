@@ -197,8 +197,7 @@ async def test_a_running_reply_stops_keeping_its_partial_text(
     finally:
         await stop(consumer, job)
 
-    closed = venice.streams[0].closed_by_client_at
-    assert closed is not None and closed - cancelled_at < 0.3
+    assert await venice.stream_closed_at(0) - cancelled_at < 0.3
     assert task.status is TaskStatus.CANCELLED
     assert task.result is not None and task.result["stopped"] is True
     partial = task.result["reply"]
@@ -220,7 +219,7 @@ async def test_a_stop_before_the_first_delta_cancels_without_a_result(
     finally:
         await stop(consumer, job)
     assert task.status is TaskStatus.CANCELLED and task.result is None
-    assert venice.streams[0].closed_by_client_at is not None
+    await venice.stream_closed_at(0)
     assert venice.streams[0].chunks_sent == 0
 
 
@@ -243,8 +242,7 @@ async def test_a_lost_cancel_message_is_caught_on_renewal(
     finally:
         await stop(consumer, job)
     assert task.status is TaskStatus.CANCELLED
-    closed = venice.streams[0].closed_by_client_at
-    assert closed is not None and closed - flagged_at < 0.6
+    assert await venice.stream_closed_at(0) - flagged_at < 0.6
 
 
 @pytest.mark.parametrize("taker", ["c1", "c2"], ids=["adopted", "claimed"])

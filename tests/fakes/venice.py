@@ -83,6 +83,16 @@ class FakeVenice(FakeServer):
         self._plans: list[StreamPlan] = []
         self._ids = itertools.count(1)
 
+    async def stream_closed_at(self, index: int = -1, timeout: float = 1.0) -> float:
+        """When the client closed stream `index` (the fake notices within a few ms, so maybe
+        after the client already went on); AssertionError if it stays open."""
+        deadline = time.monotonic() + timeout
+        while (closed := self.streams[index].closed_by_client_at) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("the client never closed the stream")
+            await asyncio.sleep(0.005)
+        return closed
+
     def plan_streams(self, *plans: StreamPlan) -> None:
         """Use these plans for the next streaming requests, then `stream_plan` again."""
         self._plans.extend(plans)
