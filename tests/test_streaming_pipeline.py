@@ -288,3 +288,17 @@ async def test_a_rerun_after_a_crash_voids_the_shown_text(
     assert shown.strip() == WORDS
     task = await queue.get_task(task_id, REPLY)
     assert isinstance(task, QueueTask) and task.attempts == 2
+
+
+async def test_clearing_the_queue_leaves_a_cancelled_task_cancelled(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    cancelled = await queue.enqueue_task(REPLY, 1, payload("a"))
+    waiting = await queue.enqueue_task(REPLY, 1, payload("b"))
+    await queue.cancel(REPLY, cancelled)
+
+    assert await queue.drain(REPLY, "cleared by operator") == [waiting]
+
+    task = await queue.get_task(cancelled, REPLY)
+    assert task is not None and task.status is TaskStatus.CANCELLED and task.error is None
+    assert await redis_client.xlen(queue.keys.dead(REPLY)) == 1  # only the waiting one
