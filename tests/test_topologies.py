@@ -39,11 +39,11 @@ async def test_one_setting_picks_the_client(settings: Settings) -> None:
         load_settings(_env_file=None, redis_sentinels="no-port")
 
 
-def test_sharded_scripts_announce_with_spublish_and_only_finish_and_fail_change() -> None:
+def test_sharded_scripts_announce_with_spublish_and_only_the_announcing_steps_change() -> None:
     sharded, plain = script_bodies(True), script_bodies(False)
     assert plain == SCRIPTS
     changed = {name for name in SCRIPTS if sharded[name] != plain[name]}
-    assert changed == {"finish", "fail"}
+    assert changed == {"finish", "fail", "cancel"}
     for name in changed:
         assert "'SPUBLISH'" in sharded[name] and "'PUBLISH'" not in sharded[name]
 

@@ -148,3 +148,10 @@ def _sentinel_master(
         **options,
     )
     return client
+
+
+def single_connection_client(settings: Settings, name: str) -> RedisClient:
+    """A client for a process-wide listener or reader: one connection (per node on a
+    cluster) and no retries, so a dropped connection surfaces where lost messages are
+    made up for."""
+    return create_redis(settings, name, 1, retries=0)

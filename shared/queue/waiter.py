@@ -22,27 +22,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterPubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
 from shared.queue.connection import create_redis
 from shared.queue.keys import Keys
 from shared.queue.records import task_from_message, task_from_record
+from shared.queue.subscription import (
+    ANNOUNCED,
+    CONFIRMED,
+    REDIS_ERRORS,
+    channel_groups,
+    next_message,
+    subscribe,
+    text,
+)
 from shared.tasks import FINAL_STATUSES, QueueTask, TaskType, loads
 
 log = structlog.get_logger(__name__)
 
-# A cluster client also raises its own exceptions (a slot not covered while a master is
-# replaced) outside redis-py's error tree.
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
 _FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
-_CONFIRMED = frozenset({"subscribe", "ssubscribe"})
-_ANNOUNCED = frozenset({"message", "smessage"})
 # Tasks remembered as enqueued-while-subscribed; the oldest are forgotten past this.
 FRESH_LIMIT = 100_000
 # How long closing waits for the background loops before it gives up on them.
@@ -65,10 +64,8 @@ class ResultWaiter:
         self._keys = Keys.from_settings(settings)
         self._channels = self._keys.channels()
         sharded = settings.redis_cluster
-        if sharded:
-            self._subs = [_Subscription([c], [t]) for c, t in self._channels.items()]
-        else:
-            self._subs = [_Subscription(list(self._channels), list(TaskType))]
+        groups = channel_groups(self._channels, sharded)
+        self._subs = [_Subscription(channels, types) for channels, types in groups]
         # No retries on these clients: a dropped connection must surface here, where the
         # pending records are read again, not be papered over by a silent reconnect.
         per_node = len(self._subs) + 1 if sharded else 1
@@ -207,52 +204,28 @@ class ResultWaiter:
         while not self._closing:
             pubsub = self._sub_client.pubsub()
             try:
-                await self._subscribe(pubsub, sub)
+                await subscribe(self._sub_client, pubsub, self._keys, sub.channels, sub.types[0])
                 confirmed: set[str] = set()
                 while not self._closing:
-                    message = await self._next_message(pubsub, sub)
+                    message = await next_message(pubsub, sub.channels, 5.0)
                     if message is None:
                         continue
-                    if message["type"] in _CONFIRMED:
-                        confirmed.add(_text(message["channel"]))
+                    if message["type"] in CONFIRMED:
+                        confirmed.add(text(message["channel"]))
                         # Each confirmation once all are in is a re-subscription: read again.
                         if confirmed.issuperset(sub.channels):
                             self._on_subscribed(sub)
                             backoff = 0.05
-                    elif message["type"] in _ANNOUNCED:
+                    elif message["type"] in ANNOUNCED:
                         self._on_message(message)
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 self._unsubscribed(sub)
                 log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             finally:
-                with contextlib.suppress(*_REDIS_ERRORS):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _subscribe(self, pubsub: PubSub, sub: _Subscription) -> None:
-        if not isinstance(pubsub, ClusterPubSub):
-            await pubsub.subscribe(*sub.channels)
-            return
-        # A keyed read through the cluster client first: SSUBSCRIBE routes by a slot map it
-        # never fetches itself (a fresh client has none), and after a failover the map still
-        # names the dead master until a command routed there makes redis-py reload it.
-        await self._sub_client.exists(self._keys.stream(sub.types[0]))
-        await pubsub.ssubscribe(*sub.channels)
-
-    async def _next_message(self, pubsub: PubSub, sub: _Subscription) -> dict[str, Any] | None:
-        message: dict[str, Any] | None
-        if not isinstance(pubsub, ClusterPubSub):
-            message = await pubsub.get_message(timeout=5.0)
-            return message
-        # The channel's shard moved (a failover): redis-py follows it in the background, but
-        # announcements in between are gone and its round robin over old and new nodes delays
-        # messages, so subscribe afresh where the channel lives now and read again.
-        owner = pubsub.cluster.get_node_from_key(sub.channels[0])
-        if owner is None or set(pubsub.node_pubsub_mapping) != {owner.name}:
-            raise RedisConnectionError("the channel's shard moved")
-        message = await pubsub.get_sharded_message(timeout=1.0)
-        return message
 
     def _on_subscribed(self, sub: _Subscription) -> None:
         # Announcements sent while we were not subscribed are gone: re-read every pending
@@ -282,7 +255,7 @@ class ResultWaiter:
         if task is not None:
             self._resolve(task)
         elif data.get("status") in FINAL_STATUSES:
-            self._request_read(task_id, self._channels.get(_text(message["channel"])))
+            self._request_read(task_id, self._channels.get(text(message["channel"])))
 
     async def _read_loop(self) -> None:
         while not self._closing:
@@ -294,7 +267,7 @@ class ResultWaiter:
                 continue
             try:
                 await self._read_records(batch)
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("waiter_read_failed", error=str(exc), pending=len(batch))
                 await asyncio.sleep(0.2)
                 for task_id, task_type in batch.items():
@@ -329,7 +302,3 @@ class ResultWaiter:
                 continue
             if task is not None and task.is_final:
                 self._resolve(task)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
