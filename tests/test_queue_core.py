@@ -78,7 +78,7 @@ async def test_round_trip_per_type(
     assert await consumer.finish(
         [Outcome(delivery, TaskStatus.COMPLETED, 1, time.time(), dumps(RESULTS[task_type]))]
     ) == [True]
-    done = await queue.wait_for_task_result(task_id, timeout=2)
+    done = await queue.wait_for_task_result(task_id, timeout=10)
     assert done.status is TaskStatus.COMPLETED
     assert done.result == RESULTS[task_type]
     assert done.attempts == 1 and done.started_at and done.finished_at
