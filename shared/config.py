@@ -102,6 +102,11 @@ class Settings(BaseModel):
     # A consumer whose heartbeat is older than this is dead: its entries are taken at once.
     consumer_dead_seconds: float = Field(3.0, gt=0)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
+    # Live output of streamed replies: one XADD per this many ms or characters, whichever
+    # first; the live stream expires this long after its last write.
+    live_flush_ms: float = Field(50.0, ge=0)
+    live_flush_chars: int = Field(200, ge=1)
+    live_ttl_seconds: int = Field(900, gt=0)
 
     # Consumer concurrency per type (the seed's semaphores).
     max_concurrent_image_generations: int = Field(5, ge=1)
@@ -129,6 +134,8 @@ class Settings(BaseModel):
     replicate_base_url: str = "https://api.replicate.com"
     # The offline providers wait this long per call (demo realism, chaos and stream tests).
     offline_delay_seconds: float = Field(0.0, ge=0)
+    # The offline LLM streams word by word with this pause between words.
+    offline_stream_delay_ms: float = Field(15.0, ge=0)
     provider_timeout_seconds: float = Field(120.0, gt=0)
     provider_retry_seconds: float = Field(20.0, ge=0)
     provider_preflight: Preflight = Preflight.STRICT

@@ -70,3 +70,18 @@ def create_redis(settings: Settings, name: str, max_connections: int = 64) -> Re
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return Redis.from_pool(pool)
+
+
+def single_connection_client(settings: Settings, name: str) -> Redis:
+    """A client of exactly one connection, for a process-wide listener or reader."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        connection_class=connection_class(settings.redis_url),
+        max_connections=1,
+        timeout=settings.redis_socket_timeout,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=5,
+        health_check_interval=10,
+        client_name=name,
+    )
+    return Redis.from_pool(pool)  # the client owns the pool and closes it

@@ -43,6 +43,18 @@ class Keys:
         """Hash of unix minute -> tasks finished in it (the dashboard's chart)."""
         return f"{self.queue_prefix}{{{task_type}}}:done_per_minute"
 
+    def live(self, task_type: TaskType, task_id: str) -> str:
+        """Stream of a running task's text deltas (fields `d`, then a last `end`)."""
+        return f"{self.queue_prefix}{{{task_type}}}:live:{task_id}"
+
+    def live_wake(self, task_type: TaskType, reader: str) -> str:
+        """A live reader's own stream: an entry here ends its blocking XREAD early."""
+        return f"{self.queue_prefix}{{{task_type}}}:live_wake:{reader}"
+
+    def cancels(self, task_type: TaskType) -> str:
+        """Pub/sub channel of cancel requests (task ids) for the type's consumers."""
+        return f"{self.queue_prefix}{{{task_type}}}:cancel"
+
     def channels(self) -> dict[str, TaskType]:
         return {self.channel(t): t for t in TaskType}
 

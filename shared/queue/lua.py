@@ -26,8 +26,10 @@ return id
 """
 
 # KEYS: record 1..n. ARGV: consumer, started_at, task ttl, start token, then entry json 1..n.
-# Returns per task its attempt number, or -1 when the record is already final (a duplicate).
-# The token is unique per start batch: a repeated call finds it and counts no second attempt.
+# Returns per task its attempt number, -1 when the record is already final (a duplicate or a
+# task cancelled while it waited), or -2 when a cancel was requested for a task not final yet
+# (it is finished as cancelled without running). The token is unique per start batch: a
+# repeated call finds it and counts no second attempt.
 START = (
     _FINAL
     + """
@@ -36,6 +38,8 @@ for i, key in ipairs(KEYS) do
   local st = redis.call('HGET', key, 'status')
   if final(st) then
     out[i] = -1
+  elseif redis.call('HEXISTS', key, 'cancel') == 1 then
+    out[i] = -2
   elseif redis.call('HGET', key, 'start_token') == ARGV[4] then
     out[i] = tonumber(redis.call('HGET', key, 'attempts')) or 1
   else
@@ -272,6 +276,46 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 return {1, id}
 """
 
+# KEYS: stream, record. ARGV: finished_at, result ttl, completion channel, cancels channel,
+# task id. Returns the status after the call (false: no such record).
+# A waiting task becomes cancelled at once (final, no result, announced like any final
+# status); its entry stays until a consumer reads it, finds the record final and acks it.
+# A running task gets a cancel flag and a message to the consumers; a final one is left as
+# it is. Idempotent: a repeat after a lost reply finds the cancelled status and does nothing.
+CANCEL = (
+    _FINAL
+    + """
+local st = redis.call('HGET', KEYS[2], 'status')
+if not st or final(st) then return st end
+if st ~= 'pending' then
+  redis.call('HSET', KEYS[2], 'cancel', '1')
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  return st
+end
+local task = redis.call('HGET', KEYS[2], 'task')
+local entry = redis.call('HGET', KEYS[2], 'entry')
+if not task and entry then
+  local found = redis.call('XRANGE', KEYS[1], entry, entry)
+  local fields = found[1] and found[1][2] or {}
+  for i = 1, #fields, 2 do
+    if fields[i] == 'task' then task = fields[i + 1] end
+  end
+end
+redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel', '1',
+  'final_token', 'cancel')
+redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from')
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+local head = '{"task_id":' .. cjson.encode(ARGV[5]) .. ',"status":"cancelled"'
+if task then
+  redis.call('HSET', KEYS[2], 'task', task)
+  local attempts = tonumber(redis.call('HGET', KEYS[2], 'attempts')) or 0
+  head = head .. ',"finished_at":' .. ARGV[1] .. ',"attempts":' .. attempts .. ',"task":' .. task
+end
+redis.call('PUBLISH', ARGV[3], head .. '}')
+return 'cancelled'
+"""
+)
+
 SCRIPTS = {
     "enqueue": ENQUEUE,
     "start": START,
@@ -283,4 +327,5 @@ SCRIPTS = {
     "claim": CLAIM,
     "delete_consumer": DELETE_CONSUMER,
     "replay_dead": REPLAY_DEAD,
+    "cancel": CANCEL,
 }

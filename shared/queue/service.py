@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -18,11 +19,12 @@ from shared.queue.inspect import QueueDepth, queue_depth
 from shared.queue.keys import Keys
 from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
 from shared.queue.scripts import Scripts
-from shared.queue.steps import Enqueue
+from shared.queue.steps import Cancel, Enqueue
 from shared.queue.waiter import ResultWaiter
 from shared.tasks import (
     Payload,
     QueueTask,
+    TaskStatus,
     TaskType,
     now,
     parse_task_type,
@@ -238,6 +240,29 @@ class QueueService:
         that is gone stays gone (one step, so an expiring record is never recreated as a stub).
         """
         await self.redis.eval(_MARK_SETTLED, 1, self.keys.record(task_type, task_id))
+
+    async def cancel(self, task_type: TaskType, task_id: str) -> TaskStatus | None:
+        """Cancel a task in one atomic step; returns its status after the call (None: no such
+        task, e.g. its record expired).
+
+        A waiting task is cancelled at once (final, announced, never run). A running one stays
+        `processing` with a cancel flag: its consumer stops it within a moment and finishes it
+        as `cancelled` (with the partial result, if any). A final task is left as it is.
+        Idempotent, so safe to repeat after a lost reply.
+        """
+        step = Cancel(
+            stream=self.keys.stream(task_type),
+            record=self.keys.record(task_type, task_id),
+            task_id=task_id,
+            finished_at=time.time(),
+            result_ttl=self.settings.redis_result_ttl,
+            channel=self.keys.channel(task_type),
+            cancels=self.keys.cancels(task_type),
+        )
+        raw = await self.scripts.run(step)
+        status = None if raw is None else TaskStatus(raw.decode())
+        log.info("task_cancel_requested", task_id=task_id, task_type=task_type, status=status)
+        return status
 
     def consumer(self, name: str) -> StreamConsumer:
         return StreamConsumer(self.redis, self.scripts, self.settings, name)

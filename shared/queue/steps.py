@@ -242,3 +242,27 @@ class ReplayDead(Step):
 
     def args(self) -> list[Arg]:
         return [self.dead_id, self.task_ttl]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Step):
+    script: ClassVar[str] = "cancel"
+    stream: str
+    record: str
+    task_id: str
+    finished_at: float
+    result_ttl: int
+    channel: str
+    cancels: str
+
+    def keys(self) -> list[str]:
+        return [self.stream, self.record]
+
+    def args(self) -> list[Arg]:
+        return [
+            repr(self.finished_at),
+            self.result_ttl,
+            self.channel,
+            self.cancels,
+            self.task_id,
+        ]

@@ -13,13 +13,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
-from shared.queue.connection import connection_class
+from shared.queue.connection import single_connection_client
 from shared.queue.keys import Keys
 from shared.queue.records import task_from_message, task_from_record
 from shared.tasks import FINAL_STATUSES, QueueTask, TaskType, loads
@@ -32,28 +31,14 @@ _FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
 FRESH_LIMIT = 100_000
 
 
-def _single_connection_client(settings: Settings, name: str) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        connection_class=connection_class(settings.redis_url),
-        max_connections=1,
-        timeout=settings.redis_socket_timeout,
-        socket_timeout=settings.redis_socket_timeout,
-        socket_connect_timeout=5,
-        health_check_interval=10,
-        client_name=name,
-    )
-    return Redis.from_pool(pool)  # the client owns the pool and closes it
-
-
 class ResultWaiter:
     """Routes completion announcements to in-process futures."""
 
     def __init__(self, settings: Settings, client_name: str = "waiter") -> None:
         self._keys = Keys.from_settings(settings)
         self._channels = self._keys.channels()
-        self._sub_client = _single_connection_client(settings, f"{client_name}:sub")
-        self._reader = _single_connection_client(settings, f"{client_name}:read")
+        self._sub_client = single_connection_client(settings, f"{client_name}:sub")
+        self._reader = single_connection_client(settings, f"{client_name}:read")
         self._futures: dict[str, list[asyncio.Future[QueueTask]]] = {}
         self._types: dict[str, TaskType | None] = {}
         self._to_read: dict[str, TaskType | None] = {}
