@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
-from producer.channel import ChatAction, Sender, chat_action_kept, split_text
+from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.jobs import DeliveryKind, Job, decode_kind
 from producer.outcomes import Applied, Outcomes, Verdict, verdict_of
 from producer.stream_records import StreamRecords
@@ -58,6 +58,7 @@ class Deliveries:
         queue: QueueService,
         sender: Sender,
         photo_lock: PhotoLock,
+        *,
         live: LiveFeed | None = None,
     ) -> None:
         self._settings = settings

@@ -63,13 +63,13 @@ def verdict_of(task: QueueTask | None) -> Verdict:
         return Verdict.LOST
     if task.status is TaskStatus.COMPLETED:
         return Verdict.COMPLETED
-    if task.status is TaskStatus.CANCELLED:
+    if task.status is TaskStatus.CANCELLED and task.type is TaskType.GENERATE_REPLY:
         return Verdict.COMPLETED if _partial_text(task) else Verdict.STOPPED
     return Verdict.FAILED
 
 
 def _partial_text(task: QueueTask) -> bool:
-    if task.type is not TaskType.GENERATE_REPLY or not isinstance(task.result, dict):
+    if task.result is None:
         return False
     try:
         return bool(ReplyResult.model_validate(task.result).reply.strip())

@@ -48,7 +48,7 @@ def build_services(
     photo_lock = PhotoLock(queue.redis, keys, lock_ttl)
     limiter = RateLimiter(queue.redis, keys, settings.user_messages_per_minute)
     live = live if settings.stream_replies else None
-    deliveries = Deliveries(settings, db, queue, sender, photo_lock, live)
+    deliveries = Deliveries(settings, db, queue, sender, photo_lock, live=live)
     conversation = Conversation(
         settings=settings,
         db=db,

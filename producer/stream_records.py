@@ -100,8 +100,10 @@ class StreamRecords:
     async def replies(self, chat_id: int) -> list[str]:
         """The chat's replies being written now."""
         members = await self._redis.smembers(self._keys.replies(chat_id))
-        return sorted(m.decode() for m in members)
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def task_of_draft(self, chat_id: int, draft_id: int) -> str | None:
         found = await self._redis.get(self._keys.draft(chat_id, draft_id))
-        return None if found is None else bytes(found).decode()
+        if found is None:
+            return None
+        return found.decode() if isinstance(found, bytes) else str(found)

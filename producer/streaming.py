@@ -144,7 +144,7 @@ class Presenter:
             await self._run(chunks)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a preview only: the final text is still sent
+        except Exception as exc:  # noqa: BLE001 - a preview only: the final text is still sent
             log.warning("stream_view_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def _run(self, chunks: AsyncIterator[Chunk]) -> None:
@@ -176,6 +176,7 @@ class Presenter:
                     continue
                 self.shown, last_shown = text, time.monotonic()
                 continue
-            timeout = None if refresh is None else max(0.0, last_shown + refresh - time.monotonic())
+            timeout = (
+                None if refresh is None else max(0.0, last_shown + refresh - time.monotonic())
+            )
             await self.live.changed(timeout)
-

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import structlog
 from aiogram import Bot
-from redis.asyncio import Redis
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile
+from redis.asyncio import Redis
 
 from producer.channel import ChatAction, image_extension
 from producer.keyboards import photo_keyboard

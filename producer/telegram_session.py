@@ -105,12 +105,9 @@ def _paced_chat(method: TelegramMethod[TelegramType]) -> int | str | None:
 
 def create_session(settings: Settings) -> AiohttpSession:
     """An aiohttp session, pointed at TELEGRAM_API_URL when set (a local Bot API server)."""
-    session = (
-        AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
-        if settings.telegram_api_url
-        else AiohttpSession()
-    )
-    return session
+    if settings.telegram_api_url:
+        return AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return AiohttpSession()
 
 
 def pace_sends(bot: Bot, budget: SendBudget) -> None:

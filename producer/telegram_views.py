@@ -91,9 +91,13 @@ class TelegramReplyView:
     async def deliver(self, text: str, photo_button: bool) -> None:
         parts = final_parts(text)
         message_id = self._state.message_id
-        if self._state.mode is ViewMode.EDIT and message_id is not None:
-            if await self._edit_final(message_id, parts[0], photo_button and len(parts) == 1):
-                parts = parts[1:]
+        edited = (
+            self._state.mode is ViewMode.EDIT
+            and message_id is not None
+            and await self._edit_final(message_id, parts[0], photo_button and len(parts) == 1)
+        )
+        if edited:
+            parts = parts[1:]
         await send_parts(self._sender, self._state.chat_id, parts, photo_button)
 
     async def _edit_final(self, message_id: int, text: str, photo_button: bool) -> bool:

@@ -46,7 +46,6 @@ REPLY_STOPPED_REFUNDED = "Ответ остановлен. Энергия за �
 STOPPING = "Останавливаю ответ…"
 NOTHING_TO_STOP = "Сейчас нечего останавливать: ответ уже готов."
 STOP_UNAVAILABLE = "Не получилось остановить ответ: сервис временно недоступен."
-CONSOLE_STOP_HINT = "   [Ctrl-C: остановить ответ]"
 IMAGE_FAILED = "Не получилось сгенерировать фото. Алмазы за него возвращены."
 RESET_DONE = "Начинаем с чистого листа! Диалог с {name} начат заново."
 DELETE_QUESTION = (
@@ -158,7 +157,7 @@ CONSOLE_USER_NAME = "Гость"
 CONSOLE_INTRO = (
     "Консольный чат. Команды: /start, номер персонажа, любой текст, /photo, "
     "/generate <описание>, /balance, /shop, /characters, /reset, /help, /privacy, /delete_me, "
-    "/quit."
+    "/quit. Ctrl-C, пока пишется ответ, останавливает его."
 )
 CONSOLE_PHOTO_HINT = f"   [{PHOTO_BUTTON}: /photo]"
 CONSOLE_CONFIRM_HINT = "Напиши «да», чтобы подтвердить."

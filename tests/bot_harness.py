@@ -18,7 +18,7 @@ from aiogram import Bot, Dispatcher
 
 from producer.app import build_bot, build_dispatcher
 from producer.services import Services, build_services
-from producer.telegram_sender import TelegramSender
+from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings, load_settings
 from shared.db import repositories as repo
@@ -26,6 +26,7 @@ from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.migrate import upgrade
 from shared.queue import Delivery, Outcome, QueueService, TaskStatus, TaskType
 from shared.queue.connection import BLOCK_MS
+from shared.queue.live import LiveReader
 from shared.tasks import TaskResult, dumps
 from tests.fakes.telegram import FakeTelegram, Request
 from tests.fixtures_db import Sessions, in_thread
@@ -47,6 +48,9 @@ def bot_settings(base: Settings, database_url: str, telegram_url: str, **extra: 
         "telegram_api_url": telegram_url,
         "start_energy": 5,
         "start_diamonds": 2,
+        # Tests of the send budget set their own pace; the others need not wait for it.
+        "chat_send_interval_seconds": 0.05,
+        "group_send_interval_seconds": 0.05,
     }
     values.update(extra)
     return load_settings(_env_file=None, **{**base.model_dump(), **values})
@@ -123,9 +127,13 @@ async def in_process_bot(settings: Settings, tg: FakeTelegram) -> AsyncIterator[
         queue = QueueService(settings, client_name="test-bot")
         stack.push_async_callback(queue.close)
         await queue.connect()
+        live = LiveReader(settings, client_name=f"{settings.redis_queue_prefix}live")
+        stack.push_async_callback(live.aclose)
+        await live.start()
         bot = build_bot(settings)
         stack.push_async_callback(bot.session.close)
-        services = build_services(settings, db, queue, TelegramSender(bot))
+        sender = telegram_sender(bot, settings, queue.redis)
+        services = build_services(settings, db, queue, sender, live)
         dispatcher = build_dispatcher(services)
         polling = asyncio.create_task(
             dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
@@ -159,6 +167,8 @@ def process_env(settings: Settings, **extra: Any) -> dict[str, str]:
         IMAGE_PROVIDER="offline",
         START_ENERGY=str(settings.start_energy),
         START_DIAMONDS=str(settings.start_diamonds),
+        CHAT_SEND_INTERVAL_SECONDS=str(settings.chat_send_interval_seconds),
+        GROUP_SEND_INTERVAL_SECONDS=str(settings.group_send_interval_seconds),
         LOG_JSON="true",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",

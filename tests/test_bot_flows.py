@@ -191,7 +191,9 @@ async def test_slow_reply_is_announced_then_delivered(
         tg.user_message(USER, "Ты тут?")
         task = await consumer.take(TaskType.GENERATE_REPLY)
         await wait_text(tg, USER, texts.TAKES_LONGER)
-        assert tg.sent("sendChatAction", USER)[0].params["action"] == "typing"
+        # A streamed reply shows "typing" only once no text came for a moment.
+        (action,) = await tg.wait_for("sendChatAction", lambda r: r.chat_id == USER)
+        assert action.params["action"] == "typing"
         await consumer.complete(task, ReplyResult(reply="Да, я тут.", dialog_id=1))
         await wait_text(tg, USER, "Да, я тут.")
 
