@@ -315,8 +315,10 @@ class FakeTelegram:
         first_name: str = "Анна",
         language_code: str = "ru",
         username: str | None = None,
+        chat_id: int | None = None,
     ) -> int:
-        """Queue a private text message from a user; returns its update_id."""
+        """Queue a text message from a user, in their private chat or in the group
+        ``chat_id``; returns its update_id."""
         user = self._remember_user(user_id, first_name, language_code, username)
         # Writing to the bot again is how a user unblocks it.
         self.blocked_users.discard(user_id)
@@ -326,7 +328,7 @@ class FakeTelegram:
             content["entities"] = [
                 {"type": "bot_command", "offset": 0, "length": _utf16_len(command)}
             ]
-        message = self._store_message(user_id, user, content)
+        message = self._store_message(user_id if chat_id is None else chat_id, user, content)
         return self.push_update({"message": message})
 
     def callback(

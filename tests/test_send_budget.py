@@ -1,0 +1,81 @@
+"""The per-chat send budget in Redis: shared by processes, finals never starved by drafts,
+a 429 holds the whole chat."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from producer.send_budget import SendBudget
+
+CHAT = 501
+GROUP = -1001
+
+
+def budget(client: aioredis.Redis, prefix: str, interval: float = 0.2) -> SendBudget:
+    return SendBudget(client, prefix, chat_interval=interval, group_interval=interval * 2)
+
+
+async def test_two_processes_share_one_pace_per_chat(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    # Two instances stand for two bot processes: they share nothing but Redis.
+    first, second = budget(redis_client, prefix), budget(redis_client, prefix)
+    started = time.monotonic()
+    stamps: list[float] = []
+
+    async def send(instance: SendBudget) -> None:
+        await instance.take(CHAT)
+        stamps.append(time.monotonic() - started)
+
+    await asyncio.gather(*(send(first if n % 2 else second) for n in range(4)))
+    stamps.sort()
+    gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:], strict=False)]
+    assert stamps[0] < 0.05
+    assert all(gap >= 0.18 for gap in gaps), gaps
+    # Another chat is not held back by this one.
+    other = time.monotonic()
+    await first.take(CHAT + 1)
+    assert time.monotonic() - other < 0.05
+
+
+async def test_a_skippable_call_takes_only_a_free_slot(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    shared = budget(redis_client, prefix)
+    assert await shared.try_take(CHAT) == 0.0
+    wait = await shared.try_take(CHAT)
+    assert 0.1 < wait <= 0.2
+    # A final message books the next slot at once; drafts then see the chat busy past it.
+    started = time.monotonic()
+    await shared.take(CHAT)
+    assert 0.1 < time.monotonic() - started < 0.3
+    assert await shared.try_take(CHAT) > 0.1
+
+
+async def test_retry_after_holds_the_whole_chat(redis_client: aioredis.Redis, prefix: str) -> None:
+    shared = budget(redis_client, prefix)
+    await shared.hold(GROUP, 0.5)
+    assert await shared.try_take(GROUP) > 0.4
+    started = time.monotonic()
+    await shared.take(GROUP)
+    assert time.monotonic() - started >= 0.45
+    assert shared.interval(GROUP) == 0.4
+    assert shared.interval(CHAT) == 0.2
+
+
+async def test_redis_away_keeps_the_pace_in_process(prefix: str) -> None:
+    gone = aioredis.Redis(host="127.0.0.1", port=9, retry=Retry(NoBackoff(), 0))
+    try:
+        local = budget(gone, prefix)
+        started = time.monotonic()
+        await local.take(CHAT)
+        await local.take(CHAT)
+        assert time.monotonic() - started >= 0.18
+        assert await local.try_take(CHAT) > 0.1
+    finally:
+        await gone.aclose()
