@@ -10,16 +10,23 @@ from dataclasses import dataclass, field
 import structlog
 from redis.exceptions import RedisError
 
+from consumers.cancels import CancelListener
 from consumers.completer import Completer
 from consumers.metrics import Metrics
 from consumers.registry import TaskHandler
+from consumers.task_run import TaskRun
 from shared.config import Settings
 from shared.errors import is_retryable
 from shared.queue import Delivery, Malformed, Outcome, StreamConsumer
 from shared.queue.connection import BLOCK_MS
-from shared.tasks import TaskStatus, TaskType, dumps
+from shared.tasks import TaskResult, TaskStatus, TaskType, dumps
 
 log = structlog.get_logger(__name__)
+
+# What the start step answers for a task whose record is already final, and for a task
+# whose cancel was requested before it started.
+ALREADY_FINAL = -1
+CANCELLED_BEFORE_START = -2
 
 
 @dataclass(slots=True)
@@ -38,6 +45,8 @@ class RunnerOptions:
 class _Running:
     delivery: Delivery
     task: asyncio.Task[None]
+    run: TaskRun
+    handler: asyncio.Task[TaskResult] | None = None  # the handler's own task, stopped alone
 
 
 @dataclass(slots=True)
@@ -71,6 +80,13 @@ class ConsumerRunner:
         self._metrics = metrics or Metrics.disabled()
         self._states = {t: _TypeState(options.limits[t]) for t in handlers}
         self._completer = Completer(consumer)
+        self._cancels = CancelListener(
+            consumer.settings,
+            f"{consumer.name}:cancels",
+            list(handlers),
+            self.request_stop,
+            self._check_cancels,
+        )
         self._stopping = asyncio.Event()
         self._stopped_at: float | None = None
 
@@ -99,6 +115,7 @@ class ConsumerRunner:
         back: a claim dropped while draining would let a peer run the same task again.
         """
         self._completer.start()
+        self._cancels.start()
         limits = {str(t): s.limit for t, s in self._states.items()}
         await self._beat()
         log.info("consumer_started", consumer=self.name, limits=limits)
@@ -119,6 +136,7 @@ class ConsumerRunner:
                 for keeper in keepers:
                     keeper.cancel()
                 await asyncio.gather(*keepers, return_exceptions=True)
+                await self._cancels.aclose()
                 await self._retire()
 
     async def _type_loop(self, task_type: TaskType) -> None:
@@ -192,17 +210,19 @@ class ConsumerRunner:
         attempts = await self.consumer.start(deliveries, started)
         state = self._states[task_type]
         for delivery, attempt in zip(deliveries, attempts, strict=True):
-            job = asyncio.create_task(self._run_one(delivery, attempt, started))
-            state.running[delivery.entry_id] = _Running(delivery, job)
+            live = self.consumer.live_writer(task_type, delivery.task.task_id, attempt)
+            run = TaskRun(attempt, live)
+            job = asyncio.create_task(self._run_one(delivery, run, started))
+            state.running[delivery.entry_id] = _Running(delivery, job, run)
         self._metrics.set_in_flight(task_type, len(state.running))
 
-    async def _run_one(self, delivery: Delivery, attempt: int, started: float) -> None:
+    async def _run_one(self, delivery: Delivery, run: TaskRun, started: float) -> None:
         task = delivery.task
         structlog.contextvars.bind_contextvars(
             task_id=task.task_id, task_type=str(task.type), consumer=self.name
         )
         try:
-            outcome = await self._outcome(delivery, attempt, started)
+            outcome = await self._outcome(delivery, run, started)
             if outcome is not None:
                 await self._completer.submit(outcome)
         finally:
@@ -211,25 +231,90 @@ class ConsumerRunner:
             state.slot_freed.set()
             self._metrics.set_in_flight(task.type, len(state.running))
 
-    async def _outcome(self, delivery: Delivery, attempt: int, started: float) -> Outcome | None:
-        task = delivery.task
-        if attempt < 0:  # finished by someone else already: only ack and delete the entry
-            log.info("task_duplicate_skipped")
+    def _not_to_run(self, delivery: Delivery, attempt: int, started: float) -> Outcome | None:
+        """The outcome of an entry the start step says must not run, else None."""
+        if attempt == CANCELLED_BEFORE_START:
+            log.info("task_cancelled_before_start")
+            return Outcome(delivery, TaskStatus.CANCELLED, 0, started)
+        if attempt == ALREADY_FINAL:  # finished, or cancelled while waiting: ack and delete
+            log.info("task_already_final_skipped")
             return Outcome(delivery, TaskStatus.COMPLETED, 0, started)
         if attempt > self._opts.max_deliveries:
             reason = f"delivered {attempt} times, limit {self._opts.max_deliveries}"
             return self._final_failure(delivery, attempt, started, reason)
+        return None
+
+    async def _outcome(self, delivery: Delivery, run: TaskRun, started: float) -> Outcome | None:
+        task, attempt = delivery.task, run.attempt
+        if (skipped := self._not_to_run(delivery, attempt, started)) is not None:
+            return skipped
         log.info("task_processing", attempt=attempt)
         t0 = time.perf_counter()
         try:
-            result = await self._handlers[task.type](task)
+            result = await self._handle(delivery, run)
         except Exception as exc:  # noqa: BLE001 - every failure must end acked, retried or dead
+            if run.stop_requested:  # it failed while being stopped: the stop wins
+                return self._stopped(delivery, run, started)
             return await self._failed(delivery, attempt, started, exc)
+        if result is None:
+            return self._stopped(delivery, run, started)
         elapsed = time.perf_counter() - t0
         self._metrics.processed(task.type, elapsed)
         log.info("task_completed", duration_ms=round(elapsed * 1000, 2))
         result_json = dumps(result.model_dump())
         return Outcome(delivery, TaskStatus.COMPLETED, attempt, started, result_json=result_json)
+
+    async def _handle(self, delivery: Delivery, run: TaskRun) -> TaskResult | None:
+        """The handler's result, or None when a user's stop cancelled it.
+
+        The handler runs as a task of its own so a stop cancels it alone; the runner's own
+        cancellation (shutdown) still reaches it and is re-raised.
+        """
+        handler = asyncio.create_task(self._handlers[delivery.task_type](delivery.task, run))
+        running = self._states[delivery.task_type].running.get(delivery.entry_id)
+        if running is not None:
+            running.handler = handler
+        if run.stop_requested:  # the stop came between the read and now: it never starts
+            handler.cancel()
+        try:
+            return await handler
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if run.stop_requested and current is not None and not current.cancelling():
+                return None
+            raise
+
+    def _stopped(self, delivery: Delivery, run: TaskRun, started: float) -> Outcome:
+        partial = run.partial
+        log.info("task_stopped", kept_partial=partial is not None)
+        result_json = dumps(partial.model_dump()) if partial is not None else None
+        return Outcome(delivery, TaskStatus.CANCELLED, run.attempt, started, result_json)
+
+    def request_stop(self, task_type: TaskType, task_id: str) -> None:
+        """Stop the task if it runs here (a user cancelled it); unknown ids are ignored."""
+        state = self._states.get(task_type)
+        running = next(
+            (
+                r
+                for r in (state.running.values() if state else ())
+                if r.delivery.task.task_id == task_id
+            ),
+            None,
+        )
+        if running is None or running.run.stop_requested:
+            return
+        running.run.stop_requested = True
+        log.info("task_stop_requested", task_id=task_id, task_type=task_type)
+        if running.handler is not None:
+            running.handler.cancel()
+
+    async def _check_cancels(self) -> None:
+        """Stop running tasks whose cancel flag is set (a cancel message may have been lost)."""
+        for task_type, state in self._states.items():
+            ids = [r.delivery.task.task_id for r in state.running.values()]
+            if ids:
+                for task_id in await self.consumer.cancel_requested(task_type, ids):
+                    self.request_stop(task_type, task_id)
 
     async def _failed(
         self, delivery: Delivery, attempt: int, started: float, exc: Exception
@@ -276,6 +361,7 @@ class ConsumerRunner:
             lost = await self.consumer.renew(task_type, list(state.running))
             for entry_id in lost:
                 log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
+        await self._check_cancels()
 
     async def _retire(self) -> None:
         try:

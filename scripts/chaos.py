@@ -61,6 +61,8 @@ def consumer_env(settings: Settings, delay: float) -> dict[str, str]:
         LLM_PROVIDER="offline",
         IMAGE_PROVIDER="offline",
         OFFLINE_DELAY_SECONDS=str(delay),
+        # --delay alone is the provider's time per task: replies do not stream word by word.
+        OFFLINE_STREAM_DELAY_MS="0",
         SHUTDOWN_GRACE_SECONDS="1",
         LOG_JSON="true",
         LOG_LEVEL="WARNING",

@@ -23,7 +23,8 @@ COMMANDS = (
     "evalsha eval script|load "
     "xreadgroup xack xclaim xautoclaim xpending xinfo|groups xinfo|consumers xinfo|stream "
     "xgroup|create xgroup|createconsumer xgroup|delconsumer xadd xdel xrange xlen "
-    "hset hget hmget hgetall hincrby hdel exists expire del publish time"
+    "hset hget hmget hgetall hincrby hdel hexists exists expire del publish time "
+    "subscribe unsubscribe"
 )
 
 

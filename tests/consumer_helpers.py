@@ -74,7 +74,7 @@ class SlowVenice(FakeVenice):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v1/chat/completions", self._slow_chat)
 
-    async def _slow_chat(self, request: web.Request) -> web.Response:
+    async def _slow_chat(self, request: web.Request) -> web.StreamResponse:
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:

@@ -14,6 +14,7 @@ from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.providers.venice import VeniceClient
 from consumers.registry import TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.task_run import TaskRun
 from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.models import Currency, Dialog
@@ -113,7 +114,7 @@ class Flaky:
         self.failures = failures
         self.calls = 0
 
-    async def __call__(self, task: QueueTask) -> ImagePromptResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> ImagePromptResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise ProviderUnavailableError("upstream 503", "fake", 503)

@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.task_run import TaskRun
 from shared.queue import Delivery, QueueService
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType
 
@@ -22,7 +23,7 @@ class Slow:
         self.calls = 0
         self.started = asyncio.Event()
 
-    async def __call__(self, task: QueueTask) -> TaskResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> TaskResult:
         self.calls += 1
         self.started.set()
         await asyncio.sleep(self.seconds)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from scripts.bench_live import measure
 from shared.config import Settings
 from shared.queue.keys import Keys
 from shared.queue.live import END_DONE, LiveChunk, LiveReader, LiveWriter
@@ -176,3 +177,13 @@ async def test_a_rerun_voids_what_was_shown(
     chunks = await asyncio.wait_for(collect(reader, "rerun"), 2)
     assert chunks[-1].reset
     assert chunks[-1].text == "новый"
+
+
+async def test_the_live_latency_benchmark_runs_in_short(
+    settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    report = await measure(settings, streams=5, deltas=3, gap_ms=5)
+    assert report["streams"] == 5
+    for figure in ("first_delta_to_reader", "follow_join_to_first_chunk"):
+        values = report[figure]
+        assert isinstance(values, dict) and 0 < values["p50_ms"] <= values["p95_ms"] < 1000

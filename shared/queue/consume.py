@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from shared.config import Settings
 from shared.queue.keys import GROUP, Keys
+from shared.queue.live import LiveWriter
 from shared.queue.records import (
     Delivery,
     Malformed,
@@ -302,6 +303,22 @@ class StreamConsumer:
             entry=entry.raw,
             token=token,
         )
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def live_writer(self, task_type: TaskType, task_id: str, attempt: int) -> LiveWriter:
+        """The writer of one run's live output (it writes nothing until text arrives)."""
+        return LiveWriter.for_task(self.redis, self._settings, task_type, task_id, attempt)
+
+    async def cancel_requested(self, task_type: TaskType, task_ids: Sequence[str]) -> list[str]:
+        """Those of `task_ids` whose records carry a cancel flag (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hexists(self._keys.record(task_type, task_id), "cancel")
+        flags = await pipe.execute()
+        return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
 
     async def renew(self, task_type: TaskType, entry_ids: Sequence[str]) -> list[str]:
         """Reset the idle time of entries still ours; return the ids another consumer took."""

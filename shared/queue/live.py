@@ -128,12 +128,15 @@ class LiveWriter:
             self._last_flush = time.monotonic()
             if not self._buffer and end is None:
                 return
-            text = "".join(self._buffer)
+            # Taken out before the write: deltas added while it is in flight wait for the next.
+            batch, reset = self._buffer, self._reset
+            self._buffer, self._size, self._reset = [], 0, False
+            text = "".join(batch)
             pipe = self._redis.pipeline(transaction=False)
             rows: list[dict[Any, Any]] = [{DELTA: text.encode()}] if text else []
             if end is not None:  # its own last entry: no delta ever follows it
                 rows.append({END: end.encode()})
-            if self._reset and rows:
+            if reset and rows:
                 rows[0][RESET] = b"1"
             for row in rows:
                 pipe.xadd(self.key, row, maxlen=LIVE_MAXLEN, approximate=True)
@@ -142,8 +145,10 @@ class LiveWriter:
                 await pipe.execute()
             except _REDIS_ERRORS as exc:
                 log.warning("live_write_failed", key=self.key, error=str(exc))
-                return  # kept in the buffer: the next flush carries it
-            self._buffer, self._size, self._reset = [], 0, False
+                # Kept for the next flush (an end marker is not retried: the result is final).
+                self._buffer = batch + self._buffer
+                self._size += len(text)
+                self._reset = reset
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +233,11 @@ class LiveReader:
         self, task_type: TaskType, task_id: str, after: str = "0-0"
     ) -> AsyncIterator[LiveChunk]:
         """Yield the task's new output after `after` until its end marker, or until the
-        caller stops iterating. A task without a live stream yields nothing meanwhile."""
+        caller stops iterating. A task without a live stream yields nothing meanwhile.
+
+        Iterate it inside `contextlib.aclosing(...)` to unfollow the moment you stop (a
+        dropped generator is only closed when it is collected).
+        """
         await self.start()
         follower = _Follower(task_id, after)
         self._follows.setdefault(task_type, {}).setdefault(task_id, []).append(follower)
@@ -304,9 +313,11 @@ class LiveReader:
             return
         wake = self._keys.live_wake(task_type, self._reader_id)
         streams: dict[Any, Any] = {wake: self._wake_ids.get(task_type, "0-0")}
+        task_ids: dict[str, str] = {}
         for task_id, followers in tasks.items():
-            oldest = min((f.last_id for f in followers), key=_id_key)
-            streams[self._keys.live(task_type, task_id)] = oldest
+            key = self._keys.live(task_type, task_id)
+            task_ids[key] = task_id
+            streams[key] = min((f.last_id for f in followers), key=_id_key)
         self._blocked.add(task_type)
         try:
             reply: Any = await self._redis.xread(streams, block=block)
@@ -317,7 +328,7 @@ class LiveReader:
             if name == wake:
                 self._wake_ids[task_type] = entries[-1][0].decode()
                 continue
-            task_id = name.rpartition(":live:")[2]
+            task_id = task_ids[name]
             decoded = [(eid.decode(), fields) for eid, fields in entries]
             self._deliver(tasks.get(task_id, []), task_id, decoded)
 

@@ -246,8 +246,8 @@ return 1
 # Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
 # stream, the record is reset to a fresh pending task (attempts 0, so the delivery cap starts
 # over) and the dead entry is deleted. Returns {1, new entry id} or {0, why not}. Refused when
-# the dead entry is gone, has no `task`, its task completed since, or the bot already settled
-# the failure with the user (refunded and told): nobody would receive the result.
+# the dead entry is gone, has no `task`, its task completed or was cancelled since, or the bot
+# already settled the failure with the user (refunded and told): nobody would receive it.
 REPLAY_DEAD = """
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #found == 0 then return {0, 'not in the dead-letter stream'} end
@@ -259,6 +259,7 @@ end
 if not task then return {0, 'no task field (malformed entry)'} end
 local st = redis.call('HGET', KEYS[3], 'status')
 if st == 'completed' then return {0, 'task completed since'} end
+if st == 'cancelled' then return {0, 'task cancelled since'} end
 if redis.call('HGET', KEYS[3], 'settled') then
   return {0, 'the bot already refunded this task and told the user'}
 end
