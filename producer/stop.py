@@ -16,11 +16,11 @@ from redis.exceptions import RedisError
 from producer.stream_records import StreamRecords
 from shared.queue import QueueService
 from shared.redact import redact
-from shared.tasks import TaskStatus, TaskType
+from shared.tasks import TaskType
 
 log = structlog.get_logger(__name__)
 
-_STOPPABLE = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.CANCELLED})
+_FINAL = frozenset({b"completed", b"failed", b"cancelled"})
 
 
 class StopAnswer(StrEnum):
@@ -62,13 +62,19 @@ class Stopper:
 
     async def _cancel(self, task_ids: list[str], source: str) -> StopAnswer:
         answer = StopAnswer.NOTHING
+        reply = TaskType.GENERATE_REPLY
         for task_id in task_ids:
             try:
-                status = await self._queue.cancel(TaskType.GENERATE_REPLY, task_id)
+                # Read first: "cancelled" after the call cannot tell this stop from an
+                # earlier one, and a repeated stop deserves "nothing to stop".
+                before = await self._queue.redis.hget(
+                    self._queue.keys.record(reply, task_id), "status"
+                )
+                status = await self._queue.cancel(reply, task_id)
             except (RedisError, OSError) as exc:
                 log.warning("stop_failed", task_id=task_id, error=redact(str(exc)))
                 return StopAnswer.UNAVAILABLE
             log.info("stop_requested", task_id=task_id, source=source, status=str(status))
-            if status in _STOPPABLE:
+            if before is not None and before not in _FINAL and status is not None:
                 answer = StopAnswer.STOPPING
         return answer

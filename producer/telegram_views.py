@@ -62,7 +62,7 @@ class TelegramReplyView:
                 log.info("drafts_refused", chat_id=self._state.chat_id, error=exc.message)
                 self._state.mode = ViewMode.EDIT
                 await self._records.save(self._state)
-                return 0.0
+                return self._budget.interval(self._state.chat_id)
             if not _not_modified(exc):
                 raise
         return 0.0

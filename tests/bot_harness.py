@@ -17,6 +17,7 @@ import orjson
 from aiogram import Bot, Dispatcher
 
 from producer.app import build_bot, build_dispatcher
+from producer.keyboards import CharacterCallback
 from producer.services import Services, build_services
 from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
@@ -74,6 +75,15 @@ async def wait_text(tg: FakeTelegram, chat_id: int, needle: str, timeout: float 
     return found[0]
 
 
+async def choose_first_character(tg: FakeTelegram, user_id: int) -> None:
+    tg.user_message(user_id, "/start")
+    greeting = await wait_text(tg, user_id, "Привет")
+    first = greeting.params["reply_markup"]["inline_keyboard"][0][0]
+    assert CharacterCallback.unpack(first["callback_data"]).character_id > 0
+    tg.callback(user_id, first["callback_data"])
+    await wait_text(tg, user_id, "Твой собеседник")
+
+
 class ManualConsumer:
     """Plays the consumer's part by hand: take one task, then complete or fail it."""
 
@@ -92,6 +102,13 @@ class ManualConsumer:
         outcome = Outcome(
             delivery, TaskStatus.COMPLETED, 1, 0.0, result_json=dumps(result.model_dump())
         )
+        await self._consumer.finish([outcome])
+
+    async def stop(self, delivery: Delivery, partial: TaskResult | None) -> None:
+        """Finish as a consumer does once a cancel reached it: cancelled, with what was
+        written (None: nothing)."""
+        result_json = None if partial is None else dumps(partial.model_dump())
+        outcome = Outcome(delivery, TaskStatus.CANCELLED, 1, 0.0, result_json=result_json)
         await self._consumer.finish([outcome])
 
     async def fail(

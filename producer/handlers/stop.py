@@ -21,9 +21,7 @@ _ANSWERS = {
 
 async def stop_command(message: Message, services: Services) -> None:
     answer = await services.stopper.stop_chat(message.chat.id)
-    # A stopped reply answers by itself (its text, marked); only say why nothing happened.
-    if answer is not StopAnswer.STOPPING:
-        await message.answer(_ANSWERS[answer])
+    await message.answer(_ANSWERS[answer])
 
 
 async def stop_button(
