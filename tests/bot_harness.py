@@ -213,17 +213,22 @@ class Processes:
         args: list[str],
         env: dict[str, str],
         stdin: int | None = None,
+        split_stderr: bool = False,
     ) -> subprocess.Popen[bytes]:
+        """Start `python -m module`; its output goes to the log `name` (with `split_stderr`,
+        stderr to the log `name.err` instead, so a console's screen is not cut by log lines)."""
         log_path = self._log_dir / f"{name}.log"
         self.logs[name] = log_path
-        with log_path.open("ab") as log:
+        err_path = self._log_dir / f"{name}.err.log" if split_stderr else log_path
+        self.logs[f"{name}.err"] = err_path
+        with log_path.open("ab") as log, err_path.open("ab") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, *args],
                 cwd=ROOT,
                 env=env,
                 stdin=stdin,
                 stdout=log,
-                stderr=log,
+                stderr=err,
             )
         self._running.append(proc)
         return proc

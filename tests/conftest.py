@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from shared.config import Settings, load_settings
 from shared.queue import QueueService
 
-pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers"]
+pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers", "tests.bot_world"]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,6 +30,7 @@ from tests.bot_harness import (
     texts_to,
     wait_text,
 )
+from tests.bot_world import eventually
 from tests.fakes.telegram import FakeTelegram, Request
 
 USER = 7101
@@ -268,11 +268,3 @@ async def test_a_restarted_bot_continues_the_same_message(
 
 async def waiting(queue: QueueService) -> bool:
     return (await queue.get_queue_depth(TaskType.GENERATE_REPLY)).waiting == 1
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
