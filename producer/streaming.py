@@ -116,8 +116,11 @@ class LiveText:
 
     async def changed(self, timeout: float | None) -> None:
         """Wait for a change (or `timeout`), then clear the signal."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that lands as the event is set, and the presenter would outlive its reply.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
         self._changed.clear()
 
 
