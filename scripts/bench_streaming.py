@@ -142,16 +142,11 @@ class Rig:
         return found[0]
 
     async def stopped(self, chat: int, since: float) -> None:
-        await self.tg.wait_for(
-            "sendMessage",
-            lambda r: (
-                r.ok
-                and r.chat_id == chat
-                and r.timestamp > since
-                and texts.STOPPED_MARK in r.params["text"]
-            ),
-            timeout=60,
-        )
+        def marked(r: Request) -> bool:
+            stopped = texts.STOPPED_MARK in str(r.params.get("text"))
+            return r.ok and r.chat_id == chat and r.timestamp > since and stopped
+
+        await self.tg.wait_for("sendMessage", marked, timeout=60)
 
     async def first_draft(self, chat: int, since: float, timeout: float = 30.0) -> Request:
         found = await self.tg.wait_for(
