@@ -46,6 +46,8 @@ CLAIM_LEASE = timedelta(minutes=2)
 # A streamed reply shows "typing" only if no text came this soon: a chat action takes the
 # chat's slot, and the first text should not wait behind it.
 STREAM_TYPING_DELAY = 1.0
+# How long the end of a reply's preview may hold its final text back.
+PRESENTER_STOP_SECONDS = 2.0
 
 
 class Deliveries:
@@ -230,9 +232,12 @@ class Deliveries:
         try:
             return await self._await_result(job, presenter)
         finally:
+            presenter.stop()
             showing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await showing
+            # Bounded: the final text must not wait on a preview (see Presenter.stop).
+            _, running = await asyncio.wait({showing}, timeout=PRESENTER_STOP_SECONDS)
+            if running:
+                log.warning("presenter_slow_to_stop")
 
     async def _present(
         self, job: Job, presenter: Presenter, previous: asyncio.Future[None] | None

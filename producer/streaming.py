@@ -114,6 +114,9 @@ class LiveText:
         self.ended = True
         self._changed.set()
 
+    def wake(self) -> None:
+        self._changed.set()
+
     async def changed(self, timeout: float | None) -> None:
         """Wait for a change (or `timeout`), then clear the signal."""
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
@@ -132,10 +135,18 @@ class Presenter:
         self.live = LiveText()
         self.shown = ""
         self._first_text = asyncio.Event()
+        self._stopped = False
 
     @property
     def showed_text(self) -> bool:
         return bool(self.shown)
+
+    def stop(self) -> None:
+        """Show nothing more. Cancelling alone is not enough: on Python 3.11 a cancellation
+        that meets a timeout firing inside a library call can be swallowed, and the loop
+        would go on showing (and hold its delivery) until its next long wait ends."""
+        self._stopped = True
+        self.live.wake()
 
     async def first_text(self) -> None:
         """Return once some text arrived (or the live output ended without any)."""
@@ -167,14 +178,14 @@ class Presenter:
 
     async def _show_loop(self) -> None:
         last_shown = time.monotonic()
-        while True:
+        while not self._stopped:
             text = visible_part(self.live.text)
             refresh = self._view.refresh_seconds
             due = refresh is not None and self.shown and time.monotonic() - last_shown >= refresh
             if text and (text != self.shown or due):
                 self._first_text.set()
                 wait = await self._view.show(text)
-                if wait > 0:
+                if wait > 0 and not self._stopped:
                     await asyncio.sleep(wait)
                     continue
                 self.shown, last_shown = text, time.monotonic()

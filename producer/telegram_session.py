@@ -55,7 +55,7 @@ class FloodControlMiddleware(BaseRequestMiddleware):
             if chat_id is not None and not (skippable and attempt == 1):
                 await self._budget.take(chat_id)
             try:
-                return await make_request(bot, method)
+                return await self._request(make_request, bot, method, chat_id)
             except TelegramRetryAfter as exc:
                 if chat_id is not None:
                     await self._budget.hold(chat_id, exc.retry_after)
@@ -71,6 +71,21 @@ class FloodControlMiddleware(BaseRequestMiddleware):
                 self._log_retry(method, exc, attempt, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _request(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        chat_id: int | str | None,
+    ) -> Response[TelegramType]:
+        try:
+            return await make_request(bot, method)
+        finally:
+            if chat_id is not None:
+                # The pace counts from the answer too: a call that took long to leave (a busy
+                # loop, a slow network) must not reach Telegram right behind the next one.
+                await self._budget.hold(chat_id, self._budget.interval(chat_id))
 
     @staticmethod
     def _log_retry(

@@ -42,12 +42,15 @@ class TelegramReplyView:
         self._budget = budget
         self._records = records
         self._state = state
+        self._delivered = False
 
     @property
     def refresh_seconds(self) -> float | None:
         return DRAFT_REFRESH_SECONDS if self._state.mode is ViewMode.DRAFT else None
 
     async def show(self, text: str) -> float:
+        if self._delivered:  # a draft after the final message would show it again
+            return 0.0
         wait = await self._budget.try_take(self._state.chat_id)
         if wait > 0:
             return wait
@@ -89,6 +92,7 @@ class TelegramReplyView:
             )
 
     async def deliver(self, text: str, photo_button: bool) -> None:
+        self._delivered = True
         parts = final_parts(text)
         message_id = self._state.message_id
         edited = (
