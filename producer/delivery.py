@@ -250,6 +250,10 @@ class Deliveries:
             await presenter.run(self._live.follow(job.task_type, job.task_id))
         finally:
             hint.cancel()
+            # Awaited: a chat action left running could outlive the process's Redis and keep
+            # the chat's budget marked in flight until its lease ends.
+            with contextlib.suppress(asyncio.CancelledError):
+                await hint
 
     async def _typing_until_text(self, job: Job, presenter: Presenter) -> None:
         action = chat_action_kept(

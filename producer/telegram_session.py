@@ -54,14 +54,14 @@ class FloodControlMiddleware(BaseRequestMiddleware):
         for attempt in range(1, self._max_attempts + 1):
             if chat_id is not None and not (skippable and attempt == 1):
                 await self._budget.take(chat_id)
+            retry_after = 0.0
             try:
-                return await self._request(make_request, bot, method, chat_id)
+                return await make_request(bot, method)
             except TelegramRetryAfter as exc:
-                if chat_id is not None:
-                    await self._budget.hold(chat_id, exc.retry_after)
+                retry_after = float(exc.retry_after)
                 if skippable or attempt == self._max_attempts:
                     raise
-                self._log_retry(method, exc, attempt, float(exc.retry_after))
+                self._log_retry(method, exc, attempt, retry_after)
                 if chat_id is None:
                     await asyncio.sleep(_retry_delay(exc, attempt))
             except (TelegramNetworkError, TelegramServerError) as exc:
@@ -70,22 +70,10 @@ class FloodControlMiddleware(BaseRequestMiddleware):
                 delay = _retry_delay(exc, attempt)
                 self._log_retry(method, exc, attempt, delay)
                 await asyncio.sleep(delay)
+            finally:
+                if chat_id is not None:
+                    await self._budget.answered(chat_id, retry_after)
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    async def _request(
-        self,
-        make_request: NextRequestMiddlewareType[TelegramType],
-        bot: Bot,
-        method: TelegramMethod[TelegramType],
-        chat_id: int | str | None,
-    ) -> Response[TelegramType]:
-        try:
-            return await make_request(bot, method)
-        finally:
-            if chat_id is not None:
-                # The pace counts from the answer too: a call that took long to leave (a busy
-                # loop, a slow network) must not reach Telegram right behind the next one.
-                await self._budget.hold(chat_id, self._budget.interval(chat_id))
 
     @staticmethod
     def _log_retry(

@@ -9,6 +9,8 @@ text is shown once); in draft mode it is a normal message, which also ends the d
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
@@ -77,12 +79,9 @@ class TelegramReplyView:
                 chat_id=state.chat_id, draft_id=state.draft_id, text=text, can_stop=True
             )
         elif state.message_id is None:
-            sent = await self._bot.send_message(
-                chat_id=state.chat_id, text=text, reply_markup=stop_keyboard(state.task_id)
-            )
-            state.message_id = sent.message_id
-            # Kept before the next edit, so a restarted bot edits this message, not a new one.
-            await self._records.save(state)
+            # Shielded: once sent, the message's id must be kept even if the preview is being
+            # stopped, or the final text would go to a new message and this one stay behind.
+            await asyncio.shield(self._open_message(text))
         else:
             await self._bot.edit_message_text(
                 chat_id=state.chat_id,
@@ -90,6 +89,15 @@ class TelegramReplyView:
                 text=text,
                 reply_markup=stop_keyboard(state.task_id),
             )
+
+    async def _open_message(self, text: str) -> None:
+        state = self._state
+        sent = await self._bot.send_message(
+            chat_id=state.chat_id, text=text, reply_markup=stop_keyboard(state.task_id)
+        )
+        state.message_id = sent.message_id
+        # Kept before the next edit, so a restarted bot edits this message, not a new one.
+        await self._records.save(state)
 
     async def deliver(self, text: str, photo_button: bool) -> None:
         self._delivered = True

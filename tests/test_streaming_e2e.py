@@ -58,8 +58,14 @@ def texts_of(requests: list[Request]) -> list[str]:
     return [str(r.params.get("text", "")) for r in requests if r.ok]
 
 
-def in_chat(chat_id: int, needle: str = "слово") -> Callable[[Request], bool]:
-    return lambda r: r.ok and r.chat_id == chat_id and needle in str(r.params.get("text"))
+def in_chat(chat_id: int, needle: str = "слово", after: float = 0.0) -> Callable[[Request], bool]:
+    """Accepted calls to the chat whose text has `needle`, made after `after` (wall time)."""
+    return lambda r: (
+        r.ok
+        and r.chat_id == chat_id
+        and r.timestamp > after
+        and needle in str(r.params.get("text"))
+    )
 
 
 async def test_a_reply_streams_as_a_draft_then_arrives_once(
@@ -86,10 +92,8 @@ async def test_stops_by_the_draft_button_and_by_command_keep_the_partial_text(
 ) -> None:
     await chatting(world, tg, venice)
     for number, stop in enumerate(("button", "/stop"), start=1):
-        since = time.time()
         tg.user_message(USER, f"Вопрос {number}")
-        shown = in_chat(USER)
-        await tg.wait_for("sendMessageDraft", lambda r: r.timestamp > since and shown(r))
+        await tg.wait_for("sendMessageDraft", in_chat(USER, after=time.time()))
         if stop == "button":
             tg.streaming.stop_generation(USER)
         else:
