@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ class Rig:
     chats: list[int]
     bot: Any = None
     asked: dict[int, int] = field(default_factory=dict)
+    by_chat: dict[tuple[str, int], list[Request]] = field(default_factory=dict)
+    indexed: int = 0
     # time.time() - time.monotonic(): the fake Venice keeps monotonic times, the fake Bot API
     # wall-clock ones; both run in this process.
     offset: float = field(default_factory=lambda: time.time() - time.monotonic())
@@ -122,39 +124,53 @@ class Rig:
         text = self.script.text(chat, number)
         return [r for r in self.tg.sent("sendMessage", chat) if r.ok and r.params["text"] == text]
 
+    async def seen(
+        self, method: str, chat: int, match: Callable[[Request], bool], timeout: float
+    ) -> Request:
+        """The first accepted `method` call to `chat` that matches. Polls the fake's record
+        from where the last look ended: the fake's own wait_for rescans every call for every
+        waiter, which with 50 waiters would load the fakes' process (and skew the times it
+        takes)."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            calls = self.by_chat.get((method, chat), [])
+            for request in calls[checked:]:
+                if match(request):
+                    return request
+            checked = len(calls)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no matching {method} to chat {chat} in {timeout}s")
+            await asyncio.sleep(0.01)
+
+    def index(self) -> None:
+        """File the fake's new accepted calls by method and chat (called between polls)."""
+        for request in self.tg.requests[self.indexed :]:
+            if request.status is None and request.chat_id is not None:
+                return  # still being served: look again next time (a long poll has no chat)
+            if request.ok and isinstance(request.chat_id, int):
+                self.by_chat.setdefault((request.method, request.chat_id), []).append(request)
+            self.indexed += 1
+
     async def delivered(self, chat: int, number: int, timeout: float) -> Request:
         text = self.script.text(chat, number)
-        try:
-            found = await self.tg.wait_for(
-                "sendMessage",
-                lambda r: r.ok and r.chat_id == chat and r.params.get("text") == text,
-                timeout=timeout,
-            )
-        except TimeoutError:
-            calls = [r for r in self.tg.requests if r.chat_id == chat][-8:]
-            seen = [
-                (r.method, r.status, str(r.params.get("text"))[:40], r.params.get("draft_id"))
-                for r in calls
-            ]
-            raise TimeoutError(
-                f"chat {chat} reply {number} not delivered; last calls: {seen}"
-            ) from None
-        return found[0]
+        return await self.seen(
+            "sendMessage", chat, lambda r: r.params.get("text") == text, timeout
+        )
 
     async def stopped(self, chat: int, since: float) -> None:
         def marked(r: Request) -> bool:
-            stopped = texts.STOPPED_MARK in str(r.params.get("text"))
-            return r.ok and r.chat_id == chat and r.timestamp > since and stopped
+            return r.timestamp > since and texts.STOPPED_MARK in str(r.params.get("text"))
 
-        await self.tg.wait_for("sendMessage", marked, timeout=60)
+        await self.seen("sendMessage", chat, marked, 60)
 
     async def first_draft(self, chat: int, since: float, timeout: float = 30.0) -> Request:
-        found = await self.tg.wait_for(
+        return await self.seen(
             "sendMessageDraft",
-            lambda r: r.ok and r.chat_id == chat and r.timestamp > since and r.params["text"],
-            timeout=timeout,
+            chat,
+            lambda r: r.timestamp > since and bool(r.params.get("text")),
+            timeout,
         )
-        return found[0]
 
     def stream_of(self, chat: int, number: int) -> Any:
         return self.venice.streams[self.script.streams[(chat, number)]]
@@ -289,10 +305,20 @@ async def rig_up(args: argparse.Namespace, redis_url: str, work: Path) -> AsyncI
             await rig.start_bot()
             await asyncio.gather(*(choose_first_character(tg, chat) for chat in chats))
             tg.streaming.limit_per_chat(1.0)
-            yield rig
+            indexer = asyncio.create_task(keep_indexing(rig))
+            try:
+                yield rig
+            finally:
+                indexer.cancel()
         finally:
             await procs.close()
             await forget(settings, prefix)
+
+
+async def keep_indexing(rig: Rig) -> None:
+    while True:
+        rig.index()
+        await asyncio.sleep(0.005)
 
 
 async def forget(settings: Settings, prefix: str) -> None:
