@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from shared.queue.connection import RedisClient
 from shared.redact import redact
 
 log = structlog.get_logger(__name__)
@@ -179,7 +179,7 @@ class SendBudget:
     """Per-chat pacing of Bot API calls; one instance per process, state in Redis."""
 
     def __init__(
-        self, redis: Redis, queue_prefix: str, *, chat_interval: float, group_interval: float
+        self, redis: RedisClient, queue_prefix: str, *, chat_interval: float, group_interval: float
     ) -> None:
         self._keys = BudgetKeys(queue_prefix)
         self._chat_interval = chat_interval

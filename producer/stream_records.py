@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from redis.asyncio import Redis
+from shared.queue.connection import RedisClient
 
 # Longer than REPLY_WAIT_SECONDS plus a restart; a record outliving its reply is harmless.
 RECORD_TTL_SECONDS = 3600
@@ -56,7 +56,7 @@ class StreamKeys:
 class StreamRecords:
     """Reads and writes the records; Redis errors reach the caller (it decides what to do)."""
 
-    def __init__(self, redis: Redis, queue_prefix: str) -> None:
+    def __init__(self, redis: RedisClient, queue_prefix: str) -> None:
         self._redis = redis
         self._keys = StreamKeys(queue_prefix)
 

@@ -6,7 +6,6 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile
-from redis.asyncio import Redis
 
 from producer.channel import ChatAction, image_extension
 from producer.keyboards import photo_keyboard
@@ -16,6 +15,7 @@ from producer.streaming import ReplyView
 from producer.telegram_session import pace_sends
 from producer.telegram_views import TelegramReplyView
 from shared.config import Settings
+from shared.queue.connection import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +53,7 @@ class TelegramSender:
         return TelegramReplyView(self._bot, self, self._budget, records, state)
 
 
-def telegram_sender(bot: Bot, settings: Settings, redis: Redis) -> TelegramSender:
+def telegram_sender(bot: Bot, settings: Settings, redis: RedisClient) -> TelegramSender:
     """The bot's sender; from now on every call `bot` makes to a chat is paced by the chat's
     send budget in Redis (call once per Bot)."""
     budget = SendBudget(
