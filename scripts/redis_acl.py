@@ -22,8 +22,11 @@ COMMANDS = (
     "ping hello client|setname echo "
     "evalsha eval script|load "
     "xreadgroup xack xclaim xautoclaim xpending xinfo|groups xinfo|consumers xinfo|stream "
-    "xgroup|create xgroup|createconsumer xgroup|delconsumer xadd xdel xrange xlen "
-    "hset hget hmget hgetall hincrby hdel exists expire del publish time"
+    "xgroup|create xgroup|createconsumer xgroup|delconsumer xadd xdel xrange xlen xread "
+    "hset hget hmget hgetall hincrby hdel exists expire del publish time "
+    # Fairness (users' running sets and parked lists), provider leases, the read memo.
+    "get set sadd srem sismember scard smembers rpush lpop llen ltrim blpop "
+    "zadd zrem zincrby zcard zscore zrange zrevrange zremrangebyscore pexpire pttl"
 )
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shared.errors import ConfigError
+from shared.limits import Rate, parse_limits, parse_rate, parse_rates, parse_user_caps
 
 
 class LLMProvider(StrEnum):
@@ -107,6 +108,12 @@ class Settings(BaseModel):
     max_concurrent_image_generations: int = Field(5, ge=1)
     max_concurrent_reply_generations: int = Field(10, ge=1)
     max_concurrent_prompt_generations: int = Field(10, ge=1)
+
+    # Scheduling across all consumers (shared/limits.py has the syntax).
+    provider_limits: dict[str, int] = Field(default_factory=dict)
+    provider_rates: dict[str, Rate] = Field(default_factory=dict)
+    user_max_in_flight: dict[str, int] = Field(default_factory=lambda: {"generate_image": 1})
+    priority_normal_share: float = Field(0.2, ge=0, le=1)
 
     # Providers.
     use_live3d: bool = False

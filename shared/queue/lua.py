@@ -1,4 +1,5 @@
-"""Lua scripts: each is one atomic step on keys of a single task type (one cluster slot).
+"""Lua scripts: each is one atomic step on keys of a single task type (one cluster slot);
+the lease scripts (`lua_leases.py`) each work on the keys of a single provider.
 
 Every script gives the same answer when it is run again with the same arguments: the Redis
 client retries a command whose connection dropped, and the first run may have happened
@@ -7,12 +8,16 @@ before the reply was lost. The typed wrappers that build KEYS and ARGV are in `s
 
 from __future__ import annotations
 
+from shared.queue.lua_fair import FAIR, READ, SWEEP
+from shared.queue.lua_leases import LEASE_SCRIPTS
+
 # A status that no later step may overwrite.
 _FINAL = """
 local function final(st) return st == 'completed' or st == 'failed' or st == 'cancelled' end
 """
 
-# KEYS: stream, record. ARGV: entry json, task ttl, user id, charge id ('' = none).
+# KEYS: stream (normal or high), record. ARGV: entry json, task ttl, user id, charge id
+# ('' = none), and 'high' for a task on the high-priority stream.
 # Idempotent by task id: a retried enqueue after a lost reply does not add a second entry.
 # While the task waits, its record holds only its state, its entry id, who it is for and
 # what it cost: the task itself is in the entry, copied into the record when it finishes.
@@ -21,6 +26,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[1])
 redis.call('HSET', KEYS[2], 'status', 'pending', 'attempts', 0, 'entry', id, 'user', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'charge', ARGV[4]) end
+if ARGV[5] then redis.call('HSET', KEYS[2], 'priority', ARGV[5]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return id
 """
@@ -55,43 +61,51 @@ return out
 """
 )
 
-# KEYS: stream, record. ARGV: group, entry id, status, finished_at, result, error,
-# result ttl, channel, message, entry json, token. The first final status wins, so a late
-# duplicate cannot overwrite a stored result; the entry is acked and deleted either way.
-# Returns 1 if this call (or an earlier run of it, same token) wrote the final state.
+# KEYS: stream (the entry's own), record, then optionally the fairness keys (see
+# lua_fair.fair_done). ARGV: group, entry id, status, finished_at, result, error, result ttl,
+# channel, message, entry json, token, then the fairness arguments. The first final status
+# wins, so a late duplicate cannot overwrite a stored result; the entry is acked and deleted
+# either way, and the task no longer counts for its user, whose oldest parked task (if any)
+# goes back onto its stream. Returns 1 if this call (or an earlier run of it, same token)
+# wrote the final state.
 FINISH = (
     _FINAL
+    + FAIR
     + """
 local st = redis.call('HGET', KEYS[2], 'status')
 if final(st) then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[1], ARGV[2])
+  fair_done(3, 12)
   if redis.call('HGET', KEYS[2], 'final_token') == ARGV[11] then return 1 end
   return 0
 end
 redis.call('HSET', KEYS[2], 'task', ARGV[10], 'status', ARGV[3], 'finished_at', ARGV[4],
   'final_token', ARGV[11])
-redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from')
+redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from', 'parked')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'result', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[6]) end
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+fair_done(3, 12)
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return 1
 """
 )
 
-# KEYS: stream, dead, record. ARGV: group, entry id, reason, failed_at, result
-# ttl, channel, message, consumer, dead maxlen, token, task json for the record, '1' if a
-# missing record may be created (a parsed task) else '0', then the field/value pairs the
-# dead-letter entry keeps.
+# KEYS: stream (the entry's own), dead, record, then optionally the fairness keys (see
+# lua_fair.fair_done). ARGV: group, entry id, reason, failed_at, result ttl, channel,
+# message, consumer, dead maxlen, token, task json for the record, '1' if a missing record may
+# be created (a parsed task) else '0', the four fairness arguments ('' without fairness), then
+# the field/value pairs the dead-letter entry keeps.
 # The one way to fail a task: the record (if there is one and it is not final) becomes failed,
 # the entry moves to the dead-letter stream, is acked and deleted, and the failure is
 # announced. A record missing for an unparsable entry is not created. Returns 1 if this call
 # (or an earlier run of it) failed the task or moved an entry without a task.
 FAIL = (
     _FINAL
+    + FAIR
     + """
 local present = #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0
 local st = redis.call('HGET', KEYS[3], 'status')
@@ -102,7 +116,7 @@ elseif st or ARGV[12] == '1' then
   redis.call('HSETNX', KEYS[3], 'task', ARGV[11])
   redis.call('HSET', KEYS[3], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4],
     'final_token', ARGV[10])
-  redis.call('HDEL', KEYS[3], 'start_token', 'entry', 'moved_from')
+  redis.call('HDEL', KEYS[3], 'start_token', 'entry', 'moved_from', 'parked')
   redis.call('EXPIRE', KEYS[3], ARGV[5])
   wrote = 2
 elseif present then
@@ -111,11 +125,12 @@ end
 if wrote >= 2 then
   local fields = {'reason', ARGV[3], 'entry_id', ARGV[2], 'consumer', ARGV[8],
     'failed_at', ARGV[4]}
-  for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+fair_done(4, 13)
 if wrote == 2 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 if wrote > 0 then return 1 end
 return 0
@@ -176,14 +191,27 @@ redis.call('HSET', KEYS[1], ARGV[1], t[1] * 1000 + math.floor(t[2] / 1000))
 return 1
 """
 
-# KEYS: stream, alive. ARGV: group, consumer, min idle ms, cursor, count, dead ms.
+# A consumer's name is in the group of both of a type's streams, and the heartbeat is one:
+# it is dropped only once the name owns nothing in the other stream (KEYS[3]) either.
+_OWNS_ELSEWHERE = """
+local function owns_elsewhere(name)
+  if not KEYS[3] then return false end
+  local p = redis.pcall('XPENDING', KEYS[3], ARGV[1], '-', '+', 1, name)
+  return type(p) == 'table' and p.err == nil and #p > 0
+end
+"""
+
+# KEYS: stream, alive, the type's other stream. ARGV: group, consumer, min idle ms, cursor,
+# count, dead ms.
 # Returns {cursor, entries, forgotten consumers}. First the entries of consumers whose
 # heartbeat is older than `dead ms` are taken at once, whatever their idle time (a dead
 # consumer cannot renew); such a consumer owning nothing is deleted. Only when no dead
 # consumer holds work does one XAUTOCLAIM by idle time run (consumers that never sent a
 # heartbeat); its cursor is kept by the caller. Entries deleted while pending come back from
 # XAUTOCLAIM as ids only: acked and forgotten.
-CLAIM = """
+CLAIM = (
+    _OWNS_ELSEWHERE
+    + """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local want = tonumber(ARGV[5])
@@ -198,8 +226,10 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   if beat and now - tonumber(beat) > tonumber(ARGV[6]) then
     if pending == 0 then
       redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
-      redis.call('HDEL', KEYS[2], name)
-      forgotten[#forgotten + 1] = name
+      if not owns_elsewhere(name) then
+        redis.call('HDEL', KEYS[2], name)
+        forgotten[#forgotten + 1] = name
+      end
     elseif #taken < want then
       local ids = {}
       local owned = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', want - #taken, name)
@@ -217,12 +247,15 @@ local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 
 if r[3] and #r[3] > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(r[3])) end
 return {r[1], r[2], forgotten}
 """
+)
 
-# KEYS: stream, alive. ARGV: group, consumer, min idle ms.
+# KEYS: stream, alive, the type's other stream. ARGV: group, consumer, min idle ms.
 # Deletes a consumer only if it has been idle that long and owns no pending entry, in one step:
 # XGROUP DELCONSUMER would otherwise drop its pending entries, and a check made outside the
 # script could be outdated by a read the consumer makes in between. Returns 1 if deleted.
-DELETE_CONSUMER = """
+DELETE_CONSUMER = (
+    _OWNS_ELSEWHERE
+    + """
 local idle = nil
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local name, ms = nil, nil
@@ -234,9 +267,10 @@ end
 if idle == nil or idle < tonumber(ARGV[3]) then return 0 end
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
+if not owns_elsewhere(ARGV[2]) then redis.call('HDEL', KEYS[2], ARGV[2]) end
 return 1
 """
+)
 
 # KEYS: stream, dead, record. ARGV: dead entry id, task ttl.
 # Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
@@ -283,4 +317,7 @@ SCRIPTS = {
     "claim": CLAIM,
     "delete_consumer": DELETE_CONSUMER,
     "replay_dead": REPLAY_DEAD,
+    "read": _FINAL + FAIR + READ,
+    "sweep": _FINAL + FAIR + SWEEP,
+    **LEASE_SCRIPTS,
 }

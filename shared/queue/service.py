@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -14,8 +15,9 @@ from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import create_redis
 from shared.queue.consume import StreamConsumer, ensure_group
+from shared.queue.fairness import sweep
 from shared.queue.inspect import QueueDepth, queue_depth
-from shared.queue.keys import Keys
+from shared.queue.keys import Keys, Priority
 from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Enqueue
@@ -40,6 +42,13 @@ return 0
 
 def _task_id(entry: Delivery | Malformed) -> str | None:
     return entry.task.task_id if isinstance(entry, Delivery) else entry.task_id
+
+
+def _priority(value: Priority | str) -> Priority:
+    try:
+        return Priority(value)
+    except ValueError:
+        raise InvalidPayloadError(f"priority must be normal or high, not {value!r}") from None
 
 
 class QueueService:
@@ -112,14 +121,15 @@ class QueueService:
             raise InvalidPayloadError(f"task is {len(raw)} bytes, limit {limit}", task_id)
         return task, raw
 
-    def _enqueue_step(self, task: QueueTask, raw: bytes) -> Enqueue:
+    def _enqueue_step(self, task: QueueTask, raw: bytes, priority: Priority) -> Enqueue:
         return Enqueue(
-            stream=self.keys.stream(task.type),
+            stream=self.keys.stream(task.type, priority),
             record=self.keys.record(task.type, task.task_id),
             entry=raw,
             task_ttl=self.settings.redis_task_ttl,
             user_id=task.user_id,
             charge_id=task.charge_id,
+            high=priority is Priority.HIGH,
         )
 
     async def enqueue_task(
@@ -130,34 +140,43 @@ class QueueService:
         *,
         task_id: str | None = None,
         charge_id: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
     ) -> str:
         """Validate, then write the record and XADD the entry in one atomic step.
 
-        Idempotent by `task_id`: enqueuing the same id again adds nothing.
+        Idempotent by `task_id`: enqueuing the same id again adds nothing. A `priority="high"`
+        task waits in the type's high-priority stream, read before the normal one except for
+        the normal stream's guaranteed share (PRIORITY_NORMAL_SHARE).
         """
+        chosen = _priority(priority)
         task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
         if self._batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
         if self._waiter is not None:
             self._waiter.expect(task.task_id)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        added = await self._batcher.run(self._enqueue_step(task, raw))
+        added = await self._batcher.run(self._enqueue_step(task, raw, chosen))
         if not added and self._waiter is not None:
             self._waiter.unexpect(task.task_id)  # it existed already: it may be long done
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
         return task.task_id
 
     async def enqueue_many(
-        self, task_type: TaskType | str, items: Sequence[tuple[int, dict[str, Any]]]
+        self,
+        task_type: TaskType | str,
+        items: Sequence[tuple[int, dict[str, Any]]],
+        *,
+        priority: Priority | str = Priority.NORMAL,
     ) -> list[str]:
         """Enqueue many tasks of one type in one round trip (each still atomic on its own)."""
+        chosen = _priority(priority)
         kind = parse_task_type(task_type)
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
         pipe = self.redis.pipeline(transaction=False)
         for task, raw in tasks:
             if self._waiter is not None:
                 self._waiter.expect(task.task_id)
-            self.scripts.queue(pipe, self._enqueue_step(task, raw))
+            self.scripts.queue(pipe, self._enqueue_step(task, raw, chosen))
         for (task, _), added in zip(tasks, await self.scripts.execute(pipe), strict=True):
             if not added and self._waiter is not None:
                 self._waiter.unexpect(task.task_id)
@@ -166,7 +185,8 @@ class QueueService:
     async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:
         """The stored task, looked up in every type's records unless the type is given.
 
-        A waiting task's record holds only its state: the task itself is read from its entry.
+        A waiting task's record holds only its state: the task itself is read from its entry
+        (or, while parked at its user's cap, from the user's list).
         """
         candidates = [task_type] if task_type else list(TaskType)
         pipe = self.redis.pipeline(transaction=False)
@@ -175,15 +195,49 @@ class QueueService:
         for candidate, fields in zip(candidates, await pipe.execute(), strict=True):
             if not fields:
                 continue
-            if b"task" not in fields and b"entry" in fields:
-                entry: Any = await self.redis.xrange(
-                    self.keys.stream(candidate), fields[b"entry"], fields[b"entry"]
-                )
-                if not entry:  # it finished meanwhile: the record has the task now
-                    return await self.get_task(task_id, candidate)
-                fields[b"task"] = entry[0][1].get(b"task", b"")
+            if b"task" not in fields:
+                raw = await self._waiting_task(candidate, task_id, fields)
+                if raw is None:  # it moved or finished meanwhile: read the record again
+                    return await self._record_task(task_id, candidate)
+                fields[b"task"] = self._trusted(candidate, task_id, raw)
             return task_from_record(fields)
         return None
+
+    def _trusted(self, task_type: TaskType, task_id: str, raw: bytes) -> bytes:
+        """An entry's text is not trusted: one that does not parse shows as a task without
+        data (it is dead-lettered with the reason when a consumer reads it)."""
+        parsed = parse_entry(task_type, "0-0", {b"task": raw}, self.settings.max_payload_bytes)
+        if isinstance(parsed, Delivery):
+            return raw
+        stub = {"task_id": task_id, "type": task_type, "user_id": 0, "data": {}}
+        return dumps(stub | {"created_at": time.time(), "charge_id": None})
+
+    async def _waiting_task(
+        self, task_type: TaskType, task_id: str, fields: dict[bytes, bytes]
+    ) -> bytes | None:
+        if b"entry" in fields:
+            priority = Priority((fields.get(b"priority") or b"normal").decode())
+            stream = self.keys.stream(task_type, priority)
+            entry: Any = await self.redis.xrange(stream, fields[b"entry"], fields[b"entry"])
+            return entry[0][1].get(b"task", b"") if entry else None
+        if b"parked" in fields and b"user" in fields:
+            parked = self.keys.user_parked(task_type, fields[b"user"].decode())
+            marker = f"|{task_id}|".encode()
+            items: Any = await self.redis.lrange(parked, 0, -1)
+            for item in items:
+                if item[1 : len(marker) + 1] == marker:
+                    return bytes(item[len(marker) + 1 :])
+        return None
+
+    async def _record_task(self, task_id: str, task_type: TaskType) -> QueueTask | None:
+        """A second and last look, after the task moved (finished, parked, sent back)."""
+        fields: Any = await self.redis.hgetall(self.keys.record(task_type, task_id))
+        if fields and b"task" not in fields:
+            raw = await self._waiting_task(task_type, task_id, fields)
+            if raw is None:
+                return None
+            fields[b"task"] = self._trusted(task_type, task_id, raw)
+        return task_from_record(fields)
 
     async def get_queue_depth(
         self, task_type: TaskType, with_consumers: bool = False
@@ -199,18 +253,35 @@ class QueueService:
         return len(await self.drain(task_type, reason))
 
     async def drain(self, task_type: TaskType, reason: str) -> list[str]:
-        """Fail every entry (waiting and in flight) through the one fail step.
+        """Fail every entry (waiting, parked and in flight) through the one fail step.
 
         Returns the ids of the tasks it failed. Only Redis changes: each failure is announced,
         and the bot refunds what the task cost when it applies the announcement.
         """
         consumer = StreamConsumer(self.redis, self.scripts, self.settings, "operator")
         failed: list[str] = []
-        stream = self.keys.stream(task_type)
+        # Parked tasks go back onto their streams first (cap 0: all of them), then fail there.
+        while await sweep(self.redis, self.scripts, self.keys, task_type, 0) or any(
+            [await self.redis.xlen(s) for s in self.keys.streams(task_type).values()]
+        ):
+            for priority, stream in self.keys.streams(task_type).items():
+                failed += await self._fail_all(consumer, task_type, priority, stream, reason)
+        log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
+        return failed
+
+    async def _fail_all(
+        self,
+        consumer: StreamConsumer,
+        task_type: TaskType,
+        priority: Priority,
+        stream: str,
+        reason: str,
+    ) -> list[str]:
+        failed: list[str] = []
+        limit = self.settings.max_payload_bytes
         while entries := await self._range(stream):
             parsed = [
-                parse_entry(task_type, eid, fields, self.settings.max_payload_bytes)
-                for eid, fields in entries
+                parse_entry(task_type, eid, fields, limit, priority) for eid, fields in entries
             ]
             wrote = await consumer.fail(parsed, reason)
             failed += [
@@ -218,7 +289,6 @@ class QueueService:
                 for p, w in zip(parsed, wrote, strict=True)
                 if w and (task_id := _task_id(p)) is not None
             ]
-        log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
         return failed
 
     async def _range(self, stream: str) -> Any:

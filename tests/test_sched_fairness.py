@@ -1,0 +1,261 @@
+"""Per-user fairness in the queue steps, on real Redis: parking, release in order, repairs.
+
+USER_MAX_IN_FLIGHT is 1 for images by default: a user's second image waits until the first
+ends, and the entries of others are read past it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.config import Settings
+from shared.queue import Delivery, Outcome, QueueService, StreamConsumer
+from shared.queue.fairness import top_users
+from shared.queue.keys import Priority
+from shared.queue.lua import SCRIPTS
+from shared.tasks import TaskStatus, TaskType, dumps
+from tests.fakes.redis_proxy import RedisProxy
+
+IMAGE = TaskType.GENERATE_IMAGE
+PAYLOAD = {"prompt": "кот в шляпе", "dialog_id": 1, "girl_id": 2}
+RESULT = dumps({"image_base64": "", "image_size": 0, "dialog_id": 1, "girl_id": 2})
+
+
+def sha(name: str) -> bytes:
+    return hashlib.sha1(SCRIPTS[name].encode(), usedforsecurity=False).hexdigest().encode()
+
+
+async def enqueue(queue: QueueService, *tasks: tuple[int, str]) -> None:
+    for user, task_id in tasks:
+        await queue.enqueue_task(IMAGE, user, PAYLOAD, task_id=task_id)
+
+
+async def take(consumer: StreamConsumer, count: int = 10) -> list[Delivery]:
+    batch = await consumer.take(IMAGE, count)
+    assert all(isinstance(e, Delivery) for e in batch.entries)
+    return [e for e in batch.entries if isinstance(e, Delivery)]
+
+
+async def finish(consumer: StreamConsumer, deliveries: Sequence[Delivery]) -> None:
+    attempts = await consumer.start(deliveries, time.time())
+    outcomes = [
+        Outcome(d, TaskStatus.COMPLETED, n, result_json=RESULT)
+        for d, n in zip(deliveries, attempts, strict=True)
+    ]
+    assert await consumer.finish(outcomes) == [True] * len(outcomes)
+
+
+def ids(deliveries: Sequence[Delivery]) -> list[str]:
+    return [d.task.task_id for d in deliveries]
+
+
+async def test_a_user_at_the_cap_is_read_past_and_released_in_order(queue: QueueService) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"), (2, "b1"), (3, "c1"))
+    consumer = queue.consumer("c1")
+    first = await take(consumer, 3)
+    assert ids(first) == ["a1", "b1", "c1"]
+    depth = await queue.get_queue_depth(IMAGE)
+    assert (depth.waiting, depth.parked, depth.in_flight) == (2, 2, 3)
+    parked = await queue.get_task("a2")
+    assert parked is not None and parked.status is TaskStatus.PENDING
+    await finish(consumer, first[1:])
+    assert await take(consumer) == []  # user 1 still runs a1
+    await finish(consumer, first[:1])
+    second = await take(consumer)
+    assert ids(second) == ["a2"]
+    await finish(consumer, second)
+    assert ids(await take(consumer)) == ["a3"]
+
+
+async def test_a_newer_task_of_a_user_never_starts_before_a_parked_one(
+    queue: QueueService,
+) -> None:
+    """The released task counts for its user at once: a newer one read first is parked."""
+    await enqueue(queue, (1, "a1"), (1, "a2"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await enqueue(queue, (1, "a3"))  # in the stream before a2 comes back behind it
+    await finish(consumer, [a1])
+    assert ids(await take(consumer)) == ["a2"]
+    depth = await queue.get_queue_depth(IMAGE)
+    assert depth.parked == 1  # a3, parked behind a2
+
+
+async def test_top_users_and_the_counters_follow_the_sets(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"), (2, "b1"))
+    consumer = queue.consumer("c1")
+    got = await take(consumer)
+    rows = [
+        (r.user_id, r.running, r.parked) for r in await top_users(queue.redis, queue.keys, IMAGE)
+    ]
+    assert rows == [("1", 1, 2), ("2", 1, 0)]
+    await finish(consumer, got)
+    await finish(consumer, await take(consumer))
+    await finish(consumer, await take(consumer))
+    assert await top_users(queue.redis, queue.keys, IMAGE) == []
+    # Nothing of the fairness state is left once everything finished.
+    left = [k async for k in redis_client.scan_iter(match=f"{queue.keys.user_prefix(IMAGE)}*")]
+    assert left == []
+
+
+async def test_a_failed_task_releases_its_user(queue: QueueService) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await consumer.start([a1], time.time())
+    assert await consumer.fail([a1], "provider refused") == [True]
+    assert ids(await take(consumer)) == ["a2"]
+
+
+async def test_a_task_handed_back_keeps_its_place_before_the_users_newer_ones(
+    queue: QueueService,
+) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"))
+    leaving = queue.consumer("leaving")
+    [a1] = await take(leaving)
+    await leaving.start([a1], time.time())
+    assert await leaving.hand_back([a1]) == 1
+    assert ids(await take(queue.consumer("next"))) == ["a1"]
+
+
+async def test_garbage_in_a_parked_list_is_dead_lettered_and_holds_nobody(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    parked = queue.keys.user_parked(IMAGE, 1)
+    # Before the real parked task: an item that is no entry at all, and one naming a task
+    # that does not exist with a body that is not JSON.
+    await redis_client.lpush(parked, b"n|ghost|\xff\xfe not json", b"\x00garbage")
+    await finish(consumer, [a1])
+    entries = (await consumer.take(IMAGE, 10)).entries
+    good = [e for e in entries if isinstance(e, Delivery)]
+    bad = [e for e in entries if not isinstance(e, Delivery)]
+    # Both came back (the one not even shaped like ours without counting for anybody), and
+    # the ghost holds user 1's place for now.
+    assert len(bad) == 2 and ids(good) == []
+    assert await consumer.fail(bad, "malformed") == [True, True]
+    # The ghost has no record: the next sweep drops it, and a2 comes back.
+    await consumer.sweep(IMAGE, 1)
+    assert ids(await take(consumer)) == ["a2"]
+    assert await redis_client.xlen(queue.keys.dead(IMAGE)) == 2
+
+
+async def test_a_corrupt_entry_parked_under_a_real_task_never_reaches_its_record(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    """The parked text is not trusted: the record only ever holds a parsed task."""
+    await enqueue(queue, (1, "a1"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await enqueue(queue, (1, "a2"))
+    stream = queue.keys.stream(IMAGE)
+    entries: Any = await redis_client.xrange(stream)
+    await redis_client.xdel(stream, entries[-1][0])  # a2's entry, replaced by a corrupt one
+    corrupt = b'{"task_id":"a2","type":"generate_image","user_id":1,"created_at":1e300}'
+    await redis_client.xadd(stream, {"task": corrupt})
+    assert (await consumer.take(IMAGE, 10)).entries == []  # parked: user 1 runs a1
+    waiting = await queue.get_task("a2")
+    assert waiting is not None and (waiting.status, waiting.data) == (TaskStatus.PENDING, {})
+    await finish(consumer, [a1])
+    [bad] = (await consumer.take(IMAGE, 10)).entries
+    assert not isinstance(bad, Delivery) and bad.task_id == "a2"
+    assert await consumer.fail([bad], bad.reason) == [True]
+    failed = await queue.get_task("a2")
+    assert failed is not None and failed.status is TaskStatus.FAILED
+    assert "malformed entry" in (failed.error or "")
+
+
+async def test_a_running_id_whose_task_ended_unseen_is_dropped_at_the_cap(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    """A release that never came (an entry deleted by hand) cannot block the user."""
+    await redis_client.sadd(queue.keys.user_running(IMAGE, 1), "vanished")
+    await enqueue(queue, (1, "a1"))
+    assert ids(await take(queue.consumer("c1"))) == ["a1"]
+
+
+async def test_clear_queue_fails_parked_tasks_too(queue: QueueService) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"))
+    await take(queue.consumer("c1"))
+    assert (await queue.get_queue_depth(IMAGE)).parked == 2
+    assert sorted(await queue.drain(IMAGE, "cleared")) == ["a1", "a2", "a3"]
+    depth = await queue.get_queue_depth(IMAGE)
+    assert (depth.waiting, depth.in_flight, depth.parked, depth.dead) == (0, 0, 0, 3)
+
+
+async def test_without_a_cap_the_sweep_sends_every_parked_task_back(
+    queue: QueueService,
+) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"))
+    await take(queue.consumer("c1"))
+    assert await queue.consumer("c2").sweep(IMAGE, 0) == 2
+    depth = await queue.get_queue_depth(IMAGE)
+    assert (depth.parked, depth.waiting) == (0, 2)
+
+
+async def test_high_priority_parked_tasks_go_back_to_the_high_stream(
+    queue: QueueService,
+) -> None:
+    await queue.enqueue_task(IMAGE, 1, PAYLOAD, task_id="a1")
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await queue.enqueue_task(IMAGE, 1, PAYLOAD, task_id="a2", priority="high")
+    assert await take(consumer) == []  # parked: user 1 runs a1
+    await finish(consumer, [a1])
+    [a2] = await take(consumer)
+    assert (a2.task.task_id, a2.priority) == ("a2", Priority.HIGH)
+    await finish(consumer, [a2])  # finished through its own stream
+    depth = await queue.get_queue_depth(IMAGE)
+    assert (depth.waiting, depth.in_flight, depth.stream_length) == (0, 0, 0)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[RedisProxy]:
+    async with RedisProxy("127.0.0.1", 6379) as running:
+        yield running
+
+
+@pytest.fixture
+async def proxied(settings: Settings, proxy: RedisProxy) -> AsyncIterator[QueueService]:
+    service = QueueService(settings.model_copy(update={"redis_url": proxy.url}), "proxied")
+    await service.connect()
+    yield service
+    await service.close()
+
+
+async def test_a_read_repeated_after_a_lost_reply_answers_the_same_entries(
+    proxied: QueueService, proxy: RedisProxy
+) -> None:
+    await enqueue(proxied, (1, "a1"), (1, "a2"), (2, "b1"), (3, "c1"))
+    consumer = proxied.consumer("c1")
+    proxy.cut_reply_after(sha("read"))
+    first = await take(consumer, 2)
+    assert proxy.cuts == 1 and ids(first) == ["a1", "b1"]
+    depth = await proxied.get_queue_depth(IMAGE)
+    # Nothing was read twice nor parked twice; c1 is still waiting for its turn.
+    assert (depth.in_flight, depth.parked, depth.waiting) == (2, 1, 2)
+    assert ids(await take(consumer, 2)) == ["c1"]
+
+
+async def test_a_finish_repeated_after_a_lost_reply_releases_one_task(
+    proxied: QueueService, proxy: RedisProxy
+) -> None:
+    await enqueue(proxied, (1, "a1"), (1, "a2"), (1, "a3"))
+    consumer = proxied.consumer("c1")
+    [a1] = await take(consumer)
+    proxy.cut_reply_after(sha("finish"))
+    await finish(consumer, [a1])
+    assert proxy.cuts == 1
+    depth = await proxied.get_queue_depth(IMAGE)
+    assert depth.parked == 1  # a2 went back, a3 still waits
+    assert ids(await take(consumer)) == ["a2"]
