@@ -143,6 +143,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     limits = concurrency(args, settings)
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     metrics = serve_metrics(port, settings.metrics_host) if port else Metrics.disabled()
+    gates = build_gates(settings, types, metrics)
+    llm, images = build_clients(settings, types, gates)
+    queue = QueueService(settings, client_name=f"consumer:{args.name}")
     try:
         handlers = build_handlers(types, llm, images)
         await check_providers(settings, types)

@@ -198,6 +198,30 @@ class Settings(BaseModel):
     def _parse_packs(cls, value: Any) -> Any:
         return parse_packs(value) if isinstance(value, str) else value
 
+    @field_validator("provider_limits", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: Any) -> Any:
+        return parse_limits(value) if isinstance(value, str) else value
+
+    @field_validator("provider_rates", mode="before")
+    @classmethod
+    def _parse_rates(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_rates(value)
+        if isinstance(value, dict):
+            return {k: parse_rate(v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("user_max_in_flight", mode="before")
+    @classmethod
+    def _parse_user_caps(cls, value: Any) -> Any:
+        return parse_user_caps(value) if isinstance(value, str) else value
+
+    @property
+    def gated_providers(self) -> set[str]:
+        """Providers whose calls need a global admission (a cap or a rate)."""
+        return set(self.provider_limits) | set(self.provider_rates)
+
     @field_validator("redis_url", "database_url")
     @classmethod
     def _check_url(cls, value: str) -> str:

@@ -26,6 +26,7 @@ from shared.tasks import (
     Payload,
     QueueTask,
     TaskType,
+    dumps,
     now,
     parse_task_type,
     validate_payload,
