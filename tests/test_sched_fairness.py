@@ -126,28 +126,34 @@ async def test_a_task_handed_back_keeps_its_place_before_the_users_newer_ones(
     assert ids(await take(queue.consumer("next"))) == ["a1"]
 
 
-async def test_garbage_in_a_parked_list_is_dead_lettered_and_holds_nobody(
+async def test_garbage_at_the_head_of_a_parked_list_is_dead_lettered_and_holds_nobody(
     queue: QueueService, redis_client: aioredis.Redis
 ) -> None:
     await enqueue(queue, (1, "a1"), (1, "a2"))
     consumer = queue.consumer("c1")
     [a1] = await take(consumer)
     parked = queue.keys.user_parked(IMAGE, 1)
-    # Before the real parked task: an item that is no entry at all, and one naming a task
-    # that does not exist with a body that is not JSON.
-    await redis_client.lpush(parked, b"n|ghost|\xff\xfe not json", b"\x00garbage")
+    # Before the real parked task: an entry of user 1 that does not parse (it counts for him
+    # while it runs), one naming a task with a body that is not JSON, and an item that is no
+    # entry at all (these two count for nobody).
+    bad_head = b'{"task_id":"x1","type":"bogus","user_id":1}'
+    await redis_client.lpush(
+        parked, b"\x00garbage", b"n|ghost|\xff\xfe not json", b"n|x1|" + bad_head
+    )
     await finish(consumer, [a1])
+    [head] = (await consumer.take(IMAGE, 10)).entries
+    assert not isinstance(head, Delivery) and head.task_id == "x1"
+    # Its failure releases user 1 at once (no sweep): the rest of the list comes back.
+    assert await consumer.fail([head], head.reason) == [True]
     entries = (await consumer.take(IMAGE, 10)).entries
-    good = [e for e in entries if isinstance(e, Delivery)]
     bad = [e for e in entries if not isinstance(e, Delivery)]
-    # Both came back (the one not even shaped like ours without counting for anybody), and
-    # the ghost holds user 1's place for now.
-    assert len(bad) == 2 and ids(good) == []
+    assert len(bad) == 2
+    assert ids([e for e in entries if isinstance(e, Delivery)]) == ["a2"]
     assert await consumer.fail(bad, "malformed") == [True, True]
-    # The ghost has no record: the next sweep drops it, and a2 comes back.
-    await consumer.sweep(IMAGE, 1)
-    assert ids(await take(consumer)) == ["a2"]
-    assert await redis_client.xlen(queue.keys.dead(IMAGE)) == 2
+    assert await redis_client.smembers(queue.keys.user_running(IMAGE, 1)) == {b"a2"}
+    assert await redis_client.xlen(queue.keys.dead(IMAGE)) == 3
+    [load] = await top_users(queue.redis, queue.keys, IMAGE)
+    assert (load.user_id, load.running, load.parked) == ("1", 1, 0)
 
 
 async def test_a_corrupt_entry_parked_under_a_real_task_never_reaches_its_record(
@@ -259,3 +265,20 @@ async def test_a_finish_repeated_after_a_lost_reply_releases_one_task(
     depth = await proxied.get_queue_depth(IMAGE)
     assert depth.parked == 1  # a2 went back, a3 still waits
     assert ids(await take(consumer)) == ["a2"]
+
+
+async def test_a_fail_repeated_after_a_lost_reply_releases_one_task(
+    proxied: QueueService, proxy: RedisProxy
+) -> None:
+    await enqueue(proxied, (1, "a1"), (1, "a2"), (1, "a3"))
+    consumer = proxied.consumer("c1")
+    [a1] = await take(consumer)
+    await consumer.start([a1], time.time())
+    proxy.cut_reply_after(sha("fail"))
+    assert await consumer.fail([a1], "boom") == [True]
+    assert proxy.cuts == 1
+    depth = await proxied.get_queue_depth(IMAGE)
+    assert (depth.parked, depth.dead) == (1, 1)  # a2 went back, a3 still waits
+    assert ids(await take(consumer)) == ["a2"]
+    [load] = await top_users(proxied.redis, proxied.keys, IMAGE)
+    assert (load.running, load.parked) == (1, 1)

@@ -122,6 +122,44 @@ async def test_a_killed_holders_leases_return_within_the_recovery_time(
     assert 2.0 < back_after < 5.0, back_after
 
 
+async def test_a_killed_holders_lease_and_its_users_place_return_in_the_recovery_time(
+    queue: QueueService,
+    settings: Settings,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    """The holder of the only lease dies running the first of a user's three images: the
+    lease expires, a peer claims the task (it keeps the user's place, so the user's other
+    images stay parked) and runs it, and the parked ones follow in the user's order."""
+    async with CountingVenice(delay=1.0) as venice:
+        env = venice_env(settings, venice, PROVIDER_LIMITS="venice=1")
+        names = ("k-1", "k-2")
+        procs += [start_consumer(env, n, tmp_path / f"{n}.log", "--types", IMAGE) for n in names]
+        await wait_alive(queue, IMAGE, *names)
+        ids = [await queue.enqueue_task(IMAGE, 7, PAYLOADS[IMAGE]) for _ in range(3)]
+        await until(lambda: len(venice.starts) == 1, 30)
+        first = await queue.get_task(ids[0])
+        assert first is not None and first.consumer in names
+        victim = procs[names.index(first.consumer)]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed_at = time.monotonic()
+        done = await asyncio.gather(*(queue.wait_for_task_result(i, 60) for i in ids))
+        [rescuer] = [p for p in procs if p is not victim]
+        assert await stop_process(rescuer) == 0
+    back_after = venice.starts[1] - killed_at
+    # Not before the lease and the heartbeat expired (CONSUMER_DEAD_SECONDS=3 after the last
+    # renewal), and soon after (a claim interval, a wait for the lease).
+    assert 2.0 < back_after < 5.5, back_after
+    assert [t.attempts for t in done] == [2, 1, 1] and venice.peak == 1
+    starts = [t.started_at for t in done]
+    assert starts == sorted(starts)  # type: ignore[type-var]
+    depth = await queue.get_queue_depth(IMAGE)
+    assert (depth.waiting, depth.in_flight, depth.parked) == (0, 0, 0)
+    assert await queue.redis.zcard(queue.keys.leases("venice")) == 0
+    assert await queue.redis.scard(queue.keys.user_running(IMAGE, 7)) == 0
+
+
 async def test_a_retry_after_pauses_every_consumer_of_the_provider(
     queue: QueueService,
     settings: Settings,

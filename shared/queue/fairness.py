@@ -7,6 +7,7 @@ steps of the user's tasks move the oldest parked one back onto its stream; see `
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +15,16 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.queue.keys import Keys, Priority
-from shared.queue.records import Delivery
+from shared.queue.records import Delivery, Malformed
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Sweep, UserSlot
 from shared.tasks import TaskType
 
 # Users looked at by one sweep: those with the most parked tasks, and the busiest.
 SWEEP_USERS = 20
+# lua_fair.fair_who: Lua's %w and %d are ASCII in Redis.
+_TASK_ID = re.compile(rb'\{"task_id":"([A-Za-z0-9_.:-]+)"')
+_USER_ID = re.compile(rb'"user_id":(-?[0-9]+)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +42,30 @@ def user_cap(settings: Settings, task_type: TaskType) -> int:
     return settings.user_max_in_flight.get(task_type.value, 0)
 
 
-def user_slot(keys: Keys, settings: Settings, delivery: Delivery) -> UserSlot | None:
-    """What the finish or fail step of this task updates; None when its type has no cap."""
-    task_type = delivery.task_type
+def attributed(raw: bytes | None) -> tuple[str, str] | None:
+    """The task id and user an entry's text counts for, read exactly as the read step reads
+    them (`fair_who` in lua_fair.py): a task's end must release what its read counted, also
+    for an entry that does not parse."""
+    if raw is None:
+        return None
+    task_id, user = _TASK_ID.match(raw), _USER_ID.search(raw)
+    if task_id is None or user is None:
+        return None
+    return task_id[1].decode(), user[1].decode()
+
+
+def user_slot(keys: Keys, settings: Settings, entry: Delivery | Malformed) -> UserSlot | None:
+    """What the finish or fail step of this entry updates; None when its type has no cap or
+    the entry counts for nobody."""
+    task_type = entry.task_type
     cap = user_cap(settings, task_type)
     if not cap:
         return None
-    user_id = delivery.task.user_id
+    raw = entry.raw if isinstance(entry, Delivery) else entry.fields.get(b"task")
+    who = attributed(raw)
+    if who is None:
+        return None
+    task_id, user_id = who
     return UserSlot(
         normal=keys.stream(task_type),
         high=keys.stream(task_type, Priority.HIGH),
@@ -55,7 +76,7 @@ def user_slot(keys: Keys, settings: Settings, delivery: Delivery) -> UserSlot | 
         user_id=user_id,
         cap=cap,
         records=keys.record_prefix(task_type),
-        task_id=delivery.task.task_id,
+        task_id=task_id,
     )
 
 

@@ -26,6 +26,13 @@ end
 local function fair_remove(t, u, id)
   if redis.call('SREM', u.running, id) == 1 then zbump(t.load, u.uid, -1) end
 end
+-- Who an entry's task is for, read the same way everywhere (and in fairness.attributed):
+-- the task id that opens the JSON and its first user_id. nil when either is missing.
+local function fair_who(raw)
+  local id = string.match(raw, '^{"task_id":"([%w_.:%-]+)"')
+  local uid = string.match(raw, '"user_id":(%-?%d+)')
+  if id and uid then return id, uid end
+end
 local function fair_room(u)
   return u.cap <= 0 or redis.call('SCARD', u.running) < u.cap
 end
@@ -39,7 +46,8 @@ local function fair_heal(t, u)
 end
 -- Moves the user's oldest parked tasks back onto their streams while the user has room. Each
 -- counts as running at once, so no newer task of the same user can start before it. A parked
--- item that is not ours goes on as it is, and is dead-lettered when it is read.
+-- item that is not ours goes on as it is, counting for nobody (its end could not release it),
+-- and is dead-lettered when it is read.
 local function fair_fill(t, u)
   local moved = 0
   while moved < 1000 and fair_room(u) do
@@ -49,8 +57,9 @@ local function fair_fill(t, u)
     local flag, id, raw = string.match(item, '^([hn])|([%w_.:%-]+)|(.+)$')
     if not raw then flag, id, raw = 'n', nil, item end
     local entry = redis.call('XADD', flag == 'h' and t.high or t.normal, '*', 'task', raw)
+    local who, uid = fair_who(raw)
+    if id and who == id and uid == u.uid then fair_add(t, u, id) end
     if id then
-      fair_add(t, u, id)
       local record = t.records .. id
       if redis.call('HGET', record, 'parked') then
         redis.call('HSET', record, 'entry', entry)
@@ -118,9 +127,9 @@ local function task_of(fields)
 end
 local function admit(flag, stream, entry)
   local raw = task_of(entry[2])
-  local id = raw and string.match(raw, '^{"task_id":"([%w_.:%-]+)"')
-  local uid = raw and string.match(raw, '"user_id":(%-?%d+)')
-  if not id or not uid then return true end  -- not attributable: parsing decides its fate
+  local id, uid = nil, nil
+  if raw then id, uid = fair_who(raw) end
+  if not id then return true end  -- not attributable: parsing decides its fate
   local u = {running = ARGV[9] .. uid .. ':running', parked = ARGV[9] .. uid .. ':parked',
     uid = uid, cap = cap}
   if redis.call('SISMEMBER', u.running, id) == 1 then return true end

@@ -85,7 +85,7 @@ def outcome_step(keys: Keys, settings: Settings, consumer: str, o: Outcome) -> S
     """The one step that ends an entry on its own stream: finish (a result, or only ack a
     duplicate) or fail; either frees the task's place in its user's count."""
     entry, where = o.entry, _where(keys, o)
-    user = user_slot(keys, settings, entry) if isinstance(entry, Delivery) else None
+    user = user_slot(keys, settings, entry)
     if o.status is TaskStatus.FAILED:
         return _fail_step(keys, settings, consumer=consumer, o=o, where=where, user=user)
     if not isinstance(entry, Delivery):

@@ -35,7 +35,7 @@ class UserSlot:
     users_parked: str
     running: str
     parked: str
-    user_id: int
+    user_id: str
     cap: int
     records: str
     task_id: str
