@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from shared.config import Settings
 from shared.queue import Delivery, Outcome, QueueService, StreamConsumer
+from shared.queue.dead_letters import replay_dead
 from shared.queue.fairness import top_users
 from shared.queue.keys import Priority
 from shared.queue.lua import SCRIPTS
@@ -188,6 +189,23 @@ async def test_a_running_id_whose_task_ended_unseen_is_dropped_at_the_cap(
     await redis_client.sadd(queue.keys.user_running(IMAGE, 1), "vanished")
     await enqueue(queue, (1, "a1"))
     assert ids(await take(queue.consumer("c1"))) == ["a1"]
+
+
+async def test_a_replayed_task_waits_its_turn_and_is_found_while_parked(
+    queue: QueueService,
+) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    assert await consumer.fail([a1], "boom") == [True]
+    [a2] = await take(consumer)
+    [replayed] = await replay_dead(queue.redis, queue.scripts, queue.keys, IMAGE, task_ttl=60)
+    assert replayed.new_entry_id is not None
+    assert await take(consumer) == []  # parked behind a2: user 1 is at the cap
+    waiting = await queue.get_task("a1")
+    assert waiting is not None and (waiting.status, waiting.user_id) == (TaskStatus.PENDING, 1)
+    await finish(consumer, [a2])
+    assert ids(await take(consumer)) == ["a1"]
 
 
 async def test_clear_queue_fails_parked_tasks_too(queue: QueueService) -> None:

@@ -275,9 +275,10 @@ return 1
 # KEYS: stream, dead, record. ARGV: dead entry id, task ttl.
 # Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
 # stream, the record is reset to a fresh pending task (attempts 0, so the delivery cap starts
-# over) and the dead entry is deleted. Returns {1, new entry id} or {0, why not}. Refused when
-# the dead entry is gone, has no `task`, its task completed since, or the bot already settled
-# the failure with the user (refunded and told): nobody would receive the result.
+# over; its user and charge kept) and the dead entry is deleted. Returns {1, new entry id} or
+# {0, why not}. Refused when the dead entry is gone, has no `task`, its task completed since,
+# or the bot already settled the failure with the user (refunded and told): nobody would
+# receive the result.
 REPLAY_DEAD = """
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #found == 0 then return {0, 'not in the dead-letter stream'} end
@@ -298,9 +299,14 @@ if not st then
     return {0, 'paid task whose record expired: the bot has settled it'}
   end
 end
+local kept = redis.call('HMGET', KEYS[3], 'user', 'charge')
+kept[1] = kept[1] or string.match(task, '"user_id":(%-?%d+)')
 local id = redis.call('XADD', KEYS[1], '*', 'task', task)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'status', 'pending', 'attempts', 0, 'entry', id)
+-- Who it is for and what it cost stay: a parked task is found in its user's list by them.
+if kept[1] then redis.call('HSET', KEYS[3], 'user', kept[1]) end
+if kept[2] then redis.call('HSET', KEYS[3], 'charge', kept[2]) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[1])
 return {1, id}
