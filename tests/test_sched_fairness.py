@@ -271,32 +271,21 @@ async def test_a_read_repeated_after_a_lost_reply_answers_the_same_entries(
     assert ids(await take(consumer, 2)) == ["c1"]
 
 
-async def test_a_finish_repeated_after_a_lost_reply_releases_one_task(
-    proxied: QueueService, proxy: RedisProxy
+@pytest.mark.parametrize("step", ["finish", "fail"])
+async def test_an_end_repeated_after_a_lost_reply_releases_one_task(
+    proxied: QueueService, proxy: RedisProxy, step: str
 ) -> None:
     await enqueue(proxied, (1, "a1"), (1, "a2"), (1, "a3"))
     consumer = proxied.consumer("c1")
     [a1] = await take(consumer)
-    proxy.cut_reply_after(sha("finish"))
-    await finish(consumer, [a1])
+    proxy.cut_reply_after(sha(step))
+    if step == "finish":
+        await finish(consumer, [a1])
+    else:
+        assert await consumer.fail([a1], "boom") == [True]
     assert proxy.cuts == 1
     depth = await proxied.get_queue_depth(IMAGE)
     assert depth.parked == 1  # a2 went back, a3 still waits
-    assert ids(await take(consumer)) == ["a2"]
-
-
-async def test_a_fail_repeated_after_a_lost_reply_releases_one_task(
-    proxied: QueueService, proxy: RedisProxy
-) -> None:
-    await enqueue(proxied, (1, "a1"), (1, "a2"), (1, "a3"))
-    consumer = proxied.consumer("c1")
-    [a1] = await take(consumer)
-    await consumer.start([a1], time.time())
-    proxy.cut_reply_after(sha("fail"))
-    assert await consumer.fail([a1], "boom") == [True]
-    assert proxy.cuts == 1
-    depth = await proxied.get_queue_depth(IMAGE)
-    assert (depth.parked, depth.dead) == (1, 1)  # a2 went back, a3 still waits
     assert ids(await take(consumer)) == ["a2"]
     [load] = await top_users(proxied.redis, proxied.keys, IMAGE)
     assert (load.running, load.parked) == (1, 1)
