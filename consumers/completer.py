@@ -9,6 +9,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from shared.queue import Outcome, StreamConsumer
+from shared.queue.connection import cancel_requested
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +48,7 @@ class Completer:
 
     async def _flush_loop(self) -> None:
         backoff = 0.05
-        while True:
+        while not cancel_requested():
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending = self._pending, []

@@ -19,6 +19,7 @@ from consumers.metrics import Metrics
 from consumers.providers.factory import provider_for
 from shared.config import Settings
 from shared.queue import QueueService
+from shared.queue.connection import cancel_requested
 from shared.queue.leases import ProviderLeases, ProviderLimit
 from shared.tasks import TaskType
 
@@ -127,7 +128,7 @@ class ProviderGate:
 
     async def _flush_loop(self) -> None:
         backoff = 0.05
-        while True:
+        while not cancel_requested():
             await self._wakeup.wait()
             self._wakeup.clear()
             if await self._flush():

@@ -22,6 +22,7 @@ from consumers.registry import TaskHandler
 from shared.config import Settings
 from shared.errors import is_retryable
 from shared.queue import Delivery, Malformed, Outcome, Priority, StreamConsumer
+from shared.queue.connection import cancel_requested
 from shared.queue.fairness import user_cap
 from shared.tasks import TaskResult, TaskStatus, TaskType, dumps
 
@@ -309,7 +310,7 @@ class ConsumerRunner:
 
     async def _keep(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
         """Run `step` every `interval` seconds until cancelled, whatever it raises."""
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(interval)
             try:
                 await step()

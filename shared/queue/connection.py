@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import hiredis
@@ -70,3 +71,14 @@ def create_redis(settings: Settings, name: str, max_connections: int = 64) -> Re
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return Redis.from_pool(pool)
+
+
+def cancel_requested() -> bool:
+    """Whether the current task was asked to stop; loops that end by cancellation check it.
+
+    Python 3.11's `asyncio.wait_for`, which redis-py sends every command through, returns
+    normally when a cancel lands just as its call completes: the cancel is lost, and a loop
+    waiting for CancelledError runs on (a consumer hung at shutdown this way).
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
