@@ -208,6 +208,21 @@ async def test_a_replayed_task_waits_its_turn_and_is_found_while_parked(
     assert ids(await take(consumer)) == ["a1"]
 
 
+async def test_a_user_with_parked_tasks_is_healed_at_his_next_entry(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    """a1 vanishes while it runs (record and entry deleted by hand): user 1's next entry
+    drops it from his running set, so his parked a2 goes on without waiting for a sweep."""
+    await enqueue(queue, (1, "a1"), (1, "a2"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await redis_client.delete(queue.keys.record(IMAGE, "a1"))
+    await redis_client.xdel(queue.keys.stream(IMAGE), a1.entry_id)
+    await enqueue(queue, (1, "a3"))
+    assert ids(await take(consumer)) == ["a2"]
+    assert (await queue.get_queue_depth(IMAGE)).parked == 1
+
+
 async def test_clear_queue_fails_parked_tasks_too(queue: QueueService) -> None:
     await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"))
     await take(queue.consumer("c1"))

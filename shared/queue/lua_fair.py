@@ -133,12 +133,10 @@ local function admit(flag, stream, entry)
   local u = {running = ARGV[9] .. uid .. ':running', parked = ARGV[9] .. uid .. ':parked',
     uid = uid, cap = cap}
   if redis.call('SISMEMBER', u.running, id) == 1 then return true end
-  if redis.call('LLEN', u.parked) == 0 then
-    if not fair_room(u) then fair_heal(t, u) end
-    if fair_room(u) then
-      fair_add(t, u, id)
-      return true
-    end
+  if not fair_room(u) then fair_heal(t, u) end
+  if fair_room(u) and redis.call('LLEN', u.parked) == 0 then
+    fair_add(t, u, id)
+    return true
   end
   redis.call('XACK', stream, group, entry[1])
   redis.call('XDEL', stream, entry[1])
