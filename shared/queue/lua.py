@@ -68,10 +68,7 @@ return out
 # either way, and the task no longer counts for its user, whose oldest parked task (if any)
 # goes back onto its stream. Returns 1 if this call (or an earlier run of it, same token)
 # wrote the final state.
-FINISH = (
-    _FINAL
-    + FAIR
-    + """
+FINISH = """
 local st = redis.call('HGET', KEYS[2], 'status')
 if final(st) then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -92,7 +89,6 @@ fair_done(3, 12)
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return 1
 """
-)
 
 # KEYS: stream (the entry's own), dead, record, then optionally the fairness keys (see
 # lua_fair.fair_done). ARGV: group, entry id, reason, failed_at, result ttl, channel,
@@ -103,10 +99,7 @@ return 1
 # the entry moves to the dead-letter stream, is acked and deleted, and the failure is
 # announced. A record missing for an unparsable entry is not created. Returns 1 if this call
 # (or an earlier run of it) failed the task or moved an entry without a task.
-FAIL = (
-    _FINAL
-    + FAIR
-    + """
+FAIL = """
 local present = #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0
 local st = redis.call('HGET', KEYS[3], 'status')
 local wrote = 0
@@ -135,7 +128,12 @@ if wrote == 2 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 if wrote > 0 then return 1 end
 return 0
 """
-)
+
+# Without a user cap the finish and fail steps touch no fairness key: their lean forms define
+# fair_done as doing nothing, so a deploy without caps runs none of the fairness functions.
+_NO_FAIR = """
+local function fair_done() end
+"""
 
 # KEYS: stream, record. ARGV: group, entry id, owner ('' = any), min idle ms, entry json.
 # Hands an entry back to the group as a fresh entry, atomically: a live consumer blocked in
@@ -315,8 +313,10 @@ return {1, id}
 SCRIPTS = {
     "enqueue": ENQUEUE,
     "start": START,
-    "finish": FINISH,
-    "fail": FAIL,
+    "finish": _FINAL + _NO_FAIR + FINISH,
+    "finish_fair": _FINAL + FAIR + FINISH,
+    "fail": _FINAL + _NO_FAIR + FAIL,
+    "fail_fair": _FINAL + FAIR + FAIL,
     "requeue": REQUEUE,
     "renew": RENEW,
     "heartbeat": HEARTBEAT,

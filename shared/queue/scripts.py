@@ -32,14 +32,14 @@ class Scripts:
     async def run(self, step: Step) -> Any:
         keys, args = step.keys(), step.args()
         try:
-            return await self._redis.evalsha(self._sha[step.script], len(keys), *keys, *args)
+            return await self._redis.evalsha(self._sha[step.name()], len(keys), *keys, *args)
         except NoScriptError:
             await self.load()
-            return await self._redis.evalsha(self._sha[step.script], len(keys), *keys, *args)
+            return await self._redis.evalsha(self._sha[step.name()], len(keys), *keys, *args)
 
     def queue(self, pipe: Pipeline, step: Step) -> None:
         keys = step.keys()
-        pipe.evalsha(self._sha[step.script], len(keys), *keys, *step.args())
+        pipe.evalsha(self._sha[step.name()], len(keys), *keys, *step.args())
 
     async def execute(self, pipe: Pipeline) -> list[Any]:
         """Execute a pipeline of queued scripts; on NOSCRIPT reload and run it once more.

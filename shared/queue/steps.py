@@ -17,6 +17,10 @@ class Step:
 
     script: ClassVar[str]
 
+    def name(self) -> str:
+        """The script this call runs (the finish and fail steps have a lean form)."""
+        return self.script
+
     def keys(self) -> list[str]:
         raise NotImplementedError
 
@@ -108,6 +112,9 @@ class Finish(Step):
     token: str
     user: UserSlot | None = None
 
+    def name(self) -> str:
+        return f"{self.script}_fair" if self.user else self.script
+
     def keys(self) -> list[str]:
         return [self.stream, self.record, *(self.user.keys() if self.user else ())]
 
@@ -151,6 +158,9 @@ class Fail(Step):
     # What the dead-letter entry keeps besides reason, entry id, consumer and time.
     dead_fields: Sequence[tuple[bytes, bytes]] = field(default_factory=tuple)
     user: UserSlot | None = None
+
+    def name(self) -> str:
+        return f"{self.script}_fair" if self.user else self.script
 
     def keys(self) -> list[str]:
         return [self.stream, self.dead, self.record, *(self.user.keys() if self.user else ())]
