@@ -149,8 +149,8 @@ async def test_a_killed_holders_lease_and_its_users_place_return_in_the_recovery
         assert await stop_process(rescuer) == 0
     back_after = venice.starts[1] - killed_at
     # Not before the lease and the heartbeat expired (CONSUMER_DEAD_SECONDS=3 after the last
-    # renewal), and soon after (a claim interval, a wait for the lease).
-    assert 2.0 < back_after < 5.5, back_after
+    # renewal), and soon after (a claim interval, a wait for the lease; 3.0 s measured).
+    assert 2.0 < back_after < 5.0, back_after
     assert [t.attempts for t in done] == [2, 1, 1] and venice.peak == 1
     starts = [t.started_at for t in done]
     assert starts == sorted(starts)  # type: ignore[type-var]
