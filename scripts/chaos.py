@@ -8,7 +8,8 @@ paid tasks have their entry corrupted, so they must fail and be refunded once. T
 plays the bot: it charges, applies every outcome it sees (and, at the end, every stored one),
 and audits side effects per task id. It prints one JSON report and exits 1 if a guarantee
 broke: a task lost, a side effect twice, a failed paid task not refunded exactly once, a
-consumer that crashed by itself, or recovery p99 over the bar.
+consumer that crashed by itself, recovery p99 over the bar, or, once every task is final, a
+user still counting a task or a provider lease still held.
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ async def _report(
             }
         ),
         "left_in_streams": await traffic.left_in_streams(),
+        # Every task is final: no user may still count one, no call may hold a lease.
+        "left_in_scheduling": await traffic.left_in_scheduling(
+            "offline", traffic.queue.settings.consumer_dead_seconds + 1
+        ),
         "recovery_s": {
             "count": len(recovery),
             "p50": percentile(recovery, 50),
@@ -192,6 +197,7 @@ def _verdict(r: dict[str, Any], bar: float) -> bool:
         and r["failed"] == r["corrupted"]
         and r["consumer_crashes"] == 0
         and r["left_in_streams"] == 0
+        and not any(r["left_in_scheduling"].values())
         and (p99 is None or p99 <= bar)
     )
 
