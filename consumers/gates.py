@@ -39,6 +39,8 @@ class ProviderGate:
         self._metrics = metrics or Metrics.disabled()
         self._leases: ProviderLeases | None = None
         self._held: set[str] = set()
+        # Leases a predecessor with our name died holding: handed out before new ones.
+        self._inherited: list[str] = []
         self._used: list[str] = []
         self._unused: list[str] = []
         self._wakeup = asyncio.Event()
@@ -65,6 +67,10 @@ class ProviderGate:
         leases = self._require()
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name=f"gate-{self.provider}")
+            await self._take_back(leases)
+        if self._inherited:
+            granted, self._inherited = self._inherited[:want], self._inherited[want:]
+            return granted
         admission = await leases.admit(want)
         self._held.update(admission.granted)
         self._show_pause(admission.paused)
@@ -78,6 +84,16 @@ class ProviderGate:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), min(delay, MAX_WAIT))
         return []
+
+    async def _take_back(self, leases: ProviderLeases) -> None:
+        """At start: the leases of a predecessor with our name become ours (renewed, and
+        used first), so the entries we adopt from it start without waiting for them to
+        expire, and the cap counts them all along."""
+        inherited = await leases.inherited()
+        if inherited:
+            self._held.update(inherited)
+            self._inherited = inherited
+            log.warning("leases_taken_back", provider=self.provider, count=len(inherited))
 
     def release(self, lease_id: str, *, used: bool) -> None:
         """Give a lease back; one never used also gives its token back."""
@@ -153,6 +169,9 @@ class ProviderGate:
 
     async def aclose(self) -> None:
         """Stop the flush loop after one last flush; pauses being set are let finish."""
+        for lease_id in self._inherited:
+            self.release(lease_id, used=False)
+        self._inherited = []
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

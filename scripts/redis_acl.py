@@ -26,7 +26,7 @@ COMMANDS = (
     "hset hget hmget hgetall hincrby hdel exists expire del publish time "
     # Fairness (users' running sets and parked lists), provider leases, the read memo.
     "get set sadd srem sismember scard smembers rpush lpop llen ltrim blpop "
-    "zadd zrem zincrby zcard zscore zrange zrevrange zremrangebyscore pexpire pttl"
+    "zadd zrem zincrby zcard zscore zrange zrevrange zremrangebyscore zscan pexpire pttl"
 )
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,6 +159,31 @@ async def test_a_killed_holders_lease_and_its_users_place_return_in_the_recovery
     assert (depth.waiting, depth.in_flight, depth.parked) == (0, 0, 0)
     assert await queue.redis.zcard(queue.keys.leases("venice")) == 0
     assert await queue.redis.scard(queue.keys.user_running(IMAGE, 7)) == 0
+
+
+async def test_a_restart_under_the_same_name_takes_its_leases_back_with_its_entries(
+    queue: QueueService,
+    settings: Settings,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    """Its orphans wait for it alone (its heartbeat is back): they start under the leases
+    the dead process held, before those would have expired, and the cap still holds."""
+    async with CountingVenice(delay=3.0) as venice:
+        env = venice_env(settings, venice, PROVIDER_LIMITS="venice=2")
+        procs.append(start_consumer(env, "same", tmp_path / "a.log", "--types", REPLY))
+        await enqueue(queue, REPLY, 2)
+        await until(lambda: len(venice.starts) == 2, 30)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        sec, usec = await queue.redis.time()
+        held: Any = await queue.redis.zrange(queue.keys.leases("venice"), 0, -1, withscores=True)
+        expiry = time.monotonic() + (min(s for _, s in held) - sec * 1000 - usec / 1000) / 1000
+        procs.append(start_consumer(env, "same", tmp_path / "b.log", "--types", REPLY))
+        await until(lambda: len(venice.starts) == 4, 30)
+        assert await stop_process(procs[1], signal.SIGKILL) != 0
+    assert len(held) == 2 and venice.starts[3] < expiry
+    assert "leases_taken_back" in events(tmp_path / "b.log")
 
 
 async def test_a_retry_after_pauses_every_consumer_of_the_provider(

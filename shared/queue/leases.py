@@ -7,6 +7,7 @@ holder's leases come back within the lease ttl (CONSUMER_DEAD_SECONDS).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -140,6 +141,19 @@ class ProviderLeases:
         seconds = min(seconds, MAX_PAUSE_SECONDS)
         step = Pause(self._keys.paused(self.limit.provider), int(seconds * 1000), uuid.uuid4().hex)
         return int(await self._scripts.run(step)) / 1000
+
+    async def inherited(self) -> list[str]:
+        """Leases still held under this holder's name: a predecessor with the same name died
+        holding them. Its entries come back to us (adopt), and its leases with them."""
+        key = self._keys.leases(self.limit.provider)
+        sec, usec = await self._redis.time()
+        now_ms = sec * 1000 + usec // 1000
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", self._holder) + ":*"
+        found: list[str] = []
+        async for member, expiry in self._redis.zscan_iter(key, match=pattern):
+            if expiry >= now_ms:
+                found.append(_text(member))
+        return found
 
     async def wait_for_release(self, timeout: float) -> None:
         """Block until some consumer releases a lease of the provider, or `timeout`."""
