@@ -9,12 +9,13 @@ from consumers.handlers.image import ImageHandler
 from consumers.handlers.image_prompt import ImagePromptHandler
 from consumers.handlers.reply import ReplyHandler
 from consumers.providers.base import ImageClient, LLMClient
+from consumers.task_run import TaskRun
 from shared.errors import ConfigError
 from shared.tasks import QueueTask, TaskResult, TaskType
 
 
 class TaskHandler(Protocol):
-    async def __call__(self, task: QueueTask) -> TaskResult: ...
+    async def __call__(self, task: QueueTask, run: TaskRun) -> TaskResult: ...
 
 
 def check_handlers(

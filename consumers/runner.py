@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 import structlog
 from redis.exceptions import RedisError
 
+from consumers.cancels import CancelListener
 from consumers.completer import Completer
 from consumers.gates import ProviderGate
 from consumers.intake import Intake, IntakeOptions, Ref
 from consumers.metrics import Metrics
 from consumers.registry import TaskHandler
+from consumers.task_run import TaskRun
 from shared.config import Settings
 from shared.errors import is_retryable
 from shared.queue import Delivery, Malformed, Outcome, Priority, StreamConsumer
@@ -27,6 +29,11 @@ from shared.queue.fairness import user_cap
 from shared.tasks import TaskResult, TaskStatus, TaskType, dumps
 
 log = structlog.get_logger(__name__)
+
+# What the start step answers for a task whose record is already final, and for a task
+# whose cancel was requested before it started.
+ALREADY_FINAL = -1
+CANCELLED_BEFORE_START = -2
 
 
 @dataclass(slots=True)
@@ -47,7 +54,9 @@ class RunnerOptions:
 class _Running:
     delivery: Delivery
     lease: str | None  # the provider lease the handler runs under (gated types)
+    run: TaskRun
     task: asyncio.Task[None] = field(init=False)
+    handler: asyncio.Task[TaskResult] | None = None  # the handler's own task, stopped alone
 
 
 @dataclass(slots=True)
@@ -83,6 +92,13 @@ class ConsumerRunner:
             t: _TypeState(options.limits[t], self._intake(t, self._gates.get(t))) for t in handlers
         }
         self._completer = Completer(consumer)
+        self._cancels = CancelListener(
+            consumer.settings,
+            f"{consumer.name}:cancels",
+            list(handlers),
+            self.request_stop,
+            self._check_cancels,
+        )
         self._stopping = asyncio.Event()
         self._stopped_at: float | None = None
 
@@ -123,6 +139,7 @@ class ConsumerRunner:
         back: a claim dropped while draining would let a peer run the same task again.
         """
         self._completer.start()
+        self._cancels.start()
         limits = {str(t): s.limit for t, s in self._states.items()}
         await self._beat()
         providers = {
@@ -149,6 +166,7 @@ class ConsumerRunner:
                 await asyncio.gather(*keepers, return_exceptions=True)
                 for gate in set(self._gates.values()):
                     await gate.aclose()
+                await self._cancels.aclose()
                 await self._retire()
 
     async def _type_loop(self, task_type: TaskType) -> None:
@@ -202,8 +220,9 @@ class ConsumerRunner:
             raise
         deliveries = [e for e in entries if isinstance(e, Delivery)]
         for delivery, attempt in zip(deliveries, attempts, strict=True):
-            running = _Running(delivery, leases.get(delivery.ref))
-            running.task = asyncio.create_task(self._run_one(running, attempt, started))
+            live = self.consumer.live_writer(task_type, delivery.task.task_id, attempt)
+            running = _Running(delivery, leases.get(delivery.ref), TaskRun(attempt, live))
+            running.task = asyncio.create_task(self._run_one(running, started))
             state.running[delivery.ref] = running
         self._metrics.set_in_flight(task_type, len(state.running))
 
@@ -237,7 +256,7 @@ class ConsumerRunner:
                 if lease is not None:
                     state.intake.gate.release(lease, used=used)
 
-    async def _run_one(self, running: _Running, attempt: int, started: float) -> None:
+    async def _run_one(self, running: _Running, started: float) -> None:
         delivery = running.delivery
         task = delivery.task
         structlog.contextvars.bind_contextvars(
@@ -245,7 +264,7 @@ class ConsumerRunner:
         )
         state = self._states[task.type]
         try:
-            outcome = await self._outcome(running, attempt, started)
+            outcome = await self._outcome(running, started)
             if outcome is not None:
                 await self._completer.submit(outcome)
         finally:
@@ -255,35 +274,99 @@ class ConsumerRunner:
             state.slot_freed.set()
             self._metrics.set_in_flight(task.type, len(state.running))
 
-    async def _call(self, running: _Running) -> TaskResult:
+    async def _call(self, running: _Running) -> TaskResult | None:
         """Run the handler; its provider lease goes back the moment the call ends."""
         task = running.delivery.task
         try:
-            return await self._handlers[task.type](task)
+            return await self._handle(running)
         finally:
             lease, running.lease = running.lease, None
             self._return_leases(self._states[task.type], [lease], used=True)
 
-    async def _outcome(self, running: _Running, attempt: int, started: float) -> Outcome | None:
-        delivery = running.delivery
-        task = delivery.task
-        if attempt < 0:  # finished by someone else already: only ack and delete the entry
-            log.info("task_duplicate_skipped")
+    def _not_to_run(self, delivery: Delivery, attempt: int, started: float) -> Outcome | None:
+        """The outcome of an entry the start step says must not run, else None."""
+        if attempt == CANCELLED_BEFORE_START:
+            log.info("task_cancelled_before_start")
+            return Outcome(delivery, TaskStatus.CANCELLED, 0, started)
+        if attempt == ALREADY_FINAL:  # finished, or cancelled while waiting: ack and delete
+            log.info("task_already_final_skipped")
             return Outcome(delivery, TaskStatus.COMPLETED, 0, started)
         if attempt > self._opts.max_deliveries:
             reason = f"delivered {attempt} times, limit {self._opts.max_deliveries}"
             return self._final_failure(delivery, attempt, started, reason)
+        return None
+
+    async def _outcome(self, running: _Running, started: float) -> Outcome | None:
+        delivery, run = running.delivery, running.run
+        task, attempt = delivery.task, run.attempt
+        if (skipped := self._not_to_run(delivery, attempt, started)) is not None:
+            return skipped
         log.info("task_processing", attempt=attempt)
         t0 = time.perf_counter()
         try:
             result = await self._call(running)
         except Exception as exc:  # noqa: BLE001 - every failure must end acked, retried or dead
+            if run.stop_requested:  # it failed while being stopped: the stop wins
+                return self._stopped(delivery, run, started)
             return await self._failed(delivery, attempt, started, exc)
+        if result is None:
+            return self._stopped(delivery, run, started)
         elapsed = time.perf_counter() - t0
         self._metrics.processed(task.type, elapsed)
         log.info("task_completed", duration_ms=round(elapsed * 1000, 2))
         result_json = dumps(result.model_dump())
         return Outcome(delivery, TaskStatus.COMPLETED, attempt, started, result_json=result_json)
+
+    async def _handle(self, running: _Running) -> TaskResult | None:
+        """The handler's result, or None when a user's stop cancelled it.
+
+        The handler runs as a task of its own so a stop cancels it alone; the runner's own
+        cancellation (shutdown) still reaches it and is re-raised.
+        """
+        delivery, run = running.delivery, running.run
+        handler = asyncio.create_task(self._handlers[delivery.task_type](delivery.task, run))
+        running.handler = handler
+        if run.stop_requested:  # the stop came between the read and now: it never starts
+            handler.cancel()
+        try:
+            return await handler
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if run.stop_requested and current is not None and not current.cancelling():
+                return None
+            raise
+
+    def _stopped(self, delivery: Delivery, run: TaskRun, started: float) -> Outcome:
+        partial = run.partial
+        log.info("task_stopped", kept_partial=partial is not None)
+        result_json = dumps(partial.model_dump()) if partial is not None else None
+        return Outcome(delivery, TaskStatus.CANCELLED, run.attempt, started, result_json)
+
+    def request_stop(self, task_type: TaskType, task_id: str) -> None:
+        """Stop the task if it runs here (a user cancelled it); unknown ids are ignored."""
+        state = self._states.get(task_type)
+        running = next(
+            (
+                r
+                for r in (state.running.values() if state else ())
+                if r.delivery.task.task_id == task_id
+            ),
+            None,
+        )
+        if running is None or running.run.stop_requested:
+            return
+        running.run.stop_requested = True
+        log.info("task_stop_requested", task_id=task_id, task_type=task_type)
+        if running.handler is not None:
+            running.handler.cancel()
+
+    async def _check_cancels(self) -> None:
+        """Stop running tasks whose cancel flag is set (a cancel message may have been lost)."""
+        for task_type, state in self._states.items():
+            ids = [r.delivery.task.task_id for r in state.running.values()]
+            if ids:
+                for task_id in await self.consumer.cancel_requested(task_type, ids):
+                    self.request_stop(task_type, task_id)
 
     async def _failed(
         self, delivery: Delivery, attempt: int, started: float, exc: Exception
@@ -327,14 +410,28 @@ class ConsumerRunner:
         )
 
     async def _renew_once(self) -> None:
-        """Keep running entries' idle time low so only a dead consumer's work looks idle;
-        then repair the fairness state of the busiest users (see fairness.sweep)."""
-        for task_type, state in self._states.items():
-            for priority in Priority:
-                ids = [entry_id for p, entry_id in state.running if p is priority]
-                for entry_id in await self.consumer.renew(task_type, ids, priority):
-                    log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
-            await self.consumer.sweep(task_type, self._opts.user_caps.get(task_type, 0))
+        """Keep running entries' idle time low so only a dead consumer's work looks idle,
+        then repair the fairness state of the busiest users (see fairness.sweep) and catch
+        cancel flags whose message was lost.
+
+        Each type on its own: on a cluster a type whose shard fails over must not stop the
+        renewals of the others (their entries would look idle to peers meanwhile).
+        """
+        results = await asyncio.gather(
+            *(self._renew_type(t, s) for t, s in self._states.items()), return_exceptions=True
+        )
+        for task_type, error in zip(self._states, results, strict=True):
+            if isinstance(error, BaseException):
+                reason = f"{type(error).__name__}: {error}"
+                log.warning("keeper_failed", step="renew", task_type=task_type, error=reason)
+        await self._check_cancels()
+
+    async def _renew_type(self, task_type: TaskType, state: _TypeState) -> None:
+        for priority in Priority:
+            ids = [entry_id for p, entry_id in state.running if p is priority]
+            for entry_id in await self.consumer.renew(task_type, ids, priority):
+                log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
+        await self.consumer.sweep(task_type, self._opts.user_caps.get(task_type, 0))
 
     async def _retire(self) -> None:
         try:

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.queue.connection import RedisClient
 from shared.redact import redact
 
 log = structlog.get_logger(__name__)
@@ -106,7 +106,7 @@ class ChatTurns:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         queue_prefix: str,
         *,
         lease_seconds: float = LEASE_SECONDS,

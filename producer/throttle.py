@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.queue.connection import RedisClient
 from shared.queue.keys import Keys
 from shared.redact import redact
 
@@ -24,7 +24,7 @@ return 0
 class RateLimiter:
     """At most `per_minute` messages per user in a fixed one-minute window."""
 
-    def __init__(self, redis: Redis, keys: Keys, per_minute: int) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, per_minute: int) -> None:
         self._redis = redis
         self._keys = keys
         self._per_minute = per_minute
@@ -48,7 +48,7 @@ class RateLimiter:
 class PhotoLock:
     """One photo in progress per user; the holder is identified by the photo's charge id."""
 
-    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, ttl_seconds: int) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl_seconds

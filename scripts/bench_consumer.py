@@ -18,6 +18,7 @@ from consumers.gates import attach_gates, build_gates
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.registry import TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner
+from consumers.task_run import TaskRun
 from shared.config import load_settings
 from shared.logging import configure_logging
 from shared.queue import QueueService
@@ -27,7 +28,7 @@ from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskType
 class NoopHandler:
     """Returns at once; the result echoes the payload so waiters can check they got theirs."""
 
-    async def __call__(self, task: QueueTask) -> TaskResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> TaskResult:
         return ImagePromptResult(prompt=str(task.data.get("girl_name", "")))
 
 

@@ -70,6 +70,8 @@ def consumer_env(settings: Settings, args: argparse.Namespace) -> dict[str, str]
         LLM_PROVIDER="offline",
         IMAGE_PROVIDER="offline",
         OFFLINE_DELAY_SECONDS=str(args.delay),
+        # --delay alone is the provider's time per task: replies do not stream word by word.
+        OFFLINE_STREAM_DELAY_MS="0",
         USER_MAX_IN_FLIGHT=f"generate_image={args.user_cap}",
         PROVIDER_LIMITS=f"offline={args.provider_limit}" if args.provider_limit else "",
         SHUTDOWN_GRACE_SECONDS="1",

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -17,14 +18,34 @@ def free_port() -> int:
         return port
 
 
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
+    return binary
+
+
+def wait_for_ping(port: int, timeout: float = 10.0) -> None:
+    """Until a server on the loopback port answers PING (a raw socket: no client pool to close)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server on port {port} did not start")
+
+
 class PrivateRedis:
     """Starts, stops and restarts its own redis-server; never touches the machine's Redis."""
 
-    def __init__(self, *, aof: bool = False) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
-        self.binary = binary
+    def __init__(self, *, aof: bool = False, extra: Sequence[str] = ()) -> None:
+        self.binary = redis_binary()
+        self.extra = list(extra)
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="private-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -38,18 +59,9 @@ class PrivateRedis:
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         persistence = ["yes", "--appendfsync", "always"] if self.aof else ["no"]
-        args += ["--appendonly", *persistence, "--dir", str(self.dir)]
+        args += ["--appendonly", *persistence, "--dir", str(self.dir), *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+        wait_for_ping(self.port)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -92,8 +92,10 @@ PY
 }
 
 ensure_redis() { # starts a non-persistent local Redis on 6379 when none answers
-  if redis_up 6379; then return 0; fi
+  # The binary is needed even when a server answers: tests start private servers, a private
+  # Redis Cluster and Sentinel setups (`redis-server --sentinel`) of their own.
   command -v redis-server >/dev/null 2>&1 || { echo "setup: installing redis-server"; apt_install redis-server; }
+  if redis_up 6379; then return 0; fi
   echo "setup: starting redis-server on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
     --dir /tmp --logfile /tmp/ai-girls-redis.log

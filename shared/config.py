@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import ConfigError
 from shared.limits import Rate, parse_limits, parse_rate, parse_rates, parse_user_caps
@@ -97,12 +105,25 @@ class Settings(BaseModel):
     redis_result_ttl: int = Field(3600, gt=0)
     redis_task_ttl: int = Field(86400, gt=0, description="lifetime of an unfinished task record")
     redis_socket_timeout: float = Field(10.0, gt=0)
+    # Topology: one server (default), a Redis Cluster reached through any node of REDIS_URL,
+    # or a master found through Sentinel (REDIS_URL then gives only credentials and db).
+    redis_cluster: bool = False
+    redis_sentinels: list[str] = Field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
+    # Enqueue and finish wait for this many replica acknowledgements (WAIT) before returning.
+    redis_wait_replicas: int = Field(0, ge=0)
+    redis_wait_timeout_ms: int = Field(1000, gt=0)
     max_payload_bytes: int = Field(65536, gt=0)
     max_deliveries: int = Field(5, ge=1)
     claim_idle_seconds: float = Field(6.0, gt=0)
     # A consumer whose heartbeat is older than this is dead: its entries are taken at once.
     consumer_dead_seconds: float = Field(3.0, gt=0)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
+    # Live output of streamed replies: one XADD per this many ms or characters, whichever
+    # first; the live stream expires this long after its last write.
+    live_flush_ms: float = Field(50.0, ge=0)
+    live_flush_chars: int = Field(200, ge=1)
+    live_ttl_seconds: int = Field(900, gt=0)
 
     # Consumer concurrency per type (the seed's semaphores).
     max_concurrent_image_generations: int = Field(5, ge=1)
@@ -136,6 +157,8 @@ class Settings(BaseModel):
     replicate_base_url: str = "https://api.replicate.com"
     # The offline providers wait this long per call (demo realism, chaos and stream tests).
     offline_delay_seconds: float = Field(0.0, ge=0)
+    # The offline LLM streams word by word with this pause between words.
+    offline_stream_delay_ms: float = Field(15.0, ge=0)
     provider_timeout_seconds: float = Field(120.0, gt=0)
     provider_retry_seconds: float = Field(20.0, ge=0)
     provider_preflight: Preflight = Preflight.STRICT
@@ -186,12 +209,27 @@ class Settings(BaseModel):
     daily_energy: int = Field(0, ge=0)
     paysupport_contact: str = ""
 
-    @field_validator("admin_ids", mode="before")
+    @field_validator("admin_ids", "redis_sentinels", mode="before")
     @classmethod
-    def _split_ids(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> Settings:
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("REDIS_CLUSTER and REDIS_SENTINELS exclude each other")
+        return self
 
     @field_validator("shop_packs", mode="before")
     @classmethod
@@ -280,6 +318,7 @@ def load_settings(_env_file: str | Path | None = ".env", **overrides: Any) -> Se
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            ": ".join(filter(None, [".".join(str(p) for p in err["loc"]).upper(), err["msg"]]))
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None

@@ -58,6 +58,11 @@ class ProviderRejectedError(ProviderError):
     """Other 4xx or a content refusal: final, retrying cannot help."""
 
 
+class StreamCutError(ProviderError):
+    """A streamed answer broke off after some of it arrived: final, what arrived is kept
+    (retrying from scratch would show the user a second, different text)."""
+
+
 class ProviderNotImplementedError(ProviderError):
     """The configured provider has no usable API (for example Live3D)."""
 

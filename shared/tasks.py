@@ -71,6 +71,10 @@ class ImageResult(_Strict):
 class ReplyResult(_Strict):
     reply: str
     dialog_id: int
+    # The user stopped the reply while it streamed: `reply` holds the partial text.
+    stopped: bool = False
+    # The provider's stream broke after text was shown: `reply` holds what arrived.
+    cut: bool = False
 
 
 class ImagePromptResult(_Strict):

@@ -1,20 +1,74 @@
-"""Shared fixtures: real Redis on loopback with a unique key prefix per test."""
+"""Shared fixtures: real Redis on loopback with a unique key prefix per test.
+
+A test module marked `pytest.mark.topologies("single", "cluster")` runs each of its tests
+that uses `settings` on the machine's Redis and again on a private 3-master, 3-replica
+Redis Cluster (one per test process, started on first use); `single_node` tests stay off it.
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
+from scripts.private_cluster import PrivateCluster
 from shared.config import Settings, load_settings
 from shared.queue import QueueService
+from shared.queue.connection import RedisClient
 
 pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers"]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SINGLE, CLUSTER = "single", "cluster"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("topologies")
+    if marker is None or "topology" not in metafunc.fixturenames:
+        return
+    topologies = list(marker.args)
+    if metafunc.definition.get_closest_marker("single_node"):
+        topologies = [SINGLE]
+    metafunc.parametrize("topology", topologies, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the cluster the database does not matter: its tests run with SQLite only."""
+    dropped = [item for item in items if _cluster_with_postgres(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
+def _cluster_with_postgres(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return bool(params.get("topology") == CLUSTER and params.get("backend") == "postgresql")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(masters=3, replicas=1, node_timeout_ms=2000)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def topology(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", SINGLE))
+
+
+@pytest.fixture
+def redis_url(topology: str, request: pytest.FixtureRequest) -> str:
+    if topology == CLUSTER:
+        cluster: PrivateCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return REDIS_URL
 
 
 @pytest.fixture
@@ -23,23 +77,29 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(prefix: str) -> Settings:
+def settings(prefix: str, topology: str, redis_url: str) -> Settings:
     return load_settings(
         _env_file=None,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
+        redis_cluster=topology == CLUSTER,
         redis_queue_prefix=f"{prefix}queue:",
         redis_result_prefix=f"{prefix}result:",
     )
 
 
 @pytest.fixture
-async def redis_client(prefix: str) -> AsyncIterator[aioredis.Redis]:
+async def redis_client(prefix: str, settings: Settings) -> AsyncIterator[RedisClient]:
     """A plain client for assertions; deletes every key of the test's prefix afterwards."""
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client: RedisClient
+    if settings.redis_cluster:
+        client = aioredis.RedisCluster.from_url(settings.redis_url)
+    else:
+        client = aioredis.Redis.from_url(settings.redis_url)
     yield client
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
+    pipe = client.pipeline(transaction=False)
+    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        pipe.delete(key)  # one DEL per key: on a cluster the keys live in different slots
+    await pipe.execute()
     await client.aclose()
 
 

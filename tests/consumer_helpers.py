@@ -74,7 +74,7 @@ class SlowVenice(FakeVenice):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v1/chat/completions", self._slow_chat)
 
-    async def _slow_chat(self, request: web.Request) -> web.Response:
+    async def _slow_chat(self, request: web.Request) -> web.StreamResponse:
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
@@ -88,6 +88,11 @@ def consumer_env(settings: Settings, database_url: str, **extra: Any) -> dict[st
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "VENICE_"))}
     env.update(
         REDIS_URL=settings.redis_url,
+        REDIS_CLUSTER=str(settings.redis_cluster).lower(),
+        REDIS_SENTINELS=",".join(settings.redis_sentinels),
+        REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
+        REDIS_WAIT_REPLICAS=str(settings.redis_wait_replicas),
+        REDIS_WAIT_TIMEOUT_MS=str(settings.redis_wait_timeout_ms),
         REDIS_QUEUE_PREFIX=settings.redis_queue_prefix,
         REDIS_RESULT_PREFIX=settings.redis_result_prefix,
         DATABASE_URL=database_url,

@@ -13,7 +13,7 @@ from shared.queue import QueueService
 from shared.tasks import TaskType
 from tests.fakes.venice import CHAT_PATH, IMAGE_PATH, FakeVenice
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PAYLOADS: dict[TaskType, dict[str, Any]] = {
     TaskType.GENERATE_REPLY: {
@@ -45,7 +45,7 @@ class CountingVenice(FakeVenice):
         app.router.add_get("/api/v1/api_keys/rate_limits", self._rate_limits)
 
     def _counted(self, handler: Handler) -> Handler:
-        async def counted(request: web.Request) -> web.Response:
+        async def counted(request: web.Request) -> web.StreamResponse:
             self.starts.append(time.monotonic())
             self.active += 1
             self.peak = max(self.peak, self.active)

@@ -93,6 +93,7 @@ async def enqueue_paid_replies(
     return ids
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_sigkill_mid_flight_another_consumer_finishes_everything_once(
     queue: QueueService,
     sqlite_db: Sessions,

@@ -1,29 +1,36 @@
-"""Consumer runtime in-process: each handler end to end, limits, retries, poison, delivery cap."""
+"""Consumer runtime in-process: each handler end to end, limits, retries, poison, delivery cap.
+
+Every test runs on one server and on a 3-master Redis Cluster (see conftest)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import time
+import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
+import pytest
 from pydantic import SecretStr
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.providers.venice import VeniceClient
 from consumers.registry import TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.task_run import TaskRun
 from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.models import Currency, Dialog
 from shared.errors import ProviderUnavailableError
 from shared.queue import Delivery, QueueService
+from shared.queue.connection import RedisClient
 from shared.tasks import ImagePromptResult, QueueTask, TaskStatus, TaskType, dumps
 from tests.consumer_helpers import SlowVenice, World, count_replies, ledger, make_world
 from tests.fixtures_db import Sessions
 
 ALL = list(TaskType)
+
+pytestmark = pytest.mark.topologies("single", "cluster")
 
 
 def options(limit: int = 10, **kw: Any) -> RunnerOptions:
@@ -113,7 +120,7 @@ class Flaky:
         self.failures = failures
         self.calls = 0
 
-    async def __call__(self, task: QueueTask) -> ImagePromptResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> ImagePromptResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise ProviderUnavailableError("upstream 503", "fake", 503)
@@ -136,10 +143,10 @@ async def test_retryable_failure_is_retried_then_completes(queue: QueueService) 
 
 
 async def test_permanent_failure_dead_letters_and_leaves_money_to_the_bot(
-    queue: QueueService, db: Sessions, redis_client: aioredis.Redis
+    queue: QueueService, db: Sessions, redis_client: RedisClient
 ) -> None:
     world = await make_world(db, diamonds=5)
-    charge_id = "photo-charge-1"
+    charge_id = f"photo-charge-{uuid.uuid4().hex}"  # charges are unique per database
     await charge(db, world, charge_id)
     task_id = await queue.enqueue_task(
         TaskType.GENERATE_IMAGE_PROMPT, world.user_id, PROMPT, charge_id=charge_id
@@ -159,7 +166,7 @@ async def test_permanent_failure_dead_letters_and_leaves_money_to_the_bot(
 
 
 async def test_poison_entries_are_dead_lettered_while_good_ones_flow(
-    queue: QueueService, db: Sessions, redis_client: aioredis.Redis
+    queue: QueueService, db: Sessions, redis_client: RedisClient
 ) -> None:
     world = await make_world(db)
     stream = queue.keys.stream(TaskType.GENERATE_REPLY)
@@ -183,9 +190,10 @@ async def test_delivery_cap_dead_letters_a_task_that_keeps_crashing_consumers(
     queue: QueueService, db: Sessions
 ) -> None:
     world = await make_world(db, diamonds=3)
-    await charge(db, world, "c-cap")
+    charge_id = f"c-cap-{uuid.uuid4().hex}"
+    await charge(db, world, charge_id)
     task_id = await queue.enqueue_task(
-        TaskType.GENERATE_IMAGE_PROMPT, world.user_id, PROMPT, charge_id="c-cap"
+        TaskType.GENERATE_IMAGE_PROMPT, world.user_id, PROMPT, charge_id=charge_id
     )
     # Two consumers take the entry and die without finishing (as a poison task would cause).
     for name in ("crash-1", "crash-2"):

@@ -284,3 +284,15 @@ async def _when_up(http: httpx.AsyncClient) -> httpx.Response:
         except httpx.TransportError:
             await asyncio.sleep(0.05)
     raise AssertionError("the dashboard did not start listening")
+
+
+async def test_a_cancelled_task_shows_as_final(
+    client: httpx.AsyncClient, board: Board, redis_client: aioredis.Redis
+) -> None:
+    seeded = await seed(board.queue, redis_client)
+    waiting = seeded.waiting[0]
+    await board.queue.cancel(REPLY, waiting)
+    await login(client, board)
+    page = await client.get(f"/tasks/{waiting}")
+    assert page.status_code == 200
+    assert "<span class='badge '>cancelled</span>" in page.text

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.task_run import TaskRun
 from scripts.reclaim_stuck import reclaim_pass
 from shared.config import Settings
 from shared.queue import Delivery, Malformed, QueueService
@@ -29,7 +30,7 @@ PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
 
 
 class Echo:
-    async def __call__(self, task: QueueTask) -> TaskResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> TaskResult:
         return ImagePromptResult(prompt=str(task.data["girl_name"]))
 
 

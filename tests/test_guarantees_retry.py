@@ -164,3 +164,37 @@ async def test_a_burst_of_cut_replies_loses_and_repeats_nothing(
         assert task is not None and task.status is TaskStatus.COMPLETED
         assert task.result == {"prompt": task_id} and task.attempts == 1
     assert await redis_client.xlen(proxied.keys.stream(PROMPT)) == 0
+
+
+async def test_cancel_repeated_after_a_lost_reply_cancels_and_announces_once(
+    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+) -> None:
+    await proxied.enqueue_task(PROMPT, 1, PAYLOAD, task_id="t-1")
+    statuses: list[TaskStatus | None] = []
+
+    async def cancel() -> None:
+        proxy.cut_reply_after(sha("cancel"))
+        statuses.append(await proxied.cancel(PROMPT, "t-1"))
+
+    seen = await announcements(redis_client, proxied, cancel)
+    assert proxy.cuts == 1
+    assert statuses == [TaskStatus.CANCELLED] and len(seen) == 1
+    task = await proxied.get_task("t-1", PROMPT)
+    assert task is not None and task.status is TaskStatus.CANCELLED and task.result is None
+    # The waiting entry is never run: the start step finds the task final.
+    entry = await proxied.consumer("c1").read(PROMPT, 1, 100)
+    assert await proxied.consumer("c1").start(entry, time.time()) == [-1]  # type: ignore[arg-type]
+
+
+async def test_cancel_of_a_running_task_repeated_after_a_lost_reply_flags_it(
+    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+) -> None:
+    entry = await started_delivery(proxied)
+    consumer = proxied.consumer("c1")
+    await consumer.start([entry], time.time())
+    proxy.cut_reply_after(sha("cancel"))
+    assert await proxied.cancel(PROMPT, "t-1") is TaskStatus.PROCESSING
+    assert proxy.cuts == 1
+    assert await consumer.cancel_requested(PROMPT, ["t-1", "other"]) == ["t-1"]
+    # Whoever starts the entry next (a peer that claimed it) finishes it as cancelled unrun.
+    assert await proxied.consumer("c2").start([entry], time.time()) == [-2]

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.task_run import TaskRun
 from shared.queue import Delivery, QueueService
 from shared.queue.connection import cancel_requested
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType
@@ -24,7 +25,7 @@ class Slow:
         self.calls = 0
         self.started = asyncio.Event()
 
-    async def __call__(self, task: QueueTask) -> TaskResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> TaskResult:
         self.calls += 1
         self.started.set()
         await asyncio.sleep(self.seconds)
@@ -64,10 +65,12 @@ async def test_a_dead_consumer_s_entries_are_taken_by_liveness_not_idle_time(
     await dead.read(PROMPT, 1, 100)
     await alive.read(PROMPT, 1, 100)
     rescuer = queue.consumer("rescuer")
+    await rescuer.heartbeat([PROMPT])
     assert await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000) == []
     dead_after = queue.settings.consumer_dead_seconds
     await asyncio.sleep(dead_after + 0.2)
     await alive.heartbeat([PROMPT])
+    await rescuer.heartbeat([PROMPT])  # a claimer judges others only while alive itself
     taken = await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000)
     assert len(taken) == 1
     [entry] = taken

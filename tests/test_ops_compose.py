@@ -25,8 +25,10 @@ SERVICES = {
     "prometheus",
     "grafana",
 }
-# The optional services: the operator dashboard and Prometheus with Grafana.
-PROFILES = ["--profile", "dashboard", "--profile", "monitoring"]
+# The optional services: the operator dashboard, Prometheus with Grafana, a Redis Cluster
+# (six nodes and the job that joins them).
+CLUSTER_SERVICES = {f"redis-cluster-{i}" for i in range(1, 7)} | {"redis-cluster-init"}
+PROFILES = ["--profile", "dashboard", "--profile", "monitoring", "--profile", "cluster"]
 ASSIGNMENT = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=")
 
 
@@ -89,7 +91,7 @@ def test_compose_file_is_valid(project: Path) -> None:
     check = run("config", "-q")
     assert check.returncode == 0, check.stderr
     services = run("config", "--services")
-    assert set(services.stdout.split()) == SERVICES, services.stderr
+    assert set(services.stdout.split()) == SERVICES | CLUSTER_SERVICES, services.stderr
 
 
 def test_env_example_documents_every_setting() -> None:

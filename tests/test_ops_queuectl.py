@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.registry import build_handlers
@@ -17,6 +16,7 @@ from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Currency
 from shared.queue import Outcome, QueueService, TaskStatus
+from shared.queue.connection import RedisClient
 from shared.tasks import TaskType
 from tests.consumer_helpers import World, consumer_env, ledger, make_world
 from tests.fixtures_db import Backend, Sessions
@@ -58,6 +58,7 @@ async def enqueue_replies(
     return ids
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_stats_reports_what_was_set_up(
     queue: QueueService, db: Sessions, env: dict[str, str]
 ) -> None:
@@ -87,8 +88,9 @@ async def test_stats_reports_what_was_set_up(
     assert ["generate_reply", "c1", "DEAD", "never", "2"] in [r[:5] for r in rows]
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_dead_replay_runs_again_and_purge_empties(
-    queue: QueueService, db: Sessions, env: dict[str, str], redis_client: aioredis.Redis
+    queue: QueueService, db: Sessions, env: dict[str, str], redis_client: RedisClient
 ) -> None:
     world = await make_world(db)
     ids = await enqueue_replies(queue, world, 3)

@@ -68,6 +68,7 @@ async def records(queue: QueueService, ids: list[str]) -> list[QueueTask]:
     return [t for t in tasks if t is not None]
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_cli_requeues_a_dead_consumers_entries_and_each_runs_once(
     queue: QueueService, db: Sessions, sqlite_backend: Backend, settings: Settings
 ) -> None:
@@ -226,3 +227,31 @@ async def test_loop_mode_keeps_reclaiming_until_sigterm(
     passes = [orjson.loads(line) for line in out.splitlines()]
     requeued = [e for p in passes for e in p["entries"] if e["result"] == "requeued"]
     assert len(requeued) == 2 and {e["consumer"] for e in requeued} == {"dead"}
+
+
+async def test_reclaim_acks_a_cancelled_task_and_a_flagged_one_comes_back_only_to_end(
+    queue: QueueService, db: Sessions, redis_client: aioredis.Redis
+) -> None:
+    """Cancelled stays final: reclaim only acks its leftover entry; a running task with a
+    cancel flag is requeued, and the next start finishes it cancelled without running it."""
+    world = await make_world(db)
+    ids = [
+        await queue.enqueue_task(REPLY, world.user_id, reply_payload(world, f"m{i}"))
+        for i in range(2)
+    ]
+    stranded = queue.consumer("dead")
+    [waiting] = await stranded.read(REPLY, 1, 100)  # read, not started: still "pending"
+    await strand(queue, REPLY, 1)
+    assert await queue.cancel(REPLY, ids[0]) is TaskStatus.CANCELLED
+    assert await queue.cancel(REPLY, ids[1]) is TaskStatus.PROCESSING
+    await asyncio.sleep(0.3)
+
+    report = await reclaim_pass(queue, reclaim_options())
+
+    results = {w.entry.entry_id: w.result for w in report.works}
+    assert results[waiting.entry_id] == Result.ACKED
+    assert sorted(results.values()) == sorted([Result.ACKED, Result.REQUEUED])
+    await finish_with_live_consumer(queue, db)
+    for task in await records(queue, ids):
+        assert (task.status, task.result) == (TaskStatus.CANCELLED, None)
+    assert await redis_client.xlen(queue.keys.stream(REPLY)) == 0

@@ -1,4 +1,6 @@
-"""Queue core against real Redis: round trips, validation, recovery, dead letters, waiters."""
+"""Queue core against real Redis: round trips, validation, recovery, dead letters, waiters.
+
+Every test runs on one server and on a 3-master Redis Cluster (see conftest)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import redis.asyncio as aioredis
 
 from shared.errors import InvalidPayloadError, TaskTimeoutError, UnknownTaskTypeError
 from shared.queue import Delivery, Malformed, Outcome, QueueService, StreamConsumer
+from shared.queue.connection import RedisClient
 from shared.tasks import TaskStatus, TaskType, dumps
+
+pytestmark = pytest.mark.topologies("single", "cluster")
 
 PAYLOADS: dict[TaskType, dict[str, Any]] = {
     TaskType.GENERATE_IMAGE: {"prompt": "girl in a cafe", "dialog_id": 3, "girl_id": 2},
@@ -56,7 +61,7 @@ async def complete(
 
 @pytest.mark.parametrize("task_type", list(TaskType))
 async def test_round_trip_per_type(
-    queue: QueueService, redis_client: aioredis.Redis, task_type: TaskType
+    queue: QueueService, redis_client: RedisClient, task_type: TaskType
 ) -> None:
     task_id = await queue.enqueue_task(task_type, 42, PAYLOADS[task_type])
     assert (await queue.get_task(task_id)).status is TaskStatus.PENDING  # type: ignore[union-attr]
@@ -73,7 +78,7 @@ async def test_round_trip_per_type(
     assert await consumer.finish(
         [Outcome(delivery, TaskStatus.COMPLETED, 1, time.time(), dumps(RESULTS[task_type]))]
     ) == [True]
-    done = await queue.wait_for_task_result(task_id, timeout=2)
+    done = await queue.wait_for_task_result(task_id, timeout=10)
     assert done.status is TaskStatus.COMPLETED
     assert done.result == RESULTS[task_type]
     assert done.attempts == 1 and done.started_at and done.finished_at
@@ -86,7 +91,7 @@ async def test_round_trip_per_type(
 
 
 async def test_invalid_payloads_are_refused(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     with pytest.raises(InvalidPayloadError, match="user_message"):
         await queue.enqueue_task(
@@ -184,7 +189,7 @@ async def test_hand_back_makes_entry_readable_at_once(queue: QueueService) -> No
 
 
 async def test_dead_letter_fails_task_and_announces(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     task_type = TaskType.GENERATE_IMAGE
     task_id = await queue.enqueue_task(task_type, 1, PAYLOADS[task_type], charge_id="charge-1")
@@ -219,7 +224,7 @@ async def test_first_final_status_wins(queue: QueueService) -> None:
 
 
 async def test_malformed_entries_are_dead_lettered(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     task_type = TaskType.GENERATE_REPLY
     stream = queue.keys.stream(task_type)
@@ -267,13 +272,33 @@ async def test_waiter_times_out_with_clear_error(queue: QueueService) -> None:
         await queue.wait_for_task_result(task_id, timeout=0.3)
 
 
-async def _client_count(redis_client: aioredis.Redis, name_prefix: str) -> int:
-    clients = await redis_client.client_list()
-    return sum(1 for c in clients if c.get("name", "").startswith(name_prefix))
+async def _clients(
+    redis_client: RedisClient, name_prefix: str
+) -> list[tuple[Any, dict[str, Any]]]:
+    """(node, connection) of each connection named with the prefix, on every node of a cluster
+    (the node is None on one server)."""
+    rows: list[tuple[Any, dict[str, Any]]] = []
+    if isinstance(redis_client, aioredis.RedisCluster):
+        await redis_client.initialize()  # learn every node before listing them
+        for node in redis_client.get_nodes():
+            listed: Any = await redis_client.client_list(target_nodes=node)
+            rows += [(node, c) for c in listed]
+    else:
+        rows = [(None, c) for c in await redis_client.client_list()]
+    return [(n, c) for n, c in rows if c.get("name", "").startswith(name_prefix)]
+
+
+async def _client_count(redis_client: RedisClient, name_prefix: str) -> int:
+    return len(await _clients(redis_client, name_prefix))
+
+
+def _per_shard(queue: QueueService, count: int) -> int:
+    """A bound on connections: `count` on one server, `count` per master on the cluster."""
+    return count * 3 if queue.settings.redis_cluster else count
 
 
 async def test_thousand_concurrent_waiters_share_one_connection(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     task_type = TaskType.GENERATE_IMAGE_PROMPT
     ids = await queue.enqueue_many(
@@ -282,7 +307,7 @@ async def test_thousand_concurrent_waiters_share_one_connection(
     waiters = [asyncio.create_task(queue.wait_for_task_result(i, timeout=30)) for i in ids]
     await asyncio.sleep(0.2)
     waiter_prefix = f"{queue.settings.redis_queue_prefix}producer:waiter"
-    assert await _client_count(redis_client, waiter_prefix) <= 3
+    assert await _client_count(redis_client, waiter_prefix) <= _per_shard(queue, 3)
     consumer = queue.consumer("c1")
     while batch := await take(consumer, task_type, 200):
         started = time.time()
@@ -302,11 +327,12 @@ async def test_thousand_concurrent_waiters_share_one_connection(
     results = await asyncio.gather(*waiters)
     assert [r.task_id for r in results] == ids
     assert [r.result for r in results] == [{"prompt": f"n{i}"} for i in range(1000)]
-    assert await _client_count(redis_client, waiter_prefix) <= 3
+    assert await _client_count(redis_client, waiter_prefix) <= _per_shard(queue, 3)
 
 
+@pytest.mark.single_node  # the size rule does not depend on the topology
 async def test_large_result_is_read_from_record_not_pubsub(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     task_type = TaskType.GENERATE_IMAGE
     task_id = await queue.enqueue_task(task_type, 1, PAYLOADS[task_type])
@@ -327,7 +353,7 @@ async def test_large_result_is_read_from_record_not_pubsub(
 
 
 async def test_waiter_recovers_after_pubsub_connection_is_killed(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     task_type = TaskType.GENERATE_REPLY
     task_id = await queue.enqueue_task(task_type, 1, PAYLOADS[task_type])
@@ -336,20 +362,35 @@ async def test_waiter_recovers_after_pubsub_connection_is_killed(
     waiter = asyncio.create_task(queue.wait_for_task_result(task_id, timeout=20))
     await asyncio.sleep(0.1)
     sub_name = f"{queue.settings.redis_queue_prefix}producer:waiter:sub"
-    # Kill only this test's subscriber: other tests share the machine's Redis.
-    [victim] = [c for c in await redis_client.client_list() if c.get("name") == sub_name]
-    assert await redis_client.client_kill_filter(_id=victim["id"]) == 1
+    subscribers = await _subscribers(redis_client, sub_name)
+    # Kill only this test's subscriber (on a cluster, the one on the reply shard): other
+    # tests share the machine's Redis.
+    owner = None
+    if isinstance(redis_client, aioredis.RedisCluster):
+        owner = redis_client.get_node_from_key(queue.keys.channel(task_type))
+    [(node, victim)] = [(n, c) for n, c in subscribers if n == owner]
+    options = {"target_nodes": node} if node is not None else {}
+    assert await redis_client.client_kill_filter(_id=victim["id"], **options) == 1
     # Completed while the waiter is not subscribed: the announcement is lost on purpose.
     await complete(consumer, deliveries)
     started = time.monotonic()
     task = await waiter
     assert task.status is TaskStatus.COMPLETED
     assert time.monotonic() - started < 5
-    assert await _client_count(redis_client, sub_name) == 1
+    assert len(await _subscribers(redis_client, sub_name)) == len(subscribers)
+
+
+async def _subscribers(redis_client: RedisClient, name: str) -> list[tuple[Any, dict[str, Any]]]:
+    """The subscribed connections named `name` (one on a server, one per shard on a cluster)."""
+    return [
+        (node, c)
+        for node, c in await _clients(redis_client, name)
+        if int(c.get("sub", 0)) + int(c.get("ssub", 0)) > 0
+    ]
 
 
 async def test_finished_task_leaves_only_its_record(
-    queue: QueueService, redis_client: aioredis.Redis, prefix: str
+    queue: QueueService, redis_client: RedisClient, prefix: str
 ) -> None:
     ids = {}
     for task_type in TaskType:
@@ -386,7 +427,7 @@ async def test_clear_queue_fails_waiting_and_in_flight(queue: QueueService) -> N
 
 
 async def test_missing_group_is_recreated_not_looped(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     task_type = TaskType.GENERATE_REPLY
     await redis_client.delete(queue.keys.stream(task_type))  # what a Redis without data sees
@@ -398,7 +439,7 @@ async def test_missing_group_is_recreated_not_looped(
 
 
 async def test_concurrent_enqueues_share_round_trips_and_connections(
-    queue: QueueService, redis_client: aioredis.Redis
+    queue: QueueService, redis_client: RedisClient
 ) -> None:
     task_type = TaskType.GENERATE_IMAGE
     ids = await asyncio.gather(
@@ -407,5 +448,5 @@ async def test_concurrent_enqueues_share_round_trips_and_connections(
     assert len(set(ids)) == 500
     assert (await queue.get_queue_depth(task_type)).waiting == 500
     producer = f"{queue.settings.redis_queue_prefix}producer"
-    clients = await redis_client.client_list()
-    assert sum(1 for c in clients if c.get("name") == producer) <= 2
+    clients = await _clients(redis_client, producer)
+    assert sum(1 for _, c in clients if c.get("name") == producer) <= _per_shard(queue, 2)

@@ -56,6 +56,7 @@ def ids(deliveries: Sequence[Delivery]) -> list[str]:
     return [d.task.task_id for d in deliveries]
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_a_user_at_the_cap_is_read_past_and_released_in_order(queue: QueueService) -> None:
     await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"), (2, "b1"), (3, "c1"))
     consumer = queue.consumer("c1")
@@ -242,6 +243,7 @@ async def test_without_a_cap_the_sweep_sends_every_parked_task_back(
     assert (depth.parked, depth.waiting) == (0, 2)
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_high_priority_parked_tasks_go_back_to_the_high_stream(
     queue: QueueService,
 ) -> None:
@@ -304,3 +306,90 @@ async def test_an_end_repeated_after_a_lost_reply_releases_one_task(
     assert ids(await take(consumer)) == ["a2"]
     [load] = await top_users(proxied.redis, proxied.keys, IMAGE)
     assert (load.running, load.parked) == (1, 1)
+
+
+async def running_ids(queue: QueueService, user: int) -> set[bytes]:
+    members: Any = await queue.redis.smembers(queue.keys.user_running(IMAGE, user))
+    return set(members)
+
+
+@pytest.mark.topologies("single", "cluster")
+async def test_a_parked_task_cancelled_never_runs_and_leaves_its_users_list(
+    queue: QueueService,
+) -> None:
+    await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    assert await queue.cancel(IMAGE, "a2") is TaskStatus.CANCELLED
+    assert await queue.cancel(IMAGE, "a2") is TaskStatus.CANCELLED  # a repeat changes nothing
+    cancelled = await queue.get_task("a2")
+    assert cancelled is not None and cancelled.status is TaskStatus.CANCELLED
+    assert cancelled.data["prompt"] == PAYLOAD["prompt"]  # taken from the user's list
+    depth = await queue.get_queue_depth(IMAGE)
+    assert (depth.parked, depth.waiting) == (1, 1)  # a3 alone
+    await finish(consumer, [a1])
+    assert ids(await take(consumer)) == ["a3"]
+    assert await running_ids(queue, 1) == {b"a3"}
+    [load] = await top_users(queue.redis, queue.keys, IMAGE)
+    assert (load.running, load.parked) == (1, 0)
+
+
+@pytest.mark.topologies("single", "cluster")
+async def test_a_task_cancelled_after_it_left_the_list_frees_its_place_at_once(
+    queue: QueueService,
+) -> None:
+    """a2 counts for its user from the moment it goes back onto the stream: its cancel gives
+    the place to a3 at once, and a2's entry is read, counted for nobody, and only acked."""
+    await enqueue(queue, (1, "a1"), (1, "a2"), (1, "a3"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await finish(consumer, [a1])  # a2 goes back and counts; a3 stays parked
+    assert await running_ids(queue, 1) == {b"a2"}
+    assert await queue.cancel(IMAGE, "a2") is TaskStatus.CANCELLED
+    assert await running_ids(queue, 1) == {b"a3"}
+    read = await take(consumer)
+    assert ids(read) == ["a2", "a3"]
+    assert await consumer.start(read, time.time()) == [-1, 1]  # a2 is never run
+    await finish(consumer, read[1:])
+    outcome = Outcome(read[0], TaskStatus.COMPLETED, 0)  # what the runner does with it
+    assert await consumer.finish([outcome]) == [False]
+    assert await running_ids(queue, 1) == set()
+    assert await top_users(queue.redis, queue.keys, IMAGE) == []
+    depth = await queue.get_queue_depth(IMAGE)
+    assert (depth.stream_length, depth.parked, depth.in_flight) == (0, 0, 0)
+    task = await queue.get_task("a2")
+    assert task is not None and task.status is TaskStatus.CANCELLED
+
+
+async def test_a_high_priority_task_cancelled_while_waiting_is_found_and_holds_nobody(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    await queue.enqueue_task(IMAGE, 1, PAYLOAD, task_id="h1", priority="high")
+    assert await queue.cancel(IMAGE, "h1") is TaskStatus.CANCELLED
+    task = await queue.get_task("h1")
+    assert task is not None and task.data["prompt"] == PAYLOAD["prompt"]  # from the high stream
+    consumer = queue.consumer("c1")
+    [h1] = await take(consumer)
+    assert h1.priority is Priority.HIGH
+    assert await running_ids(queue, 1) == set()  # read, but counted for nobody
+    await queue.enqueue_task(IMAGE, 1, PAYLOAD, task_id="a1")
+    assert ids(await take(consumer)) == ["a1"]  # the user's place was free
+    assert await consumer.start([h1], time.time()) == [-1]
+    assert await consumer.finish([Outcome(h1, TaskStatus.COMPLETED, 0)]) == [False]
+    assert await redis_client.xlen(queue.keys.stream(IMAGE, Priority.HIGH)) == 0
+
+
+async def test_a_parked_high_priority_task_cancelled_never_goes_back(
+    queue: QueueService, redis_client: aioredis.Redis
+) -> None:
+    await enqueue(queue, (1, "a1"))
+    consumer = queue.consumer("c1")
+    [a1] = await take(consumer)
+    await queue.enqueue_task(IMAGE, 1, PAYLOAD, task_id="h1", priority="high")
+    assert await take(consumer) == []  # h1 parked while a1 runs
+    assert await queue.cancel(IMAGE, "h1") is TaskStatus.CANCELLED
+    await finish(consumer, [a1])
+    assert await take(consumer) == []
+    assert await redis_client.xlen(queue.keys.stream(IMAGE, Priority.HIGH)) == 0
+    assert await redis_client.llen(queue.keys.user_parked(IMAGE, 1)) == 0
+    assert await running_ids(queue, 1) == set()

@@ -45,6 +45,7 @@ async def held(redis_client: aioredis.Redis, queue: QueueService, provider: str)
     return int(await redis_client.zcard(queue.keys.leases(provider)))
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_the_cap_holds_and_a_release_frees_a_lease(queue: QueueService) -> None:
     leases = leases_of(queue)
     first = await leases.admit(3)
@@ -54,6 +55,7 @@ async def test_the_cap_holds_and_a_release_frees_a_lease(queue: QueueService) ->
     assert len((await leases.admit(1)).granted) == 1
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_racing_consumers_never_hold_more_than_the_cap(
     queue: QueueService, redis_client: aioredis.Redis
 ) -> None:
@@ -123,6 +125,7 @@ async def test_a_pause_stops_every_admission_until_it_ends(queue: QueueService) 
     assert len((await other.admit(1)).granted) == 1
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_a_waiter_at_the_cap_wakes_on_a_release(queue: QueueService) -> None:
     holder, waiter = leases_of(queue, holder="holder"), leases_of(queue, holder="waiter")
     granted = (await holder.admit(2)).granted

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.task_run import TaskRun
 from scripts.reclaim_report import ReclaimOptions
 from scripts.reclaim_stuck import reclaim_pass
 from shared.errors import InvalidPayloadError
@@ -45,6 +46,7 @@ async def complete(consumer: StreamConsumer, deliveries: Sequence[Delivery]) -> 
     )
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_high_is_read_first_and_normal_first_slots_go_to_normal(
     queue: QueueService,
 ) -> None:
@@ -106,6 +108,8 @@ async def test_a_dead_name_is_forgotten_only_once_it_owns_nothing_in_either_stre
     # Its name is in the normal stream's group too, owning nothing there; its beat is old.
     await redis_client.xgroup_createconsumer(queue.keys.stream(PROMPT), GROUP, "dead")
     await redis_client.hset(queue.keys.alive(PROMPT), "dead", 0)
+    rescuer = queue.consumer("rescuer")
+    await rescuer.heartbeat([PROMPT])  # a claimer whose own beat looks dead judges nobody
     on_normal = Claim(
         stream=queue.keys.stream(PROMPT),
         alive=queue.keys.alive(PROMPT),
@@ -121,7 +125,6 @@ async def test_a_dead_name_is_forgotten_only_once_it_owns_nothing_in_either_stre
     # Still known as dead (not merely gone): its high entries are taken at once, not after
     # an idle time.
     assert await redis_client.hexists(queue.keys.alive(PROMPT), "dead")
-    rescuer = queue.consumer("rescuer")
     claimed = await rescuer.claim(PROMPT, 10, 60_000)
     assert sorted((e.task.task_id, e.priority) for e in claimed if isinstance(e, Delivery)) == [
         ("h0", Priority.HIGH),
@@ -155,12 +158,13 @@ class Recorder:
     def __init__(self) -> None:
         self.order: list[str] = []
 
-    async def __call__(self, task: QueueTask) -> TaskResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> TaskResult:
         self.order.append(task.task_id)
         await asyncio.sleep(0.01)
         return ImagePromptResult(prompt="p")
 
 
+@pytest.mark.topologies("single", "cluster")
 async def test_the_runner_serves_high_first_and_normal_keeps_its_share(
     queue: QueueService,
 ) -> None:

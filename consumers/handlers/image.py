@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 from consumers.providers.base import ImageClient
+from consumers.task_run import TaskRun
 from shared.tasks import ImagePayload, ImageResult, QueueTask
 
 
@@ -12,7 +13,7 @@ class ImageHandler:
     def __init__(self, images: ImageClient) -> None:
         self._images = images
 
-    async def __call__(self, task: QueueTask) -> ImageResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> ImageResult:
         payload = task.payload_as(ImagePayload)
         image = await self._images.generate(payload.prompt, payload.negative_prompt)
         return ImageResult(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from consumers.providers.base import LLMClient
+from consumers.task_run import TaskRun
 from shared.errors import ProviderRejectedError
 from shared.tasks import ImagePromptPayload, ImagePromptResult, QueueTask
 
@@ -18,7 +19,7 @@ class ImagePromptHandler:
     def __init__(self, llm: LLMClient) -> None:
         self._llm = llm
 
-    async def __call__(self, task: QueueTask) -> ImagePromptResult:
+    async def __call__(self, task: QueueTask, run: TaskRun) -> ImagePromptResult:
         payload = task.payload_as(ImagePromptPayload)
         dialogue = "\n".join(f"{t.role}: {t.content}" for t in payload.recent_dialogue[-10:])
         request = (

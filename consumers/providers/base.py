@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
@@ -45,6 +46,18 @@ class LLMClient(Protocol):
         temperature: float | None = None,
     ) -> str: ...
 
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """The assistant's text as deltas. Before the first delta it fails like `chat`; a
+        break after it raises StreamCutError (what was yielded stands). Close it (aclosing)
+        to end the provider call early."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -73,10 +86,13 @@ class RetryPolicy:
     throttled: Callable[[float], None] | None = None
 
     def wait(self, state: RetryCallState) -> float:
-        """Jittered exponential backoff, but never shorter than the server's Retry-After."""
-        backoff = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
-        backoff = random.uniform(backoff / 2, backoff)
         exc = state.outcome.exception() if state.outcome else None
+        return self.delay(state.attempt_number, exc)
+
+    def delay(self, attempt: int, exc: BaseException | None) -> float:
+        """Jittered exponential backoff, but never shorter than the server's Retry-After."""
+        backoff = min(self.max_wait, self.initial_wait * 2 ** (attempt - 1))
+        backoff = random.uniform(backoff / 2, backoff)
         hint = exc.retry_after if isinstance(exc, ProviderUnavailableError) else None
         return max(backoff, hint or 0.0)
 
@@ -102,13 +118,17 @@ async def call_with_retries(
 
 def _log_retry(provider: str, state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
+    log_retry(provider, state.attempt_number, state.upcoming_sleep, exc)
+
+
+def log_retry(provider: str, attempt: int, wait: float, exc: BaseException | None) -> None:
     # A fresh logger per call: cached module loggers would escape structlog.testing.capture_logs.
     structlog.get_logger(__name__).warning(
         "provider_retry",
         provider=provider,
         status=getattr(exc, "status", None),
-        attempt=state.attempt_number,
-        wait=round(state.upcoming_sleep, 3),
+        attempt=attempt,
+        wait=round(wait, 3),
         error=str(exc),
     )
 
@@ -213,11 +233,26 @@ class ProviderHttp:
     def redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    async def send(self, request: httpx.Request) -> httpx.Response:
-        """One attempt; a non-2xx answer or a transport failure becomes a ProviderError."""
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """One attempt; a non-2xx answer or a transport failure becomes a ProviderError.
+
+        With `stream`, a 2xx response comes back unread: the caller reads and closes it.
+        """
         where = f"{request.method} {request.url.path}"
+        with self.mapped_errors(where):
+            response = await self.client.send(request, stream=stream)
+            if response.is_success:
+                return response
+            if stream:
+                await response.aread()
+                await response.aclose()
+        raise self.error_for(response, where)
+
+    @contextlib.contextmanager
+    def mapped_errors(self, where: str) -> Iterator[None]:
+        """httpx transport failures and timeouts as ProviderUnavailableError, without secrets."""
         try:
-            response = await self.client.send(request)
+            yield
         except httpx.TimeoutException as exc:
             message = f"{self.provider} {where} timed out ({type(exc).__name__})"
             # `from None`: httpx's chained frames hold request headers, which hold the secret.
@@ -225,9 +260,6 @@ class ProviderHttp:
         except httpx.RequestError as exc:
             message = self.redact(f"{self.provider} {where} failed: {type(exc).__name__}: {exc}")
             raise ProviderUnavailableError(message, self.provider) from None
-        if response.is_success:
-            return response
-        raise self.error_for(response, where)
 
     def error_for(self, response: httpx.Response, where: str) -> ProviderError:
         status = response.status_code

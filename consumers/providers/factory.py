@@ -27,7 +27,8 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 def build_llm_client(settings: Settings, *, retry: RetryPolicy | None = None) -> LLMClient:
     """LLM_PROVIDER=venice (default) needs VENICE_API_KEY; offline needs nothing."""
     if settings.llm_provider is LLMProvider.OFFLINE:
-        return OfflineLLMClient(settings.offline_delay_seconds)
+        word_delay = settings.offline_stream_delay_ms / 1000
+        return OfflineLLMClient(settings.offline_delay_seconds, word_delay)
     return VeniceClient(
         _require(settings.venice_api_key, "VENICE_API_KEY", "LLM_PROVIDER=venice"),
         base_url=settings.venice_base_url,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from consumers.providers.placeholder import LABEL, draw_label
 
@@ -38,8 +39,9 @@ class OfflineLLMClient:
 
     name = "offline"
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, word_delay: float = 0.0) -> None:
         self._delay = delay
+        self._word_delay = word_delay
 
     async def chat(
         self,
@@ -59,6 +61,20 @@ class OfflineLLMClient:
         opening = _REPLY_OPENINGS[digest[0] % len(_REPLY_OPENINGS)]
         echo = " ".join(last_user.split())[:_ECHO_CHARS]
         return f"{opening} Ты написал: «{echo}»" if echo else opening
+
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """The `chat` answer word by word (each with its trailing space), `word_delay` apart."""
+        text = await self.chat(messages, max_tokens=max_tokens, temperature=temperature)
+        for index, word in enumerate(re.findall(r"\S+\s*", text)):
+            if index and self._word_delay:
+                await asyncio.sleep(self._word_delay)
+            yield word
 
     async def aclose(self) -> None:
         return None

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
+import orjson
 from pydantic import SecretStr
 
-from consumers.providers.base import ProviderHttp, RetryPolicy
-from shared.errors import ProviderRejectedError
+from consumers.providers.base import ProviderHttp, RetryPolicy, log_retry
+from shared.errors import (
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    StreamCutError,
+)
 
 # Venice only: its reset header tells when the request window opens again.
 RATE_LIMIT_RESET_HEADER = "x-ratelimit-reset-requests"
@@ -45,6 +53,13 @@ class VeniceClient:
         temperature: float | None = None,
     ) -> str:
         """Return the assistant's text; an empty or missing answer is a ProviderRejectedError."""
+        body = self._body(messages, max_tokens, temperature)
+        data = await self._http.request_json("POST", "/chat/completions", json=body)
+        return self._content_of(data)
+
+    def _body(
+        self, messages: list[dict[str, str]], max_tokens: int | None, temperature: float | None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -55,8 +70,83 @@ class VeniceClient:
             body["temperature"] = temperature
         if max_tokens is not None:
             body["max_completion_tokens"] = max_tokens
-        data = await self._http.request_json("POST", "/chat/completions", json=body)
-        return self._content_of(data)
+        return body
+
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """The reply as text deltas from server-sent events.
+
+        Failures before the first delta are retried from scratch (the retry policy's
+        attempts and budget); a break after it raises StreamCutError. A stream that ends
+        without any text is a ProviderRejectedError, as in `chat`. Closing the iterator
+        closes the HTTP connection (that is how a stop reaches the provider).
+        """
+        body = self._body(messages, max_tokens, temperature) | {"stream": True}
+        policy = self._http.retry
+        deadline = time.monotonic() + policy.budget_seconds
+        attempt = 1
+        while True:
+            shown = False
+            try:
+                async for delta in self._stream_once(body):
+                    shown = shown or bool(delta.strip())
+                    yield delta
+            except ProviderUnavailableError as exc:
+                if shown:
+                    raise StreamCutError(str(exc), self.name, exc.status) from None
+                wait = policy.delay(attempt, exc)
+                if attempt >= policy.max_attempts or time.monotonic() + wait > deadline:
+                    raise
+                log_retry(self.name, attempt, wait, exc)
+                await asyncio.sleep(wait)
+                attempt += 1
+                continue
+            if not shown:
+                raise ProviderRejectedError("venice streamed an empty reply", self.name)
+            return
+
+    async def _stream_once(self, body: dict[str, Any]) -> AsyncGenerator[str, None]:
+        request = self._http.client.build_request("POST", "/chat/completions", json=body)
+        response = await self._http.send(request, stream=True)
+        try:
+            with self._http.mapped_errors("POST /chat/completions (stream)"):
+                async for line in response.aiter_lines():
+                    # Blank lines end events; ':' lines are keep-alive comments; event:, id:
+                    # and retry: fields carry nothing for a chat completion.
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    if delta := self._delta_of(data):
+                        yield delta
+        finally:
+            await response.aclose()
+        raise ProviderUnavailableError("venice stream ended without [DONE]", self.name)
+
+    def _delta_of(self, data: str) -> str:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            message = f"venice sent a malformed stream chunk ({len(data)} bytes)"
+            raise ProviderUnavailableError(message, self.name) from None
+        if not isinstance(chunk, dict):
+            return ""
+        if "error" in chunk:  # OpenAI-compatible servers report a failure mid-stream so
+            error = chunk["error"]
+            text = error.get("message") if isinstance(error, dict) else error
+            message = self._http.redact(f"venice stream error: {text}"[:300])
+            raise ProviderUnavailableError(message, self.name)
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return ""  # e.g. the usage chunk of stream_options.include_usage
+        delta = choices[0].get("delta")
+        return _join_parts(delta.get("content")) if isinstance(delta, dict) else ""
 
     def _content_of(self, data: dict[str, Any]) -> str:
         choices = data.get("choices")

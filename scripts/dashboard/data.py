@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from scripts.liveness import depth_with_liveness
 from shared.queue import QueueDepth, QueueService
+from shared.queue.connection import RedisClient
 from shared.queue.dead_letters import DeadEntry, list_dead
 from shared.queue.inspect import ConsumerInfo
 from shared.queue.keys import GROUP, Keys, Priority
@@ -64,7 +64,7 @@ class DeadPage:
 
 
 async def completions_per_minute(
-    redis: Redis, keys: Keys, task_type: TaskType, now: float, minutes: int = MINUTES
+    redis: RedisClient, keys: Keys, task_type: TaskType, now: float, minutes: int = MINUTES
 ) -> list[int]:
     """Tasks finished in each of the last `minutes` minutes (the current one last); 0 if none."""
     current = int(now // 60)
@@ -93,7 +93,7 @@ def _task_id(fields: dict[bytes, bytes]) -> str | None:
 
 
 async def current_tasks(
-    redis: Redis, keys: Keys, task_type: TaskType, consumer: str, limit: int = CURRENT_TASKS
+    redis: RedisClient, keys: Keys, task_type: TaskType, consumer: str, limit: int = CURRENT_TASKS
 ) -> list[PendingTask]:
     """The first entries in a consumer's pending lists (high priority first), with the task
     id each one carries."""
@@ -105,7 +105,9 @@ async def current_tasks(
     return tasks
 
 
-async def _pending_in(redis: Redis, stream: str, consumer: str, limit: int) -> list[PendingTask]:
+async def _pending_in(
+    redis: RedisClient, stream: str, consumer: str, limit: int
+) -> list[PendingTask]:
     try:
         pending: Any = await redis.xpending_range(
             stream, GROUP, min="-", max="+", count=limit, consumername=consumer

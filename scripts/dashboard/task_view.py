@@ -22,6 +22,7 @@ _STATUS_CLASS = {
     TaskStatus.FAILED: "bad",
     TaskStatus.PROCESSING: "busy",
     TaskStatus.PENDING: "",
+    TaskStatus.CANCELLED: "",
 }
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
-
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Step
@@ -15,56 +14,64 @@ from shared.queue.steps import Step
 _Call = tuple[Step, "asyncio.Future[Any]"]
 
 
+@dataclass(slots=True)
+class _Lane:
+    pending: list[_Call] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
 class ScriptBatcher:
     """Calls submitted while a round trip is in flight go out together in the next one.
 
     One caller alone is sent at once, so an idle producer pays no extra latency; a burst of
     callers (many users at the same moment) shares round trips and a single connection
-    instead of taking one pooled connection each.
+    instead of taking one pooled connection each. Calls of different lanes (task types) never
+    share a round trip: on a cluster each type lives on one shard, and a shard failing over
+    (or waiting for a replica) must not hold up the others, nor fail their calls with it.
     """
 
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
-        self._redis = redis
+    def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
-        self._pending: list[_Call] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._lanes: dict[Hashable, _Lane] = {}
 
-    async def run(self, step: Step) -> Any:
-        if self._task is None:
-            self._task = asyncio.create_task(self._flush_loop(), name="script-batcher")
+    async def run(self, step: Step, lane: Hashable = None) -> Any:
+        queue = self._lanes.get(lane)
+        if queue is None:
+            queue = self._lanes[lane] = _Lane()
+        if queue.task is None:
+            queue.task = asyncio.create_task(self._flush_loop(queue), name="script-batcher")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((step, future))
-        self._wakeup.set()
+        queue.pending.append((step, future))
+        queue.wakeup.set()
         return await future
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for _, future in self._pending:
-            if not future.done():
-                future.set_exception(ConnectionError("queue closed"))
-        self._pending = []
+        for lane in self._lanes.values():
+            if lane.task is not None:
+                lane.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
+                lane.task = None
+            for _, future in lane.pending:
+                if not future.done():
+                    future.set_exception(ConnectionError("queue closed"))
+            lane.pending = []
 
-    async def _flush_loop(self) -> None:
+    async def _flush_loop(self, lane: _Lane) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            batch, self._pending = self._pending, []
+            await lane.wakeup.wait()
+            lane.wakeup.clear()
+            batch, lane.pending = lane.pending, []
             if batch:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[_Call]) -> None:
         try:
-            results = await self._execute(batch)
-            if any(isinstance(r, NoScriptError) for r in results):
-                # Redis restarted and lost its script cache: load once and run the batch
-                # again. No call of a NOSCRIPT batch ran, so nothing happens twice.
-                await self._scripts.load()
-                results = await self._execute(batch)
+            # Durable: with REDIS_WAIT_REPLICAS set, the whole batch waits once for the
+            # replicas, so a burst pays one wait, not one per call.
+            steps = [step for step, _ in batch]
+            results = await self._scripts.run_all(steps, durable=True, raise_on_error=False)
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
             results = [exc] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
@@ -74,9 +81,3 @@ class ScriptBatcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for step, _ in batch:
-            self._scripts.queue(pipe, step)
-        return list(await pipe.execute(raise_on_error=False))

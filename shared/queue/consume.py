@@ -6,6 +6,7 @@ on an entry names the entry's own stream (`Delivery.priority`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from shared.config import Settings
+from shared.queue.connection import RedisClient
 from shared.queue.fairness import sweep, user_cap
 from shared.queue.keys import GROUP, Keys, Priority
+from shared.queue.live import LiveWriter
 from shared.queue.outcomes import Entry, Outcome, outcome_step
 from shared.queue.records import (
     Delivery,
@@ -58,7 +62,7 @@ class ReadBatch:
     recovered: bool = False  # the group was missing and is made again: nothing to wait for
 
 
-async def ensure_group(redis: Redis, keys: Keys, task_type: TaskType) -> None:
+async def ensure_group(redis: RedisClient, keys: Keys, task_type: TaskType) -> None:
     """Create the type's two streams and their group if missing (idempotent)."""
     for stream in keys.streams(task_type).values():
         try:
@@ -75,7 +79,9 @@ def _lost_group(exc: ResponseError) -> bool:
 class StreamConsumer:
     """The stream operations of one named consumer; one instance per consumer process."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, settings: Settings, name: str) -> None:
+    def __init__(
+        self, redis: RedisClient, scripts: Scripts, settings: Settings, name: str
+    ) -> None:
         self.redis = redis
         self.name = name
         self._scripts = scripts
@@ -284,12 +290,12 @@ class StreamConsumer:
         return entries
 
     async def heartbeat(self, task_types: Sequence[TaskType]) -> None:
-        """Say this consumer is alive, for each type it serves (one round trip)."""
-        await self._run_all([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
+        """Say this consumer is alive, for each type it serves (concurrently)."""
+        await self._run_each([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
 
     async def retire(self, task_types: Sequence[TaskType]) -> None:
         """On a clean exit: delete this consumer's name where it owns nothing any more."""
-        await self._run_all(
+        await self._run_each(
             [
                 DeleteConsumer(
                     stream, self._keys.alive(t), GROUP, self.name, 0, self._other(t, priority)
@@ -298,6 +304,20 @@ class StreamConsumer:
                 for priority, stream in self._keys.streams(t).items()
             ]
         )
+
+    async def _run_each(self, steps: Sequence[Step]) -> None:
+        """Each step on its own, concurrently; the first error is raised once all are done.
+
+        Not one pipeline: on a cluster the types live on different shards, and redis-py
+        answers a pipeline that could not reach one node by closing every connection of the
+        client, which would cut the other types' reads during a failover.
+        """
+        results = await asyncio.gather(
+            *(self._scripts.run(step) for step in steps), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def start(self, deliveries: Sequence[Delivery], started_at: float) -> list[int]:
         """Mark tasks processing and count the attempt; -1 marks one that already finished.
@@ -322,22 +342,25 @@ class StreamConsumer:
 
         Returns per outcome whether it wrote the final state (False: its task had already
         finished, so nothing was overwritten or announced again). Safe to repeat. The batch
-        is also counted in the per-minute chart (one command per type, not per task).
+        is also counted in the per-minute chart (one command per type, not per task). With
+        REDIS_WAIT_REPLICAS set it returns once the replicas have the results.
         """
         if not outcomes:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for outcome in outcomes:
-            self._scripts.queue(pipe, outcome_step(self._keys, self._settings, self.name, outcome))
         minute = int(time.time() // 60)
-        for task_type, count in Counter(o.entry.task_type for o in outcomes).items():
-            chart = self._keys.completions(task_type)
-            pipe.hincrby(chart, str(minute), count)
-            # Minutes past the two hours go, so a busy type's hash stays small.
-            pipe.hdel(chart, *(str(minute - 120 - i) for i in range(5)))
-            pipe.expire(chart, COMPLETIONS_TTL)
-        results = await self._scripts.execute(pipe)
-        return [bool(n) for n in results[: len(outcomes)]]
+        counts = Counter(o.entry.task_type for o in outcomes)
+
+        def count_in_chart(pipe: Pipeline | ClusterPipeline) -> None:
+            for task_type, count in counts.items():
+                chart = self._keys.completions(task_type)
+                pipe.hincrby(chart, str(minute), count)
+                # Minutes past the two hours go, so a busy type's hash stays small.
+                pipe.hdel(chart, *(str(minute - 120 - i) for i in range(5)))
+                pipe.expire(chart, COMPLETIONS_TTL)
+
+        steps = [outcome_step(self._keys, self._settings, self.name, o) for o in outcomes]
+        results = await self._scripts.run_all(steps, durable=True, then=count_in_chart)
+        return [bool(n) for n in results]
 
     async def fail(self, entries: Sequence[Entry], reason: str) -> list[bool]:
         """The one way to fail tasks: dead-letter each entry, fail its task, announce it.
@@ -346,13 +369,24 @@ class StreamConsumer:
         """
         return await self.finish([Outcome(e, TaskStatus.FAILED, error=reason) for e in entries])
 
-    async def _run_all(self, steps: Sequence[Step]) -> list[bool]:
-        if not steps:
-            return []
+    async def _run_all(self, steps: Sequence[Step], durable: bool = False) -> list[bool]:
+        return [bool(n) for n in await self._scripts.run_all(steps, durable=durable)]
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def live_writer(self, task_type: TaskType, task_id: str, attempt: int) -> LiveWriter:
+        """The writer of one run's live output (it writes nothing until text arrives)."""
+        return LiveWriter.for_task(self.redis, self._settings, task_type, task_id, attempt)
+
+    async def cancel_requested(self, task_type: TaskType, task_ids: Sequence[str]) -> list[str]:
+        """Those of `task_ids` whose records carry a cancel flag (one round trip)."""
         pipe = self.redis.pipeline(transaction=False)
-        for step in steps:
-            self._scripts.queue(pipe, step)
-        return [bool(n) for n in await self._scripts.execute(pipe)]
+        for task_id in task_ids:
+            pipe.hexists(self._keys.record(task_type, task_id), "cancel")
+        flags = await pipe.execute()
+        return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
 
     async def renew(
         self, task_type: TaskType, entry_ids: Sequence[str], priority: Priority = Priority.NORMAL

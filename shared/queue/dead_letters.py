@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
+from shared.queue.connection import RedisClient
 from shared.queue.keys import Keys
 from shared.queue.scripts import Scripts
 from shared.queue.steps import ReplayDead
@@ -81,7 +81,7 @@ def _dead_entry(dead_id: bytes, fields: dict[bytes, bytes]) -> DeadEntry:
 
 
 async def list_dead(
-    redis: Redis, keys: Keys, task_type: TaskType, ids: Sequence[str] | None = None
+    redis: RedisClient, keys: Keys, task_type: TaskType, ids: Sequence[str] | None = None
 ) -> list[DeadEntry]:
     """Every dead entry of the type, oldest first, or only those with the given ids."""
     dead = keys.dead(task_type)
@@ -102,7 +102,7 @@ async def list_dead(
 
 
 async def replay_dead(
-    redis: Redis,
+    redis: RedisClient,
     scripts: Scripts,
     keys: Keys,
     task_type: TaskType,
@@ -129,17 +129,17 @@ async def replay_dead(
             todo.append((entry, entry.task_id))
     if not todo:
         return results
-    pipe = redis.pipeline(transaction=False)
-    for entry, task_id in todo:
-        step = ReplayDead(
+    steps = [
+        ReplayDead(
             stream=keys.stream(task_type),
             dead=keys.dead(task_type),
             record=keys.record(task_type, task_id),
             dead_id=entry.dead_id,
             task_ttl=task_ttl,
         )
-        scripts.queue(pipe, step)
-    for (entry, task_id), (ok, value) in zip(todo, await scripts.execute(pipe), strict=True):
+        for entry, task_id in todo
+    ]
+    for (entry, task_id), (ok, value) in zip(todo, await scripts.run_all(steps), strict=True):
         outcome = Replayed(entry.dead_id, task_id)
         if ok:
             outcome.new_entry_id = value.decode()
@@ -149,7 +149,7 @@ async def replay_dead(
     return results
 
 
-async def purge_dead(redis: Redis, keys: Keys, task_type: TaskType) -> int:
+async def purge_dead(redis: RedisClient, keys: Keys, task_type: TaskType) -> int:
     """Delete the type's dead-letter stream; returns how many entries it held."""
     pipe = redis.pipeline(transaction=True)
     pipe.xlen(keys.dead(task_type))

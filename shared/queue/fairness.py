@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from shared.config import Settings
+from shared.queue.connection import RedisClient
 from shared.queue.keys import Keys, Priority
 from shared.queue.records import Delivery, Malformed
 from shared.queue.scripts import Scripts
@@ -84,7 +83,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def sweep(redis: Redis, scripts: Scripts, keys: Keys, task_type: TaskType, cap: int) -> int:
+async def sweep(
+    redis: RedisClient, scripts: Scripts, keys: Keys, task_type: TaskType, cap: int
+) -> int:
     """Repair the users with parked tasks and the busiest ones; returns tasks moved back.
 
     Running ids whose task ended without a release are dropped and parked tasks move back
@@ -112,14 +113,14 @@ async def sweep(redis: Redis, scripts: Scripts, keys: Keys, task_type: TaskType,
     return int(await scripts.run(step))
 
 
-async def parked_count(redis: Redis, keys: Keys, task_type: TaskType) -> int:
+async def parked_count(redis: RedisClient, keys: Keys, task_type: TaskType) -> int:
     """Tasks of the type parked while their users are at the cap."""
     rows: list[Any] = await redis.zrange(keys.users_parked(task_type), 0, -1, withscores=True)
     return int(sum(score for _, score in rows))
 
 
 async def top_users(
-    redis: Redis, keys: Keys, task_type: TaskType, count: int = 5
+    redis: RedisClient, keys: Keys, task_type: TaskType, count: int = 5
 ) -> list[UserLoad]:
     """The users with the most running tasks of the type, then those with parked ones."""
     pipe = redis.pipeline(transaction=False)

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.queue.connection import RedisClient
 from shared.queue.keys import GROUP, Keys, Priority
 from shared.tasks import TaskType
 
@@ -69,7 +69,7 @@ def _oldest(*ages: float | None) -> float | None:
     return max(known) if known else None
 
 
-async def _stream_depth(redis: Redis, stream: str, now: float) -> _StreamDepth:
+async def _stream_depth(redis: RedisClient, stream: str, now: float) -> _StreamDepth:
     pipe = redis.pipeline(transaction=False)
     pipe.xlen(stream)
     pipe.xinfo_groups(stream)
@@ -93,7 +93,7 @@ async def _stream_depth(redis: Redis, stream: str, now: float) -> _StreamDepth:
 
 
 async def queue_depth(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     task_type: TaskType,
     with_consumers: bool = False,
@@ -126,7 +126,7 @@ async def queue_depth(
 
 
 async def _consumers(
-    redis: Redis, keys: Keys, task_type: TaskType, dead_after: float
+    redis: RedisClient, keys: Keys, task_type: TaskType, dead_after: float
 ) -> list[ConsumerInfo]:
     """Each consumer once, its pending entries summed over both streams."""
     beats = await heartbeats(redis, keys, task_type)
@@ -149,7 +149,7 @@ async def _consumers(
     return list(found.values())
 
 
-async def heartbeats(redis: Redis, keys: Keys, task_type: TaskType) -> dict[str, float]:
+async def heartbeats(redis: RedisClient, keys: Keys, task_type: TaskType) -> dict[str, float]:
     """Seconds since each consumer of the type last sent its heartbeat."""
     raw: dict[Any, Any] = await redis.hgetall(keys.alive(task_type))
     now_ms = time.time() * 1000

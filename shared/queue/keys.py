@@ -100,6 +100,18 @@ class Keys:
         """List a release pushes to, waking one consumer that waits for a lease."""
         return f"{self.queue_prefix}{{provider:{provider}}}:freed"
 
+    def live(self, task_type: TaskType, task_id: str) -> str:
+        """Stream of a running task's text deltas (fields `d`, then a last `end`)."""
+        return f"{self.queue_prefix}{{{task_type}}}:live:{task_id}"
+
+    def live_wake(self, task_type: TaskType, reader: str) -> str:
+        """A live reader's own stream: an entry here ends its blocking XREAD early."""
+        return f"{self.queue_prefix}{{{task_type}}}:live_wake:{reader}"
+
+    def cancels(self, task_type: TaskType) -> str:
+        """Pub/sub channel of cancel requests (task ids) for the type's consumers."""
+        return f"{self.queue_prefix}{{{task_type}}}:cancel"
+
     def channels(self) -> dict[str, TaskType]:
         return {self.channel(t): t for t in TaskType}
 

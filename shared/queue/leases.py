@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from shared.config import Settings
 from shared.limits import Rate
+from shared.queue.connection import RedisClient
 from shared.queue.keys import Keys
 from shared.queue.lease_steps import Admit, Pause, Release, RenewLeases
 from shared.queue.scripts import Scripts
@@ -76,7 +75,7 @@ class ProviderLeases:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         keys: Keys,
         limit: ProviderLimit,
@@ -160,7 +159,7 @@ class ProviderLeases:
         await self._redis.blpop([self._keys.freed(self.limit.provider)], timeout=timeout)
 
 
-async def provider_state(redis: Redis, keys: Keys, limit: ProviderLimit) -> ProviderState:
+async def provider_state(redis: RedisClient, keys: Keys, limit: ProviderLimit) -> ProviderState:
     """Leases held, tokens left and the pause, judged by the server's clock; reads only."""
     p = limit.provider
     pipe = redis.pipeline(transaction=False)

@@ -32,8 +32,10 @@ return id
 """
 
 # KEYS: record 1..n. ARGV: consumer, started_at, task ttl, start token, then entry json 1..n.
-# Returns per task its attempt number, or -1 when the record is already final (a duplicate).
-# The token is unique per start batch: a repeated call finds it and counts no second attempt.
+# Returns per task its attempt number, -1 when the record is already final (a duplicate or a
+# task cancelled while it waited), or -2 when a cancel was requested for a task not final yet
+# (it is finished as cancelled without running). The token is unique per start batch: a
+# repeated call finds it and counts no second attempt.
 START = (
     _FINAL
     + """
@@ -42,6 +44,8 @@ for i, key in ipairs(KEYS) do
   local st = redis.call('HGET', key, 'status')
   if final(st) then
     out[i] = -1
+  elseif redis.call('HEXISTS', key, 'cancel') == 1 then
+    out[i] = -2
   elseif redis.call('HGET', key, 'start_token') == ARGV[4] then
     out[i] = tonumber(redis.call('HGET', key, 'attempts')) or 1
   else
@@ -206,7 +210,8 @@ end
 # consumer cannot renew); such a consumer owning nothing is deleted. Only when no dead
 # consumer holds work does one XAUTOCLAIM by idle time run (consumers that never sent a
 # heartbeat); its cursor is kept by the caller. Entries deleted while pending come back from
-# XAUTOCLAIM as ids only: acked and forgotten.
+# XAUTOCLAIM as ids only: acked and forgotten. A caller whose own heartbeat looks dead judges
+# nobody: the server was unreachable for everyone (a failover), so every beat is old.
 CLAIM = (
     _OWNS_ELSEWHERE
     + """
@@ -215,7 +220,12 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local want = tonumber(ARGV[5])
 local taken = {}
 local forgotten = {}
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+local mine = tonumber(redis.call('HGET', KEYS[2], ARGV[2]))
+local consumers = {}
+if mine and now - mine <= tonumber(ARGV[6]) then
+  consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+end
+for _, c in ipairs(consumers) do
   local name, pending = nil, 0
   for i = 1, #c, 2 do
     if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
@@ -274,9 +284,9 @@ return 1
 # Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
 # stream, the record is reset to a fresh pending task (attempts 0, so the delivery cap starts
 # over; its user and charge kept) and the dead entry is deleted. Returns {1, new entry id} or
-# {0, why not}. Refused when the dead entry is gone, has no `task`, its task completed since,
-# or the bot already settled the failure with the user (refunded and told): nobody would
-# receive the result.
+# {0, why not}. Refused when the dead entry is gone, has no `task`, its task completed or was
+# cancelled since, or the bot already settled the failure with the user (refunded and told):
+# nobody would receive the result.
 REPLAY_DEAD = """
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #found == 0 then return {0, 'not in the dead-letter stream'} end
@@ -288,6 +298,7 @@ end
 if not task then return {0, 'no task field (malformed entry)'} end
 local st = redis.call('HGET', KEYS[3], 'status')
 if st == 'completed' then return {0, 'task completed since'} end
+if st == 'cancelled' then return {0, 'task cancelled since'} end
 if redis.call('HGET', KEYS[3], 'settled') then
   return {0, 'the bot already refunded this task and told the user'}
 end
@@ -310,6 +321,64 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 return {1, id}
 """
 
+# KEYS: normal stream, record, high stream, users running, users parked. ARGV: finished_at,
+# result ttl, completion channel, cancels channel, task id, users prefix, records prefix,
+# the type's user cap (0 = none).
+# Returns the status after the call (false: no such record).
+# A waiting task becomes cancelled at once (final, no result, announced like any final
+# status); its entry stays until a consumer reads it, finds the record final and acks it.
+# It stops counting for its user at once: taken out of the user's parked list if parked
+# there, out of the running set if it was counted (moved back from the list, or handed back),
+# and the user's oldest parked task takes the freed place.
+# A running task gets a cancel flag and a message to the consumers (its end releases its
+# place); a final one is left as it is. Idempotent: a repeat after a lost reply finds the
+# cancelled status and does nothing.
+CANCEL = """
+local st = redis.call('HGET', KEYS[2], 'status')
+if not st or final(st) then return st end
+if st ~= 'pending' then
+  redis.call('HSET', KEYS[2], 'cancel', '1')
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  return st
+end
+local task = redis.call('HGET', KEYS[2], 'task')
+local entry = redis.call('HGET', KEYS[2], 'entry')
+local stream = KEYS[1]
+if redis.call('HGET', KEYS[2], 'priority') == 'high' then stream = KEYS[3] end
+if not task and entry then
+  local found = redis.call('XRANGE', stream, entry, entry)
+  local fields = found[1] and found[1][2] or {}
+  for i = 1, #fields, 2 do
+    if fields[i] == 'task' then task = fields[i + 1] end
+  end
+end
+local uid = redis.call('HGET', KEYS[2], 'user')
+local parked = redis.call('HGET', KEYS[2], 'parked')
+redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel', '1',
+  'final_token', 'cancel')
+redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from', 'parked')
+if uid and ARGV[6] ~= '' then
+  local t = {normal = KEYS[1], high = KEYS[3], load = KEYS[4], waiting = KEYS[5],
+    records = ARGV[7]}
+  local u = {running = ARGV[6] .. uid .. ':running', parked = ARGV[6] .. uid .. ':parked',
+    uid = uid, cap = tonumber(ARGV[8])}
+  if parked then task = task or fair_unpark(t, u, ARGV[5]) end
+  if redis.call('SISMEMBER', u.running, ARGV[5]) == 1 then
+    fair_remove(t, u, ARGV[5])
+    fair_fill(t, u)
+  end
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+local head = '{"task_id":' .. cjson.encode(ARGV[5]) .. ',"status":"cancelled"'
+if task then
+  redis.call('HSET', KEYS[2], 'task', task)
+  local attempts = tonumber(redis.call('HGET', KEYS[2], 'attempts')) or 0
+  head = head .. ',"finished_at":' .. ARGV[1] .. ',"attempts":' .. attempts .. ',"task":' .. task
+end
+redis.call('PUBLISH', ARGV[3], head .. '}')
+return 'cancelled'
+"""
+
 SCRIPTS = {
     "enqueue": ENQUEUE,
     "start": START,
@@ -325,5 +394,6 @@ SCRIPTS = {
     "replay_dead": REPLAY_DEAD,
     "read": _FINAL + FAIR + READ,
     "sweep": _FINAL + FAIR + SWEEP,
+    "cancel": _FINAL + FAIR + CANCEL,
     **LEASE_SCRIPTS,
 }

@@ -82,6 +82,18 @@ local function fair_park(t, u, flag, id, raw)
     redis.call('HDEL', record, 'entry')
   end
 end
+-- Takes a cancelled task out of its user's parked list; returns the entry's text (nil when
+-- it is not there). The list is scanned: it holds one user's backlog of one type.
+local function fair_unpark(t, u, id)
+  local head = '|' .. id .. '|'
+  for _, item in ipairs(redis.call('LRANGE', u.parked, 0, -1)) do
+    if string.sub(item, 2, #head + 1) == head then
+      redis.call('LREM', u.parked, 1, item)
+      zbump(t.waiting, u.uid, -1)
+      return string.sub(item, #head + 2)
+    end
+  end
+end
 -- The finish and fail steps name the fairness keys after their own, from KEYS[k] and ARGV[a]:
 -- KEYS normal, high, users running, users parked, user running, user parked;
 -- ARGV user id, cap, records prefix, task id. Without them the step leaves fairness alone.
@@ -133,6 +145,8 @@ local function admit(flag, stream, entry)
   local u = {running = ARGV[9] .. uid .. ':running', parked = ARGV[9] .. uid .. ':parked',
     uid = uid, cap = cap}
   if redis.call('SISMEMBER', u.running, id) == 1 then return true end
+  -- Cancelled while it waited: handed over to be acked, counting for nobody.
+  if final(redis.call('HGET', t.records .. id, 'status')) then return true end
   if not fair_room(u) then fair_heal(t, u) end
   if fair_room(u) and redis.call('LLEN', u.parked) == 0 then
     fair_add(t, u, id)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.queue.connection import RedisClient
 from shared.queue.consume import StreamConsumer
 from shared.queue.inspect import ConsumerInfo
 from shared.queue.keys import GROUP, Keys, Priority
@@ -70,7 +70,7 @@ def _text(value: Any) -> str:
 
 
 async def stuck_entries(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     task_type: TaskType,
     min_idle_ms: int,
@@ -140,7 +140,7 @@ def _decide(
 
 
 async def plan_stuck(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     task_type: TaskType,
     stuck: Sequence[StuckEntry],
@@ -181,7 +181,7 @@ def _planned(works: Sequence[StuckWork], action: Action) -> Iterator[StuckWork]:
 
 
 async def requeue_stuck(
-    redis: Redis, scripts: Scripts, keys: Keys, works: Sequence[StuckWork], min_idle_ms: int
+    redis: RedisClient, scripts: Scripts, keys: Keys, works: Sequence[StuckWork], min_idle_ms: int
 ) -> None:
     """Hand each entry planned for requeue back to the group as a fresh entry, in one round trip.
 
@@ -194,9 +194,8 @@ async def requeue_stuck(
     ]
     if not todo:
         return
-    pipe = redis.pipeline(transaction=False)
-    for w, d in todo:
-        step = Requeue(
+    steps = [
+        Requeue(
             stream=keys.stream(w.task_type, w.entry.priority),
             record=keys.record(w.task_type, d.task.task_id),
             group=GROUP,
@@ -205,8 +204,9 @@ async def requeue_stuck(
             min_idle_ms=min_idle_ms,
             entry=d.raw,
         )
-        scripts.queue(pipe, step)
-    for (w, _), new_id in zip(todo, await scripts.execute(pipe), strict=True):
+        for w, d in todo
+    ]
+    for (w, _), new_id in zip(todo, await scripts.run_all(steps), strict=True):
         if new_id:
             w.result, w.detail = Result.REQUEUED, _text(new_id)
         elif w.status in FINAL_STATUSES:
@@ -264,7 +264,7 @@ async def forget_consumer(scripts: Scripts, keys: Keys, task_type: TaskType, nam
 
 
 async def gone_consumers(
-    redis: Redis, keys: Keys, task_type: TaskType, idle_ms: int
+    redis: RedisClient, keys: Keys, task_type: TaskType, idle_ms: int
 ) -> list[ConsumerInfo]:
     """Consumers idle at least `idle_ms` that own no pending entry in either stream
     (XINFO CONSUMERS)."""
@@ -287,7 +287,7 @@ async def gone_consumers(
 
 
 async def remove_gone_consumers(
-    redis: Redis, scripts: Scripts, keys: Keys, task_type: TaskType, idle_ms: int
+    redis: RedisClient, scripts: Scripts, keys: Keys, task_type: TaskType, idle_ms: int
 ) -> list[ConsumerInfo]:
     """Delete consumers idle at least `idle_ms` with nothing pending; return those deleted.
 
@@ -297,10 +297,7 @@ async def remove_gone_consumers(
     candidates = await gone_consumers(redis, keys, task_type, idle_ms)
     if not candidates:
         return []
-    pipe = redis.pipeline(transaction=False)
-    for c in candidates:
-        for step in _delete_steps(keys, task_type, c.name, idle_ms):
-            scripts.queue(pipe, step)
-    deleted = await scripts.execute(pipe)
+    steps = [step for c in candidates for step in _delete_steps(keys, task_type, c.name, idle_ms)]
+    deleted = await scripts.run_all(steps)
     # One answer per stream: a name listed in only one of them is deleted there only.
     return [c for i, c in enumerate(candidates) if deleted[2 * i] or deleted[2 * i + 1]]

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from shared.config import Settings
+from shared.queue.connection import RedisClient
 from shared.queue.fairness import UserLoad, top_users
 from shared.queue.inspect import QueueDepth
 from shared.queue.keys import Keys
@@ -34,7 +33,7 @@ class ProviderView:
 
 
 async def provider_views(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     settings: Settings,
     types_of: Mapping[str, Sequence[TaskType]],
@@ -57,7 +56,7 @@ async def provider_views(
 
 
 async def busiest_users(
-    redis: Redis, keys: Keys, task_types: Sequence[TaskType], count: int = 5
+    redis: RedisClient, keys: Keys, task_types: Sequence[TaskType], count: int = 5
 ) -> list[UserLoad]:
     """Per type, the users with the most running tasks, then those with parked ones."""
     return [row for t in task_types for row in await top_users(redis, keys, t, count)]

@@ -8,23 +8,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 
 from shared.config import Settings, load_settings
 from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
-from shared.queue.connection import create_redis
+from shared.queue.connection import RedisClient, create_redis
 from shared.queue.consume import StreamConsumer, ensure_group
-from shared.queue.fairness import sweep
+from shared.queue.failover import through_failover
+from shared.queue.fairness import sweep, user_cap
 from shared.queue.inspect import QueueDepth, queue_depth
 from shared.queue.keys import Keys, Priority
 from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
+from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts
-from shared.queue.steps import Enqueue
+from shared.queue.steps import Cancel, Enqueue
 from shared.queue.waiter import ResultWaiter
 from shared.tasks import (
     Payload,
     QueueTask,
+    TaskStatus,
     TaskType,
     dumps,
     now,
@@ -59,13 +61,13 @@ class QueueService:
         self.settings = settings or load_settings()
         self.keys = Keys.from_settings(self.settings)
         self._client_name = client_name
-        self._redis: Redis | None = None
+        self._redis: RedisClient | None = None
         self._scripts: Scripts | None = None
         self._waiter: ResultWaiter | None = None
         self._batcher: ScriptBatcher | None = None
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         if self._redis is None:
             raise RuntimeError("QueueService.connect() was not called")
         return self._redis
@@ -81,8 +83,9 @@ class QueueService:
         if self._redis is not None:
             return
         self._redis = create_redis(self.settings, self._client_name)
-        self._scripts = Scripts(self._redis)
-        self._batcher = ScriptBatcher(self._redis, self._scripts)
+        acks = await ReplicaAcks.detect(self._redis, self.settings)
+        self._scripts = Scripts(self._redis, sharded=self.settings.redis_cluster, acks=acks)
+        self._batcher = ScriptBatcher(self._scripts)
         await self._scripts.load()
         for task_type in TaskType:
             await ensure_group(self._redis, self.keys, task_type)
@@ -145,18 +148,21 @@ class QueueService:
     ) -> str:
         """Validate, then write the record and XADD the entry in one atomic step.
 
-        Idempotent by `task_id`: enqueuing the same id again adds nothing. A `priority="high"`
-        task waits in the type's high-priority stream, read before the normal one except for
-        the normal stream's guaranteed share (PRIORITY_NORMAL_SHARE).
+        Idempotent by `task_id`: enqueuing the same id again adds nothing, which is what lets
+        an enqueue cut by a failover be sent again until the promoted replica takes it. A
+        `priority="high"` task waits in the type's high-priority stream, read before the
+        normal one except for the normal stream's guaranteed share (PRIORITY_NORMAL_SHARE).
         """
         chosen = _priority(priority)
         task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
-        if self._batcher is None:
+        batcher = self._batcher
+        if batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
         if self._waiter is not None:
-            self._waiter.expect(task.task_id)
+            self._waiter.expect(task.task_id, task.type)
+        step = self._enqueue_step(task, raw, chosen)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        added = await self._batcher.run(self._enqueue_step(task, raw, chosen))
+        added = await through_failover(lambda: batcher.run(step, task.type), "enqueue")
         if not added and self._waiter is not None:
             self._waiter.unexpect(task.task_id)  # it existed already: it may be long done
         log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
@@ -173,13 +179,15 @@ class QueueService:
         chosen = _priority(priority)
         kind = parse_task_type(task_type)
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
-        pipe = self.redis.pipeline(transaction=False)
-        for task, raw in tasks:
-            if self._waiter is not None:
-                self._waiter.expect(task.task_id)
-            self.scripts.queue(pipe, self._enqueue_step(task, raw, chosen))
-        for (task, _), added in zip(tasks, await self.scripts.execute(pipe), strict=True):
-            if not added and self._waiter is not None:
+        steps = [self._enqueue_step(task, raw, chosen) for task, raw in tasks]
+        if self._waiter is not None:
+            for task, _ in tasks:
+                self._waiter.expect(task.task_id, task.type)
+        added = await through_failover(
+            lambda: self.scripts.run_all(steps, durable=True), "enqueue"
+        )
+        for (task, _), new_entry in zip(tasks, added, strict=True):
+            if not new_entry and self._waiter is not None:
                 self._waiter.unexpect(task.task_id)
         return [task.task_id for task, _ in tasks]
 
@@ -309,6 +317,35 @@ class QueueService:
         that is gone stays gone (one step, so an expiring record is never recreated as a stub).
         """
         await self.redis.eval(_MARK_SETTLED, 1, self.keys.record(task_type, task_id))
+
+    async def cancel(self, task_type: TaskType, task_id: str) -> TaskStatus | None:
+        """Cancel a task in one atomic step; returns its status after the call (None: no such
+        task, e.g. its record expired).
+
+        A waiting task is cancelled at once (final, announced, never run). A running one stays
+        `processing` with a cancel flag: its consumer stops it within a moment and finishes it
+        as `cancelled` (with the partial result, if any). A final task is left as it is.
+        Idempotent, so safe to repeat after a lost reply.
+        """
+        step = Cancel(
+            normal=self.keys.stream(task_type),
+            record=self.keys.record(task_type, task_id),
+            high=self.keys.stream(task_type, Priority.HIGH),
+            users_running=self.keys.users_running(task_type),
+            users_parked=self.keys.users_parked(task_type),
+            task_id=task_id,
+            finished_at=time.time(),
+            result_ttl=self.settings.redis_result_ttl,
+            channel=self.keys.channel(task_type),
+            cancels=self.keys.cancels(task_type),
+            users=self.keys.user_prefix(task_type),
+            records=self.keys.record_prefix(task_type),
+            user_cap=user_cap(self.settings, task_type),
+        )
+        raw = await self.scripts.run(step)
+        status = None if raw is None else TaskStatus(raw.decode())
+        log.info("task_cancel_requested", task_id=task_id, task_type=task_type, status=status)
+        return status
 
     def consumer(self, name: str) -> StreamConsumer:
         return StreamConsumer(self.redis, self.scripts, self.settings, name)

@@ -352,3 +352,36 @@ class Sweep(Step):
 
     def args(self) -> list[Arg]:
         return [self.cap, self.records, *(user for user, _, _ in self.users)]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Step):
+    script: ClassVar[str] = "cancel"
+    normal: str
+    record: str
+    high: str
+    users_running: str
+    users_parked: str
+    task_id: str
+    finished_at: float
+    result_ttl: int
+    channel: str
+    cancels: str
+    users: str
+    records: str
+    user_cap: int  # 0: no cap
+
+    def keys(self) -> list[str]:
+        return [self.normal, self.record, self.high, self.users_running, self.users_parked]
+
+    def args(self) -> list[Arg]:
+        return [
+            repr(self.finished_at),
+            self.result_ttl,
+            self.channel,
+            self.cancels,
+            self.task_id,
+            self.users,
+            self.records,
+            self.user_cap,
+        ]

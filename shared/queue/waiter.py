@@ -1,8 +1,16 @@
-"""Waiting for results: one pub/sub connection and one reader per process, shared by all waiters.
+"""Waiting for results: one pub/sub subscription and one reader per process, shared by all
+waiters.
 
-Order per waiter: subscribed (once, confirmed) -> register -> read the stored record, so a
+Order per waiter: subscribed (confirmed) -> register -> read the stored record, so a
 completion is either announced to a registered waiter or already visible in the record.
-After the pub/sub connection drops, every pending record is read again. Nothing polls.
+Every (re)confirmed subscription re-reads every pending record: after a dropped connection, a
+silent reconnect by redis-py or a slot move on a cluster, announcements may have been missed.
+Nothing polls.
+
+On one server (or behind Sentinel) one connection subscribes to the three types' channels. On
+a cluster completions are sharded (SPUBLISH), so each type's channel is subscribed (SSUBSCRIBE)
+on the shard that owns it, one connection per shard, each ready on its own: a failover of one
+shard does not hold up waiters of the other types.
 """
 
 from __future__ import annotations
@@ -10,40 +18,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
-from shared.queue.connection import connection_class
+from shared.queue.connection import create_redis
 from shared.queue.keys import Keys
 from shared.queue.records import task_from_message, task_from_record
+from shared.queue.subscription import (
+    ANNOUNCED,
+    CONFIRMED,
+    REDIS_ERRORS,
+    channel_groups,
+    next_message,
+    subscribe,
+    text,
+)
 from shared.tasks import FINAL_STATUSES, QueueTask, TaskType, loads
 
 log = structlog.get_logger(__name__)
 
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
 # Tasks remembered as enqueued-while-subscribed; the oldest are forgotten past this.
 FRESH_LIMIT = 100_000
+# How long closing waits for the background loops before it gives up on them.
+CLOSE_SECONDS = 2.0
 
 
-def _single_connection_client(settings: Settings, name: str) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        connection_class=connection_class(settings.redis_url),
-        max_connections=1,
-        timeout=settings.redis_socket_timeout,
-        socket_timeout=settings.redis_socket_timeout,
-        socket_connect_timeout=5,
-        health_check_interval=10,
-        client_name=name,
-    )
-    return Redis.from_pool(pool)  # the client owns the pool and closes it
+@dataclass(slots=True)
+class _Subscription:
+    """Channels subscribed on one connection; ready once each is confirmed."""
+
+    channels: list[str]
+    types: list[TaskType]
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ResultWaiter:
@@ -52,51 +63,74 @@ class ResultWaiter:
     def __init__(self, settings: Settings, client_name: str = "waiter") -> None:
         self._keys = Keys.from_settings(settings)
         self._channels = self._keys.channels()
-        self._sub_client = _single_connection_client(settings, f"{client_name}:sub")
-        self._reader = _single_connection_client(settings, f"{client_name}:read")
+        sharded = settings.redis_cluster
+        groups = channel_groups(self._channels, sharded)
+        self._subs = [_Subscription(channels, types) for channels, types in groups]
+        # No retries on these clients: a dropped connection must surface here, where the
+        # pending records are read again, not be papered over by a silent reconnect.
+        per_node = len(self._subs) + 1 if sharded else 1
+        self._sub_client = create_redis(settings, f"{client_name}:sub", per_node, retries=0)
+        self._reader = create_redis(settings, f"{client_name}:read", per_node, retries=0)
         self._futures: dict[str, list[asyncio.Future[QueueTask]]] = {}
         self._types: dict[str, TaskType | None] = {}
         self._to_read: dict[str, TaskType | None] = {}
         self._read_wakeup = asyncio.Event()
-        self._ready = asyncio.Event()
-        # Tasks enqueued while the subscription was up: their completion cannot be missed, so
-        # waiting for them needs no record read. False until announced, then the final task
-        # (or True when the announcement was too big to carry it).
+        # Tasks enqueued while their subscription was up: their completion cannot be missed,
+        # so waiting for them needs no record read. False until announced, then the final
+        # task (or True when the announcement was too big to carry it).
         self._fresh: dict[str, QueueTask | bool] = {}
+        self._forgotten = 0  # bumped whenever _fresh is dropped
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     async def start(self) -> None:
-        if not self._tasks:
+        if not self._tasks and not self._closing:
             self._tasks = [
-                asyncio.create_task(self._supervised(self._listen), name="waiter-listen"),
-                asyncio.create_task(self._supervised(self._read_loop), name="waiter-read"),
+                asyncio.create_task(self._supervised(self._read_loop), name="waiter-read")
             ]
+            for sub in self._subs:
+                listen = self._listener(sub)
+                task = asyncio.create_task(self._supervised(listen), name="waiter-listen")
+                self._tasks.append(task)
+
+    def _listener(self, sub: _Subscription) -> Callable[[], Awaitable[None]]:
+        async def listen() -> None:
+            await self._listen(sub)
+
+        return listen
 
     async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Restart a background loop that died of anything: without it, every waiter of this
         process would fall back to its timeout."""
-        while True:
+        while not self._closing:
             try:
                 await loop()
             except Exception:
-                self._ready.clear()
-                log.exception("waiter_loop_crashed", loop=loop.__name__)
+                for sub in self._subs:
+                    self._unsubscribed(sub)
+                log.exception("waiter_loop_crashed", loop=loop.__qualname__)
                 await asyncio.sleep(0.2)
 
     async def aclose(self) -> None:
+        # The flag and the wakeup, not only the cancel: a cancellation that redis-py turns
+        # into a connection error on its way out is caught by a loop's error handling, and
+        # the loop must still end instead of waiting for work forever.
+        self._closing = True
+        self._read_wakeup.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
+            if stuck:
+                log.error("waiter_close_stuck", loops=[t.get_name() for t in stuck])
         self._tasks = []
         await self._sub_client.aclose()
         await self._reader.aclose()
 
-    def expect(self, task_id: str) -> None:
-        """Call just before enqueuing `task_id`: if the subscription is up now, its completion
-        will reach this process, so `wait` can skip reading the record."""
-        if not self._ready.is_set():
+    def expect(self, task_id: str, task_type: TaskType) -> None:
+        """Call just before enqueuing `task_id`: if its type's subscription is up now, its
+        completion will reach this process, so `wait` can skip reading the record."""
+        if not self._sub_of(task_type).ready.is_set():
             return
         if len(self._fresh) >= FRESH_LIMIT:  # tasks enqueued and never waited for
             del self._fresh[next(iter(self._fresh))]
@@ -106,10 +140,17 @@ class ResultWaiter:
         """The enqueue found the task already there (a repeat): waiting must read its record."""
         self._fresh.pop(task_id, None)
 
-    def _unsubscribed(self) -> None:
+    def _sub_of(self, task_type: TaskType) -> _Subscription:
+        return next(sub for sub in self._subs if task_type in sub.types)
+
+    def _unsubscribed(self, sub: _Subscription) -> None:
         # Announcements may be lost from now on: every wait reads its record again.
-        self._ready.clear()
+        sub.ready.clear()
+        self._forget_fresh()
+
+    def _forget_fresh(self) -> None:
         self._fresh.clear()
+        self._forgotten += 1
 
     async def wait(
         self, task_id: str, timeout: float, task_type: TaskType | None = None
@@ -119,14 +160,19 @@ class ResultWaiter:
         seen = self._fresh.pop(task_id, None)
         if isinstance(seen, QueueTask):
             return seen
+        forgotten = self._forgotten
         loop = asyncio.get_running_loop()
         future: asyncio.Future[QueueTask] = loop.create_future()
         try:
             async with asyncio.timeout(timeout):
-                await self._ready.wait()
+                for sub in self._subs:
+                    if task_type is None or task_type in sub.types:
+                        await sub.ready.wait()
                 self._futures.setdefault(task_id, []).append(future)
                 self._types[task_id] = task_type
-                if seen is not False:  # not known to be announced to us later: read it
+                # Read the record unless the announcement is sure to come: known fresh, and no
+                # subscription dropped while this wait got ready.
+                if seen is not False or self._forgotten != forgotten:
                     self._request_read(task_id, task_type)
                 return await future
         except TimeoutError:
@@ -153,38 +199,43 @@ class ResultWaiter:
         self._to_read[task_id] = task_type
         self._read_wakeup.set()
 
-    async def _listen(self) -> None:
+    async def _listen(self, sub: _Subscription) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             pubsub = self._sub_client.pubsub()
             try:
-                await pubsub.subscribe(*self._channels)
-                confirmed = 0
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
+                await subscribe(self._sub_client, pubsub, self._keys, sub.channels, sub.types[0])
+                confirmed: set[str] = set()
+                while not self._closing:
+                    message = await next_message(pubsub, sub.channels, 5.0)
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":
-                        confirmed += 1
-                        if confirmed == len(self._channels):
-                            self._on_subscribed()
+                    if message["type"] in CONFIRMED:
+                        confirmed.add(text(message["channel"]))
+                        # Each confirmation once all are in is a re-subscription: read again.
+                        if confirmed.issuperset(sub.channels):
+                            self._on_subscribed(sub)
                             backoff = 0.05
-                    elif message["type"] == "message":
+                    elif message["type"] in ANNOUNCED:
                         self._on_message(message)
-            except _REDIS_ERRORS as exc:
-                self._unsubscribed()
+            except REDIS_ERRORS as exc:
+                self._unsubscribed(sub)
                 log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 1.0)
             finally:
-                with contextlib.suppress(*_REDIS_ERRORS):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _on_subscribed(self) -> None:
-        # Announcements sent while we were not subscribed are gone: re-read every pending record.
+    def _on_subscribed(self, sub: _Subscription) -> None:
+        # Announcements sent while we were not subscribed are gone: re-read every pending
+        # record of these types (and those waited for without a type). A confirmation can
+        # also follow a reconnect nobody saw fail, so no enqueued task counts as fresh.
+        self._forget_fresh()
         for task_id, task_type in self._types.items():
-            self._request_read(task_id, task_type)
-        self._ready.set()
+            if task_type is None or task_type in sub.types:
+                self._request_read(task_id, task_type)
+        sub.ready.set()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         """Route one announcement; a foreign or malformed message is logged and skipped."""
@@ -204,10 +255,10 @@ class ResultWaiter:
         if task is not None:
             self._resolve(task)
         elif data.get("status") in FINAL_STATUSES:
-            self._request_read(task_id, self._channels.get(message["channel"].decode()))
+            self._request_read(task_id, self._channels.get(text(message["channel"])))
 
     async def _read_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._read_wakeup.wait()
             self._read_wakeup.clear()
             batch, self._to_read = self._to_read, {}
@@ -216,7 +267,7 @@ class ResultWaiter:
                 continue
             try:
                 await self._read_records(batch)
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("waiter_read_failed", error=str(exc), pending=len(batch))
                 await asyncio.sleep(0.2)
                 for task_id, task_type in batch.items():

@@ -1,0 +1,118 @@
+"""What the topology changes: the client the factory builds, sharded completions on a
+cluster, and a claim after an outage (every heartbeat old) that judges nobody dead."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.config import Settings, load_settings
+from shared.errors import ConfigError
+from shared.queue import Delivery, Outcome, QueueService
+from shared.queue.connection import RedisClient, SentinelRedis, create_redis
+from shared.queue.lua import SCRIPTS
+from shared.queue.scripts import script_bodies
+from shared.tasks import TaskStatus, TaskType, dumps
+
+PROMPT = TaskType.GENERATE_IMAGE_PROMPT
+PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
+
+
+async def test_one_setting_picks_the_client(settings: Settings) -> None:
+    single = create_redis(settings, "t")
+    cluster = create_redis(settings.model_copy(update={"redis_cluster": True}), "t")
+    sentinel = create_redis(settings.model_copy(update={"redis_sentinels": ["127.0.0.1:1"]}), "t")
+    try:
+        assert type(single) is aioredis.Redis
+        assert isinstance(cluster, aioredis.RedisCluster)
+        assert isinstance(sentinel, SentinelRedis)
+    finally:
+        for client in (single, cluster, sentinel):
+            await client.aclose()
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_settings(_env_file=None, redis_cluster=True, redis_sentinels="127.0.0.1:26379")
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS"):
+        load_settings(_env_file=None, redis_sentinels="no-port")
+
+
+def test_sharded_scripts_announce_with_spublish_and_only_the_announcing_steps_change() -> None:
+    sharded, plain = script_bodies(True), script_bodies(False)
+    assert plain == SCRIPTS
+    changed = {name for name in SCRIPTS if sharded[name] != plain[name]}
+    assert changed == {"finish", "fail", "cancel"}
+    for name in changed:
+        assert "'SPUBLISH'" in sharded[name] and "'PUBLISH'" not in sharded[name]
+
+
+async def _complete_one(queue: QueueService) -> str:
+    task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
+    consumer = queue.consumer("c1")
+    [delivery] = await consumer.read(PROMPT, 1, block_ms=500)
+    assert isinstance(delivery, Delivery)
+    [n] = await consumer.start([delivery], time.time())
+    outcome = Outcome(delivery, TaskStatus.COMPLETED, n, time.time(), dumps({"prompt": "p"}))
+    assert await consumer.finish([outcome]) == [True]
+    return task_id
+
+
+async def _next(pubsub: Any, kind: str, sharded: bool) -> Any:
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        get = pubsub.get_sharded_message if sharded else pubsub.get_message
+        message = await get(timeout=0.1)
+        if message is not None and message["type"] == kind:
+            return message
+    return None
+
+
+@pytest.mark.topologies("cluster")
+async def test_on_a_cluster_completions_are_published_on_the_type_s_shard_only(
+    queue: QueueService, redis_client: RedisClient
+) -> None:
+    assert isinstance(redis_client, aioredis.RedisCluster)
+    channel = queue.keys.channel(PROMPT)
+    await redis_client.initialize()  # ssubscribe routes by a slot map it does not fetch
+    sharded = redis_client.pubsub()
+    await sharded.ssubscribe(channel)
+    await _next(sharded, "ssubscribe", sharded=True)
+    # A classic subscriber on the very node that owns the channel: PUBLISH would reach it.
+    owner = redis_client.get_node_from_key(channel)
+    assert owner is not None
+    classic_client = aioredis.Redis(host=owner.host, port=int(owner.port))
+    classic = classic_client.pubsub()
+    await classic.subscribe(channel)
+    try:
+        task_id = await _complete_one(queue)
+        message = await _next(sharded, "smessage", sharded=True)
+        assert message is not None and task_id.encode() in message["data"]
+        assert await _next(classic, "message", sharded=False) is None
+    finally:
+        await sharded.aclose()
+        await classic.aclose()  # type: ignore[no-untyped-call]
+        await classic_client.aclose()
+
+
+@pytest.mark.topologies("single", "cluster")
+async def test_after_an_outage_a_claimer_with_an_old_heartbeat_takes_nothing_by_liveness(
+    settings: Settings,
+) -> None:
+    """While Redis was unreachable (a failover) nobody could beat: every heartbeat is old,
+    and a consumer that judged its peers dead then would take work they are still running."""
+    queue = QueueService(settings.model_copy(update={"consumer_dead_seconds": 0.3}))
+    await queue.connect()
+    try:
+        await queue.enqueue_task(PROMPT, 1, PAYLOAD)
+        owner, peer = queue.consumer("owner"), queue.consumer("peer")
+        await owner.heartbeat([PROMPT])
+        await peer.heartbeat([PROMPT])
+        assert len(await owner.read(PROMPT, 1, block_ms=500)) == 1
+        await asyncio.sleep(0.5)  # the outage: no beat from anyone
+        assert await peer.claim(PROMPT, 10, min_idle_ms=3_600_000) == []
+        await peer.heartbeat([PROMPT])  # back: the peer beats first, the owner has not yet
+        assert len(await peer.claim(PROMPT, 10, min_idle_ms=3_600_000)) == 1
+    finally:
+        await queue.close()
