@@ -30,7 +30,7 @@ COMMANDS = (
     "hset hget hmget hgetall hincrby hdel hexists exists expire del publish time "
     "subscribe unsubscribe spublish ssubscribe sunsubscribe cluster|slots command wait info "
     # Fairness (users' running sets and parked lists), provider leases, the read memo.
-    "get set sadd srem sismember scard smembers rpush lpop llen ltrim lrange lrem blpop "
+    "get set sadd srem sismember scard smembers rpush lpop llen ltrim blpop "
     "zadd zrem zincrby zcard zscore zrange zrevrange zremrangebyscore zscan pexpire pttl"
 )
 

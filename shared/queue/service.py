@@ -322,10 +322,12 @@ class QueueService:
         """Cancel a task in one atomic step; returns its status after the call (None: no such
         task, e.g. its record expired).
 
-        A waiting task is cancelled at once (final, announced, never run). A running one stays
-        `processing` with a cancel flag: its consumer stops it within a moment and finishes it
-        as `cancelled` (with the partial result, if any). A final task is left as it is.
-        Idempotent, so safe to repeat after a lost reply.
+        A waiting task is cancelled at once (final, announced, never run), and what it held
+        of its user's count (parked, or moved back from parking) is freed in the same step.
+        A running one stays `processing` with a cancel flag: its consumer stops it within a
+        moment and finishes it as `cancelled` (with the partial result, if any), which frees
+        its lease and place. A final task is left as it is. Idempotent, so safe to repeat
+        after a lost reply.
         """
         step = Cancel(
             normal=self.keys.stream(task_type),
