@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -13,10 +14,11 @@ from collections.abc import Sequence
 import structlog
 from redis.exceptions import RedisError
 
+from consumers.gates import ProviderGate, attach_gates, build_gates
 from consumers.metrics import Metrics, serve_metrics, watch_streams
 from consumers.preflight import check_providers
-from consumers.providers.base import ImageClient, LLMClient
-from consumers.providers.factory import build_image_client, build_llm_client
+from consumers.providers.base import ImageClient, LLMClient, RetryPolicy
+from consumers.providers.factory import build_image_client, build_llm_client, retry_policy
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner
 from shared.config import Settings, load_settings
@@ -94,13 +96,31 @@ def concurrency(args: argparse.Namespace, settings: Settings) -> dict[TaskType, 
     return limits
 
 
+def _policy(settings: Settings, gate: ProviderGate | None) -> RetryPolicy:
+    policy = retry_policy(settings)
+    if gate is None:
+        return policy
+    # A 429 or 503 with Retry-After seen by this consumer pauses every consumer.
+    return dataclasses.replace(policy, throttled=gate.throttled)
+
+
 def build_clients(
-    settings: Settings, types: list[TaskType]
+    settings: Settings,
+    types: list[TaskType],
+    gates: dict[TaskType, ProviderGate] | None = None,
 ) -> tuple[LLMClient | None, ImageClient | None]:
     """Build only the providers the served types need; a misconfigured one stops the start."""
-    needs_llm = TaskType.GENERATE_REPLY in types or TaskType.GENERATE_IMAGE_PROMPT in types
-    llm = build_llm_client(settings) if needs_llm else None
-    images = build_image_client(settings) if TaskType.GENERATE_IMAGE in types else None
+    gates = gates or {}
+    llm_types = [
+        t for t in (TaskType.GENERATE_REPLY, TaskType.GENERATE_IMAGE_PROMPT) if t in types
+    ]
+    llm = None
+    if llm_types:
+        llm = build_llm_client(settings, retry=_policy(settings, gates.get(llm_types[0])))
+    images = None
+    if TaskType.GENERATE_IMAGE in types:
+        policy = _policy(settings, gates.get(TaskType.GENERATE_IMAGE))
+        images = build_image_client(settings, retry=policy)
     return llm, images
 
 
@@ -121,23 +141,28 @@ async def connect_queue(queue: QueueService) -> None:
 async def run(args: argparse.Namespace, settings: Settings) -> None:
     types = served_types(args.types)
     limits = concurrency(args, settings)
-    llm, images = build_clients(settings, types)
-    queue = QueueService(settings, client_name=f"consumer:{args.name}")
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     metrics = serve_metrics(port, settings.metrics_host) if port else Metrics.disabled()
+    gates = build_gates(settings, types, metrics)
+    llm, images = build_clients(settings, types, gates)
+    queue = QueueService(settings, client_name=f"consumer:{args.name}")
     try:
         handlers = build_handlers(types, llm, images)
         await check_providers(settings, types)
         await connect_queue(queue)
+        attach_gates(gates, queue, args.name)
         options = ConsumerRunner.options_from(settings, {t: limits[t] for t in types})
         options.burst = args.burst
         if args.grace is not None:
             options.grace_seconds = args.grace
-        runner = ConsumerRunner(queue.consumer(args.name), handlers, options, metrics)
+        runner = ConsumerRunner(queue.consumer(args.name), handlers, options, metrics, gates)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
-        watcher = asyncio.create_task(watch_streams(metrics, queue, types))
+        providers: dict[str, list[TaskType]] = {}
+        for task_type, gate in gates.items():
+            providers.setdefault(gate.provider, []).append(task_type)
+        watcher = asyncio.create_task(watch_streams(metrics, queue, types, providers=providers))
         await runner.run()
         watcher.cancel()
     finally:

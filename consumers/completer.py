@@ -10,6 +10,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from shared.queue import Outcome, StreamConsumer
+from shared.queue.connection import cancel_requested
 from shared.tasks import TaskType
 
 log = structlog.get_logger(__name__)
@@ -71,7 +72,7 @@ class Completer:
 
     async def _flush_loop(self, lane: _Lane) -> None:
         backoff = 0.05
-        while True:
+        while not cancel_requested():
             await lane.wakeup.wait()
             lane.wakeup.clear()
             batch, lane.pending = lane.pending, []

@@ -1,10 +1,14 @@
-"""The consumer runtime: per-type slots, reads sized to free slots, claims, renewals, shutdown."""
+"""The consumer runtime: per-type slots, reads sized to free slots, claims, renewals, shutdown.
+
+A type whose provider has global limits (PROVIDER_LIMITS, PROVIDER_RATES) starts a task only
+under a lease of that provider (`gates.py`, `intake.py`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -12,13 +16,16 @@ from redis.exceptions import RedisError
 
 from consumers.cancels import CancelListener
 from consumers.completer import Completer
+from consumers.gates import ProviderGate
+from consumers.intake import Intake, IntakeOptions, Ref
 from consumers.metrics import Metrics
 from consumers.registry import TaskHandler
 from consumers.task_run import TaskRun
 from shared.config import Settings
 from shared.errors import is_retryable
-from shared.queue import Delivery, Malformed, Outcome, StreamConsumer
-from shared.queue.connection import BLOCK_MS
+from shared.queue import Delivery, Malformed, Outcome, Priority, StreamConsumer
+from shared.queue.connection import cancel_requested
+from shared.queue.fairness import user_cap
 from shared.tasks import TaskResult, TaskStatus, TaskType, dumps
 
 log = structlog.get_logger(__name__)
@@ -39,24 +46,25 @@ class RunnerOptions:
     max_deliveries: int = 5
     retry_base_seconds: float = 0.5
     burst: bool = False  # stop once nothing is waiting or running (tests, scripts)
+    normal_share: float = 0.2  # slots where normal priority goes before high
+    user_caps: Mapping[TaskType, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class _Running:
     delivery: Delivery
-    task: asyncio.Task[None]
+    lease: str | None  # the provider lease the handler runs under (gated types)
     run: TaskRun
+    task: asyncio.Task[None] = field(init=False)
     handler: asyncio.Task[TaskResult] | None = None  # the handler's own task, stopped alone
 
 
 @dataclass(slots=True)
 class _TypeState:
     limit: int
-    running: dict[str, _Running] = field(default_factory=dict)
+    intake: Intake
+    running: dict[Ref, _Running] = field(default_factory=dict)
     slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
-    last_claim: float = 0.0
-    # Entries left under our own name by an earlier process are taken back first.
-    adopting: bool = True
 
     @property
     def free(self) -> int:
@@ -72,13 +80,17 @@ class ConsumerRunner:
         handlers: Mapping[TaskType, TaskHandler],
         options: RunnerOptions,
         metrics: Metrics | None = None,
+        gates: Mapping[TaskType, ProviderGate] | None = None,
     ) -> None:
         self.consumer = consumer
         self.name = consumer.name
         self._handlers = handlers
         self._opts = options
         self._metrics = metrics or Metrics.disabled()
-        self._states = {t: _TypeState(options.limits[t]) for t in handlers}
+        self._gates = dict(gates or {})
+        self._states = {
+            t: _TypeState(options.limits[t], self._intake(t, self._gates.get(t))) for t in handlers
+        }
         self._completer = Completer(consumer)
         self._cancels = CancelListener(
             consumer.settings,
@@ -90,6 +102,16 @@ class ConsumerRunner:
         self._stopping = asyncio.Event()
         self._stopped_at: float | None = None
 
+    def _intake(self, task_type: TaskType, gate: ProviderGate | None) -> Intake:
+        options = IntakeOptions(
+            claim_idle_ms=self._opts.claim_idle_ms,
+            claim_interval=self._opts.claim_interval,
+            normal_share=self._opts.normal_share,
+            fair=bool(self._opts.user_caps.get(task_type)),
+            burst=self._opts.burst,
+        )
+        return Intake(self.consumer, task_type, options, gate)
+
     @classmethod
     def options_from(cls, settings: Settings, limits: Mapping[TaskType, int]) -> RunnerOptions:
         return RunnerOptions(
@@ -98,6 +120,8 @@ class ConsumerRunner:
             grace_seconds=settings.shutdown_grace_seconds,
             max_deliveries=settings.max_deliveries,
             heartbeat_interval=settings.consumer_dead_seconds / 6,
+            normal_share=settings.priority_normal_share,
+            user_caps={t: user_cap(settings, t) for t in TaskType},
         )
 
     def stop(self) -> None:
@@ -118,7 +142,11 @@ class ConsumerRunner:
         self._cancels.start()
         limits = {str(t): s.limit for t, s in self._states.items()}
         await self._beat()
-        log.info("consumer_started", consumer=self.name, limits=limits)
+        providers = {
+            g.provider: {"concurrency": g.limit.concurrency or None, "rate": str(g.limit.rate)}
+            for g in set(self._gates.values())
+        }
+        log.info("consumer_started", consumer=self.name, limits=limits, providers=providers)
         keepers = [
             asyncio.create_task(self._keep(self._renew_once, self._opts.claim_idle_ms / 3000)),
             asyncio.create_task(self._keep(self._beat, self._opts.heartbeat_interval)),
@@ -136,6 +164,8 @@ class ConsumerRunner:
                 for keeper in keepers:
                     keeper.cancel()
                 await asyncio.gather(*keepers, return_exceptions=True)
+                for gate in set(self._gates.values()):
+                    await gate.aclose()
                 await self._cancels.aclose()
                 await self._retire()
 
@@ -147,11 +177,12 @@ class ConsumerRunner:
                 await state.slot_freed.wait()
                 continue
             try:
-                entries = await self._fetch(task_type, state)
+                taken = await state.intake.take(state.free, state.running, self._stopping)
+                entries = taken.entries
                 if self._stopping.is_set():
-                    await self._release_unstarted(entries)
+                    await self._release_unstarted(state, taken.leases, entries)
                     break
-                await self._dispatch(task_type, entries)
+                await self._dispatch(task_type, entries, taken.leases)
             except Exception as exc:  # noqa: BLE001 - one bad step must not end the type loop
                 # Entries read but not started stay in our pending list; the claim pass
                 # (ours or another consumer's) picks them up once they are idle.
@@ -163,33 +194,41 @@ class ConsumerRunner:
             if self._opts.burst and not entries and not state.running:
                 break
 
-    async def _fetch(self, task_type: TaskType, state: _TypeState) -> list[Delivery | Malformed]:
-        """Idle entries of dead consumers first, then new ones; never more than free slots."""
-        entries: list[Delivery | Malformed] = []
-        if state.adopting:
-            entries = await self.consumer.adopt(task_type, state.free)
-            state.adopting = len(entries) >= state.free
-            if entries:
-                log.warning("orphans_adopted", task_type=task_type, count=len(entries))
-                return entries
-        now = time.monotonic()
-        if now - state.last_claim >= self._opts.claim_interval:
-            state.last_claim = now
-            claimed = await self.consumer.claim(task_type, state.free, self._opts.claim_idle_ms)
-            # Our own entries come back when our event loop stalled past the idle time: they
-            # are already running here, so they must not start twice.
-            entries = [e for e in claimed if e.entry_id not in state.running]
-        if not entries:
-            block = 100 if self._opts.burst else min(BLOCK_MS, 1000)
-            entries = await self.consumer.read(task_type, state.free, block)
-        return entries
-
-    async def _release_unstarted(self, entries: list[Delivery | Malformed]) -> None:
+    async def _release_unstarted(
+        self, state: _TypeState, leases: Mapping[Ref, str], entries: list[Delivery | Malformed]
+    ) -> None:
+        if state.intake.gate is not None:
+            for lease in leases.values():
+                state.intake.gate.release(lease, used=False)
         handed = await self.consumer.hand_back([e for e in entries if isinstance(e, Delivery)])
         if handed:
             log.info("entries_handed_back", count=handed, reason="shutdown")
 
-    async def _dispatch(self, task_type: TaskType, entries: list[Delivery | Malformed]) -> None:
+    async def _dispatch(
+        self,
+        task_type: TaskType,
+        entries: list[Delivery | Malformed],
+        leases: Mapping[Ref, str],
+    ) -> None:
+        """Fail the malformed entries and start the others, each under its lease; if that
+        fails, the leases go back (the entries stay pending and are claimed later)."""
+        state = self._states[task_type]
+        try:
+            started, attempts = await self._start(task_type, entries)
+        except BaseException:
+            self._return_leases(state, leases.values())
+            raise
+        deliveries = [e for e in entries if isinstance(e, Delivery)]
+        for delivery, attempt in zip(deliveries, attempts, strict=True):
+            live = self.consumer.live_writer(task_type, delivery.task.task_id, attempt)
+            running = _Running(delivery, leases.get(delivery.ref), TaskRun(attempt, live))
+            running.task = asyncio.create_task(self._run_one(running, started))
+            state.running[delivery.ref] = running
+        self._metrics.set_in_flight(task_type, len(state.running))
+
+    async def _start(
+        self, task_type: TaskType, entries: list[Delivery | Malformed]
+    ) -> tuple[float, list[int]]:
         deliveries = [e for e in entries if isinstance(e, Delivery)]
         malformed = [e for e in entries if isinstance(e, Malformed)]
         for bad in malformed:
@@ -204,32 +243,45 @@ class ConsumerRunner:
             # Its task (when the entry still names one) fails at once, with the reason.
             await self.consumer.fail([bad], bad.reason)
             self._metrics.dead_lettered(task_type)
-        if not deliveries:
-            return
         started = time.time()
-        attempts = await self.consumer.start(deliveries, started)
-        state = self._states[task_type]
-        for delivery, attempt in zip(deliveries, attempts, strict=True):
-            live = self.consumer.live_writer(task_type, delivery.task.task_id, attempt)
-            run = TaskRun(attempt, live)
-            job = asyncio.create_task(self._run_one(delivery, run, started))
-            state.running[delivery.entry_id] = _Running(delivery, job, run)
-        self._metrics.set_in_flight(task_type, len(state.running))
+        if not deliveries:
+            return started, []
+        return started, await self.consumer.start(deliveries, started)
 
-    async def _run_one(self, delivery: Delivery, run: TaskRun, started: float) -> None:
+    def _return_leases(
+        self, state: _TypeState, leases: Iterable[str | None], used: bool = False
+    ) -> None:
+        if state.intake.gate is not None:
+            for lease in leases:
+                if lease is not None:
+                    state.intake.gate.release(lease, used=used)
+
+    async def _run_one(self, running: _Running, started: float) -> None:
+        delivery = running.delivery
         task = delivery.task
         structlog.contextvars.bind_contextvars(
             task_id=task.task_id, task_type=str(task.type), consumer=self.name
         )
+        state = self._states[task.type]
         try:
-            outcome = await self._outcome(delivery, run, started)
+            outcome = await self._outcome(running, started)
             if outcome is not None:
                 await self._completer.submit(outcome)
         finally:
-            state = self._states[task.type]
-            state.running.pop(delivery.entry_id, None)
+            # A lease still here was never used: the handler did not run.
+            self._return_leases(state, [running.lease])
+            state.running.pop(delivery.ref, None)
             state.slot_freed.set()
             self._metrics.set_in_flight(task.type, len(state.running))
+
+    async def _call(self, running: _Running) -> TaskResult | None:
+        """Run the handler; its provider lease goes back the moment the call ends."""
+        task = running.delivery.task
+        try:
+            return await self._handle(running)
+        finally:
+            lease, running.lease = running.lease, None
+            self._return_leases(self._states[task.type], [lease], used=True)
 
     def _not_to_run(self, delivery: Delivery, attempt: int, started: float) -> Outcome | None:
         """The outcome of an entry the start step says must not run, else None."""
@@ -244,14 +296,15 @@ class ConsumerRunner:
             return self._final_failure(delivery, attempt, started, reason)
         return None
 
-    async def _outcome(self, delivery: Delivery, run: TaskRun, started: float) -> Outcome | None:
+    async def _outcome(self, running: _Running, started: float) -> Outcome | None:
+        delivery, run = running.delivery, running.run
         task, attempt = delivery.task, run.attempt
         if (skipped := self._not_to_run(delivery, attempt, started)) is not None:
             return skipped
         log.info("task_processing", attempt=attempt)
         t0 = time.perf_counter()
         try:
-            result = await self._handle(delivery, run)
+            result = await self._call(running)
         except Exception as exc:  # noqa: BLE001 - every failure must end acked, retried or dead
             if run.stop_requested:  # it failed while being stopped: the stop wins
                 return self._stopped(delivery, run, started)
@@ -264,16 +317,15 @@ class ConsumerRunner:
         result_json = dumps(result.model_dump())
         return Outcome(delivery, TaskStatus.COMPLETED, attempt, started, result_json=result_json)
 
-    async def _handle(self, delivery: Delivery, run: TaskRun) -> TaskResult | None:
+    async def _handle(self, running: _Running) -> TaskResult | None:
         """The handler's result, or None when a user's stop cancelled it.
 
         The handler runs as a task of its own so a stop cancels it alone; the runner's own
         cancellation (shutdown) still reaches it and is re-raised.
         """
+        delivery, run = running.delivery, running.run
         handler = asyncio.create_task(self._handlers[delivery.task_type](delivery.task, run))
-        running = self._states[delivery.task_type].running.get(delivery.entry_id)
-        if running is not None:
-            running.handler = handler
+        running.handler = handler
         if run.stop_requested:  # the stop came between the read and now: it never starts
             handler.cancel()
         try:
@@ -341,7 +393,7 @@ class ConsumerRunner:
 
     async def _keep(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
         """Run `step` every `interval` seconds until cancelled, whatever it raises."""
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(interval)
             try:
                 await step()
@@ -351,27 +403,35 @@ class ConsumerRunner:
                 )
 
     async def _beat(self) -> None:
-        await self.consumer.heartbeat(list(self._states))
+        """Say we are alive, and so keep our provider leases (same interval, same reason)."""
+        gates = set(self._gates.values())
+        await asyncio.gather(
+            self.consumer.heartbeat(list(self._states)), *(gate.renew() for gate in gates)
+        )
 
     async def _renew_once(self) -> None:
-        """Keep running entries' idle time low so only a dead consumer's work looks idle.
+        """Keep running entries' idle time low so only a dead consumer's work looks idle,
+        then repair the fairness state of the busiest users (see fairness.sweep) and catch
+        cancel flags whose message was lost.
 
         Each type on its own: on a cluster a type whose shard fails over must not stop the
         renewals of the others (their entries would look idle to peers meanwhile).
         """
-        renewing = [(t, s) for t, s in self._states.items() if s.running]
         results = await asyncio.gather(
-            *(self.consumer.renew(t, list(s.running)) for t, s in renewing),
-            return_exceptions=True,
+            *(self._renew_type(t, s) for t, s in self._states.items()), return_exceptions=True
         )
-        for (task_type, _), lost in zip(renewing, results, strict=True):
-            if isinstance(lost, BaseException):
-                error = f"{type(lost).__name__}: {lost}"
-                log.warning("keeper_failed", step="renew", task_type=task_type, error=error)
-                continue
-            for entry_id in lost:
-                log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
+        for task_type, error in zip(self._states, results, strict=True):
+            if isinstance(error, BaseException):
+                reason = f"{type(error).__name__}: {error}"
+                log.warning("keeper_failed", step="renew", task_type=task_type, error=reason)
         await self._check_cancels()
+
+    async def _renew_type(self, task_type: TaskType, state: _TypeState) -> None:
+        for priority in Priority:
+            ids = [entry_id for p, entry_id in state.running if p is priority]
+            for entry_id in await self.consumer.renew(task_type, ids, priority):
+                log.warning("task_ownership_lost", task_type=task_type, entry_id=entry_id)
+        await self.consumer.sweep(task_type, self._opts.user_caps.get(task_type, 0))
 
     async def _retire(self) -> None:
         try:

@@ -62,7 +62,8 @@ def settings_for(**options: Any) -> Settings:
 async def _enqueue_type(queue: QueueService, task_type: TaskType, n: int) -> list[str]:
     ids: list[str] = []
     for first in range(0, n, BATCH):
-        items = [(1, PAYLOADS[task_type])] * min(BATCH, n - first)
+        # One user per task: the image user cap stays on without serialising the run.
+        items = [(first + i + 1, PAYLOADS[task_type]) for i in range(min(BATCH, n - first))]
         ids += await queue.enqueue_many(task_type, items)
     return ids
 

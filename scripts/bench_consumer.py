@@ -2,7 +2,9 @@
 
 The real handlers are built first (offline providers, a database engine that is never used)
 so the process carries what a production consumer loads; then no-op handlers serve the
-benchmark. Prints `ready` once connected and runs until SIGTERM.
+benchmark. The scheduling settings apply as in production (PROVIDER_LIMITS, PROVIDER_RATES,
+USER_MAX_IN_FLIGHT, PRIORITY_NORMAL_SHARE), the no-op handlers counting as calls to
+LLM_PROVIDER. Prints `ready` once connected and runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import asyncio
 import signal
 import sys
 
+from consumers.gates import attach_gates, build_gates
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.registry import TaskHandler, build_handlers
-from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.runner import ConsumerRunner
 from consumers.task_run import TaskRun
 from shared.config import load_settings
 from shared.logging import configure_logging
@@ -37,8 +40,10 @@ async def serve(name: str, concurrency: int) -> None:
     handlers: dict[TaskType, TaskHandler] = dict.fromkeys(real, NoopHandler())
     queue = QueueService(settings, client_name=f"bench-consumer:{name}")
     await queue.connect()
-    options = RunnerOptions(limits=dict.fromkeys(TaskType, concurrency))
-    runner = ConsumerRunner(queue.consumer(name), handlers, options)
+    options = ConsumerRunner.options_from(settings, dict.fromkeys(TaskType, concurrency))
+    gates = build_gates(settings, list(TaskType))
+    attach_gates(gates, queue, name)
+    runner = ConsumerRunner(queue.consumer(name), handlers, options, gates=gates)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, runner.stop)
     loop.add_signal_handler(signal.SIGINT, runner.stop)

@@ -8,7 +8,8 @@ paid tasks have their entry corrupted, so they must fail and be refunded once. T
 plays the bot: it charges, applies every outcome it sees (and, at the end, every stored one),
 and audits side effects per task id. It prints one JSON report and exits 1 if a guarantee
 broke: a task lost, a side effect twice, a failed paid task not refunded exactly once, a
-consumer that crashed by itself, or recovery p99 over the bar.
+consumer that crashed by itself, recovery p99 over the bar, or, once every task is final, a
+user still counting a task or a provider lease still held.
 """
 
 from __future__ import annotations
@@ -49,10 +50,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recovery-bar", type=float, default=8.0, help="p99 bar in seconds")
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary folder")
     parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible)")
+    parser.add_argument(
+        "--user-cap", type=int, default=4, help="USER_MAX_IN_FLIGHT for images (0: none)"
+    )
+    parser.add_argument(
+        "--provider-limit", type=int, default=60, help="PROVIDER_LIMITS for offline (0: none)"
+    )
     return parser.parse_args(argv)
 
 
-def consumer_env(settings: Settings, delay: float) -> dict[str, str]:
+def consumer_env(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
+    """The consumers' environment; the one chaos user's images are parked past the user cap
+    and every call holds a lease, so both are attacked with the rest."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_"))}
     env.update(
         REDIS_URL=settings.redis_url,
@@ -60,9 +69,11 @@ def consumer_env(settings: Settings, delay: float) -> dict[str, str]:
         REDIS_RESULT_PREFIX=settings.redis_result_prefix,
         LLM_PROVIDER="offline",
         IMAGE_PROVIDER="offline",
-        OFFLINE_DELAY_SECONDS=str(delay),
+        OFFLINE_DELAY_SECONDS=str(args.delay),
         # --delay alone is the provider's time per task: replies do not stream word by word.
         OFFLINE_STREAM_DELAY_MS="0",
+        USER_MAX_IN_FLIGHT=f"generate_image={args.user_cap}",
+        PROVIDER_LIMITS=f"offline={args.provider_limit}" if args.provider_limit else "",
         SHUTDOWN_GRACE_SECONDS="1",
         LOG_JSON="true",
         LOG_LEVEL="WARNING",
@@ -83,7 +94,7 @@ async def chaos(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     )
     world = World(args.database_url or f"sqlite+aiosqlite:///{workdir / 'chaos.db'}")
     traffic = Traffic(settings, world, rng)
-    fleet = Fleet(consumer_env(settings, args.delay), workdir, rng)
+    fleet = Fleet(consumer_env(settings, args), workdir, rng)
     started = time.monotonic()
     try:
         await world.setup()
@@ -151,7 +162,19 @@ async def _report(
         "sigterms": sum(1 for k in fleet.kills if k.signal == signal.SIGTERM),
         "redis_kills": traffic.redis_kills,
         "consumer_crashes": fleet.crashes,
+        # What failed besides the tasks corrupted on purpose (empty when all is well).
+        "unexpected_failures": sorted(
+            {
+                f"{traffic.paid[task_id].task_type}: {(t.error or '')[:60]}"
+                for task_id, t in final.items()
+                if t.status != "completed" and task_id not in traffic.corrupted
+            }
+        ),
         "left_in_streams": await traffic.left_in_streams(),
+        # Every task is final: no user may still count one, no call may hold a lease.
+        "left_in_scheduling": await traffic.left_in_scheduling(
+            "offline", traffic.queue.settings.consumer_dead_seconds + 1
+        ),
         "recovery_s": {
             "count": len(recovery),
             "p50": percentile(recovery, 50),
@@ -176,6 +199,7 @@ def _verdict(r: dict[str, Any], bar: float) -> bool:
         and r["failed"] == r["corrupted"]
         and r["consumer_crashes"] == 0
         and r["left_in_streams"] == 0
+        and not any(r["left_in_scheduling"].values())
         and (p99 is None or p99 <= bar)
     )
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -36,6 +37,9 @@ CORPUS: list[dict[bytes, bytes]] = [
     {b"task": b'{"task_id": "' + b"a" * 300 + b'", "type": "generate_reply"}'},
     {b"task": b"x" * 200_000},
     {b"task": b'{"type": "generate_image", "data": {"prompt": {"nested": [[[[]]]]}}}'},
+    # Shaped like ours to the read step (it counts for user 42 while it runs): its failure
+    # must release him.
+    {b"task": b'{"task_id":"hostile-1","type":"generate_image","user_id":42,"data":7}'},
 ]
 
 
@@ -247,3 +251,26 @@ class Traffic:
         for task_type in TaskType:
             left += await self.queue.redis.xlen(self.queue.keys.stream(task_type))
         return left
+
+    async def left_in_scheduling(self, provider: str, wait: float) -> dict[str, int]:
+        """What the fairness and lease state still counts once every task is final and the
+        consumers are gone: users' running and parked tasks, and the provider's leases (a
+        killed holder's expire within `wait` seconds, so they are given that long)."""
+        redis, keys = self.queue.redis, self.queue.keys
+        deadline = time.monotonic() + wait
+        while True:
+            sec, usec = await redis.time()
+            server_ms = sec * 1000 + usec // 1000
+            leases = await redis.zcount(keys.leases(provider), server_ms, "+inf")
+            if not leases or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        counts = {"running": 0, "parked": 0}
+        for task_type in TaskType:
+            for name, key in (
+                ("running", keys.users_running(task_type)),
+                ("parked", keys.users_parked(task_type)),
+            ):
+                rows: Any = await redis.zrange(key, 0, -1, withscores=True)
+                counts[name] += int(sum(score for _, score in rows))
+        return {**counts, "leases": int(leases)}

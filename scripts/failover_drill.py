@@ -198,6 +198,9 @@ class Drill:
         self.refused = 0
         self.killed_at = 0.0
         self._pending: set[asyncio.Task[None]] = set()
+        # One user per task: the user cap (USER_MAX_IN_FLIGHT) stays on and parks nothing,
+        # so the drill measures the failover, not one user's queue.
+        self._users = itertools.count(1)
 
     async def run(self, queue: QueueService, target: Target, before: float = 1.5) -> DrillReport:
         """Produce, make the replica lag, kill the master, produce on for `after` seconds
@@ -239,7 +242,8 @@ class Drill:
     async def _enqueue(self, queue: QueueService, task_type: TaskType) -> None:
         task_id = uuid.uuid4().hex
         try:
-            await queue.enqueue_task(task_type, 1, PAYLOADS[task_type], task_id=task_id)
+            user = next(self._users)
+            await queue.enqueue_task(task_type, user, PAYLOADS[task_type], task_id=task_id)
         except (RedisError, OSError) as exc:
             self.refused += 1  # the producer knows: not lost, refused (the bot refunds)
             log.warning("drill_enqueue_refused", error=f"{type(exc).__name__}: {exc}"[:300])

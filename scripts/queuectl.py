@@ -10,6 +10,7 @@ from typing import Any
 
 from scripts import queuectl_dead
 from scripts.liveness import depth_with_liveness
+from scripts.queuectl_sched import load_scheduling, render_scheduling, scheduling_json
 from scripts.queuectl_tasks import show_task
 from scripts.runtime import (
     EXIT_OK,
@@ -35,6 +36,8 @@ def depth_json(d: QueueDepth) -> dict[str, Any]:
         "task_type": d.task_type,
         "stream_length": d.stream_length,
         "waiting": d.waiting,
+        "waiting_high": d.waiting_high,
+        "parked": d.parked,
         "in_flight": d.in_flight,
         "dead": d.dead,
         "oldest_waiting_seconds": d.oldest_waiting_seconds,
@@ -54,7 +57,12 @@ def depth_json(d: QueueDepth) -> dict[str, Any]:
 
 def _depth_row(d: QueueDepth) -> list[object]:
     oldest = [duration(d.oldest_waiting_seconds), duration(d.oldest_in_flight_seconds)]
-    return [d.task_type, d.stream_length, d.waiting, d.in_flight, *oldest, d.dead]
+    return [d.task_type, d.stream_length, d.waiting, d.in_flight, *oldest, *_of_waiting(d), d.dead]
+
+
+def _of_waiting(d: QueueDepth) -> list[object]:
+    """Of the waiting tasks: those in the high-priority stream, those parked at a user cap."""
+    return [d.waiting_high, d.parked]
 
 
 def _state(consumer: ConsumerInfo) -> str:
@@ -71,6 +79,7 @@ def _heartbeat(consumer: ConsumerInfo) -> str:
 
 def render_stats(depths: Sequence[QueueDepth]) -> str:
     headers = ["TYPE", "STREAM", "WAITING", "IN FLIGHT", "OLDEST WAITING", "OLDEST IN FLIGHT"]
+    headers += ["HIGH", "PARKED"]
     rows = [_depth_row(d) for d in depths]
     consumers: list[list[object]] = [
         [d.task_type, c.name, _state(c), _heartbeat(c), c.pending, duration(c.idle_seconds)]
@@ -89,14 +98,16 @@ def render_stats(depths: Sequence[QueueDepth]) -> str:
 async def stats(queue: QueueService, args: argparse.Namespace) -> int:
     async def once() -> None:
         depths = [await depth_with_liveness(queue, t) for t in TaskType]
+        scheduling = await load_scheduling(queue, depths)
         if args.json:
-            print_json({"at": time.time(), "types": [depth_json(d) for d in depths]})
+            body = {"at": time.time(), "types": [depth_json(d) for d in depths]}
+            print_json(body | scheduling_json(scheduling))
             return
         if args.watch is not None:
             # Clear the screen on a terminal so the numbers update in place.
             prefix = "\x1b[2J\x1b[H" if sys.stdout.isatty() else "\n"
             print_text(f"{prefix}{timestamp(time.time())}")
-        print_text(render_stats(depths))
+        print_text(render_stats(depths) + "\n\n" + render_scheduling(scheduling))
 
     if args.watch is None:
         await once()

@@ -28,7 +28,8 @@ from scripts.tables import print_json, print_text
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.logging import configure_logging
-from shared.queue import QueueService
+from shared.queue import QueueService, StreamConsumer
+from shared.queue.keys import Priority
 from shared.queue.maintenance import (
     Action,
     Result,
@@ -51,6 +52,22 @@ async def _reclaim_type(
 ) -> list[StuckWork]:
     consumer = queue.consumer(f"reclaim-{socket.gethostname()}-{os.getpid()}")
     works: list[StuckWork] = []
+    for priority in Priority:
+        works += await _reclaim_stream(queue, options, task_type, priority, consumer)
+    if any(w.action is Action.DEAD_LETTER for w in works) and not options.dry_run:
+        # Taking entries over created this pass's consumer in the group; it owns nothing now.
+        await forget_consumer(queue.scripts, queue.keys, task_type, consumer.name)
+    return works
+
+
+async def _reclaim_stream(
+    queue: QueueService,
+    options: ReclaimOptions,
+    task_type: TaskType,
+    priority: Priority,
+    consumer: StreamConsumer,
+) -> list[StuckWork]:
+    works: list[StuckWork] = []
     after: str | None = None
     while True:
         stuck = await stuck_entries(
@@ -60,6 +77,7 @@ async def _reclaim_type(
             options.min_idle_ms,
             count=options.batch,
             after=after,
+            priority=priority,
         )
         page = await plan_stuck(
             queue.redis,
@@ -74,12 +92,8 @@ async def _reclaim_type(
             await dead_letter_stuck(consumer, queue.keys, page, options.min_idle_ms)
         works += page
         if len(stuck) < options.batch:
-            break
+            return works
         after = stuck[-1].entry_id
-    if any(w.action is Action.DEAD_LETTER for w in works) and not options.dry_run:
-        # Taking entries over created this pass's consumer in the group; it owns nothing now.
-        await forget_consumer(queue.scripts, queue.keys, task_type, consumer.name)
-    return works
 
 
 async def reclaim_pass(queue: QueueService, options: ReclaimOptions) -> ReclaimReport:

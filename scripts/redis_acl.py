@@ -26,9 +26,12 @@ COMMANDS = (
     "ping hello client|setname echo "
     "evalsha eval script|load "
     "xreadgroup xack xclaim xautoclaim xpending xinfo|groups xinfo|consumers xinfo|stream "
-    "xgroup|create xgroup|createconsumer xgroup|delconsumer xadd xdel xrange xlen "
+    "xgroup|create xgroup|createconsumer xgroup|delconsumer xadd xdel xrange xlen xread "
     "hset hget hmget hgetall hincrby hdel hexists exists expire del publish time "
-    "subscribe unsubscribe spublish ssubscribe sunsubscribe cluster|slots command wait info"
+    "subscribe unsubscribe spublish ssubscribe sunsubscribe cluster|slots command wait info "
+    # Fairness (users' running sets and parked lists), provider leases, the read memo.
+    "get set sadd srem sismember scard smembers rpush lpop llen ltrim blpop "
+    "zadd zrem zincrby zcard zscore zrange zrevrange zremrangebyscore zscan pexpire pttl"
 )
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from shared.errors import ConfigError
+from shared.limits import Rate, parse_limits, parse_rate, parse_rates, parse_user_caps
 
 
 class LLMProvider(StrEnum):
@@ -128,6 +129,12 @@ class Settings(BaseModel):
     max_concurrent_image_generations: int = Field(5, ge=1)
     max_concurrent_reply_generations: int = Field(10, ge=1)
     max_concurrent_prompt_generations: int = Field(10, ge=1)
+
+    # Scheduling across all consumers (shared/limits.py has the syntax).
+    provider_limits: dict[str, int] = Field(default_factory=dict)
+    provider_rates: dict[str, Rate] = Field(default_factory=dict)
+    user_max_in_flight: dict[str, int] = Field(default_factory=lambda: {"generate_image": 1})
+    priority_normal_share: float = Field(0.2, ge=0, le=1)
 
     # Providers.
     use_live3d: bool = False
@@ -234,6 +241,30 @@ class Settings(BaseModel):
     @classmethod
     def _parse_packs(cls, value: Any) -> Any:
         return parse_packs(value) if isinstance(value, str) else value
+
+    @field_validator("provider_limits", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: Any) -> Any:
+        return parse_limits(value) if isinstance(value, str) else value
+
+    @field_validator("provider_rates", mode="before")
+    @classmethod
+    def _parse_rates(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_rates(value)
+        if isinstance(value, dict):
+            return {k: parse_rate(v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("user_max_in_flight", mode="before")
+    @classmethod
+    def _parse_user_caps(cls, value: Any) -> Any:
+        return parse_user_caps(value) if isinstance(value, str) else value
+
+    @property
+    def gated_providers(self) -> set[str]:
+        """Providers whose calls need a global admission (a cap or a rate)."""
+        return set(self.provider_limits) | set(self.provider_rates)
 
     @field_validator("redis_url", "database_url")
     @classmethod

@@ -27,3 +27,4 @@ async def test_chaos_short_run_keeps_every_guarantee() -> None:
     assert report["sigkills"] >= 1 and report["sigkills"] + report["sigterms"] >= 3
     assert report["redis_kills"] == 1
     assert report["recovery_s"]["count"] > 0 and report["recovery_s"]["p99"] <= 8
+    assert report["left_in_scheduling"] == {"running": 0, "parked": 0, "leases": 0}

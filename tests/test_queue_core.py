@@ -116,7 +116,9 @@ async def test_enqueue_is_idempotent_by_task_id(queue: QueueService) -> None:
 
 
 async def test_read_never_exceeds_free_slots(queue: QueueService) -> None:
-    await queue.enqueue_many(TaskType.GENERATE_IMAGE, [(1, PAYLOADS[TaskType.GENERATE_IMAGE])] * 5)
+    # Five users: one user's images would be parked behind the first (USER_MAX_IN_FLIGHT).
+    image = PAYLOADS[TaskType.GENERATE_IMAGE]
+    await queue.enqueue_many(TaskType.GENERATE_IMAGE, [(user, image) for user in range(5)])
     consumer = queue.consumer("c1")
     assert len(await consumer.read(TaskType.GENERATE_IMAGE, 2, block_ms=100)) == 2
     assert await consumer.read(TaskType.GENERATE_IMAGE, 0, block_ms=100) == []
@@ -160,7 +162,7 @@ async def test_claim_cursor_reaches_stale_entry_behind_fresh_ones(queue: QueueSe
 
 async def test_renew_keeps_entries_and_reports_lost_ones(queue: QueueService) -> None:
     task_type = TaskType.GENERATE_IMAGE
-    await queue.enqueue_many(task_type, [(1, PAYLOADS[task_type])] * 2)
+    await queue.enqueue_many(task_type, [(1, PAYLOADS[task_type]), (2, PAYLOADS[task_type])])
     owner = queue.consumer("owner")
     first, second = await take(owner, task_type)
     await asyncio.sleep(0.15)
@@ -397,9 +399,13 @@ async def test_finished_task_leaves_only_its_record(
         await complete(consumer, await take(consumer, task_type))
     keys = sorted([k.decode() async for k in redis_client.scan_iter(match=f"{prefix}*")])
     records = sorted(queue.keys.record(t, i) for t, i in ids.items())
-    streams = sorted(queue.keys.stream(t) for t in TaskType)
+    streams = sorted(s for t in TaskType for s in queue.keys.streams(t).values())
     counters = sorted(queue.keys.completions(t) for t in TaskType)
-    assert keys == sorted(records + streams + counters)
+    # The last batch each consumer read, kept a minute for a read repeated after a lost reply.
+    memos = sorted(queue.keys.read_memo(t, "c1") for t in TaskType)
+    assert keys == sorted(records + streams + counters + memos)
+    for memo in memos:
+        assert 0 < await redis_client.pttl(memo) <= 60_000
     for counter in counters:  # the per-minute chart keeps itself small
         assert 0 < await redis_client.ttl(counter) <= 7200
     for record in records:

@@ -73,12 +73,17 @@ class ImageClient(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How a client retries ProviderUnavailableError: capped, jittered, within a time budget."""
+    """How a client retries ProviderUnavailableError: capped, jittered, within a time budget.
+
+    `throttled` hears of every 429 or 503 that names a Retry-After (seconds): the consumer
+    pauses all consumers of the provider with it, instead of each finding out alone.
+    """
 
     budget_seconds: float = 20.0
     max_attempts: int = 4
     initial_wait: float = 0.5
     max_wait: float = 8.0
+    throttled: Callable[[float], None] | None = None
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -262,6 +267,8 @@ class ProviderHttp:
         message = self.redact(f"{self.provider} {where} returned HTTP {status}: {detail}")
         if is_retryable_status(status):
             retry_after = parse_retry_after(response.headers, self._reset_header)
+            if status in (429, 503) and retry_after and self.retry.throttled is not None:
+                self.retry.throttled(retry_after)
             return ProviderUnavailableError(message, self.provider, status, retry_after)
         return ProviderRejectedError(message, self.provider, status)
 

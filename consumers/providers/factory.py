@@ -15,6 +15,7 @@ from consumers.providers.venice import VeniceClient
 from consumers.providers.venice_image import VeniceImageClient
 from shared.config import ImageProvider, LLMProvider, Settings
 from shared.errors import ConfigError
+from shared.tasks import TaskType
 
 LIVE3D = "live3d"
 
@@ -46,6 +47,13 @@ def choose_image_provider(settings: Settings) -> str:
     if settings.use_replicate:
         return ImageProvider.REPLICATE.value
     return ImageProvider.LOCAL.value
+
+
+def provider_for(settings: Settings, task_type: TaskType) -> str:
+    """The provider a task type's handler calls: LLM_PROVIDER, or the image provider."""
+    if task_type is TaskType.GENERATE_IMAGE:
+        return choose_image_provider(settings)
+    return settings.llm_provider.value
 
 
 def build_image_client(settings: Settings, *, retry: RetryPolicy | None = None) -> ImageClient:

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from redis.exceptions import ResponseError
 
 from scripts.liveness import depth_with_liveness
 from shared.queue import QueueDepth, QueueService
 from shared.queue.connection import RedisClient
 from shared.queue.dead_letters import DeadEntry, list_dead
 from shared.queue.inspect import ConsumerInfo
-from shared.queue.keys import GROUP, Keys
+from shared.queue.keys import GROUP, Keys, Priority
 from shared.tasks import TaskType
 
 MINUTES = 60
@@ -94,11 +95,25 @@ def _task_id(fields: dict[bytes, bytes]) -> str | None:
 async def current_tasks(
     redis: RedisClient, keys: Keys, task_type: TaskType, consumer: str, limit: int = CURRENT_TASKS
 ) -> list[PendingTask]:
-    """The first entries in a consumer's pending list, with the task id each one carries."""
-    stream = keys.stream(task_type)
-    pending: Any = await redis.xpending_range(
-        stream, GROUP, min="-", max="+", count=limit, consumername=consumer
-    )
+    """The first entries in a consumer's pending lists (high priority first), with the task
+    id each one carries."""
+    tasks: list[PendingTask] = []
+    for priority in (Priority.HIGH, Priority.NORMAL):
+        if len(tasks) < limit:
+            stream = keys.stream(task_type, priority)
+            tasks += await _pending_in(redis, stream, consumer, limit - len(tasks))
+    return tasks
+
+
+async def _pending_in(
+    redis: RedisClient, stream: str, consumer: str, limit: int
+) -> list[PendingTask]:
+    try:
+        pending: Any = await redis.xpending_range(
+            stream, GROUP, min="-", max="+", count=limit, consumername=consumer
+        )
+    except ResponseError:  # a stream or group not made yet: nothing pending there
+        return []
     if not pending:
         return []
     pipe = redis.pipeline(transaction=False)

@@ -6,6 +6,7 @@ alone decide the topology, so no caller ever branches on it to connect.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeAlias
 
 import hiredis
@@ -121,6 +122,17 @@ def create_redis(
         **options,
     )
     return Redis.from_pool(pool)
+
+
+def cancel_requested() -> bool:
+    """Whether the current task was asked to stop; loops that end by cancellation check it.
+
+    Python 3.11's `asyncio.wait_for`, which redis-py sends every command through, returns
+    normally when a cancel lands just as its call completes: the cancel is lost, and a loop
+    waiting for CancelledError runs on (a consumer hung at shutdown this way).
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _sentinel_master(

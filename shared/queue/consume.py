@@ -1,4 +1,8 @@
-"""Consumer-side stream primitives: read, claim, start, finish or fail, renew, hand back."""
+"""Consumer-side stream primitives: read, claim, start, finish or fail, renew, hand back.
+
+Each task type has two streams, normal and high priority, under one group name; every step
+on an entry names the entry's own stream (`Delivery.priority`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -17,75 +21,55 @@ from redis.exceptions import ResponseError
 
 from shared.config import Settings
 from shared.queue.connection import RedisClient
-from shared.queue.keys import GROUP, Keys
+from shared.queue.fairness import sweep, user_cap
+from shared.queue.keys import GROUP, Keys, Priority
 from shared.queue.live import LiveWriter
+from shared.queue.outcomes import Entry, Outcome, outcome_step
 from shared.queue.records import (
     Delivery,
     Malformed,
-    completion_message,
-    dead_fields,
     parse_entry,
 )
 from shared.queue.scripts import Scripts
 from shared.queue.steps import (
     Claim,
     DeleteConsumer,
-    Fail,
-    Finish,
     Heartbeat,
+    Read,
     Renew,
     Requeue,
     Start,
     Step,
 )
-from shared.tasks import TaskStatus, TaskType, dumps
+from shared.tasks import TaskStatus, TaskType
 
 log = structlog.get_logger(__name__)
 
-# Completion messages above this size carry only the task id; the waiter reads the record.
-MESSAGE_LIMIT = 16 * 1024
-DEAD_LETTER_MAXLEN = 100_000
 # The per-minute completion chart keeps two hours.
 COMPLETIONS_TTL = 7200
-
-Entry = Delivery | Malformed
+# A read repeated after a lost reply finds its first answer this long.
+READ_MEMO_MS = 60_000
+# Entries one read may look at beyond its count, parking those of users at their cap.
+READ_EXAMINE = 200
 
 
 @dataclass(slots=True)
-class Outcome:
-    """How one entry ended: completed (a result), or failed for good (dead-lettered).
+class ReadBatch:
+    """New entries, and when there were none, each stream's last delivered id (to wait on)."""
 
-    An entry whose task finished elsewhere ends as COMPLETED without a result: the finish
-    step then only acks and deletes it.
-    """
-
-    entry: Entry
-    status: TaskStatus
-    attempts: int = 0
-    started_at: float | None = None
-    result_json: bytes | None = None
-    error: str | None = None
-    finished_at: float = field(default_factory=time.time)
-
-    @property
-    def task_id(self) -> str | None:
-        return self.entry.task.task_id if isinstance(self.entry, Delivery) else self.entry.task_id
+    entries: list[Entry]
+    last_ids: dict[str, Any] | None = None
+    recovered: bool = False  # the group was missing and is made again: nothing to wait for
 
 
 async def ensure_group(redis: RedisClient, keys: Keys, task_type: TaskType) -> None:
-    """Create the type's stream and group if missing (idempotent)."""
-    try:
-        await redis.xgroup_create(keys.stream(task_type), GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
-def stub_task(bad: Malformed, failed_at: float) -> bytes:
-    """What a failed record keeps of a task whose entry was unusable: its id and type; its
-    user and charge stay in the record's own fields."""
-    stub: dict[str, Any] = {"task_id": bad.task_id, "type": bad.task_type, "user_id": 0}
-    return dumps(stub | {"data": {}, "created_at": failed_at, "charge_id": None})
+    """Create the type's two streams and their group if missing (idempotent)."""
+    for stream in keys.streams(task_type).values():
+        try:
+            await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
 
 def _lost_group(exc: ResponseError) -> bool:
@@ -105,11 +89,23 @@ class StreamConsumer:
         self._settings = settings
         # XAUTOCLAIM cursors survive between calls so stale entries behind many healthy
         # in-flight ones are still reached.
-        self._cursors: dict[TaskType, str] = dict.fromkeys(TaskType, "0-0")
+        self._cursors: dict[tuple[TaskType, Priority], str] = {
+            (t, p): "0-0" for t in TaskType for p in Priority
+        }
 
-    def _parse(self, task_type: TaskType, entries: Sequence[Any]) -> list[Entry]:
+    def _parse(
+        self, task_type: TaskType, entries: Sequence[Any], priority: Priority = Priority.NORMAL
+    ) -> list[Entry]:
         limit = self._settings.max_payload_bytes
-        return [parse_entry(task_type, eid, fields, limit) for eid, fields in entries if fields]
+        return [
+            parse_entry(task_type, eid, fields, limit, priority)
+            for eid, fields in entries
+            if fields
+        ]
+
+    def _other(self, task_type: TaskType, priority: Priority) -> str:
+        other = Priority.NORMAL if priority is Priority.HIGH else Priority.HIGH
+        return self._keys.stream(task_type, other)
 
     async def _recover_group(self, task_type: TaskType, exc: ResponseError) -> None:
         if not _lost_group(exc):
@@ -117,69 +113,181 @@ class StreamConsumer:
         log.error("consumer_group_missing", task_type=task_type, action="recreated")
         await ensure_group(self.redis, self._keys, task_type)
 
-    async def read(self, task_type: TaskType, count: int, block_ms: int) -> list[Entry]:
-        """XREADGROUP at most `count` new entries (the caller's free slots)."""
+    async def take(
+        self, task_type: TaskType, count: int, normal_first: int = 0, *, waits: bool = True
+    ) -> ReadBatch:
+        """Read at most `count` new entries without blocking, high priority first except for
+        the first `normal_first` slots; entries of users at their cap are parked meanwhile.
+        With `waits`, an empty batch carries the last delivered ids to `wait_for_new` on.
+
+        Safe to repeat: a repeat after a lost reply answers with the same entries.
+        """
+        if count <= 0:
+            return ReadBatch([])
+        streams = self._keys.streams(task_type)
+        step = Read(
+            normal=streams[Priority.NORMAL],
+            high=streams[Priority.HIGH],
+            memo=self._keys.read_memo(task_type, self.name),
+            users_running=self._keys.users_running(task_type),
+            users_parked=self._keys.users_parked(task_type),
+            group=GROUP,
+            consumer=self.name,
+            count=count,
+            normal_first=normal_first,
+            token=uuid.uuid4().hex[:12],
+            memo_ttl_ms=READ_MEMO_MS,
+            user_cap=user_cap(self._settings, task_type),
+            records=self._keys.record_prefix(task_type),
+            users=self._keys.user_prefix(task_type),
+            examine=READ_EXAMINE + count,
+            want_last_ids=waits,
+        )
+        try:
+            reply = await self._scripts.run(step)
+        except ResponseError as exc:
+            await self._recover_group(task_type, exc)
+            return ReadBatch([], recovered=True)
+        entries: list[Entry] = []
+        for flag, eid, flat in reply[0]:
+            priority = Priority.HIGH if flag == b"h" else Priority.NORMAL
+            fields = dict(zip(flat[::2], flat[1::2], strict=False))
+            entries += self._parse(task_type, [(eid, fields)], priority)
+        if len(reply) < 3:
+            return ReadBatch(entries)
+        last = {streams[Priority.NORMAL]: reply[1], streams[Priority.HIGH]: reply[2]}
+        return ReadBatch(entries, last)
+
+    async def read(
+        self, task_type: TaskType, count: int, block_ms: int, normal_first: int = 0
+    ) -> list[Entry]:
+        """At most `count` new entries (the caller's free slots), waiting up to `block_ms`."""
         if count <= 0:
             return []
-        stream = self._keys.stream(task_type)
+        fair = bool(user_cap(self._settings, task_type))
+        batch = await self.take(task_type, count, normal_first, waits=fair)
+        if batch.entries or not block_ms or batch.recovered:
+            return batch.entries
+        if batch.last_ids is not None:
+            # A blocking XREADGROUP would skip the parking of users at their cap: wait for
+            # new entries without taking them, then read through the read step.
+            await self.wait_for_new(batch.last_ids, block_ms)
+            return (await self.take(task_type, count, normal_first)).entries
+        return await self.read_blocking(task_type, count, block_ms)
+
+    async def wait_for_new(self, last_ids: dict[str, Any], block_ms: int) -> None:
+        """Block until either stream has an entry past its last delivered id; takes nothing."""
+        streams: Any = last_ids
+        await self.redis.xread(streams, count=1, block=block_ms)
+
+    async def read_blocking(
+        self, task_type: TaskType, count: int, block_ms: int, limit: int | None = None
+    ) -> list[Entry]:
+        """XREADGROUP both streams, waiting up to `block_ms`: up to `count` entries from each,
+        at most `limit` (default `count`) kept; a surplus goes back at once."""
+        limit = count if limit is None else limit
+        streams = self._keys.streams(task_type)
         try:
             reply: Any = await self.redis.xreadgroup(
-                GROUP, self.name, {stream: ">"}, count=count, block=block_ms or None
+                GROUP,
+                self.name,
+                {streams[Priority.HIGH]: ">", streams[Priority.NORMAL]: ">"},
+                count=count,
+                block=block_ms,
             )
         except ResponseError as exc:
             await self._recover_group(task_type, exc)
             return []
-        if not reply:
-            return []
-        return self._parse(task_type, reply[0][1])
+        high = _text(streams[Priority.HIGH])
+        entries = [
+            e
+            for stream, rows in reply or []
+            for e in self._parse(
+                task_type, rows, Priority.HIGH if _text(stream) == high else Priority.NORMAL
+            )
+        ]
+        # COUNT applies per stream: when both got entries during the wait, the surplus goes
+        # back at once rather than waiting here for a slot.
+        surplus = [e for e in entries[limit:] if isinstance(e, Delivery)]
+        if surplus:
+            await self.hand_back(surplus)
+        return entries[:limit] + [e for e in entries[limit:] if isinstance(e, Malformed)]
 
     async def claim(self, task_type: TaskType, count: int, min_idle_ms: int) -> list[Entry]:
-        """Take over the entries of dead consumers at once, else entries idle `min_idle_ms`.
+        """Take over the entries of dead consumers at once, else entries idle `min_idle_ms`,
+        high priority first.
 
         A consumer is dead when its heartbeat is older than CONSUMER_DEAD_SECONDS; a dead
         consumer that owns nothing is deleted in the same step.
         """
-        if count <= 0:
-            return []
+        entries: list[Entry] = []
+        for priority in (Priority.HIGH, Priority.NORMAL):
+            if count - len(entries) > 0:
+                entries += await self._claim(
+                    task_type, priority, count - len(entries), min_idle_ms
+                )
+        return entries
+
+    async def _claim(
+        self, task_type: TaskType, priority: Priority, count: int, min_idle_ms: int
+    ) -> list[Entry]:
         step = Claim(
-            stream=self._keys.stream(task_type),
+            stream=self._keys.stream(task_type, priority),
             alive=self._keys.alive(task_type),
             group=GROUP,
             consumer=self.name,
             min_idle_ms=min_idle_ms,
-            cursor=self._cursors[task_type],
+            cursor=self._cursors[task_type, priority],
             count=count,
             dead_ms=int(self._settings.consumer_dead_seconds * 1000),
+            other=self._other(task_type, priority),
         )
         try:
             cursor, entries, forgotten = await self._scripts.run(step)
         except ResponseError as exc:
             await self._recover_group(task_type, exc)
             return []
-        self._cursors[task_type] = cursor.decode()
+        self._cursors[task_type, priority] = cursor.decode()
         for name in forgotten:
             log.info("dead_consumer_removed", task_type=task_type, name=name.decode())
         # Lua hands back entry fields as flat lists.
         pairs = [(eid, dict(zip(f[::2], f[1::2], strict=False))) for eid, f in entries if f]
-        return self._parse(task_type, pairs)
+        return self._parse(task_type, pairs, priority)
 
-    async def adopt(self, task_type: TaskType, count: int) -> list[Entry]:
+    async def adopt(
+        self,
+        task_type: TaskType,
+        count: int,
+        running: Collection[tuple[Priority, str]] = (),
+    ) -> list[Entry]:
         """At start: take back entries still pending under this consumer's own name.
 
         They belong to an earlier process with the same name that died; its heartbeat now
-        looks alive again (it is ours), so no peer would ever take them by liveness.
+        looks alive again (it is ours), so no peer would ever take them by liveness. Entries
+        in `running` are this process's own work, never taken twice.
         """
-        stream = self._keys.stream(task_type)
-        try:
-            rows = await self.redis.xpending_range(stream, GROUP, "-", "+", count, self.name)
-        except ResponseError as exc:
-            await self._recover_group(task_type, exc)
-            return []
-        ids: list[Any] = [row["message_id"] for row in rows]
-        if not ids:
-            return []
-        claimed: Any = await self.redis.xclaim(stream, GROUP, self.name, 0, ids)
-        return self._parse(task_type, [(eid, fields) for eid, fields in claimed if fields])
+        entries: list[Entry] = []
+        for priority, stream in self._keys.streams(task_type).items():
+            want = count - len(entries)
+            if want <= 0:
+                break
+            try:
+                rows = await self.redis.xpending_range(
+                    stream, GROUP, "-", "+", want + len(running), self.name
+                )
+            except ResponseError as exc:
+                await self._recover_group(task_type, exc)
+                return entries
+            ids: list[Any] = [
+                row["message_id"]
+                for row in rows
+                if (priority, _text(row["message_id"])) not in running
+            ][:want]
+            if ids:
+                claimed: Any = await self.redis.xclaim(stream, GROUP, self.name, 0, ids)
+                pairs = [(eid, fields) for eid, fields in claimed if fields]
+                entries += self._parse(task_type, pairs, priority)
+        return entries
 
     async def heartbeat(self, task_types: Sequence[TaskType]) -> None:
         """Say this consumer is alive, for each type it serves (concurrently)."""
@@ -189,8 +297,11 @@ class StreamConsumer:
         """On a clean exit: delete this consumer's name where it owns nothing any more."""
         await self._run_each(
             [
-                DeleteConsumer(self._keys.stream(t), self._keys.alive(t), GROUP, self.name, 0)
+                DeleteConsumer(
+                    stream, self._keys.alive(t), GROUP, self.name, 0, self._other(t, priority)
+                )
                 for t in task_types
+                for priority, stream in self._keys.streams(t).items()
             ]
         )
 
@@ -247,7 +358,7 @@ class StreamConsumer:
                 pipe.hdel(chart, *(str(minute - 120 - i) for i in range(5)))
                 pipe.expire(chart, COMPLETIONS_TTL)
 
-        steps = [self._step(o) for o in outcomes]
+        steps = [outcome_step(self._keys, self._settings, self.name, o) for o in outcomes]
         results = await self._scripts.run_all(steps, durable=True, then=count_in_chart)
         return [bool(n) for n in results]
 
@@ -260,66 +371,6 @@ class StreamConsumer:
 
     async def _run_all(self, steps: Sequence[Step], durable: bool = False) -> list[bool]:
         return [bool(n) for n in await self._scripts.run_all(steps, durable=durable)]
-
-    def _message(self, o: Outcome) -> bytes:
-        if not isinstance(o.entry, Delivery):
-            return dumps({"task_id": o.task_id, "status": o.status, "error": o.error})
-        state = {
-            "status": o.status,
-            "attempts": o.attempts,
-            "consumer": self.name,
-            "started_at": o.started_at,
-            "finished_at": o.finished_at,
-            "error": o.error,
-        }
-        return completion_message(o.entry, state, o.result_json, MESSAGE_LIMIT)
-
-    def _step(self, o: Outcome) -> Step:
-        keys, entry, task_type = self._keys, o.entry, o.entry.task_type
-        # Attempt numbers are unique per start of an entry: entry id and attempt name one run.
-        token = f"{entry.entry_id}:{o.attempts}"
-        record = keys.record(task_type, o.task_id or "")
-        channel = keys.channel(task_type) if o.task_id else ""
-        if o.status is TaskStatus.FAILED:
-            if isinstance(entry, Delivery):
-                raw, kept = entry.raw, [(b"task", entry.raw)]
-            else:
-                raw, kept = stub_task(entry, o.finished_at), dead_fields(entry.fields)
-            return Fail(
-                stream=keys.stream(task_type),
-                dead=keys.dead(task_type),
-                record=record,
-                group=GROUP,
-                entry_id=entry.entry_id,
-                reason=o.error or "failed",
-                failed_at=o.finished_at,
-                result_ttl=self._settings.redis_result_ttl,
-                channel=channel,
-                message=self._message(o),
-                consumer=self.name,
-                dead_maxlen=DEAD_LETTER_MAXLEN,
-                token=token,
-                entry=raw,
-                create=isinstance(entry, Delivery),
-                dead_fields=kept,
-            )
-        if not isinstance(entry, Delivery):
-            raise TypeError("only a parsed entry can complete")
-        return Finish(
-            stream=keys.stream(task_type),
-            record=record,
-            group=GROUP,
-            entry_id=entry.entry_id,
-            status=o.status,
-            finished_at=o.finished_at,
-            result=o.result_json or b"",
-            error=o.error or "",
-            result_ttl=self._settings.redis_result_ttl,
-            channel=channel,
-            message=self._message(o),
-            entry=entry.raw,
-            token=token,
-        )
 
     @property
     def settings(self) -> Settings:
@@ -337,11 +388,13 @@ class StreamConsumer:
         flags = await pipe.execute()
         return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
 
-    async def renew(self, task_type: TaskType, entry_ids: Sequence[str]) -> list[str]:
+    async def renew(
+        self, task_type: TaskType, entry_ids: Sequence[str], priority: Priority = Priority.NORMAL
+    ) -> list[str]:
         """Reset the idle time of entries still ours; return the ids another consumer took."""
         if not entry_ids:
             return []
-        step = Renew(self._keys.stream(task_type), GROUP, self.name, entry_ids)
+        step = Renew(self._keys.stream(task_type, priority), GROUP, self.name, entry_ids)
         try:
             lost = await self._scripts.run(step)
         except ResponseError as exc:
@@ -349,11 +402,22 @@ class StreamConsumer:
             return list(entry_ids)
         return [i.decode() for i in lost]
 
+    async def sweep(self, task_type: TaskType, cap: int) -> int:
+        """Repair the fairness state of the type's busiest users (see fairness.sweep)."""
+        moved = await sweep(self.redis, self._scripts, self._keys, task_type, cap)
+        if moved:
+            log.info("parked_tasks_released", task_type=task_type, count=moved)
+        return moved
+
     async def hand_back(self, deliveries: Sequence[Delivery]) -> int:
-        """Give unfinished entries back to the group at once (shutdown); returns how many."""
+        """Give unfinished entries back to the group at once (shutdown); returns how many.
+
+        A task of a type with a user cap keeps its place in its user's count: it is the next
+        of that user's tasks to run, and none of the user's newer ones may pass it.
+        """
         steps = [
             Requeue(
-                stream=self._keys.stream(d.task_type),
+                stream=self._keys.stream(d.task_type, d.priority),
                 record=self._keys.record(d.task_type, d.task.task_id),
                 group=GROUP,
                 entry_id=d.entry_id,
@@ -364,3 +428,7 @@ class StreamConsumer:
             for d in deliveries
         ]
         return sum(await self._run_all(steps))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

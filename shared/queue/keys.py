@@ -1,17 +1,27 @@
 """Every Redis key and channel name of the queue; all carry the `{task_type}` hash tag.
 
-Everything one atomic step touches (a type's stream, its dead-letter stream and the records of
-its tasks) lives in one Redis Cluster slot, so the Lua steps stay valid on a cluster.
+Everything one atomic step touches (a type's two streams, its dead-letter stream, the records
+of its tasks and its users' fairness state) lives in one Redis Cluster slot, so the Lua steps
+stay valid on a cluster. A provider's global limits live under their own tag,
+`{provider:NAME}`, and are touched only by the lease scripts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from shared.config import Settings
 from shared.tasks import TaskType
 
 GROUP = "workers"
+
+
+class Priority(StrEnum):
+    """Which of a type's two streams a task waits in."""
+
+    NORMAL = "normal"
+    HIGH = "high"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +33,13 @@ class Keys:
     def from_settings(cls, settings: Settings) -> Keys:
         return cls(settings.redis_queue_prefix, settings.redis_result_prefix)
 
-    def stream(self, task_type: TaskType) -> str:
+    def stream(self, task_type: TaskType, priority: Priority = Priority.NORMAL) -> str:
+        if priority is Priority.HIGH:
+            return f"{self.queue_prefix}{{{task_type}}}:high"
         return f"{self.queue_prefix}{{{task_type}}}"
+
+    def streams(self, task_type: TaskType) -> dict[Priority, str]:
+        return {p: self.stream(task_type, p) for p in Priority}
 
     def dead(self, task_type: TaskType) -> str:
         return f"{self.queue_prefix}{{{task_type}}}:dead"
@@ -42,6 +57,48 @@ class Keys:
     def completions(self, task_type: TaskType) -> str:
         """Hash of unix minute -> tasks finished in it (the dashboard's chart)."""
         return f"{self.queue_prefix}{{{task_type}}}:done_per_minute"
+
+    def read_memo(self, task_type: TaskType, consumer: str) -> str:
+        """The last batch a consumer read, so a read repeated after a lost reply answers it."""
+        return f"{self.queue_prefix}{{{task_type}}}:read:{consumer}"
+
+    def record_prefix(self, task_type: TaskType) -> str:
+        return f"{self.result_prefix}{{{task_type}}}:"
+
+    def user_prefix(self, task_type: TaskType) -> str:
+        """`<prefix><user id>:running` (set of task ids) and `:parked` (list of entries)."""
+        return f"{self.queue_prefix}{{{task_type}}}:user:"
+
+    def user_running(self, task_type: TaskType, user_id: int | str) -> str:
+        return f"{self.user_prefix(task_type)}{user_id}:running"
+
+    def user_parked(self, task_type: TaskType, user_id: int | str) -> str:
+        return f"{self.user_prefix(task_type)}{user_id}:parked"
+
+    def users_running(self, task_type: TaskType) -> str:
+        """Sorted set of user id -> running tasks (the top users, at a glance)."""
+        return f"{self.queue_prefix}{{{task_type}}}:users:running"
+
+    def users_parked(self, task_type: TaskType) -> str:
+        """Sorted set of user id -> tasks parked while the user is at the cap."""
+        return f"{self.queue_prefix}{{{task_type}}}:users:parked"
+
+    # A provider's global admission state, under its own hash tag.
+    def leases(self, provider: str) -> str:
+        """Sorted set of lease id -> expiry (server ms): the calls running now."""
+        return f"{self.queue_prefix}{{provider:{provider}}}:leases"
+
+    def bucket(self, provider: str) -> str:
+        """Hash of the token bucket: tokens left and when they were counted (server ms)."""
+        return f"{self.queue_prefix}{{provider:{provider}}}:bucket"
+
+    def paused(self, provider: str) -> str:
+        """Hash `until` (server ms) and `id` of the shared back-off, expiring with it."""
+        return f"{self.queue_prefix}{{provider:{provider}}}:paused"
+
+    def freed(self, provider: str) -> str:
+        """List a release pushes to, waking one consumer that waits for a lease."""
+        return f"{self.queue_prefix}{{provider:{provider}}}:freed"
 
     def live(self, task_type: TaskType, task_id: str) -> str:
         """Stream of a running task's text deltas (fields `d`, then a last `end`)."""

@@ -1,4 +1,5 @@
-"""Lua scripts: each is one atomic step on keys of a single task type (one cluster slot).
+"""Lua scripts: each is one atomic step on keys of a single task type (one cluster slot);
+the lease scripts (`lua_leases.py`) each work on the keys of a single provider.
 
 Every script gives the same answer when it is run again with the same arguments: the Redis
 client retries a command whose connection dropped, and the first run may have happened
@@ -7,12 +8,16 @@ before the reply was lost. The typed wrappers that build KEYS and ARGV are in `s
 
 from __future__ import annotations
 
+from shared.queue.lua_fair import FAIR, READ, SWEEP
+from shared.queue.lua_leases import LEASE_SCRIPTS
+
 # A status that no later step may overwrite.
 _FINAL = """
 local function final(st) return st == 'completed' or st == 'failed' or st == 'cancelled' end
 """
 
-# KEYS: stream, record. ARGV: entry json, task ttl, user id, charge id ('' = none).
+# KEYS: stream (normal or high), record. ARGV: entry json, task ttl, user id, charge id
+# ('' = none), and 'high' for a task on the high-priority stream.
 # Idempotent by task id: a retried enqueue after a lost reply does not add a second entry.
 # While the task waits, its record holds only its state, its entry id, who it is for and
 # what it cost: the task itself is in the entry, copied into the record when it finishes.
@@ -21,6 +26,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[1])
 redis.call('HSET', KEYS[2], 'status', 'pending', 'attempts', 0, 'entry', id, 'user', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'charge', ARGV[4]) end
+if ARGV[5] then redis.call('HSET', KEYS[2], 'priority', ARGV[5]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return id
 """
@@ -59,44 +65,45 @@ return out
 """
 )
 
-# KEYS: stream, record. ARGV: group, entry id, status, finished_at, result, error,
-# result ttl, channel, message, entry json, token. The first final status wins, so a late
-# duplicate cannot overwrite a stored result; the entry is acked and deleted either way.
-# Returns 1 if this call (or an earlier run of it, same token) wrote the final state.
-FINISH = (
-    _FINAL
-    + """
+# KEYS: stream (the entry's own), record, then optionally the fairness keys (see
+# lua_fair.fair_done). ARGV: group, entry id, status, finished_at, result, error, result ttl,
+# channel, message, entry json, token, then the fairness arguments. The first final status
+# wins, so a late duplicate cannot overwrite a stored result; the entry is acked and deleted
+# either way, and the task no longer counts for its user, whose oldest parked task (if any)
+# goes back onto its stream. Returns 1 if this call (or an earlier run of it, same token)
+# wrote the final state.
+FINISH = """
 local st = redis.call('HGET', KEYS[2], 'status')
 if final(st) then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[1], ARGV[2])
+  fair_done(3, 12)
   if redis.call('HGET', KEYS[2], 'final_token') == ARGV[11] then return 1 end
   return 0
 end
 redis.call('HSET', KEYS[2], 'task', ARGV[10], 'status', ARGV[3], 'finished_at', ARGV[4],
   'final_token', ARGV[11])
-redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from')
+redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from', 'parked')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'result', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[6]) end
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+fair_done(3, 12)
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return 1
 """
-)
 
-# KEYS: stream, dead, record. ARGV: group, entry id, reason, failed_at, result
-# ttl, channel, message, consumer, dead maxlen, token, task json for the record, '1' if a
-# missing record may be created (a parsed task) else '0', then the field/value pairs the
-# dead-letter entry keeps.
+# KEYS: stream (the entry's own), dead, record, then optionally the fairness keys (see
+# lua_fair.fair_done). ARGV: group, entry id, reason, failed_at, result ttl, channel,
+# message, consumer, dead maxlen, token, task json for the record, '1' if a missing record may
+# be created (a parsed task) else '0', the four fairness arguments ('' without fairness), then
+# the field/value pairs the dead-letter entry keeps.
 # The one way to fail a task: the record (if there is one and it is not final) becomes failed,
 # the entry moves to the dead-letter stream, is acked and deleted, and the failure is
 # announced. A record missing for an unparsable entry is not created. Returns 1 if this call
 # (or an earlier run of it) failed the task or moved an entry without a task.
-FAIL = (
-    _FINAL
-    + """
+FAIL = """
 local present = #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0
 local st = redis.call('HGET', KEYS[3], 'status')
 local wrote = 0
@@ -106,7 +113,7 @@ elseif st or ARGV[12] == '1' then
   redis.call('HSETNX', KEYS[3], 'task', ARGV[11])
   redis.call('HSET', KEYS[3], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4],
     'final_token', ARGV[10])
-  redis.call('HDEL', KEYS[3], 'start_token', 'entry', 'moved_from')
+  redis.call('HDEL', KEYS[3], 'start_token', 'entry', 'moved_from', 'parked')
   redis.call('EXPIRE', KEYS[3], ARGV[5])
   wrote = 2
 elseif present then
@@ -115,16 +122,22 @@ end
 if wrote >= 2 then
   local fields = {'reason', ARGV[3], 'entry_id', ARGV[2], 'consumer', ARGV[8],
     'failed_at', ARGV[4]}
-  for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+fair_done(4, 13)
 if wrote == 2 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 if wrote > 0 then return 1 end
 return 0
 """
-)
+
+# Without a user cap the finish and fail steps touch no fairness key: their lean forms define
+# fair_done as doing nothing, so a deploy without caps runs none of the fairness functions.
+_NO_FAIR = """
+local function fair_done() end
+"""
 
 # KEYS: stream, record. ARGV: group, entry id, owner ('' = any), min idle ms, entry json.
 # Hands an entry back to the group as a fresh entry, atomically: a live consumer blocked in
@@ -180,7 +193,18 @@ redis.call('HSET', KEYS[1], ARGV[1], t[1] * 1000 + math.floor(t[2] / 1000))
 return 1
 """
 
-# KEYS: stream, alive. ARGV: group, consumer, min idle ms, cursor, count, dead ms.
+# A consumer's name is in the group of both of a type's streams, and the heartbeat is one:
+# it is dropped only once the name owns nothing in the other stream (KEYS[3]) either.
+_OWNS_ELSEWHERE = """
+local function owns_elsewhere(name)
+  if not KEYS[3] then return false end
+  local p = redis.pcall('XPENDING', KEYS[3], ARGV[1], '-', '+', 1, name)
+  return type(p) == 'table' and p.err == nil and #p > 0
+end
+"""
+
+# KEYS: stream, alive, the type's other stream. ARGV: group, consumer, min idle ms, cursor,
+# count, dead ms.
 # Returns {cursor, entries, forgotten consumers}. First the entries of consumers whose
 # heartbeat is older than `dead ms` are taken at once, whatever their idle time (a dead
 # consumer cannot renew); such a consumer owning nothing is deleted. Only when no dead
@@ -188,7 +212,9 @@ return 1
 # heartbeat); its cursor is kept by the caller. Entries deleted while pending come back from
 # XAUTOCLAIM as ids only: acked and forgotten. A caller whose own heartbeat looks dead judges
 # nobody: the server was unreachable for everyone (a failover), so every beat is old.
-CLAIM = """
+CLAIM = (
+    _OWNS_ELSEWHERE
+    + """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local want = tonumber(ARGV[5])
@@ -208,8 +234,10 @@ for _, c in ipairs(consumers) do
   if beat and now - tonumber(beat) > tonumber(ARGV[6]) then
     if pending == 0 then
       redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
-      redis.call('HDEL', KEYS[2], name)
-      forgotten[#forgotten + 1] = name
+      if not owns_elsewhere(name) then
+        redis.call('HDEL', KEYS[2], name)
+        forgotten[#forgotten + 1] = name
+      end
     elseif #taken < want then
       local ids = {}
       local owned = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', want - #taken, name)
@@ -227,12 +255,15 @@ local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 
 if r[3] and #r[3] > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(r[3])) end
 return {r[1], r[2], forgotten}
 """
+)
 
-# KEYS: stream, alive. ARGV: group, consumer, min idle ms.
+# KEYS: stream, alive, the type's other stream. ARGV: group, consumer, min idle ms.
 # Deletes a consumer only if it has been idle that long and owns no pending entry, in one step:
 # XGROUP DELCONSUMER would otherwise drop its pending entries, and a check made outside the
 # script could be outdated by a read the consumer makes in between. Returns 1 if deleted.
-DELETE_CONSUMER = """
+DELETE_CONSUMER = (
+    _OWNS_ELSEWHERE
+    + """
 local idle = nil
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local name, ms = nil, nil
@@ -244,16 +275,18 @@ end
 if idle == nil or idle < tonumber(ARGV[3]) then return 0 end
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
+if not owns_elsewhere(ARGV[2]) then redis.call('HDEL', KEYS[2], ARGV[2]) end
 return 1
 """
+)
 
 # KEYS: stream, dead, record. ARGV: dead entry id, task ttl.
 # Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
 # stream, the record is reset to a fresh pending task (attempts 0, so the delivery cap starts
-# over) and the dead entry is deleted. Returns {1, new entry id} or {0, why not}. Refused when
-# the dead entry is gone, has no `task`, its task completed or was cancelled since, or the bot
-# already settled the failure with the user (refunded and told): nobody would receive it.
+# over; its user and charge kept) and the dead entry is deleted. Returns {1, new entry id} or
+# {0, why not}. Refused when the dead entry is gone, has no `task`, its task completed or was
+# cancelled since, or the bot already settled the failure with the user (refunded and told):
+# nobody would receive the result.
 REPLAY_DEAD = """
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #found == 0 then return {0, 'not in the dead-letter stream'} end
@@ -275,23 +308,32 @@ if not st then
     return {0, 'paid task whose record expired: the bot has settled it'}
   end
 end
+local kept = redis.call('HMGET', KEYS[3], 'user', 'charge')
+kept[1] = kept[1] or string.match(task, '"user_id":(%-?%d+)')
 local id = redis.call('XADD', KEYS[1], '*', 'task', task)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'status', 'pending', 'attempts', 0, 'entry', id)
+-- Who it is for and what it cost stay: a parked task is found in its user's list by them.
+if kept[1] then redis.call('HSET', KEYS[3], 'user', kept[1]) end
+if kept[2] then redis.call('HSET', KEYS[3], 'charge', kept[2]) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[1])
 return {1, id}
 """
 
-# KEYS: stream, record. ARGV: finished_at, result ttl, completion channel, cancels channel,
-# task id. Returns the status after the call (false: no such record).
+# KEYS: normal stream, record, high stream, users running, users parked. ARGV: finished_at,
+# result ttl, completion channel, cancels channel, task id, users prefix, records prefix,
+# the type's user cap (0 = none).
+# Returns the status after the call (false: no such record).
 # A waiting task becomes cancelled at once (final, no result, announced like any final
 # status); its entry stays until a consumer reads it, finds the record final and acks it.
-# A running task gets a cancel flag and a message to the consumers; a final one is left as
-# it is. Idempotent: a repeat after a lost reply finds the cancelled status and does nothing.
-CANCEL = (
-    _FINAL
-    + """
+# It stops counting for its user at once: taken out of the user's parked list if parked
+# there, out of the running set if it was counted (moved back from the list, or handed back),
+# and the user's oldest parked task takes the freed place.
+# A running task gets a cancel flag and a message to the consumers (its end releases its
+# place); a final one is left as it is. Idempotent: a repeat after a lost reply finds the
+# cancelled status and does nothing.
+CANCEL = """
 local st = redis.call('HGET', KEYS[2], 'status')
 if not st or final(st) then return st end
 if st ~= 'pending' then
@@ -301,16 +343,31 @@ if st ~= 'pending' then
 end
 local task = redis.call('HGET', KEYS[2], 'task')
 local entry = redis.call('HGET', KEYS[2], 'entry')
+local stream = KEYS[1]
+if redis.call('HGET', KEYS[2], 'priority') == 'high' then stream = KEYS[3] end
 if not task and entry then
-  local found = redis.call('XRANGE', KEYS[1], entry, entry)
+  local found = redis.call('XRANGE', stream, entry, entry)
   local fields = found[1] and found[1][2] or {}
   for i = 1, #fields, 2 do
     if fields[i] == 'task' then task = fields[i + 1] end
   end
 end
+local uid = redis.call('HGET', KEYS[2], 'user')
+local parked = redis.call('HGET', KEYS[2], 'parked')
 redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel', '1',
   'final_token', 'cancel')
-redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from')
+redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from', 'parked')
+if uid and ARGV[6] ~= '' then
+  local t = {normal = KEYS[1], high = KEYS[3], load = KEYS[4], waiting = KEYS[5],
+    records = ARGV[7]}
+  local u = {running = ARGV[6] .. uid .. ':running', parked = ARGV[6] .. uid .. ':parked',
+    uid = uid, cap = tonumber(ARGV[8])}
+  if parked then task = task or fair_unpark(t, u, ARGV[5]) end
+  if redis.call('SISMEMBER', u.running, ARGV[5]) == 1 then
+    fair_remove(t, u, ARGV[5])
+    fair_fill(t, u)
+  end
+end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 local head = '{"task_id":' .. cjson.encode(ARGV[5]) .. ',"status":"cancelled"'
 if task then
@@ -321,18 +378,22 @@ end
 redis.call('PUBLISH', ARGV[3], head .. '}')
 return 'cancelled'
 """
-)
 
 SCRIPTS = {
     "enqueue": ENQUEUE,
     "start": START,
-    "finish": FINISH,
-    "fail": FAIL,
+    "finish": _FINAL + _NO_FAIR + FINISH,
+    "finish_fair": _FINAL + FAIR + FINISH,
+    "fail": _FINAL + _NO_FAIR + FAIL,
+    "fail_fair": _FINAL + FAIR + FAIL,
     "requeue": REQUEUE,
     "renew": RENEW,
     "heartbeat": HEARTBEAT,
     "claim": CLAIM,
     "delete_consumer": DELETE_CONSUMER,
     "replay_dead": REPLAY_DEAD,
-    "cancel": CANCEL,
+    "read": _FINAL + FAIR + READ,
+    "sweep": _FINAL + FAIR + SWEEP,
+    "cancel": _FINAL + FAIR + CANCEL,
+    **LEASE_SCRIPTS,
 }

@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 from shared.queue.connection import RedisClient
 from shared.queue.consume import StreamConsumer
 from shared.queue.inspect import ConsumerInfo
-from shared.queue.keys import GROUP, Keys
+from shared.queue.keys import GROUP, Keys, Priority
 from shared.queue.records import Delivery, Malformed, parse_entry
 from shared.queue.scripts import Scripts
 from shared.queue.steps import DeleteConsumer, Requeue
@@ -29,6 +29,7 @@ class StuckEntry:
     consumer: str
     idle_ms: int
     deliveries: int
+    priority: Priority = Priority.NORMAL
 
 
 class Action(StrEnum):
@@ -76,15 +77,17 @@ async def stuck_entries(
     *,
     count: int = 100,
     after: str | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> list[StuckEntry]:
-    """Pending entries idle at least `min_idle_ms`, lowest id first (XPENDING ... IDLE).
+    """Pending entries of one of the type's streams idle at least `min_idle_ms`, lowest id
+    first (XPENDING ... IDLE).
 
     `after` continues a listing past that entry id. No stream or group means nothing stuck.
     """
     start = f"({after}" if after else "-"
     try:
         rows = await redis.xpending_range(
-            keys.stream(task_type), GROUP, start, "+", count, idle=min_idle_ms
+            keys.stream(task_type, priority), GROUP, start, "+", count, idle=min_idle_ms
         )
     except ResponseError as exc:
         if "NOGROUP" in str(exc):
@@ -96,6 +99,7 @@ async def stuck_entries(
             _text(r["consumer"]),
             int(r["time_since_delivered"]),
             int(r["times_delivered"]),
+            priority,
         )
         for r in rows
     ]
@@ -151,16 +155,16 @@ async def plan_stuck(
     """
     if not stuck:
         return []
-    stream = keys.stream(task_type)
     pipe = redis.pipeline(transaction=False)
     for s in stuck:
-        pipe.xrange(stream, min=s.entry_id, max=s.entry_id)
+        pipe.xrange(keys.stream(task_type, s.priority), min=s.entry_id, max=s.entry_id)
     parsed: list[Delivery | Malformed] = []
     for s, rows in zip(stuck, await pipe.execute(), strict=True):
         if not rows:
-            parsed.append(Malformed(s.entry_id, task_type, {}, GONE_REASON))
+            parsed.append(Malformed(s.entry_id, task_type, {}, GONE_REASON, None, s.priority))
         else:
-            parsed.append(parse_entry(task_type, rows[0][0], rows[0][1], max_payload_bytes))
+            row_id, fields = rows[0]
+            parsed.append(parse_entry(task_type, row_id, fields, max_payload_bytes, s.priority))
     pipe = redis.pipeline(transaction=False)
     for p in parsed:
         if isinstance(p, Delivery):
@@ -192,7 +196,7 @@ async def requeue_stuck(
         return
     steps = [
         Requeue(
-            stream=keys.stream(w.task_type),
+            stream=keys.stream(w.task_type, w.entry.priority),
             record=keys.record(w.task_type, d.task.task_id),
             group=GROUP,
             entry_id=w.entry.entry_id,
@@ -233,34 +237,53 @@ async def dead_letter_stuck(
 
 
 async def _take_over(consumer: StreamConsumer, keys: Keys, work: StuckWork, idle: int) -> bool:
-    stream = keys.stream(work.task_type)
+    stream = keys.stream(work.task_type, work.entry.priority)
     claimed = await consumer.redis.xclaim(
         stream, GROUP, consumer.name, idle, [work.entry.entry_id], justid=True
     )
     return bool(claimed)
 
 
+def _delete_steps(
+    keys: Keys, task_type: TaskType, name: str, idle_ms: int
+) -> list[DeleteConsumer]:
+    streams = keys.streams(task_type)
+    return [
+        DeleteConsumer(stream, keys.alive(task_type), GROUP, name, idle_ms, other)
+        for stream, other in (
+            (streams[Priority.NORMAL], streams[Priority.HIGH]),
+            (streams[Priority.HIGH], streams[Priority.NORMAL]),
+        )
+    ]
+
+
 async def forget_consumer(scripts: Scripts, keys: Keys, task_type: TaskType, name: str) -> bool:
     """Delete a consumer at once if it owns nothing (the reclaimer's own name after a pass)."""
-    step = DeleteConsumer(keys.stream(task_type), keys.alive(task_type), GROUP, name, 0)
-    return bool(await scripts.run(step))
+    deleted = [await scripts.run(step) for step in _delete_steps(keys, task_type, name, 0)]
+    return any(deleted)
 
 
 async def gone_consumers(
     redis: RedisClient, keys: Keys, task_type: TaskType, idle_ms: int
 ) -> list[ConsumerInfo]:
-    """Consumers idle at least `idle_ms` that own no pending entry (XINFO CONSUMERS)."""
-    try:
-        rows = await redis.xinfo_consumers(keys.stream(task_type), GROUP)
-    except ResponseError as exc:
-        if "NOGROUP" in str(exc) or "no such key" in str(exc):
-            return []
-        raise
-    return [
-        ConsumerInfo(_text(c["name"]), 0, int(c["idle"]) / 1000)
-        for c in rows
-        if int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms
-    ]
+    """Consumers idle at least `idle_ms` that own no pending entry in either stream
+    (XINFO CONSUMERS)."""
+    seen: dict[str, ConsumerInfo] = {}
+    busy: set[str] = set()
+    for stream in keys.streams(task_type).values():
+        try:
+            rows = await redis.xinfo_consumers(stream, GROUP)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                continue
+            raise
+        for c in rows:
+            name, idle = _text(c["name"]), int(c["idle"])
+            if int(c["pending"]) or idle < idle_ms:
+                busy.add(name)
+            elif name not in seen or idle / 1000 < seen[name].idle_seconds:
+                seen[name] = ConsumerInfo(name, 0, idle / 1000)
+    return [info for name, info in seen.items() if name not in busy]
 
 
 async def remove_gone_consumers(
@@ -274,8 +297,7 @@ async def remove_gone_consumers(
     candidates = await gone_consumers(redis, keys, task_type, idle_ms)
     if not candidates:
         return []
-    stream = keys.stream(task_type)
-    alive = keys.alive(task_type)
-    steps = [DeleteConsumer(stream, alive, GROUP, c.name, idle_ms) for c in candidates]
+    steps = [step for c in candidates for step in _delete_steps(keys, task_type, c.name, idle_ms)]
     deleted = await scripts.run_all(steps)
-    return [c for c, ok in zip(candidates, deleted, strict=True) if ok]
+    # One answer per stream: a name listed in only one of them is deleted there only.
+    return [c for i, c in enumerate(candidates) if deleted[2 * i] or deleted[2 * i + 1]]

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from shared.errors import InvalidPayloadError
+from shared.queue.keys import Priority
 from shared.tasks import (
     ParsedTask,
     QueueTask,
@@ -107,6 +108,13 @@ class Delivery:
     task_type: TaskType
     task: QueueTask
     raw: bytes
+    # The stream it came from: every step on the entry names that stream.
+    priority: Priority = Priority.NORMAL
+
+    @property
+    def ref(self) -> tuple[Priority, str]:
+        """Entry ids are unique per stream only; this is unique per type."""
+        return self.priority, self.entry_id
 
 
 @dataclass(slots=True)
@@ -122,6 +130,11 @@ class Malformed:
     fields: dict[bytes, bytes]
     reason: str
     task_id: str | None = None
+    priority: Priority = Priority.NORMAL
+
+    @property
+    def ref(self) -> tuple[Priority, str]:
+        return self.priority, self.entry_id
 
 
 # What a dead-letter entry keeps of an entry that could not be parsed: a prefix of each field,
@@ -184,7 +197,11 @@ def _build(task_type: TaskType, static: Any) -> QueueTask:
 
 
 def parse_entry(
-    task_type: TaskType, entry_id: bytes | str, fields: dict[bytes, bytes], max_bytes: int
+    task_type: TaskType,
+    entry_id: bytes | str,
+    fields: dict[bytes, bytes],
+    max_bytes: int,
+    priority: Priority = Priority.NORMAL,
 ) -> Delivery | Malformed:
     """Parse one stream entry; anything wrong with it becomes a Malformed with a reason.
 
@@ -194,13 +211,13 @@ def parse_entry(
     eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     raw = fields.get(b"task")
     if raw is None:
-        return Malformed(eid, task_type, fields, "entry has no 'task' field")
+        return Malformed(eid, task_type, fields, "entry has no 'task' field", None, priority)
     if len(raw) > max_bytes:
         reason = f"entry is {len(raw)} bytes, limit {max_bytes}"
-        return Malformed(eid, task_type, fields, reason, _task_id_of(raw))
+        return Malformed(eid, task_type, fields, reason, _task_id_of(raw), priority)
     try:
         task = _build(task_type, loads(raw))
     except Exception as exc:  # noqa: BLE001 - see the docstring: any failure means a bad entry
         reason = f"malformed entry: {type(exc).__name__}: {exc}"[:500]
-        return Malformed(eid, task_type, fields, reason, _task_id_of(raw))
-    return Delivery(eid, task_type, task, raw)
+        return Malformed(eid, task_type, fields, reason, _task_id_of(raw), priority)
+    return Delivery(eid, task_type, task, raw, priority)

@@ -61,16 +61,16 @@ class Scripts:
     async def run(self, step: Step) -> Any:
         keys, args = step.keys(), step.args()
         try:
-            return await self._redis.evalsha(self._sha[step.script], len(keys), *keys, *args)
+            return await self._redis.evalsha(self._sha[step.name()], len(keys), *keys, *args)
         except NoScriptError:
             await self.load()
-            return await self._redis.evalsha(self._sha[step.script], len(keys), *keys, *args)
+            return await self._redis.evalsha(self._sha[step.name()], len(keys), *keys, *args)
 
     def queue(self, pipe: Pipeline | ClusterPipeline, step: Step) -> None:
         keys = step.keys()
         # execute_command: a cluster pipeline refuses pipe.evalsha() but routes this by the
         # first key like any keyed command, and every step's keys share one slot.
-        pipe.execute_command("EVALSHA", self._sha[step.script], len(keys), *keys, *step.args())
+        pipe.execute_command("EVALSHA", self._sha[step.name()], len(keys), *keys, *step.args())
 
     async def run_all(
         self,

@@ -15,8 +15,9 @@ from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import RedisClient, create_redis
 from shared.queue.consume import StreamConsumer, ensure_group
 from shared.queue.failover import through_failover
+from shared.queue.fairness import sweep, user_cap
 from shared.queue.inspect import QueueDepth, queue_depth
-from shared.queue.keys import Keys
+from shared.queue.keys import Keys, Priority
 from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
 from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts
@@ -27,6 +28,7 @@ from shared.tasks import (
     QueueTask,
     TaskStatus,
     TaskType,
+    dumps,
     now,
     parse_task_type,
     validate_payload,
@@ -43,6 +45,13 @@ return 0
 
 def _task_id(entry: Delivery | Malformed) -> str | None:
     return entry.task.task_id if isinstance(entry, Delivery) else entry.task_id
+
+
+def _priority(value: Priority | str) -> Priority:
+    try:
+        return Priority(value)
+    except ValueError:
+        raise InvalidPayloadError(f"priority must be normal or high, not {value!r}") from None
 
 
 class QueueService:
@@ -116,14 +125,15 @@ class QueueService:
             raise InvalidPayloadError(f"task is {len(raw)} bytes, limit {limit}", task_id)
         return task, raw
 
-    def _enqueue_step(self, task: QueueTask, raw: bytes) -> Enqueue:
+    def _enqueue_step(self, task: QueueTask, raw: bytes, priority: Priority) -> Enqueue:
         return Enqueue(
-            stream=self.keys.stream(task.type),
+            stream=self.keys.stream(task.type, priority),
             record=self.keys.record(task.type, task.task_id),
             entry=raw,
             task_ttl=self.settings.redis_task_ttl,
             user_id=task.user_id,
             charge_id=task.charge_id,
+            high=priority is Priority.HIGH,
         )
 
     async def enqueue_task(
@@ -134,19 +144,23 @@ class QueueService:
         *,
         task_id: str | None = None,
         charge_id: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
     ) -> str:
         """Validate, then write the record and XADD the entry in one atomic step.
 
         Idempotent by `task_id`: enqueuing the same id again adds nothing, which is what lets
-        an enqueue cut by a failover be sent again until the promoted replica takes it.
+        an enqueue cut by a failover be sent again until the promoted replica takes it. A
+        `priority="high"` task waits in the type's high-priority stream, read before the
+        normal one except for the normal stream's guaranteed share (PRIORITY_NORMAL_SHARE).
         """
+        chosen = _priority(priority)
         task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
         batcher = self._batcher
         if batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
         if self._waiter is not None:
             self._waiter.expect(task.task_id, task.type)
-        step = self._enqueue_step(task, raw)
+        step = self._enqueue_step(task, raw, chosen)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
         added = await through_failover(lambda: batcher.run(step, task.type), "enqueue")
         if not added and self._waiter is not None:
@@ -155,12 +169,17 @@ class QueueService:
         return task.task_id
 
     async def enqueue_many(
-        self, task_type: TaskType | str, items: Sequence[tuple[int, dict[str, Any]]]
+        self,
+        task_type: TaskType | str,
+        items: Sequence[tuple[int, dict[str, Any]]],
+        *,
+        priority: Priority | str = Priority.NORMAL,
     ) -> list[str]:
         """Enqueue many tasks of one type in one round trip (each still atomic on its own)."""
+        chosen = _priority(priority)
         kind = parse_task_type(task_type)
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
-        steps = [self._enqueue_step(task, raw) for task, raw in tasks]
+        steps = [self._enqueue_step(task, raw, chosen) for task, raw in tasks]
         if self._waiter is not None:
             for task, _ in tasks:
                 self._waiter.expect(task.task_id, task.type)
@@ -175,7 +194,8 @@ class QueueService:
     async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:
         """The stored task, looked up in every type's records unless the type is given.
 
-        A waiting task's record holds only its state: the task itself is read from its entry.
+        A waiting task's record holds only its state: the task itself is read from its entry
+        (or, while parked at its user's cap, from the user's list).
         """
         candidates = [task_type] if task_type else list(TaskType)
         pipe = self.redis.pipeline(transaction=False)
@@ -184,15 +204,49 @@ class QueueService:
         for candidate, fields in zip(candidates, await pipe.execute(), strict=True):
             if not fields:
                 continue
-            if b"task" not in fields and b"entry" in fields:
-                entry: Any = await self.redis.xrange(
-                    self.keys.stream(candidate), fields[b"entry"], fields[b"entry"]
-                )
-                if not entry:  # it finished meanwhile: the record has the task now
-                    return await self.get_task(task_id, candidate)
-                fields[b"task"] = entry[0][1].get(b"task", b"")
+            if b"task" not in fields:
+                raw = await self._waiting_task(candidate, task_id, fields)
+                if raw is None:  # it moved or finished meanwhile: read the record again
+                    return await self._record_task(task_id, candidate)
+                fields[b"task"] = self._trusted(candidate, task_id, raw)
             return task_from_record(fields)
         return None
+
+    def _trusted(self, task_type: TaskType, task_id: str, raw: bytes) -> bytes:
+        """An entry's text is not trusted: one that does not parse shows as a task without
+        data (it is dead-lettered with the reason when a consumer reads it)."""
+        parsed = parse_entry(task_type, "0-0", {b"task": raw}, self.settings.max_payload_bytes)
+        if isinstance(parsed, Delivery):
+            return raw
+        stub = {"task_id": task_id, "type": task_type, "user_id": 0, "data": {}}
+        return dumps(stub | {"created_at": time.time(), "charge_id": None})
+
+    async def _waiting_task(
+        self, task_type: TaskType, task_id: str, fields: dict[bytes, bytes]
+    ) -> bytes | None:
+        if b"entry" in fields:
+            priority = Priority((fields.get(b"priority") or b"normal").decode())
+            stream = self.keys.stream(task_type, priority)
+            entry: Any = await self.redis.xrange(stream, fields[b"entry"], fields[b"entry"])
+            return entry[0][1].get(b"task", b"") if entry else None
+        if b"parked" in fields and b"user" in fields:
+            parked = self.keys.user_parked(task_type, fields[b"user"].decode())
+            marker = f"|{task_id}|".encode()
+            items: Any = await self.redis.lrange(parked, 0, -1)
+            for item in items:
+                if item[1 : len(marker) + 1] == marker:
+                    return bytes(item[len(marker) + 1 :])
+        return None
+
+    async def _record_task(self, task_id: str, task_type: TaskType) -> QueueTask | None:
+        """A second and last look, after the task moved (finished, parked, sent back)."""
+        fields: Any = await self.redis.hgetall(self.keys.record(task_type, task_id))
+        if fields and b"task" not in fields:
+            raw = await self._waiting_task(task_type, task_id, fields)
+            if raw is None:
+                return None
+            fields[b"task"] = self._trusted(task_type, task_id, raw)
+        return task_from_record(fields)
 
     async def get_queue_depth(
         self, task_type: TaskType, with_consumers: bool = False
@@ -208,18 +262,35 @@ class QueueService:
         return len(await self.drain(task_type, reason))
 
     async def drain(self, task_type: TaskType, reason: str) -> list[str]:
-        """Fail every entry (waiting and in flight) through the one fail step.
+        """Fail every entry (waiting, parked and in flight) through the one fail step.
 
         Returns the ids of the tasks it failed. Only Redis changes: each failure is announced,
         and the bot refunds what the task cost when it applies the announcement.
         """
         consumer = StreamConsumer(self.redis, self.scripts, self.settings, "operator")
         failed: list[str] = []
-        stream = self.keys.stream(task_type)
+        # Parked tasks go back onto their streams first (cap 0: all of them), then fail there.
+        while await sweep(self.redis, self.scripts, self.keys, task_type, 0) or any(
+            [await self.redis.xlen(s) for s in self.keys.streams(task_type).values()]
+        ):
+            for priority, stream in self.keys.streams(task_type).items():
+                failed += await self._fail_all(consumer, task_type, priority, stream, reason)
+        log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
+        return failed
+
+    async def _fail_all(
+        self,
+        consumer: StreamConsumer,
+        task_type: TaskType,
+        priority: Priority,
+        stream: str,
+        reason: str,
+    ) -> list[str]:
+        failed: list[str] = []
+        limit = self.settings.max_payload_bytes
         while entries := await self._range(stream):
             parsed = [
-                parse_entry(task_type, eid, fields, self.settings.max_payload_bytes)
-                for eid, fields in entries
+                parse_entry(task_type, eid, fields, limit, priority) for eid, fields in entries
             ]
             wrote = await consumer.fail(parsed, reason)
             failed += [
@@ -227,7 +298,6 @@ class QueueService:
                 for p, w in zip(parsed, wrote, strict=True)
                 if w and (task_id := _task_id(p)) is not None
             ]
-        log.warning("queue_drained", task_type=task_type, failed=len(failed), reason=reason)
         return failed
 
     async def _range(self, stream: str) -> Any:
@@ -252,19 +322,27 @@ class QueueService:
         """Cancel a task in one atomic step; returns its status after the call (None: no such
         task, e.g. its record expired).
 
-        A waiting task is cancelled at once (final, announced, never run). A running one stays
-        `processing` with a cancel flag: its consumer stops it within a moment and finishes it
-        as `cancelled` (with the partial result, if any). A final task is left as it is.
-        Idempotent, so safe to repeat after a lost reply.
+        A waiting task is cancelled at once (final, announced, never run), and what it held
+        of its user's count (parked, or moved back from parking) is freed in the same step.
+        A running one stays `processing` with a cancel flag: its consumer stops it within a
+        moment and finishes it as `cancelled` (with the partial result, if any), which frees
+        its lease and place. A final task is left as it is. Idempotent, so safe to repeat
+        after a lost reply.
         """
         step = Cancel(
-            stream=self.keys.stream(task_type),
+            normal=self.keys.stream(task_type),
             record=self.keys.record(task_type, task_id),
+            high=self.keys.stream(task_type, Priority.HIGH),
+            users_running=self.keys.users_running(task_type),
+            users_parked=self.keys.users_parked(task_type),
             task_id=task_id,
             finished_at=time.time(),
             result_ttl=self.settings.redis_result_ttl,
             channel=self.keys.channel(task_type),
             cancels=self.keys.cancels(task_type),
+            users=self.keys.user_prefix(task_type),
+            records=self.keys.record_prefix(task_type),
+            user_cap=user_cap(self.settings, task_type),
         )
         raw = await self.scripts.run(step)
         status = None if raw is None else TaskStatus(raw.decode())

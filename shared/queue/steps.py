@@ -17,11 +17,45 @@ class Step:
 
     script: ClassVar[str]
 
+    def name(self) -> str:
+        """The script this call runs (the finish and fail steps have a lean form)."""
+        return self.script
+
     def keys(self) -> list[str]:
         raise NotImplementedError
 
     def args(self) -> list[Arg]:
         raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class UserSlot:
+    """The fairness state a task's end must update: its user's running set and parked list,
+    and where a parked task goes back to. Finish and fail take it when the type has a cap."""
+
+    normal: str
+    high: str
+    users_running: str
+    users_parked: str
+    running: str
+    parked: str
+    user_id: str
+    cap: int
+    records: str
+    task_id: str
+
+    def keys(self) -> list[str]:
+        return [
+            self.normal,
+            self.high,
+            self.users_running,
+            self.users_parked,
+            self.running,
+            self.parked,
+        ]
+
+    def args(self) -> list[Arg]:
+        return [self.user_id, self.cap, self.records, self.task_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +67,14 @@ class Enqueue(Step):
     task_ttl: int
     user_id: int
     charge_id: str | None
+    high: bool = False
 
     def keys(self) -> list[str]:
         return [self.stream, self.record]
 
     def args(self) -> list[Arg]:
-        return [self.entry, self.task_ttl, self.user_id, self.charge_id or ""]
+        args: list[Arg] = [self.entry, self.task_ttl, self.user_id, self.charge_id or ""]
+        return [*args, "high"] if self.high else args
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +110,13 @@ class Finish(Step):
     message: bytes
     entry: bytes
     token: str
+    user: UserSlot | None = None
+
+    def name(self) -> str:
+        return f"{self.script}_fair" if self.user else self.script
 
     def keys(self) -> list[str]:
-        return [self.stream, self.record]
+        return [self.stream, self.record, *(self.user.keys() if self.user else ())]
 
     def args(self) -> list[Arg]:
         return [
@@ -91,6 +131,7 @@ class Finish(Step):
             self.message,
             self.entry,
             self.token,
+            *(self.user.args() if self.user else ()),
         ]
 
 
@@ -116,9 +157,13 @@ class Fail(Step):
     create: bool
     # What the dead-letter entry keeps besides reason, entry id, consumer and time.
     dead_fields: Sequence[tuple[bytes, bytes]] = field(default_factory=tuple)
+    user: UserSlot | None = None
+
+    def name(self) -> str:
+        return f"{self.script}_fair" if self.user else self.script
 
     def keys(self) -> list[str]:
-        return [self.stream, self.dead, self.record]
+        return [self.stream, self.dead, self.record, *(self.user.keys() if self.user else ())]
 
     def args(self) -> list[Arg]:
         args: list[Arg] = [
@@ -134,6 +179,7 @@ class Fail(Step):
             self.token,
             self.entry,
             "1" if self.create else "0",
+            *(self.user.args() if self.user else ("", "", "", "")),
         ]
         for name, value in self.dead_fields:
             args += [name, value]
@@ -197,9 +243,11 @@ class Claim(Step):
     cursor: str
     count: int
     dead_ms: int
+    # The type's other stream: a dead name is forgotten only once it owns nothing there too.
+    other: str | None = None
 
     def keys(self) -> list[str]:
-        return [self.stream, self.alive]
+        return [self.stream, self.alive, *([self.other] if self.other else [])]
 
     def args(self) -> list[Arg]:
         return [
@@ -220,9 +268,10 @@ class DeleteConsumer(Step):
     group: str
     consumer: str
     min_idle_ms: int
+    other: str | None = None
 
     def keys(self) -> list[str]:
-        return [self.stream, self.alive]
+        return [self.stream, self.alive, *([self.other] if self.other else [])]
 
     def args(self) -> list[Arg]:
         return [self.group, self.consumer, self.min_idle_ms]
@@ -245,18 +294,85 @@ class ReplayDead(Step):
 
 
 @dataclass(frozen=True, slots=True)
+class Read(Step):
+    script: ClassVar[str] = "read"
+    normal: str
+    high: str
+    memo: str
+    users_running: str
+    users_parked: str
+    group: str
+    consumer: str
+    count: int
+    normal_first: int
+    token: str
+    memo_ttl_ms: int
+    user_cap: int  # 0: no fairness for the type
+    records: str
+    users: str
+    examine: int
+    want_last_ids: bool
+
+    def keys(self) -> list[str]:
+        return [self.normal, self.high, self.memo, self.users_running, self.users_parked]
+
+    def args(self) -> list[Arg]:
+        return [
+            self.group,
+            self.consumer,
+            self.count,
+            self.normal_first,
+            self.token,
+            self.memo_ttl_ms,
+            self.user_cap,
+            self.records,
+            self.users,
+            self.examine,
+            "1" if self.want_last_ids else "0",
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep(Step):
+    script: ClassVar[str] = "sweep"
+    normal: str
+    high: str
+    users_running: str
+    users_parked: str
+    # Per user: (user id, its running set, its parked list).
+    users: Sequence[tuple[str, str, str]]
+    cap: int
+    records: str
+
+    def keys(self) -> list[str]:
+        keys = [self.normal, self.high, self.users_running, self.users_parked]
+        for _, running, parked in self.users:
+            keys += [running, parked]
+        return keys
+
+    def args(self) -> list[Arg]:
+        return [self.cap, self.records, *(user for user, _, _ in self.users)]
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel(Step):
     script: ClassVar[str] = "cancel"
-    stream: str
+    normal: str
     record: str
+    high: str
+    users_running: str
+    users_parked: str
     task_id: str
     finished_at: float
     result_ttl: int
     channel: str
     cancels: str
+    users: str
+    records: str
+    user_cap: int  # 0: no cap
 
     def keys(self) -> list[str]:
-        return [self.stream, self.record]
+        return [self.normal, self.record, self.high, self.users_running, self.users_parked]
 
     def args(self) -> list[Arg]:
         return [
@@ -265,4 +381,7 @@ class Cancel(Step):
             self.channel,
             self.cancels,
             self.task_id,
+            self.users,
+            self.records,
+            self.user_cap,
         ]

@@ -1,0 +1,77 @@
+"""Typed calls of the lease scripts (`lua_leases.py`): KEYS and ARGV from named fields."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from shared.queue.steps import Arg, Step
+
+
+@dataclass(frozen=True, slots=True)
+class Admit(Step):
+    script: ClassVar[str] = "admit"
+    leases: str
+    bucket: str
+    paused: str
+    freed: str
+    limit: int  # 0: no cap
+    per_ms: float  # 0: no rate
+    burst: int
+    ttl_ms: int
+    lease_ids: Sequence[str]
+
+    def keys(self) -> list[str]:
+        return [self.leases, self.bucket, self.paused, self.freed]
+
+    def args(self) -> list[Arg]:
+        return [self.limit, repr(self.per_ms), self.burst, self.ttl_ms, *self.lease_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class Release(Step):
+    script: ClassVar[str] = "release"
+    leases: str
+    bucket: str
+    freed: str
+    per_ms: float
+    burst: int
+    used: Sequence[str]
+    # Leases whose call never happened: their tokens go back to the bucket.
+    unused: Sequence[str]
+
+    def keys(self) -> list[str]:
+        return [self.leases, self.bucket, self.freed]
+
+    def args(self) -> list[Arg]:
+        return [repr(self.per_ms), self.burst, len(self.used), *self.used, *self.unused]
+
+
+@dataclass(frozen=True, slots=True)
+class RenewLeases(Step):
+    script: ClassVar[str] = "renew_leases"
+    leases: str
+    ttl_ms: int
+    lease_ids: Sequence[str]
+    restore: bool = False  # add back the ids found missing (their calls still run)
+
+    def keys(self) -> list[str]:
+        return [self.leases]
+
+    def args(self) -> list[Arg]:
+        return [self.ttl_ms, "1" if self.restore else "0", *self.lease_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause(Step):
+    script: ClassVar[str] = "pause"
+    paused: str
+    pause_ms: int
+    pause_id: str
+
+    def keys(self) -> list[str]:
+        return [self.paused]
+
+    def args(self) -> list[Arg]:
+        return [self.pause_ms, self.pause_id]
