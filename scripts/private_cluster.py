@@ -20,7 +20,7 @@ from redis import Redis
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from scripts.private_redis import free_port, redis_binary, wait_for_ping
+from scripts.private_redis import free_ports, redis_binary, wait_for_ping
 
 SLOTS = 16384
 
@@ -65,11 +65,12 @@ class PrivateCluster:
         self.replicas = replicas
         self.root = Path(tempfile.mkdtemp(prefix="private-cluster-"))
         self.nodes = []
-        for _ in range(masters * (1 + replicas)):
-            port = free_port()
+        count = masters * (1 + replicas)
+        ports = free_ports(2 * count)  # a client port and a bus port per node
+        for port, bus_port in zip(ports[:count], ports[count:], strict=True):
             node_dir = self.root / str(port)
             node_dir.mkdir()
-            self.nodes.append(ClusterNode(port, free_port(), node_dir))
+            self.nodes.append(ClusterNode(port, bus_port, node_dir))
 
     @property
     def url(self) -> str:

@@ -17,7 +17,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from scripts.private_cluster import command
-from scripts.private_redis import PrivateRedis, free_port, redis_binary, wait_for_ping
+from scripts.private_redis import PrivateRedis, free_ports, redis_binary, wait_for_ping
 
 MASTER_NAME = "queue"
 # Replicas sync at once (the default waits 5 s for more replicas to share a transfer).
@@ -33,7 +33,7 @@ class PrivateSentinel:
         self.master_name = MASTER_NAME
         self.servers = [PrivateRedis(extra=_FAST_SYNC), PrivateRedis(extra=_FAST_SYNC)]
         self.root = Path(tempfile.mkdtemp(prefix="private-sentinel-"))
-        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinel_ports = free_ports(sentinels)
         self.sentinel_procs: list[subprocess.Popen[bytes]] = []
 
     @property

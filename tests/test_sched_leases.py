@@ -194,6 +194,7 @@ async def test_release_and_pause_repeated_after_a_lost_reply_act_once(
     # The unused lease gave its token back once: two now, not three.
     assert len((await leases.admit(5)).granted) == 2
     proxy.cut_reply_after(sha("pause"))
-    assert 0.9 < await leases.pause(1.0) <= 1.0
+    # The repeat answers with the same pause; its lower bound allows a loaded machine's delay.
+    assert 0.5 < await leases.pause(1.0) <= 1.0
     assert proxy.cuts == 2
-    assert 900 < await redis_client.pttl(proxied.keys.paused("venice")) <= 1000
+    assert 500 < await redis_client.pttl(proxied.keys.paused("venice")) <= 1000
