@@ -40,6 +40,7 @@ class Taken:
 
     entries: list[Delivery | Malformed]
     leases: dict[Ref, str] = field(default_factory=dict)
+    gated: bool = False  # nothing taken for want of a lease: work may still be waiting
 
 
 class Intake:
@@ -73,7 +74,7 @@ class Intake:
             return await self._take_ungated(free, running)
         leases = await self.gate.acquire(min(free, self._ask), stopping)
         if not leases:
-            return Taken([])
+            return Taken([], gated=True)
         try:
             entries = await self._recover(len(leases), running)
             batch = ReadBatch(entries) if entries else await self._read(len(leases), True)

@@ -191,7 +191,7 @@ class ConsumerRunner:
                 )
                 await asyncio.sleep(0.5)
                 continue
-            if self._opts.burst and not entries and not state.running:
+            if self._opts.burst and not entries and not state.running and not taken.gated:
                 break
 
     async def _release_unstarted(
