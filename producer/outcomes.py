@@ -43,10 +43,8 @@ _REASON_CHARS = 255
 
 class Verdict(StrEnum):
     COMPLETED = "completed"
-    # Failed by the pipeline (or completed with a result nobody can read).
+    # Failed or cancelled by the pipeline (or completed with a result nobody can read).
     FAILED = "failed"
-    # Cancelled (the user stopped it) before any text was written: refunded like a failure.
-    STOPPED = "stopped"
     # No record: never enqueued, or it expired while nobody was watching.
     LOST = "lost"
     # Refused before enqueue (an invalid payload, our own bug): nothing was queued.
@@ -54,27 +52,10 @@ class Verdict(StrEnum):
 
 
 def verdict_of(task: QueueTask | None) -> Verdict:
-    """The verdict on a final task, or LOST for a task whose record is gone.
-
-    A reply stopped after some text was written counts as completed: its partial text is
-    kept and shown (marked), and nothing is refunded.
-    """
+    """The verdict on a final task, or LOST for a task whose record is gone."""
     if task is None:
         return Verdict.LOST
-    if task.status is TaskStatus.COMPLETED:
-        return Verdict.COMPLETED
-    if task.status is TaskStatus.CANCELLED and task.type is TaskType.GENERATE_REPLY:
-        return Verdict.COMPLETED if _partial_text(task) else Verdict.STOPPED
-    return Verdict.FAILED
-
-
-def _partial_text(task: QueueTask) -> bool:
-    if task.result is None:
-        return False
-    try:
-        return bool(ReplyResult.model_validate(task.result).reply.strip())
-    except ValidationError:
-        return False
+    return Verdict.COMPLETED if task.status is TaskStatus.COMPLETED else Verdict.FAILED
 
 
 @dataclass(frozen=True, slots=True)

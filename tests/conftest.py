@@ -19,7 +19,7 @@ from shared.config import Settings, load_settings
 from shared.queue import QueueService
 from shared.queue.connection import RedisClient
 
-pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers", "tests.bot_world"]
+pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers"]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SINGLE, CLUSTER = "single", "cluster"
