@@ -18,6 +18,7 @@ from scripts.private_cluster import PrivateCluster
 from shared.config import Settings, load_settings
 from shared.queue import QueueService
 from shared.queue.connection import RedisClient
+from tests.fakes.redis_proxy import RedisProxy
 
 pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers"]
 
@@ -107,6 +108,22 @@ async def redis_client(prefix: str, settings: Settings) -> AsyncIterator[RedisCl
 async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[QueueService]:
     """A connected QueueService on the test's prefix (its clients named after the prefix)."""
     service = QueueService(settings, client_name=f"{settings.redis_queue_prefix}producer")
+    await service.connect()
+    yield service
+    await service.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[RedisProxy]:
+    """A proxy to the shared Redis that can drop a reply after Redis ran the command."""
+    async with RedisProxy("127.0.0.1", 6379) as running:
+        yield running
+
+
+@pytest.fixture
+async def proxied(settings: Settings, proxy: RedisProxy) -> AsyncIterator[QueueService]:
+    """A queue service whose every command goes through `proxy`."""
+    service = QueueService(settings.model_copy(update={"redis_url": proxy.url}), "proxied")
     await service.connect()
     yield service
     await service.close()

@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
-from shared.config import Settings
 from shared.queue import Delivery, Outcome, QueueService
 from shared.queue.keys import GROUP
 from shared.queue.lua import SCRIPTS
@@ -28,20 +25,6 @@ PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
 
 def sha(name: str) -> bytes:
     return hashlib.sha1(SCRIPTS[name].encode(), usedforsecurity=False).hexdigest().encode()
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RedisProxy]:
-    async with RedisProxy("127.0.0.1", 6379) as running:
-        yield running
-
-
-@pytest.fixture
-async def proxied(settings: Settings, proxy: RedisProxy) -> AsyncIterator[QueueService]:
-    service = QueueService(settings.model_copy(update={"redis_url": proxy.url}), "proxied")
-    await service.connect()
-    yield service
-    await service.close()
 
 
 async def announcements(

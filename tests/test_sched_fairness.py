@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from shared.config import Settings
 from shared.queue import Delivery, Outcome, QueueService, StreamConsumer
 from shared.queue.dead_letters import replay_dead
 from shared.queue.fairness import top_users
@@ -258,20 +257,6 @@ async def test_high_priority_parked_tasks_go_back_to_the_high_stream(
     await finish(consumer, [a2])  # finished through its own stream
     depth = await queue.get_queue_depth(IMAGE)
     assert (depth.waiting, depth.in_flight, depth.stream_length) == (0, 0, 0)
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RedisProxy]:
-    async with RedisProxy("127.0.0.1", 6379) as running:
-        yield running
-
-
-@pytest.fixture
-async def proxied(settings: Settings, proxy: RedisProxy) -> AsyncIterator[QueueService]:
-    service = QueueService(settings.model_copy(update={"redis_url": proxy.url}), "proxied")
-    await service.connect()
-    yield service
-    await service.close()
 
 
 async def test_a_read_repeated_after_a_lost_reply_answers_the_same_entries(

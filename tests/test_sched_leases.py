@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from shared.config import Settings
 from shared.limits import parse_rate
 from shared.queue import QueueService
 from shared.queue.leases import ProviderLeases, ProviderLimit, provider_state
@@ -139,20 +137,6 @@ async def test_a_waiter_at_the_cap_wakes_on_a_release(queue: QueueService) -> No
     await asyncio.gather(waiter.wait_for_release(5.0), release_soon())
     assert 0.15 < time.monotonic() - started < 1.0
     assert len((await waiter.admit(1)).granted) == 1
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RedisProxy]:
-    async with RedisProxy("127.0.0.1", 6379) as running:
-        yield running
-
-
-@pytest.fixture
-async def proxied(settings: Settings, proxy: RedisProxy) -> AsyncIterator[QueueService]:
-    service = QueueService(settings.model_copy(update={"redis_url": proxy.url}), "proxied")
-    await service.connect()
-    yield service
-    await service.close()
 
 
 async def test_admit_repeated_after_a_lost_reply_takes_nothing_twice(
