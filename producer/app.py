@@ -23,6 +23,7 @@ from producer.handlers import (
     shop,
     shop_admin,
     start,
+    stop,
 )
 from producer.services import Services
 from producer.telegram_session import create_session
@@ -94,7 +95,8 @@ def build_dispatcher(services: Services) -> Dispatcher:
     dispatcher.update.outer_middleware(LogContextMiddleware())
     dispatcher.update.outer_middleware(ChatTurnMiddleware(services.turns))
     # Commands first, the free-text dialogue last; the errors router sees every failure.
-    for module in (start, account, admin, shop, shop_admin, generate, photo, dialogue, errors):
+    routers = (start, stop, account, admin, shop, shop_admin, generate, photo, dialogue, errors)
+    for module in routers:
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)
     dispatcher.shutdown.register(_on_shutdown)

@@ -17,6 +17,7 @@ from producer.startup import StartupError
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.queue import QueueService
+from shared.queue.live import LiveReader
 from shared.redact import redact
 
 Step = Callable[[str], None]
@@ -31,10 +32,12 @@ def _one_line(exc: BaseException) -> str:
 @contextlib.asynccontextmanager
 async def backends(
     settings: Settings, client_name: str, step: Step
-) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], QueueService]]:
-    """The database and the queue, each checked once so a dead one is named at start."""
+) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], QueueService, LiveReader]]:
+    """The database, the queue and the live output reader, each checked once so a dead one is
+    named at start."""
     engine = create_engine(settings.database_url)
     queue = QueueService(settings, client_name=client_name)
+    live = LiveReader(settings, client_name=f"{client_name}:live")
     try:
         step(f"connecting to Redis at {redact(settings.redis_url)}")
         try:
@@ -49,12 +52,16 @@ async def backends(
         except (SQLAlchemyError, OSError) as exc:
             url = redact(settings.database_url)
             raise StartupError(f"cannot open the database {url}: {_one_line(exc)}") from None
-        yield create_sessionmaker(engine), queue
+        await live.start()
+        yield create_sessionmaker(engine), queue, live
     finally:
+        await live.aclose()
         await queue.close()
         await engine.dispose()
 
 
 async def run_console_mode(settings: Settings, photo_dir: Path, user_id: int, step: Step) -> None:
-    async with backends(settings, "console", step) as (db, queue):
-        await run_console(settings, db, queue, photo_dir=photo_dir, user_id=user_id)
+    async with backends(settings, "console", step) as (db, queue, live):
+        await run_console(
+            settings, db, queue, live, photo_dir=photo_dir, user_id=user_id, catch_ctrl_c=True
+        )

@@ -7,7 +7,11 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from producer.stream_records import StreamRecords, ViewMode, ViewState
+    from producer.streaming import ReplyView
 
 # Telegram counts message length in UTF-16 code units.
 TELEGRAM_TEXT_LIMIT = 4096
@@ -35,6 +39,12 @@ class Sender(Protocol):
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None: ...
 
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None: ...
+
+    def view_mode(self, chat_id: int) -> ViewMode:
+        """How a reply is shown while it is written in this chat."""
+
+    def reply_view(self, state: ViewState, records: StreamRecords) -> ReplyView:
+        """The view of one reply being written (its state may come from an earlier run)."""
 
 
 @contextlib.asynccontextmanager

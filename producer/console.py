@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import itertools
 import re
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +27,9 @@ from producer.channel import ChatAction, image_extension
 from producer.console_shop import ConsoleShop
 from producer.conversation import Incoming, Profile
 from producer.services import Services, build_services
+from producer.stop import StopAnswer
+from producer.stream_records import StreamRecords, ViewMode, ViewState
+from producer.streaming import LiveFeed, ReplyView
 from shared.config import Settings
 from shared.db.models import Character
 from shared.errors import InsufficientBalanceError, PipelineError
@@ -60,6 +64,42 @@ class ConsoleSender:
 
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
         return None
+
+    def view_mode(self, chat_id: int) -> ViewMode:
+        return ViewMode.DRAFT  # unused: the terminal has one way to show a reply
+
+    def reply_view(self, state: ViewState, records: StreamRecords) -> ReplyView:
+        return ConsoleReplyView(self._out)
+
+
+class ConsoleReplyView:
+    """A reply printed as it is written: each new piece right after the last one."""
+
+    refresh_seconds = None
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._printed = ""
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+    async def show(self, text: str) -> float:
+        if self._printed and text.startswith(self._printed):
+            self._write(text[len(self._printed) :])
+        else:  # the first text, or the reply started over
+            self._write(("\n" if self._printed else "") + texts.console_message(text))
+        self._printed = text
+        return 0.0
+
+    async def deliver(self, text: str, photo_button: bool) -> None:
+        if self._printed and text.startswith(self._printed):
+            self._write(text[len(self._printed) :] + "\n")
+        else:
+            self._write(("\n" if self._printed else "") + texts.console_message(text) + "\n")
+        if photo_button:
+            self._write(texts.CONSOLE_PHOTO_HINT + "\n")
 
 
 class Console:
@@ -193,19 +233,75 @@ def read_lines(stdin: TextIO) -> asyncio.Queue[str | None]:
     return lines
 
 
+class CtrlC:
+    """Ctrl-C while the chat waits for a reply stops the reply; at the prompt, or a second
+    time while waiting, it leaves the chat as Python's own Ctrl-C does."""
+
+    def __init__(self, services: Services, chat_id: int, out: TextIO) -> None:
+        self._services = services
+        self._chat_id = chat_id
+        self._out = out
+        self.waiting = False
+        self._stopping = False
+        self._previous: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def install(self) -> None:
+        self._previous = signal.getsignal(signal.SIGINT)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._pressed)
+
+    def remove(self) -> None:
+        if self._previous is not None:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def waits(self, waiting: bool) -> None:
+        self.waiting, self._stopping = waiting, False
+
+    def _pressed(self) -> None:
+        if self.waiting and not self._stopping:
+            self._stopping = True
+            task = asyncio.create_task(self._stop())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        previous = self._previous
+        self.remove()
+        # asyncio.run's own handler: cancel the chat and end with KeyboardInterrupt.
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        else:
+            raise KeyboardInterrupt
+
+    async def _stop(self) -> None:
+        answer = await self._services.stopper.stop_chat(self._chat_id)
+        if answer is not StopAnswer.STOPPING:
+            self._out.write("\n" + texts.console_message(texts.NOTHING_TO_STOP) + "\n")
+            self._out.flush()
+
+
 async def run_console(
     settings: Settings,
     db: async_sessionmaker[AsyncSession],
     queue: QueueService,
+    live: LiveFeed | None = None,
     *,
     photo_dir: Path,
     user_id: int,
     stdin: TextIO = sys.stdin,
     out: TextIO = sys.stdout,
+    catch_ctrl_c: bool = False,
 ) -> None:
-    """Chat until /quit or end of input; each line waits for its results before the next."""
-    services = build_services(settings, db, queue, ConsoleSender(out, photo_dir))
+    """Chat until /quit or end of input; each line waits for its results before the next.
+
+    With `catch_ctrl_c`, Ctrl-C while a reply is being written stops it (see CtrlC).
+    """
+    services = build_services(settings, db, queue, ConsoleSender(out, photo_dir), live)
     console = Console(services, Profile(user_id, texts.CONSOLE_USER_NAME, "ru"))
+    ctrl_c = CtrlC(services, user_id, out)
+    if catch_ctrl_c:
+        ctrl_c.install()
     out.write(texts.CONSOLE_INTRO + "\n")
     # A prompt says the chat waits for input; piped input (tests, scripts) gets none.
     prompt = texts.CONSOLE_PROMPT if stdin.isatty() else ""
@@ -217,7 +313,10 @@ async def run_console(
             line = await lines.get()
             if line is None or not await console.handle(line.strip()):
                 break
+            ctrl_c.waits(True)
             await services.deliveries.wait_idle(settings.image_wait_seconds)
+            ctrl_c.waits(False)
     finally:
+        ctrl_c.remove()
         await services.deliveries.wait_idle(settings.image_wait_seconds)
         await services.deliveries.close()

@@ -22,9 +22,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
-from producer.channel import ChatAction, Sender, chat_action_kept, split_text
+from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.jobs import DeliveryKind, Job, decode_kind
 from producer.outcomes import Applied, Outcomes, Verdict, verdict_of
+from producer.stream_records import StreamRecords
+from producer.streaming import LiveFeed, PlainReplyView, Presenter, ReplyView
 from producer.throttle import PhotoLock
 from shared.config import Settings
 from shared.db import repositories as repo
@@ -41,6 +43,11 @@ SEND_GRACE_SECONDS = 15.0
 # A claim not confirmed as sent after this long belongs to a process that died mid-send
 # (sending, retries included, takes seconds): the next start sends that message again.
 CLAIM_LEASE = timedelta(minutes=2)
+# A streamed reply shows "typing" only if no text came this soon: a chat action takes the
+# chat's slot, and the first text should not wait behind it.
+STREAM_TYPING_DELAY = 1.0
+# How long the end of a reply's preview may hold its final text back.
+PRESENTER_STOP_SECONDS = 2.0
 
 
 class Deliveries:
@@ -53,12 +60,17 @@ class Deliveries:
         queue: QueueService,
         sender: Sender,
         photo_lock: PhotoLock,
+        *,
+        live: LiveFeed | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._queue = queue
         self._sender = sender
         self._photo_lock = photo_lock
+        # Replies are shown while they are written only with a live feed.
+        self._live = live
+        self._records = StreamRecords(queue.redis, settings.redis_queue_prefix)
         self._outcomes = Outcomes(settings, db, queue)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending: set[asyncio.Task[Any]] = set()
@@ -168,9 +180,10 @@ class Deliveries:
         verdict: Verdict | None = None,
         previous: asyncio.Future[None] | None = None,
     ) -> None:
+        view = await self._open_view(job) if verdict is None else None
         task = None
         if verdict is None:
-            task = await self._result(job)
+            task = await self._result(job, view, previous)
             verdict = verdict_of(task)
         if previous is not None:
             # asyncio.wait, not await: cancelling this delivery must not cancel the previous.
@@ -178,33 +191,101 @@ class Deliveries:
         with self._sending_now():
             applied = await self._outcomes.apply(job, verdict, task)
             if applied is not None and applied.next_job is None:
-                await self._send(job, applied)
+                await self._send(job, applied, view)
                 await self._confirm(job.task_id)
                 log.info("outcome_sent", kind=job.kind, verdict=applied.verdict)
+        if view is not None:
+            await self._close_view(job)
         if applied is None:
             log.info("delivery_already_claimed", kind=job.kind)
         elif applied.next_job is not None:
             await self.tell_queue_place(job.chat_id)
             await self._deliver(applied.next_job)
 
+    async def _open_view(self, job: Job) -> ReplyView | None:
+        """The view a reply is shown on while it is written; its record (a restart continues
+        the same draft or message, /stop and the stop button find the task) is in Redis."""
+        if self._live is None or job.kind is not DeliveryKind.REPLY:
+            return None
+        mode = self._sender.view_mode(job.chat_id)
+        try:
+            state = await self._records.open(job.chat_id, job.task_id, mode)
+        except (RedisError, OSError) as exc:  # shown when done, as without streaming
+            log.warning("stream_view_unavailable", error=redact(str(exc)))
+            return None
+        return self._sender.reply_view(state, self._records)
+
+    async def _close_view(self, job: Job) -> None:
+        try:
+            await self._records.close(job.chat_id, job.task_id)
+        except (RedisError, OSError) as exc:  # the records expire by themselves
+            log.warning("stream_view_close_failed", error=redact(str(exc)))
+
+    async def _result(
+        self, job: Job, view: ReplyView | None, previous: asyncio.Future[None] | None
+    ) -> QueueTask | None:
+        """The final task (see `_await_result`), the reply shown meanwhile if it streams."""
+        if view is None or self._live is None:
+            return await self._await_result(job, None)
+        presenter = Presenter(view)
+        showing = asyncio.create_task(self._present(job, presenter, previous))
+        try:
+            return await self._await_result(job, presenter)
+        finally:
+            presenter.stop()
+            showing.cancel()
+            # Bounded: the final text must not wait on a preview (see Presenter.stop).
+            _, running = await asyncio.wait({showing}, timeout=PRESENTER_STOP_SECONDS)
+            if running:
+                log.warning("presenter_slow_to_stop")
+
+    async def _present(
+        self, job: Job, presenter: Presenter, previous: asyncio.Future[None] | None
+    ) -> None:
+        assert self._live is not None  # noqa: S101 - only started with a live feed
+        if previous is not None:  # one reply shows at a time in a chat, in order
+            await asyncio.wait({previous})
+        hint = asyncio.create_task(self._typing_until_text(job, presenter))
+        try:
+            await presenter.run(self._live.follow(job.task_type, job.task_id))
+        finally:
+            hint.cancel()
+            # Awaited: a chat action left running could outlive the process's Redis and keep
+            # the chat's budget marked in flight until its lease ends.
+            with contextlib.suppress(asyncio.CancelledError):
+                await hint
+
+    async def _typing_until_text(self, job: Job, presenter: Presenter) -> None:
+        action = chat_action_kept(
+            self._sender, job.chat_id, ChatAction.TYPING, delay=STREAM_TYPING_DELAY
+        )
+        async with action:
+            await presenter.first_text()
+
     def _wait_budget(self, job: Job) -> float:
         if job.kind is DeliveryKind.REPLY:
             return self._settings.reply_wait_seconds
         return self._settings.image_wait_seconds
 
-    async def _result(self, job: Job) -> QueueTask | None:
+    async def _await_result(self, job: Job, presenter: Presenter | None) -> QueueTask | None:
         """The final task, or None once it is surely lost (no record, past the grace)."""
         if not job.notified:
             remaining = max(0.1, job.started + self._wait_budget(job) - time.monotonic())
-            action = (
-                ChatAction.TYPING if job.kind is DeliveryKind.REPLY else ChatAction.UPLOAD_PHOTO
-            )
             try:
+                if presenter is not None:  # the presenter shows what there is to show
+                    return await self._wait(job, remaining)
+                action = (
+                    ChatAction.TYPING
+                    if job.kind is DeliveryKind.REPLY
+                    else ChatAction.UPLOAD_PHOTO
+                )
                 async with chat_action_kept(self._sender, job.chat_id, action):
                     return await self._wait(job, remaining)
             except TaskTimeoutError:
                 job.notified = True
-                await self._sender.send_text(job.chat_id, texts.TAKES_LONGER)
+                # A reply still being written says so itself; a message would end its draft.
+                if presenter is None or not presenter.showed_text:
+                    await self._sender.send_text(job.chat_id, texts.TAKES_LONGER)
         while not await self._is_lost(job):
             try:
                 return await self._wait(job, self._settings.delivery_recheck_seconds)
@@ -232,14 +313,12 @@ class Deliveries:
         async with self._db.begin() as session:
             await repo.confirm_delivery(session, task_id)
 
-    async def _send(self, job: Job, applied: Applied) -> None:
-        if applied.verdict is not Verdict.COMPLETED:
+    async def _send(self, job: Job, applied: Applied, view: ReplyView | None) -> None:
+        if not job.is_photo:
+            await self._send_reply(job, applied, view or PlainReplyView(self._sender, job.chat_id))
+        elif applied.verdict is not Verdict.COMPLETED:
             await self._release_photo(job, applied.user_id)
             await self._sender.send_text(job.chat_id, _failure_text(job, applied.verdict))
-        elif isinstance(applied.result, ReplyResult):
-            parts = split_text(applied.result.reply) or [texts.EMPTY_REPLY]
-            for number, part in enumerate(parts, start=1):
-                await self._sender.send_text(job.chat_id, part, photo_button=number == len(parts))
         elif isinstance(applied.result, ImageResult):
             try:
                 await self._sender.send_photo(
@@ -247,6 +326,14 @@ class Deliveries:
                 )
             finally:
                 await self._release_photo(job, applied.user_id)
+
+    async def _send_reply(self, job: Job, applied: Applied, view: ReplyView) -> None:
+        result = applied.result
+        if applied.verdict is Verdict.COMPLETED and isinstance(result, ReplyResult):
+            text = texts.marked_reply(result.reply, result.stopped, result.cut)
+            await view.deliver(text, photo_button=True)
+        else:
+            await view.deliver(_failure_text(job, applied.verdict), photo_button=False)
 
     async def _release_photo(self, job: Job, user_id: int | None) -> None:
         """Free the user's photo lock (keyed by the user, not the chat: groups differ)."""
@@ -261,4 +348,6 @@ class Deliveries:
 def _failure_text(job: Job, verdict: Verdict) -> str:
     if verdict is Verdict.REFUSED:
         return texts.ENQUEUE_FAILED
+    if verdict is Verdict.STOPPED:
+        return texts.REPLY_STOPPED_REFUNDED
     return texts.IMAGE_FAILED if job.is_photo else texts.REPLY_FAILED

@@ -23,6 +23,10 @@ class DeleteCallback(CallbackData, prefix="delete"):
     confirmed: bool
 
 
+class StopCallback(CallbackData, prefix="stop"):
+    task_id: str
+
+
 def characters_keyboard(characters: Iterable[Character]) -> InlineKeyboardMarkup:
     rows = [
         [
@@ -38,6 +42,13 @@ def characters_keyboard(characters: Iterable[Character]) -> InlineKeyboardMarkup
 
 def photo_keyboard() -> InlineKeyboardMarkup:
     button = InlineKeyboardButton(text=texts.PHOTO_BUTTON, callback_data=PhotoCallback().pack())
+    return InlineKeyboardMarkup(inline_keyboard=[[button]])
+
+
+def stop_keyboard(task_id: str) -> InlineKeyboardMarkup:
+    button = InlineKeyboardButton(
+        text=texts.STOP_BUTTON, callback_data=StopCallback(task_id=task_id).pack()
+    )
     return InlineKeyboardMarkup(inline_keyboard=[[button]])
 
 

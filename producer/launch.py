@@ -22,7 +22,7 @@ from producer.app import build_bot, build_dispatcher
 from producer.backends import Step, backends
 from producer.services import build_services
 from producer.startup import StartupError
-from producer.telegram_sender import TelegramSender
+from producer.telegram_sender import telegram_sender
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.redact import redact
@@ -54,8 +54,9 @@ async def run_polling(settings: Settings, step: Step) -> None:
     # The Bot's HTTP session is closed on every way out, a failed start included.
     async with bot:
         await check_telegram(bot, settings, step)
-        async with backends(settings, "bot", step) as (db, queue):
-            services = build_services(settings, db, queue, TelegramSender(bot))
+        async with backends(settings, "bot", step) as (db, queue, live):
+            sender = telegram_sender(bot, settings, queue.redis)
+            services = build_services(settings, db, queue, sender, live)
             dispatcher = build_dispatcher(services)
             # getUpdates is refused while a webhook is set (e.g. by an earlier --webhook run).
             await bot.delete_webhook()
@@ -80,8 +81,9 @@ async def run_webhook(settings: Settings, step: Step) -> None:
     bot = build_bot(settings)
     async with bot:
         await check_telegram(bot, settings, step)
-        async with backends(settings, "bot-webhook", step) as (db, queue):
-            services = build_services(settings, db, queue, TelegramSender(bot))
+        async with backends(settings, "bot-webhook", step) as (db, queue, live):
+            sender = telegram_sender(bot, settings, queue.redis)
+            services = build_services(settings, db, queue, sender, live)
             dispatcher = build_dispatcher(services)
             app = web.Application()
             # Telegram sends the secret in a header on every request; others get 401.

@@ -43,8 +43,10 @@ _REASON_CHARS = 255
 
 class Verdict(StrEnum):
     COMPLETED = "completed"
-    # Failed or cancelled by the pipeline (or completed with a result nobody can read).
+    # Failed by the pipeline (or completed with a result nobody can read).
     FAILED = "failed"
+    # Cancelled (the user stopped it) before any text was written: refunded like a failure.
+    STOPPED = "stopped"
     # No record: never enqueued, or it expired while nobody was watching.
     LOST = "lost"
     # Refused before enqueue (an invalid payload, our own bug): nothing was queued.
@@ -52,10 +54,27 @@ class Verdict(StrEnum):
 
 
 def verdict_of(task: QueueTask | None) -> Verdict:
-    """The verdict on a final task, or LOST for a task whose record is gone."""
+    """The verdict on a final task, or LOST for a task whose record is gone.
+
+    A reply stopped after some text was written counts as completed: its partial text is
+    kept and shown (marked), and nothing is refunded.
+    """
     if task is None:
         return Verdict.LOST
-    return Verdict.COMPLETED if task.status is TaskStatus.COMPLETED else Verdict.FAILED
+    if task.status is TaskStatus.COMPLETED:
+        return Verdict.COMPLETED
+    if task.status is TaskStatus.CANCELLED and task.type is TaskType.GENERATE_REPLY:
+        return Verdict.COMPLETED if _partial_text(task) else Verdict.STOPPED
+    return Verdict.FAILED
+
+
+def _partial_text(task: QueueTask) -> bool:
+    if task.result is None:
+        return False
+    try:
+        return bool(ReplyResult.model_validate(task.result).reply.strip())
+    except ValidationError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,9 @@ from producer.channel import Sender
 from producer.chat_turns import ChatTurns
 from producer.conversation import Conversation
 from producer.delivery import Deliveries
+from producer.stop import Stopper
+from producer.stream_records import StreamRecords
+from producer.streaming import LiveFeed
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
 from shared.queue import QueueService
@@ -28,6 +31,7 @@ class Services:
     deliveries: Deliveries
     conversation: Conversation
     turns: ChatTurns
+    stopper: Stopper
 
 
 def build_services(
@@ -35,13 +39,16 @@ def build_services(
     db: async_sessionmaker[AsyncSession],
     queue: QueueService,
     sender: Sender,
+    live: LiveFeed | None = None,
 ) -> Services:
-    """Wire the use cases on a connected queue and a sender (Telegram or console)."""
+    """Wire the use cases on a connected queue and a sender (Telegram or console); with a
+    live feed (and STREAM_REPLIES) replies are shown while they are written."""
     keys = Keys.from_settings(settings)
     lock_ttl = int(settings.image_wait_seconds) + _PHOTO_LOCK_MARGIN_SECONDS
     photo_lock = PhotoLock(queue.redis, keys, lock_ttl)
     limiter = RateLimiter(queue.redis, keys, settings.user_messages_per_minute)
-    deliveries = Deliveries(settings, db, queue, sender, photo_lock)
+    live = live if settings.stream_replies else None
+    deliveries = Deliveries(settings, db, queue, sender, photo_lock, live=live)
     conversation = Conversation(
         settings=settings,
         db=db,
@@ -52,4 +59,5 @@ def build_services(
         photo_lock=photo_lock,
     )
     turns = ChatTurns(queue.redis, settings.redis_queue_prefix)
-    return Services(settings, db, queue, sender, deliveries, conversation, turns)
+    stopper = Stopper(queue, StreamRecords(queue.redis, settings.redis_queue_prefix))
+    return Services(settings, db, queue, sender, deliveries, conversation, turns, stopper)

@@ -9,15 +9,23 @@ from aiogram.types import BufferedInputFile
 
 from producer.channel import ChatAction, image_extension
 from producer.keyboards import photo_keyboard
+from producer.send_budget import SendBudget, on_taken_slot
+from producer.stream_records import StreamRecords, ViewMode, ViewState
+from producer.streaming import ReplyView
+from producer.telegram_session import pace_sends
+from producer.telegram_views import TelegramReplyView
+from shared.config import Settings
+from shared.queue.connection import RedisClient
 
 log = structlog.get_logger(__name__)
 
 
 class TelegramSender:
-    """Sender on an aiogram Bot; flood waits are handled by the session middleware."""
+    """Sender on an aiogram Bot; pacing and flood waits are the session middleware's."""
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, budget: SendBudget) -> None:
         self._bot = bot
+        self._budget = budget
 
     async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
         markup = photo_keyboard() if photo_button else None
@@ -28,8 +36,31 @@ class TelegramSender:
         await self._bot.send_photo(chat_id=chat_id, photo=photo, caption=caption)
 
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
-        # Only a hint for the user: losing one must never break a delivery.
+        # Only a hint: skipped when the chat has no free slot, never holding a message back.
+        if await self._budget.try_take(chat_id) > 0:
+            return
         try:
-            await self._bot.send_chat_action(chat_id=chat_id, action=kind.value)
+            with on_taken_slot():
+                await self._bot.send_chat_action(chat_id=chat_id, action=kind.value)
         except TelegramAPIError as exc:
             log.debug("chat_action_failed", chat_id=chat_id, error=str(exc))
+
+    def view_mode(self, chat_id: int) -> ViewMode:
+        """Drafts exist only in private chats (positive ids)."""
+        return ViewMode.DRAFT if chat_id > 0 else ViewMode.EDIT
+
+    def reply_view(self, state: ViewState, records: StreamRecords) -> ReplyView:
+        return TelegramReplyView(self._bot, self, self._budget, records, state)
+
+
+def telegram_sender(bot: Bot, settings: Settings, redis: RedisClient) -> TelegramSender:
+    """The bot's sender; from now on every call `bot` makes to a chat is paced by the chat's
+    send budget in Redis (call once per Bot)."""
+    budget = SendBudget(
+        redis,
+        settings.redis_queue_prefix,
+        chat_interval=settings.chat_send_interval_seconds,
+        group_interval=settings.group_send_interval_seconds,
+    )
+    pace_sends(bot, budget)
+    return TelegramSender(bot, budget)

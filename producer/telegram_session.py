@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -15,9 +14,10 @@ from aiogram.client.session.middlewares.base import (
 )
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from aiogram.methods import Response, SendChatAction, TelegramMethod
+from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
+from producer.send_budget import SendBudget, slot_already_taken
 from shared.config import Settings
 
 if TYPE_CHECKING:
@@ -29,38 +29,18 @@ MAX_ATTEMPTS = 5
 JITTER_SECONDS = 0.5
 
 
-class ChatPacer:
-    """A token bucket per chat: short bursts pass, then about one message a second.
+class FloodControlMiddleware(BaseRequestMiddleware):
+    """Paces every call to a chat through the chat's send budget; on 429 keeps the whole chat
+    silent for `retry_after` and sends again, on a network error or a 5xx backs off and sends
+    again, a bounded number of times.
 
-    Telegram asks for no more than ~1 message per second per chat; pacing before sending
-    avoids most 429s instead of only reacting to them. In-process only.
+    A call made on a slot its caller already took (a draft, a streaming edit, a chat action:
+    see `send_budget.on_taken_slot`) is not paced again and not repeated after a 429: its
+    caller comes back later with newer content.
     """
 
-    def __init__(self, rate: float = 1.0, burst: int = 3) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._buckets: dict[int | str, tuple[float, float]] = {}
-        self._locks: dict[int | str, asyncio.Lock] = {}
-
-    async def wait(self, chat_id: int | str) -> None:
-        lock = self._locks.setdefault(chat_id, asyncio.Lock())
-        async with lock:
-            tokens, stamp = self._buckets.get(chat_id, (self._burst, time.monotonic()))
-            current = time.monotonic()
-            tokens = min(self._burst, tokens + (current - stamp) * self._rate)
-            if tokens < 1:
-                await asyncio.sleep((1 - tokens) / self._rate)
-                current = time.monotonic()
-                tokens = 1.0
-            self._buckets[chat_id] = (tokens - 1, current)
-
-
-class FloodControlMiddleware(BaseRequestMiddleware):
-    """Paces sends per chat; on 429 waits `retry_after` (plus jitter), on a network error or a
-    5xx backs off, and sends again, a bounded number of times."""
-
-    def __init__(self, pacer: ChatPacer | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:
-        self._pacer = pacer or ChatPacer()
+    def __init__(self, budget: SendBudget, max_attempts: int = MAX_ATTEMPTS) -> None:
+        self._budget = budget
         self._max_attempts = max_attempts
 
     async def __call__(
@@ -70,24 +50,42 @@ class FloodControlMiddleware(BaseRequestMiddleware):
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
         chat_id = _paced_chat(method)
+        skippable = slot_already_taken()
         for attempt in range(1, self._max_attempts + 1):
-            if chat_id is not None:
-                await self._pacer.wait(chat_id)
+            if chat_id is not None and not (skippable and attempt == 1):
+                await self._budget.take(chat_id)
+            retry_after = 0.0
             try:
                 return await make_request(bot, method)
-            except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError) as exc:
+            except TelegramRetryAfter as exc:
+                retry_after = float(exc.retry_after)
+                if skippable or attempt == self._max_attempts:
+                    raise
+                self._log_retry(method, exc, attempt, retry_after)
+                if chat_id is None:
+                    await asyncio.sleep(_retry_delay(exc, attempt))
+            except (TelegramNetworkError, TelegramServerError) as exc:
                 if attempt == self._max_attempts:
                     raise
                 delay = _retry_delay(exc, attempt)
-                log.warning(
-                    "telegram_retry",
-                    method=method.__api_method__,
-                    error=type(exc).__name__,
-                    attempt=attempt,
-                    retry_in=round(delay, 2),
-                )
+                self._log_retry(method, exc, attempt, delay)
                 await asyncio.sleep(delay)
+            finally:
+                if chat_id is not None:
+                    await self._budget.answered(chat_id, retry_after)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _log_retry(
+        method: TelegramMethod[TelegramType], exc: Exception, attempt: int, delay: float
+    ) -> None:
+        log.warning(
+            "telegram_retry",
+            method=method.__api_method__,
+            error=type(exc).__name__,
+            attempt=attempt,
+            retry_in=round(delay, 2),
+        )
 
 
 def _retry_delay(exc: Exception, attempt: int) -> float:
@@ -104,19 +102,17 @@ def _retry_delay(exc: Exception, attempt: int) -> float:
 
 
 def _paced_chat(method: TelegramMethod[TelegramType]) -> int | str | None:
-    # Chat actions are hints renewed every few seconds; pacing them would delay real messages.
-    if isinstance(method, SendChatAction):
-        return None
     chat_id = getattr(method, "chat_id", None)
     return chat_id if isinstance(chat_id, int | str) else None
 
 
 def create_session(settings: Settings) -> AiohttpSession:
     """An aiohttp session, pointed at TELEGRAM_API_URL when set (a local Bot API server)."""
-    session = (
-        AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
-        if settings.telegram_api_url
-        else AiohttpSession()
-    )
-    session.middleware(FloodControlMiddleware())
-    return session
+    if settings.telegram_api_url:
+        return AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return AiohttpSession()
+
+
+def pace_sends(bot: Bot, budget: SendBudget) -> None:
+    """Put every later call of `bot` under the per-chat send budget (once Redis is up)."""
+    bot.session.middleware(FloodControlMiddleware(budget))

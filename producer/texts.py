@@ -19,6 +19,7 @@ COMMANDS = {
     "help": "Как пользоваться ботом",
     "privacy": "Какие данные хранятся",
     "delete_me": "Удалить мои данные",
+    "stop": "Остановить ответ, который пишется",
 }
 
 NO_CHARACTERS = "Персонажи пока не добавлены. Загляни чуть позже."
@@ -37,6 +38,14 @@ ENQUEUE_FAILED = (
     "Списание отменено, попробуй ещё раз чуть позже."
 )
 REPLY_FAILED = "Не получилось получить ответ. Энергия за это сообщение возвращена."
+# Streaming replies and stopping them.
+STOP_BUTTON = "⏹ Стоп"
+STOPPED_MARK = "⏹ Остановлено"
+CUT_MARK = "✂️ Ответ оборвался"
+REPLY_STOPPED_REFUNDED = "Ответ остановлен. Энергия за это сообщение возвращена."
+STOPPING = "Останавливаю ответ…"
+NOTHING_TO_STOP = "Сейчас нечего останавливать: ответ уже готов."
+STOP_UNAVAILABLE = "Не получилось остановить ответ: сервис временно недоступен."
 IMAGE_FAILED = "Не получилось сгенерировать фото. Алмазы за него возвращены."
 RESET_DONE = "Начинаем с чистого листа! Диалог с {name} начат заново."
 DELETE_QUESTION = (
@@ -58,6 +67,7 @@ HELP = (
     "за {diamonds} 💎.\n"
     "• /generate <описание> — фото персонажа по твоему описанию за {diamonds} 💎.\n"
     "• /balance — баланс, /reset — начать диалог заново.\n"
+    "• /stop — остановить ответ, пока он пишется.\n"
     "• /shop — купить алмазы и энергию за Telegram Stars; /paysupport, /terms.\n"
     "• /privacy — какие данные хранятся, /delete_me — удалить их."
 )
@@ -147,12 +157,20 @@ CONSOLE_USER_NAME = "Гость"
 CONSOLE_INTRO = (
     "Консольный чат. Команды: /start, номер персонажа, любой текст, /photo, "
     "/generate <описание>, /balance, /shop, /characters, /reset, /help, /privacy, /delete_me, "
-    "/quit."
+    "/quit. Ctrl-C, пока пишется ответ, останавливает его."
 )
 CONSOLE_PHOTO_HINT = f"   [{PHOTO_BUTTON}: /photo]"
 CONSOLE_CONFIRM_HINT = "Напиши «да», чтобы подтвердить."
 CONSOLE_YES = frozenset({"да", "yes", "y", "д"})
 CONSOLE_PROMPT = "вы> "
+
+
+def marked_reply(text: str, stopped: bool, cut: bool) -> str:
+    """A final reply, marked when the user stopped it or its stream broke off."""
+    mark = STOPPED_MARK if stopped else CUT_MARK if cut else ""
+    if not mark:
+        return text
+    return f"{text.rstrip()}\n\n{mark}" if text.strip() else mark
 
 
 def console_message(text: str) -> str:

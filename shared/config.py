@@ -191,6 +191,12 @@ class Settings(BaseModel):
     delivery_recheck_seconds: float = Field(60.0, gt=0)
     # A task with no record is lost only this long after its delivery row was written.
     lost_grace_seconds: float = Field(30.0, ge=0)
+    # One send budget per chat (every bot process, every call that speaks there): at most one
+    # call per this many seconds in a private chat, and in a group (Telegram asks 20/min).
+    chat_send_interval_seconds: float = Field(1.1, gt=0)
+    group_send_interval_seconds: float = Field(3.0, gt=0)
+    # Show replies while they are written (drafts in private chats, edits in groups).
+    stream_replies: bool = True
 
     # Operations.
     log_level: str = "INFO"

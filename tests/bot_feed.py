@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from producer.app import build_bot, build_dispatcher
 from producer.services import Services, build_services
-from producer.telegram_sender import TelegramSender
+from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
 from shared.db.models import ChatMessage
@@ -75,7 +75,7 @@ async def fed_bot(
         await queue.connect()
         bot = build_bot(settings)
         stack.push_async_callback(bot.session.close)
-        services = build_services(settings, db, queue, TelegramSender(bot))
+        services = build_services(settings, db, queue, telegram_sender(bot, settings, queue.redis))
         stack.push_async_callback(services.deliveries.close)
         stack.push_async_callback(services.turns.wait_idle, 10.0)
         yield FedBot(tg, settings, db, queue, bot, services, build_dispatcher(services))

@@ -17,8 +17,9 @@ import orjson
 from aiogram import Bot, Dispatcher
 
 from producer.app import build_bot, build_dispatcher
+from producer.keyboards import CharacterCallback
 from producer.services import Services, build_services
-from producer.telegram_sender import TelegramSender
+from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings, load_settings
 from shared.db import repositories as repo
@@ -26,6 +27,7 @@ from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.migrate import upgrade
 from shared.queue import Delivery, Outcome, QueueService, TaskStatus, TaskType
 from shared.queue.connection import BLOCK_MS
+from shared.queue.live import LiveReader
 from shared.tasks import TaskResult, dumps
 from tests.fakes.telegram import FakeTelegram, Request
 from tests.fixtures_db import Sessions, in_thread
@@ -47,6 +49,9 @@ def bot_settings(base: Settings, database_url: str, telegram_url: str, **extra: 
         "telegram_api_url": telegram_url,
         "start_energy": 5,
         "start_diamonds": 2,
+        # Tests of the send budget set their own pace; the others need not wait for it.
+        "chat_send_interval_seconds": 0.05,
+        "group_send_interval_seconds": 0.05,
     }
     values.update(extra)
     return load_settings(_env_file=None, **{**base.model_dump(), **values})
@@ -70,6 +75,15 @@ async def wait_text(tg: FakeTelegram, chat_id: int, needle: str, timeout: float 
     return found[0]
 
 
+async def choose_first_character(tg: FakeTelegram, user_id: int) -> None:
+    tg.user_message(user_id, "/start")
+    greeting = await wait_text(tg, user_id, "Привет")
+    first = greeting.params["reply_markup"]["inline_keyboard"][0][0]
+    assert CharacterCallback.unpack(first["callback_data"]).character_id > 0
+    tg.callback(user_id, first["callback_data"])
+    await wait_text(tg, user_id, "Твой собеседник")
+
+
 class ManualConsumer:
     """Plays the consumer's part by hand: take one task, then complete or fail it."""
 
@@ -88,6 +102,13 @@ class ManualConsumer:
         outcome = Outcome(
             delivery, TaskStatus.COMPLETED, 1, 0.0, result_json=dumps(result.model_dump())
         )
+        await self._consumer.finish([outcome])
+
+    async def stop(self, delivery: Delivery, partial: TaskResult | None) -> None:
+        """Finish as a consumer does once a cancel reached it: cancelled, with what was
+        written (None: nothing)."""
+        result_json = None if partial is None else dumps(partial.model_dump())
+        outcome = Outcome(delivery, TaskStatus.CANCELLED, 1, 0.0, result_json=result_json)
         await self._consumer.finish([outcome])
 
     async def fail(
@@ -123,9 +144,13 @@ async def in_process_bot(settings: Settings, tg: FakeTelegram) -> AsyncIterator[
         queue = QueueService(settings, client_name="test-bot")
         stack.push_async_callback(queue.close)
         await queue.connect()
+        live = LiveReader(settings, client_name=f"{settings.redis_queue_prefix}live")
+        stack.push_async_callback(live.aclose)
+        await live.start()
         bot = build_bot(settings)
         stack.push_async_callback(bot.session.close)
-        services = build_services(settings, db, queue, TelegramSender(bot))
+        sender = telegram_sender(bot, settings, queue.redis)
+        services = build_services(settings, db, queue, sender, live)
         dispatcher = build_dispatcher(services)
         polling = asyncio.create_task(
             dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
@@ -159,6 +184,8 @@ def process_env(settings: Settings, **extra: Any) -> dict[str, str]:
         IMAGE_PROVIDER="offline",
         START_ENERGY=str(settings.start_energy),
         START_DIAMONDS=str(settings.start_diamonds),
+        CHAT_SEND_INTERVAL_SECONDS=str(settings.chat_send_interval_seconds),
+        GROUP_SEND_INTERVAL_SECONDS=str(settings.group_send_interval_seconds),
         LOG_JSON="true",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
@@ -186,17 +213,22 @@ class Processes:
         args: list[str],
         env: dict[str, str],
         stdin: int | None = None,
+        split_stderr: bool = False,
     ) -> subprocess.Popen[bytes]:
+        """Start `python -m module`; its output goes to the log `name` (with `split_stderr`,
+        stderr to the log `name.err` instead, so a console's screen is not cut by log lines)."""
         log_path = self._log_dir / f"{name}.log"
         self.logs[name] = log_path
-        with log_path.open("ab") as log:
+        err_path = self._log_dir / f"{name}.err.log" if split_stderr else log_path
+        self.logs[f"{name}.err"] = err_path
+        with log_path.open("ab") as log, err_path.open("ab") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, *args],
                 cwd=ROOT,
                 env=env,
                 stdin=stdin,
                 stdout=log,
-                stderr=log,
+                stderr=err,
             )
         self._running.append(proc)
         return proc

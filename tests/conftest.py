@@ -20,7 +20,7 @@ from shared.queue import QueueService
 from shared.queue.connection import RedisClient
 from tests.fakes.redis_proxy import RedisProxy
 
-pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers"]
+pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers", "tests.bot_world"]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SINGLE, CLUSTER = "single", "cluster"

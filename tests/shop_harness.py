@@ -11,7 +11,7 @@ from aiogram.methods import SendMessage
 
 from producer.app import build_bot, build_dispatcher
 from producer.services import build_services
-from producer.telegram_sender import TelegramSender
+from producer.telegram_sender import telegram_sender
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.queue import QueueService
@@ -43,7 +43,7 @@ async def shop_bot(
         await queue.connect()
         bot = build_bot(settings)
         stack.push_async_callback(bot.session.close)
-        services = build_services(settings, db, queue, TelegramSender(bot))
+        services = build_services(settings, db, queue, telegram_sender(bot, settings, queue.redis))
         dispatcher = build_dispatcher(services)
         polling = asyncio.create_task(
             dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)

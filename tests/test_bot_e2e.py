@@ -6,8 +6,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -16,84 +14,26 @@ import pytest
 from producer import texts
 from producer.keyboards import PhotoCallback
 from scripts.private_redis import free_port
-from scripts.seed_characters import seed_characters
 from shared.config import Settings
-from shared.db.engine import create_engine, create_sessionmaker
-from shared.queue import QueueService, TaskType
+from shared.queue import TaskType
 from tests.bot_harness import (
     TOKEN,
-    Processes,
     balances,
-    bot_settings,
     log_events,
-    migrated_sqlite,
     process_env,
     texts_to,
     wait_exit,
     wait_text,
 )
+from tests.bot_world import World, eventually, idle, start_bot
 from tests.consumer_helpers import ledger
 from tests.fakes.http import Reply
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.venice import IMAGE_PATH, FakeVenice
-from tests.fixtures_db import Sessions
 
 USER = 4242
 # Generous: each test starts two or three Python processes.
 pytestmark = pytest.mark.timeout(90)
-
-
-@dataclass
-class World:
-    settings: Settings
-    db: Sessions
-    queue: QueueService
-    procs: Processes
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def world(
-    settings: Settings, tmp_path: Path, tg: FakeTelegram, redis_client: object
-) -> AsyncIterator[World]:
-    config = bot_settings(settings, migrated_sqlite(tmp_path), tg.base_url)
-    engine = create_engine(config.database_url)
-    queue = QueueService(config, client_name="test-inspector")
-    procs = Processes(tmp_path)
-    try:
-        db = create_sessionmaker(engine)
-        await seed_characters(db)
-        await queue.connect()
-        yield World(config, db, queue, procs)
-    finally:
-        await procs.close()
-        await queue.close()
-        await engine.dispose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.1)
-
-
-async def idle(queue: QueueService, *types: TaskType) -> bool:
-    depths = [await queue.get_queue_depth(task_type) for task_type in types]
-    return all(depth.unfinished == 0 for depth in depths)
-
-
-async def start_bot(world: World, tg: FakeTelegram) -> subprocess.Popen[bytes]:
-    since = time.time()
-    bot = world.procs.producer(process_env(world.settings))
-    await tg.wait_for("getUpdates", lambda r: r.timestamp >= since, timeout=30)
-    return bot
 
 
 async def choose_character(tg: FakeTelegram) -> None:
@@ -193,6 +133,7 @@ async def test_console_chat_uses_the_same_pipeline(world: World, tmp_path: Path)
         ["--console", "--photo-dir", str(photos), "--user-id", str(USER)],
         process_env(world.settings),
         stdin=subprocess.PIPE,
+        split_stderr=True,
     )
     assert console.stdin is not None
     console.stdin.write("/start\n1\nПривет\n/photo\n/quit\n".encode())

@@ -11,7 +11,7 @@ import pytest
 
 from producer import texts
 from producer.jobs import DeliveryKind, Job
-from producer.keyboards import CharacterCallback, PhotoCallback
+from producer.keyboards import PhotoCallback
 from shared.config import Settings
 from shared.tasks import ImagePromptResult, ImageResult, ReplyResult, TaskType
 from tests.bot_harness import (
@@ -19,6 +19,7 @@ from tests.bot_harness import (
     ManualConsumer,
     balances,
     bot_settings,
+    choose_first_character,
     in_process_bot,
     migrated_sqlite,
     texts_to,
@@ -56,19 +57,10 @@ def consumer(app: InProcessBot) -> ManualConsumer:
     return ManualConsumer(app.queue)
 
 
-async def choose_first_character(tg: FakeTelegram, user_id: int = USER) -> None:
-    tg.user_message(user_id, "/start")
-    greeting = await wait_text(tg, user_id, "Привет")
-    first = greeting.params["reply_markup"]["inline_keyboard"][0][0]
-    assert CharacterCallback.unpack(first["callback_data"]).character_id > 0
-    tg.callback(user_id, first["callback_data"])
-    await wait_text(tg, user_id, "Твой собеседник")
-
-
 async def test_chat_reply_and_photo_button(
     app: InProcessBot, tg: FakeTelegram, consumer: ManualConsumer
 ) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     tg.user_message(USER, "Привет!")
     reply_task = await consumer.take(TaskType.GENERATE_REPLY)
     assert reply_task.task.data["user_message"] == "Привет!"
@@ -97,7 +89,7 @@ async def test_chat_reply_and_photo_button(
 async def test_refusals_charge_nothing_and_queue_nothing(
     app: InProcessBot, tg: FakeTelegram
 ) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     tg.user_message(USER, "а" * (app.settings.max_message_chars + 1))
     await wait_text(tg, USER, "слишком длинное")
     tg.user_message(USER, "/generate")
@@ -120,7 +112,7 @@ async def test_throttle_answers_and_queues_nothing(
         settings, migrated_sqlite(tmp_path), tg.base_url, user_messages_per_minute=2
     )
     async with in_process_bot(config, tg) as app:
-        await choose_first_character(tg)
+        await choose_first_character(tg, USER)
         for number in range(3):
             tg.user_message(USER, f"сообщение {number}")
         await wait_text(tg, USER, "слишком часто")
@@ -132,7 +124,7 @@ async def test_throttle_answers_and_queues_nothing(
 async def test_double_press_charges_and_generates_once(
     app: InProcessBot, tg: FakeTelegram, consumer: ManualConsumer
 ) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     tg.callback(USER, PhotoCallback().pack())
     tg.callback(USER, PhotoCallback().pack())
     await wait_text(tg, USER, "Фото уже готовится")
@@ -153,7 +145,7 @@ async def test_double_press_charges_and_generates_once(
 async def test_failed_image_is_announced_once_and_refunded(
     app: InProcessBot, tg: FakeTelegram, consumer: ManualConsumer
 ) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     tg.user_message(USER, "/generate в шляпе")
     image_task = await consumer.take(TaskType.GENERATE_IMAGE)
     assert "в шляпе" in image_task.task.data["prompt"]
@@ -170,7 +162,7 @@ async def test_failed_image_is_announced_once_and_refunded(
 async def test_two_completion_signals_send_one_message(
     app: InProcessBot, tg: FakeTelegram, consumer: ManualConsumer
 ) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     tg.user_message(USER, "Как дела?")
     task = await consumer.take(TaskType.GENERATE_REPLY)
     await app.services.deliveries.resume()  # watches the same open delivery a second time
@@ -187,11 +179,13 @@ async def test_slow_reply_is_announced_then_delivered(
     config = bot_settings(settings, migrated_sqlite(tmp_path), tg.base_url, reply_wait_seconds=0.5)
     async with in_process_bot(config, tg) as app:
         consumer = ManualConsumer(app.queue)
-        await choose_first_character(tg)
+        await choose_first_character(tg, USER)
         tg.user_message(USER, "Ты тут?")
         task = await consumer.take(TaskType.GENERATE_REPLY)
         await wait_text(tg, USER, texts.TAKES_LONGER)
-        assert tg.sent("sendChatAction", USER)[0].params["action"] == "typing"
+        # A streamed reply shows "typing" only once no text came for a moment.
+        (action,) = await tg.wait_for("sendChatAction", lambda r: r.chat_id == USER)
+        assert action.params["action"] == "typing"
         await consumer.complete(task, ReplyResult(reply="Да, я тут.", dialog_id=1))
         await wait_text(tg, USER, "Да, я тут.")
 
@@ -199,7 +193,7 @@ async def test_slow_reply_is_announced_then_delivered(
 async def test_long_reply_is_split_and_the_button_comes_last(
     app: InProcessBot, tg: FakeTelegram, consumer: ManualConsumer
 ) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     tg.user_message(USER, "Расскажи историю")
     task = await consumer.take(TaskType.GENERATE_REPLY)
     paragraph = "Жили-были кот и пёс. " * 100
@@ -229,7 +223,7 @@ async def test_admin_queue_report_and_commands_menu(
 
 
 async def test_delete_me_asks_then_deletes(app: InProcessBot, tg: FakeTelegram) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     tg.user_message(USER, "/delete_me")
     question = await wait_text(tg, USER, "Удалить все")
     buttons = question.params["reply_markup"]["inline_keyboard"][0]
@@ -257,7 +251,7 @@ async def test_queue_place_is_told_when_others_wait(app: InProcessBot, tg: FakeT
 async def test_repeated_update_charges_and_enqueues_once(
     app: InProcessBot, tg: FakeTelegram, consumer: ManualConsumer
 ) -> None:
-    await choose_first_character(tg)
+    await choose_first_character(tg, USER)
     update_id = tg.user_message(USER, "Повтор")
     update = next(u for u in tg.pending_updates if u["update_id"] == update_id)
     tg.push_update({"message": update["message"]})  # Telegram redelivers the same message

@@ -24,7 +24,8 @@ from producer.jobs import (
     image_task_id,
     task_id_for,
 )
-from producer.telegram_session import ChatPacer, FloodControlMiddleware
+from producer.send_budget import SendBudget
+from producer.telegram_session import FloodControlMiddleware
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
 from shared.errors import InsufficientBalanceError
@@ -126,44 +127,38 @@ async def tg() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-def _bot(tg: FakeTelegram, middleware: FloodControlMiddleware) -> Bot:
+def _bot(tg: FakeTelegram, budget: SendBudget, max_attempts: int = 5) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url))
-    session.middleware(middleware)
+    session.middleware(FloodControlMiddleware(budget, max_attempts))
     return Bot(TOKEN, session=session)
 
 
-async def test_flood_wait_is_honoured_then_the_message_is_sent(tg: FakeTelegram) -> None:
+@pytest.fixture
+def budget(redis_client: aioredis.Redis, prefix: str) -> SendBudget:
+    return SendBudget(redis_client, prefix, chat_interval=0.05, group_interval=0.05)
+
+
+async def test_flood_wait_is_honoured_then_the_message_is_sent(
+    tg: FakeTelegram, budget: SendBudget
+) -> None:
     tg.fail_next("sendMessage", 429, retry_after=1)
-    async with _bot(tg, FloodControlMiddleware()) as bot:
+    async with _bot(tg, budget) as bot:
         started = time.monotonic()
         await bot.send_message(chat_id=5, text="Привет")
     assert time.monotonic() - started >= 1.0
     assert [r.status for r in tg.sent("sendMessage")] == [429, 200]
 
 
-async def test_transient_telegram_errors_are_retried(tg: FakeTelegram) -> None:
+async def test_transient_telegram_errors_are_retried(tg: FakeTelegram, budget: SendBudget) -> None:
     tg.fail_next("sendPhoto", 500, "Internal Server Error: try again", times=2)
-    async with _bot(tg, FloodControlMiddleware()) as bot:
+    async with _bot(tg, budget) as bot:
         await bot.send_photo(chat_id=5, photo=BufferedInputFile(b"\x89PNG-bytes", "p.png"))
     assert [r.status for r in tg.sent("sendPhoto")] == [500, 500, 200]
 
 
-async def test_flood_retries_are_bounded(tg: FakeTelegram) -> None:
+async def test_flood_retries_are_bounded(tg: FakeTelegram, budget: SendBudget) -> None:
     tg.fail_next("sendMessage", 429, retry_after=1, times=3)
-    async with _bot(tg, FloodControlMiddleware(max_attempts=2)) as bot:
+    async with _bot(tg, budget, max_attempts=2) as bot:
         with pytest.raises(TelegramRetryAfter):
             await bot.send_message(chat_id=5, text="Привет")
     assert len(tg.sent("sendMessage")) == 2
-
-
-async def test_pacer_lets_a_burst_through_then_spaces_messages() -> None:
-    pacer = ChatPacer(rate=20.0, burst=3)
-    started = time.monotonic()
-    for _ in range(3):
-        await pacer.wait(1)
-    assert time.monotonic() - started < 0.05
-    for _ in range(2):
-        await pacer.wait(1)
-    assert time.monotonic() - started >= 0.09
-    await pacer.wait(2)  # other chats are not held back
-    assert time.monotonic() - started < 0.2

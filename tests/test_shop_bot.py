@@ -17,7 +17,7 @@ from producer.app import build_bot
 from producer.handlers.shop import pre_checkout
 from producer.services import build_services
 from producer.shop_keyboards import ShopCallback
-from producer.telegram_sender import TelegramSender
+from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
@@ -317,7 +317,8 @@ async def test_pre_checkout_says_no_at_once_when_the_database_is_down(
     try:
         config = shop_settings(settings, Backend("sqlite+aiosqlite://"), tg)
         bot = build_bot(config)
-        services = build_services(config, create_sessionmaker(engine), queue, TelegramSender(bot))
+        sender = telegram_sender(bot, config, queue.redis)
+        services = build_services(config, create_sessionmaker(engine), queue, sender)
         user = new_user_id()
         paying = asyncio.create_task(
             tg.payments.pay(user, Invoice(user, 0, "x", "f" * 32, "XTR", 50))

@@ -244,6 +244,12 @@ class FakeTelegram:
 
         self.payments = StarsPayments(self)
         self._methods.update(self.payments.methods())
+        from tests.fakes.telegram_streaming import Streaming  # noqa: PLC0415
+
+        self.streaming = Streaming(self)
+        self._methods.update(self.streaming.methods())
+        # Update id -> when a getUpdates call first handed it to the bot (wall time).
+        self.handed_out: dict[int, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -309,8 +315,10 @@ class FakeTelegram:
         first_name: str = "Анна",
         language_code: str = "ru",
         username: str | None = None,
+        chat_id: int | None = None,
     ) -> int:
-        """Queue a private text message from a user; returns its update_id."""
+        """Queue a text message from a user, in their private chat or in the group
+        ``chat_id``; returns its update_id."""
         user = self._remember_user(user_id, first_name, language_code, username)
         # Writing to the bot again is how a user unblocks it.
         self.blocked_users.discard(user_id)
@@ -320,7 +328,7 @@ class FakeTelegram:
             content["entities"] = [
                 {"type": "bot_command", "offset": 0, "length": _utf16_len(command)}
             ]
-        message = self._store_message(user_id, user, content)
+        message = self._store_message(user_id if chat_id is None else chat_id, user, content)
         return self.push_update({"message": message})
 
     def callback(
@@ -485,6 +493,7 @@ class FakeTelegram:
         try:
             if handler is None:
                 raise BotApiError(404, "Not Found: method not found")
+            self.streaming.check_limit(name, params)
             self._raise_scripted_failure(name)
             if delay := self._delays.get(name.lower()):
                 await asyncio.sleep(delay)
@@ -529,6 +538,14 @@ class FakeTelegram:
         self._users[user_id] = user
         return user
 
+    def chat_object(self, chat_id: int) -> JsonDict:
+        """The Chat object of a chat id, as updates carry it."""
+        return self._chat(chat_id)
+
+    def target_chat(self, params: JsonDict) -> int:
+        """The chat a method call targets (400 or 403 as the real server answers)."""
+        return self._target_chat(params)
+
     def _chat(self, chat_id: int) -> JsonDict:
         if chat_id > 0:
             user = self._users.get(chat_id, {})
@@ -553,6 +570,8 @@ class FakeTelegram:
             **content,
         }
         self._messages[(chat_id, message_id)] = message
+        if sender is self.bot_user:
+            self.streaming.message_sent(chat_id)
         return copy.deepcopy(message)
 
     def _last_bot_message_id(self, chat_id: int) -> int | None:
@@ -654,6 +673,9 @@ class FakeTelegram:
             batch = self._deliverable(limit)
             remaining = deadline - asyncio.get_running_loop().time()
             if batch or self._closing or remaining <= 0:
+                handed = time.time()
+                for update in batch:
+                    self.handed_out.setdefault(update["update_id"], handed)
                 return batch
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
