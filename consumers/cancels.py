@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from shared.closing import stop_loops
 from shared.config import Settings
 from shared.queue.connection import create_redis
 from shared.queue.keys import Keys
@@ -53,26 +54,25 @@ class CancelListener:
         self._up: set[int] = set()  # groups whose subscription is confirmed
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     def start(self) -> None:
-        if not self._tasks:
+        if not self._tasks and not self._closing:
             self._tasks = [
                 asyncio.create_task(self._supervised(i), name="cancel-listener")
                 for i in range(len(self._groups))
             ]
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The flag, not only the cancel (see shared.closing).
+        self._closing = True
+        await stop_loops(self._tasks, "cancel-listener")
         self._tasks = []
         await self._client.aclose()
 
     async def _supervised(self, group: int) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             try:
                 await self._listen(group)
             except REDIS_ERRORS as exc:
@@ -92,7 +92,7 @@ class CancelListener:
         try:
             await subscribe(self._client, pubsub, self._keys, channels, types[0])
             confirmed: set[str] = set()
-            while True:
+            while not self._closing:
                 message = await next_message(pubsub, channels, 5.0)
                 if message is None:
                     continue

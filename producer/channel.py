@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from shared.closing import pause
+
 if TYPE_CHECKING:
     from producer.stream_records import StreamRecords, ViewMode, ViewState
     from producer.streaming import ReplyView
@@ -56,17 +58,21 @@ async def chat_action_kept(
     delay: float = 0.0,
 ) -> AsyncIterator[None]:
     """Show `kind` in the chat for as long as the block runs (from `delay` seconds on)."""
+    # A flag as well as the cancel: a cancel lost inside a call (see shared.closing) must
+    # not leave the loop renewing, and the block's exit waiting on it, forever.
+    stop = asyncio.Event()
 
     async def renew() -> None:
-        await asyncio.sleep(delay)
-        while True:
+        await pause(stop, delay)
+        while not stop.is_set():
             await sender.chat_action(chat_id, kind)
-            await asyncio.sleep(interval)
+            await pause(stop, interval)
 
     task = asyncio.create_task(renew(), name=f"chat-action-{chat_id}")
     try:
         yield
     finally:
+        stop.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import structlog
 from redis.exceptions import RedisError
 
+from shared.closing import pause
 from shared.queue.connection import RedisClient
 from shared.redact import redact
 
@@ -137,10 +138,14 @@ class ChatTurns:
             if not await self._take(keys, update_id):
                 yield
                 return
-            renewer = asyncio.create_task(self._keep(keys, update_id), name=f"turn-{chat_id}")
+            stop = asyncio.Event()  # as well as the cancel (see shared.closing)
+            renewer = asyncio.create_task(
+                self._keep(keys, update_id, stop), name=f"turn-{chat_id}"
+            )
             try:
                 yield
             finally:
+                stop.set()
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
@@ -213,10 +218,12 @@ class ChatTurns:
             raise
         return True
 
-    async def _keep(self, keys: list[str], update_id: int) -> None:
+    async def _keep(self, keys: list[str], update_id: int, stop: asyncio.Event) -> None:
         args: list[int | str] = [update_id, self._token, self._lease_ms]
-        while True:
-            await asyncio.sleep(self._lease_ms / 3000)
+        while not stop.is_set():
+            await pause(stop, self._lease_ms / 3000)
+            if stop.is_set():
+                return
             try:
                 if not await self._renew(keys=keys, args=args):
                     log.warning("chat_turn_lost", update_id=update_id)

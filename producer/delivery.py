@@ -28,6 +28,7 @@ from producer.outcomes import Applied, Outcomes, Verdict, verdict_of
 from producer.stream_records import StreamRecords
 from producer.streaming import LiveFeed, PlainReplyView, Presenter, ReplyView
 from producer.throttle import PhotoLock
+from shared.closing import stop_loops
 from shared.config import Settings
 from shared.db import repositories as repo
 from shared.errors import TaskTimeoutError
@@ -76,6 +77,7 @@ class Deliveries:
         self._sending: set[asyncio.Task[Any]] = set()
         # Per chat, the last reply watched: the next reply is sent only after it.
         self._last_reply: dict[int, asyncio.Future[None]] = {}
+        self._closing = False
 
     def watch(self, job: Job, verdict: Verdict | None = None) -> None:
         """Deliver `job` in the background; the caller returns at once.
@@ -121,6 +123,9 @@ class Deliveries:
         Deliveries already claimed are in the middle of sending: they may finish (bounded by
         SEND_GRACE_SECONDS), because nobody else would send them after a restart.
         """
+        # The flag as well as the cancels: a waiting loop whose cancel was lost inside a call
+        # (see shared.closing) ends by it, and closing never waits on it forever.
+        self._closing = True
         tasks = list(self._tasks)
         sending = [task for task in tasks if task in self._sending]
         for task in tasks:
@@ -128,9 +133,7 @@ class Deliveries:
                 task.cancel()
         if sending:
             await asyncio.wait(sending, timeout=SEND_GRACE_SECONDS)
-        for task in sending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_loops(tasks, "deliveries")
 
     @contextlib.contextmanager
     def _sending_now(self) -> Iterator[None]:
@@ -287,6 +290,8 @@ class Deliveries:
                 if presenter is None or not presenter.showed_text:
                     await self._sender.send_text(job.chat_id, texts.TAKES_LONGER)
         while not await self._is_lost(job):
+            if self._closing:  # not lost: the row stays for the next start
+                raise asyncio.CancelledError
             try:
                 return await self._wait(job, self._settings.delivery_recheck_seconds)
             except TaskTimeoutError:

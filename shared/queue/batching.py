@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.closing import stop_loops
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Step
 
@@ -34,8 +34,11 @@ class ScriptBatcher:
     def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
         self._lanes: dict[Hashable, _Lane] = {}
+        self._closing = False
 
     async def run(self, step: Step, lane: Hashable = None) -> Any:
+        if self._closing:
+            raise ConnectionError("queue closed")
         queue = self._lanes.get(lane)
         if queue is None:
             queue = self._lanes[lane] = _Lane()
@@ -47,19 +50,20 @@ class ScriptBatcher:
         return await future
 
     async def aclose(self) -> None:
+        # The flag and the wakeup, not only the cancel (see shared.closing).
+        self._closing = True
         for lane in self._lanes.values():
-            if lane.task is not None:
-                lane.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.task
-                lane.task = None
+            lane.wakeup.set()
+        await stop_loops([lane.task for lane in self._lanes.values() if lane.task], "batcher")
+        for lane in self._lanes.values():
+            lane.task = None
             for _, future in lane.pending:
                 if not future.done():
                     future.set_exception(ConnectionError("queue closed"))
             lane.pending = []
 
     async def _flush_loop(self, lane: _Lane) -> None:
-        while True:
+        while not self._closing:
             await lane.wakeup.wait()
             lane.wakeup.clear()
             batch, lane.pending = lane.pending, []

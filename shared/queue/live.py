@@ -7,7 +7,6 @@ Live output is a preview: the final text always comes with the task's result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisClusterException, RedisError
 
+from shared.closing import stop_loops
 from shared.config import Settings
 from shared.queue.connection import BLOCK_MS, RedisClient, single_connection_client
 from shared.queue.keys import Keys
@@ -219,16 +219,18 @@ class LiveReader:
         self._changed = asyncio.Event()
         self._blocked: set[TaskType] = set()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start(self) -> None:
-        if self._task is None:
+        if self._task is None and not self._closing:
             self._task = asyncio.create_task(self._supervised(), name="live-reader")
 
     async def aclose(self) -> None:
+        # The flag and the wakeup, not only the cancel (see shared.closing).
+        self._closing = True
+        self._changed.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_loops([self._task], "live-reader")
             self._task = None
         await self._redis.aclose()
         await self._waker.aclose()
@@ -283,7 +285,7 @@ class LiveReader:
 
     async def _supervised(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             try:
                 await self._read_loop()
             except _REDIS_ERRORS as exc:
@@ -299,7 +301,7 @@ class LiveReader:
                 backoff = 0.05
 
     async def _read_loop(self) -> None:
-        while True:
+        while not self._closing:
             self._changed.clear()
             types = list(self._follows)
             if not types:

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from shared.closing import stop_loops
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
 from shared.queue.connection import create_redis
@@ -44,8 +45,6 @@ log = structlog.get_logger(__name__)
 _FINAL = frozenset(status.value.encode() for status in FINAL_STATUSES)
 # Tasks remembered as enqueued-while-subscribed; the oldest are forgotten past this.
 FRESH_LIMIT = 100_000
-# How long closing waits for the background loops before it gives up on them.
-CLOSE_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -112,17 +111,10 @@ class ResultWaiter:
                 await asyncio.sleep(0.2)
 
     async def aclose(self) -> None:
-        # The flag and the wakeup, not only the cancel: a cancellation that redis-py turns
-        # into a connection error on its way out is caught by a loop's error handling, and
-        # the loop must still end instead of waiting for work forever.
+        # The flag and the wakeup, not only the cancel (see shared.closing).
         self._closing = True
         self._read_wakeup.set()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
-            if stuck:
-                log.error("waiter_close_stuck", loops=[t.get_name() for t in stuck])
+        await stop_loops(self._tasks, "waiter")
         self._tasks = []
         await self._sub_client.aclose()
         await self._reader.aclose()
