@@ -34,7 +34,7 @@ from tests.fixtures_db import Backend, Sessions, new_user_id
 from tests.shop_harness import PACKS, buy, messages_with, open_shop_and_buy, shop_bot
 
 # Generous: each test starts Python processes on a shared 2-core machine.
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
@@ -89,8 +89,9 @@ async def test_two_bot_processes_receiving_one_payment_credit_once(
     async with FakeTelegram(token=TOKEN) as tg1, FakeTelegram(token=TOKEN) as tg2:
         procs.start("producer-1", "producer", [], _env(settings, database, tg1))
         procs.start("producer-2", "producer", [], _env(settings, database, tg2))
-        await tg1.wait_for("getUpdates", timeout=30)
-        await tg2.wait_for("getUpdates", timeout=30)
+        # Two bots importing aiogram at once on a busy 2-core machine: seconds each, or more.
+        await tg1.wait_for("getUpdates", timeout=60)
+        await tg2.wait_for("getUpdates", timeout=60)
         user = new_user_id()
         await open_shop_and_buy(tg1, user)
         attempt = await tg1.payments.pay(user, deliver=False)
