@@ -21,3 +21,8 @@ class TaskRun:
     live: LiveWriter
     stop_requested: bool = False
     partial: TaskResult | None = None
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """A handler ends early because its run was stopped: it saw `stop_requested` itself, as
+    the cancel that should have ended it can be lost (see shared.closing)."""

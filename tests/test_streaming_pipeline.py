@@ -19,6 +19,7 @@ from consumers.providers.base import RetryPolicy
 from consumers.providers.venice import VeniceClient
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
+from consumers.task_run import StopRequested, TaskRun
 from shared.config import Settings
 from shared.queue import Delivery, QueueService
 from shared.queue.keys import GROUP
@@ -305,3 +306,26 @@ async def test_clearing_the_queue_leaves_a_cancelled_task_cancelled(
     task = await queue.get_task(cancelled, REPLY)
     assert task is not None and task.status is TaskStatus.CANCELLED and task.error is None
     assert await redis_client.xlen(queue.keys.dead(REPLY)) == 1  # only the waiting one
+
+
+async def test_a_stop_whose_cancel_is_lost_still_ends_the_reply_at_the_next_delta(
+    queue: QueueService, llm: VeniceClient, venice: FakeVenice, redis_client: aioredis.Redis
+) -> None:
+    """Python 3.11 can lose a cancellation inside a library call: the handler then stops by
+    the run's flag alone. Here it is never cancelled at all."""
+    venice.stream_plan = StreamPlan(delay=0.05)
+    task_id = await queue.enqueue_task(REPLY, 1, payload())
+    consumer = queue.consumer("c1")
+    [delivery] = [e for e in await consumer.read(REPLY, 1, 1000) if isinstance(e, Delivery)]
+    run = TaskRun(1, consumer.live_writer(REPLY, task_id, 1))
+    handler = build_handlers([REPLY], llm, None)[REPLY]
+    running = asyncio.create_task(handler(delivery.task, run))
+    await until(lambda: _true(bool(venice.streams) and venice.streams[0].chunks_sent >= 3))
+    run.stop_requested = True
+    flagged_at = time.monotonic()
+    with pytest.raises(StopRequested):
+        await asyncio.wait_for(running, 5)
+    assert await venice.stream_closed_at(0) - flagged_at < 0.5
+    assert isinstance(run.partial, ReplyResult) and run.partial.stopped
+    assert WORDS.startswith(run.partial.reply) and len(run.partial.reply) < len(WORDS)
+    assert (await live_entries(redis_client, queue, task_id))[-1] == {b"end": b"stopped"}

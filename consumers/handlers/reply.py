@@ -9,7 +9,7 @@ import contextlib
 import structlog
 
 from consumers.providers.base import LLMClient
-from consumers.task_run import TaskRun
+from consumers.task_run import StopRequested, TaskRun
 from shared.errors import ProviderUnavailableError, StreamCutError
 from shared.queue.live import END_CUT, END_DONE, END_STOPPED
 from shared.tasks import QueueTask, ReplyPayload, ReplyResult
@@ -32,6 +32,8 @@ class ReplyHandler:
             # aclosing: leaving the loop early (a stop) closes the provider's connection now.
             async with contextlib.aclosing(self._llm.stream(messages)) as deltas:
                 async for delta in deltas:
+                    if run.stop_requested:  # its cancel was lost: the flag still stops it
+                        break
                     await live.add(delta)
         except StreamCutError as exc:
             log.warning("reply_stream_cut", error=str(exc), chars=len(live.text))
@@ -42,6 +44,9 @@ class ReplyHandler:
         except BaseException:
             await live.abandon()  # the task fails or runs again: no end marker yet
             raise
+        if run.stop_requested:
+            await self._cancelled(run, payload.dialog_id)
+            raise StopRequested
         reply = live.text.strip()
         if not reply:  # only whitespace arrived before the cut: nothing worth keeping
             await live.abandon()
