@@ -26,7 +26,7 @@ from shared.errors import is_retryable
 from shared.queue import Delivery, Malformed, Outcome, Priority, StreamConsumer
 from shared.queue.connection import cancel_requested
 from shared.queue.fairness import user_cap
-from shared.tasks import TaskResult, TaskStatus, TaskType, dumps
+from shared.tasks import TaskResult, TaskStatus, TaskType, dumps, to_json
 
 log = structlog.get_logger(__name__)
 
@@ -314,7 +314,7 @@ class ConsumerRunner:
         elapsed = time.perf_counter() - t0
         self._metrics.processed(task.type, elapsed)
         log.info("task_completed", duration_ms=round(elapsed * 1000, 2))
-        result_json = dumps(result.model_dump())
+        result_json = dumps(to_json(result))
         return Outcome(delivery, TaskStatus.COMPLETED, attempt, started, result_json=result_json)
 
     async def _handle(self, running: _Running) -> TaskResult | None:
@@ -339,7 +339,7 @@ class ConsumerRunner:
     def _stopped(self, delivery: Delivery, run: TaskRun, started: float) -> Outcome:
         partial = run.partial
         log.info("task_stopped", kept_partial=partial is not None)
-        result_json = dumps(partial.model_dump()) if partial is not None else None
+        result_json = dumps(to_json(partial)) if partial is not None else None
         return Outcome(delivery, TaskStatus.CANCELLED, run.attempt, started, result_json)
 
     def request_stop(self, task_type: TaskType, task_id: str) -> None:

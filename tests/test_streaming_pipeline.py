@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
 from consumers.providers.base import RetryPolicy
 from consumers.providers.venice import VeniceClient
 from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from shared.config import Settings
+from shared.config_values import Secret
 from shared.queue import Delivery, QueueService
 from shared.queue.keys import GROUP
 from shared.queue.live import LiveChunk, LiveReader
-from shared.tasks import QueueTask, ReplyResult, TaskStatus, TaskType
+from shared.tasks import QueueTask, ReplyResult, TaskStatus, TaskType, to_json
 from tests.fakes.venice import FakeVenice, StreamPlan
 
 REPLY = TaskType.GENERATE_REPLY
@@ -45,7 +45,7 @@ async def venice() -> AsyncIterator[FakeVenice]:
 
 @pytest.fixture
 async def llm(venice: FakeVenice) -> AsyncIterator[VeniceClient]:
-    client = VeniceClient(SecretStr(venice.api_key), base_url=venice.url, timeout=5, retry=FAST)
+    client = VeniceClient(Secret(venice.api_key), base_url=venice.url, timeout=5, retry=FAST)
     yield client
     await client.aclose()
 
@@ -112,7 +112,7 @@ async def test_a_reply_streams_live_and_finishes_with_the_full_text(
     task = await queue.wait_for_task_result(task_id, 5, REPLY)
 
     assert task.status is TaskStatus.COMPLETED
-    assert task.result == ReplyResult(reply=WORDS, dialog_id=5).model_dump()
+    assert task.result == to_json(ReplyResult(reply=WORDS, dialog_id=5))
     assert "".join(c.text for c in chunks) == WORDS
     assert chunks[-1].end == "done"
     rows = await live_entries(redis_client, queue, task_id)

@@ -15,7 +15,6 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import orjson
 import structlog
-from pydantic import SecretStr
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -24,6 +23,7 @@ from tenacity import (
     stop_before_delay,
 )
 
+from shared.config_values import Secret
 from shared.errors import ProviderError, ProviderRejectedError, ProviderUnavailableError
 
 T = TypeVar("T")
@@ -207,7 +207,7 @@ class ProviderHttp:
         *,
         timeout: float,
         retry: RetryPolicy,
-        secret: SecretStr | None = None,
+        secret: Secret | None = None,
         reset_header: str | None = None,
         max_connections: int | None = None,
     ) -> None:
