@@ -60,12 +60,15 @@ MAX_PACK_STARS = 10_000
 MAX_PACK_AMOUNT = 1_000_000
 
 
+Currency = Literal["energy", "diamonds"]
+
+
 @dataclass(frozen=True, slots=True)
 class ShopPack:
     """One thing the shop sells: `amount` of a balance for `price` Telegram Stars."""
 
     id: str
-    currency: Literal["energy", "diamonds"]
+    currency: Currency
     amount: int
     price: int
 
@@ -91,7 +94,7 @@ def _parse_pack(item: str) -> ShopPack:
         raise ValueError(f"{item!r}: the currency must be energy or diamonds")
     if not (amount.isdigit() and price.isdigit()):
         raise ValueError(f"{item!r}: amount and price must be whole positive numbers")
-    return ShopPack(pack_id, cast(Any, currency), int(amount), int(price))
+    return ShopPack(pack_id, cast(Currency, currency), int(amount), int(price))  # checked
 
 
 def parse_packs(raw: str) -> tuple[ShopPack, ...]:
