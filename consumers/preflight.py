@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from pydantic import SecretStr
 
 from consumers.providers.factory import choose_image_provider
 from shared.config import ImageProvider, LLMProvider, Preflight, Settings
+from shared.config_values import Secret
 from shared.errors import ConfigError
 from shared.tasks import TaskType
 
@@ -48,7 +48,7 @@ def _redact(url: str) -> str:
     return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
 
 
-def _auth(secret: SecretStr | None) -> dict[str, str]:
+def _auth(secret: Secret | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret.get_secret_value()}"} if secret else {}
 
 

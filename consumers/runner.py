@@ -7,6 +7,7 @@ under a lease of that provider (`gates.py`, `intake.py`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from shared.errors import is_retryable
 from shared.queue import Delivery, Malformed, Outcome, Priority, StreamConsumer
 from shared.queue.connection import cancel_requested
 from shared.queue.fairness import user_cap
-from shared.tasks import TaskResult, TaskStatus, TaskType, dumps
+from shared.tasks import TaskResult, TaskStatus, TaskType, dumps, to_json
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +57,9 @@ class _Running:
     lease: str | None  # the provider lease the handler runs under (gated types)
     run: TaskRun
     task: asyncio.Task[None] = field(init=False)
-    handler: asyncio.Task[TaskResult] | None = None  # the handler's own task, stopped alone
+    # The scope the handler runs in while it runs: a stop expires it, cancelling the handler
+    # alone (an asyncio task per handler did the same at a task's cost per run).
+    scope: asyncio.Timeout | None = None
 
 
 @dataclass(slots=True)
@@ -219,8 +222,9 @@ class ConsumerRunner:
             self._return_leases(state, leases.values())
             raise
         deliveries = [e for e in entries if isinstance(e, Delivery)]
+        writer = self.consumer.live_writer
         for delivery, attempt in zip(deliveries, attempts, strict=True):
-            live = self.consumer.live_writer(task_type, delivery.task.task_id, attempt)
+            live = functools.partial(writer, task_type, delivery.task.task_id, attempt)
             running = _Running(delivery, leases.get(delivery.ref), TaskRun(attempt, live))
             running.task = asyncio.create_task(self._run_one(running, started))
             state.running[delivery.ref] = running
@@ -314,32 +318,35 @@ class ConsumerRunner:
         elapsed = time.perf_counter() - t0
         self._metrics.processed(task.type, elapsed)
         log.info("task_completed", duration_ms=round(elapsed * 1000, 2))
-        result_json = dumps(result.model_dump())
+        result_json = dumps(to_json(result))
         return Outcome(delivery, TaskStatus.COMPLETED, attempt, started, result_json=result_json)
 
     async def _handle(self, running: _Running) -> TaskResult | None:
         """The handler's result, or None when a user's stop cancelled it.
 
-        The handler runs as a task of its own so a stop cancels it alone; the runner's own
-        cancellation (shutdown) still reaches it and is re-raised.
+        The handler runs in a scope of its own so a stop cancels it alone (the scope turns
+        its own cancellation into TimeoutError); the runner's own cancellation (shutdown)
+        still reaches it and is re-raised.
         """
         delivery, run = running.delivery, running.run
-        handler = asyncio.create_task(self._handlers[delivery.task_type](delivery.task, run))
-        running.handler = handler
         if run.stop_requested:  # the stop came between the read and now: it never starts
-            handler.cancel()
+            return None
+        scope = asyncio.timeout(None)
         try:
-            return await handler
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if run.stop_requested and current is not None and not current.cancelling():
+            async with scope:
+                running.scope = scope
+                return await self._handlers[delivery.task_type](delivery.task, run)
+        except TimeoutError:
+            if scope.expired():  # only a stop expires it
                 return None
             raise
+        finally:
+            running.scope = None
 
     def _stopped(self, delivery: Delivery, run: TaskRun, started: float) -> Outcome:
         partial = run.partial
         log.info("task_stopped", kept_partial=partial is not None)
-        result_json = dumps(partial.model_dump()) if partial is not None else None
+        result_json = dumps(to_json(partial)) if partial is not None else None
         return Outcome(delivery, TaskStatus.CANCELLED, run.attempt, started, result_json)
 
     def request_stop(self, task_type: TaskType, task_id: str) -> None:
@@ -357,8 +364,8 @@ class ConsumerRunner:
             return
         running.run.stop_requested = True
         log.info("task_stop_requested", task_id=task_id, task_type=task_type)
-        if running.handler is not None:
-            running.handler.cancel()
+        if running.scope is not None:
+            running.scope.reschedule(0)  # expired: cancels the handler at once
 
     async def _check_cancels(self) -> None:
         """Stop running tasks whose cancel flag is set (a cancel message may have been lost)."""

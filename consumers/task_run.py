@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from shared.queue.live import LiveWriter
 from shared.tasks import TaskResult
@@ -18,9 +19,17 @@ class TaskRun:
     """
 
     attempt: int
-    live: LiveWriter
+    # Builds the live writer on first use: only streaming handlers write live output.
+    open_live: Callable[[], LiveWriter] = field(repr=False)
     stop_requested: bool = False
     partial: TaskResult | None = None
+    _live: LiveWriter | None = field(default=None, repr=False)
+
+    @property
+    def live(self) -> LiveWriter:
+        if self._live is None:
+            self._live = self.open_live()
+        return self._live
 
 
 class StopRequested(Exception):  # noqa: N818 - a request, not an error

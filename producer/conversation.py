@@ -201,7 +201,7 @@ class Conversation:
             await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
         budget = settings.max_payload_bytes - _ENVELOPE_BYTES
         budget -= len(character.system_prompt.encode()) + len(message.text.encode())
-        history = fit_history([ChatTurn.model_validate(turn) for turn in turns], budget)
+        history = fit_history([ChatTurn.from_json(turn) for turn in turns], budget)
         return ReplyPayload(
             system_prompt=character.system_prompt,
             history=history,
@@ -244,7 +244,7 @@ class Conversation:
         return ImagePromptPayload(
             girl_name=character.name,
             girl_description=character.appearance,
-            recent_dialogue=[ChatTurn.model_validate(turn) for turn in recent],
+            recent_dialogue=[ChatTurn.from_json(turn) for turn in recent],
         )
 
     async def generate(self, message: Incoming) -> None:

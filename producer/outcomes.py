@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,6 +22,7 @@ from producer.submit import Submitted, enqueue_retrying
 from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.models import Dialog
+from shared.errors import InvalidDataError
 from shared.queue import QueueService
 from shared.redact import redact
 from shared.tasks import (
@@ -72,8 +72,8 @@ def _partial_text(task: QueueTask) -> bool:
     if task.result is None:
         return False
     try:
-        return bool(ReplyResult.model_validate(task.result).reply.strip())
-    except ValidationError:
+        return bool(ReplyResult.from_json(task.result).reply.strip())
+    except InvalidDataError:
         return False
 
 
@@ -196,16 +196,16 @@ class Outcomes:
 def _read_result(job: Job, task: QueueTask) -> ReplyResult | ImageResult | None:
     model = ReplyResult if job.kind is DeliveryKind.REPLY else ImageResult
     try:
-        return model.model_validate(task.result)
-    except ValidationError as exc:
+        return model.from_json(task.result)
+    except InvalidDataError as exc:
         log.error("result_unreadable", kind=job.kind, error=str(exc))
         return None
 
 
 def _read_prompt(task: QueueTask) -> str | None:
     try:
-        return ImagePromptResult.model_validate(task.result).prompt
-    except ValidationError as exc:
+        return ImagePromptResult.from_json(task.result).prompt
+    except InvalidDataError as exc:
         log.error("result_unreadable", kind=DeliveryKind.PHOTO_PROMPT, error=str(exc))
         return None
 

@@ -13,7 +13,7 @@ from producer.jobs import Job
 from shared.errors import InvalidPayloadError
 from shared.queue import QueueService
 from shared.redact import redact
-from shared.tasks import Payload, TaskType
+from shared.tasks import Payload, TaskType, to_json
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +45,7 @@ async def enqueue_retrying(
     Enqueue is idempotent by task id, so repeating an attempt whose reply was lost adds
     nothing. UNKNOWN does not mean "not queued": the caller must not refund on it.
     """
-    data = payload.model_dump(exclude_none=True)
+    data = to_json(payload)
     deadline = time.monotonic() + retry_seconds
     backoff = _FIRST_BACKOFF
     attempt = 0

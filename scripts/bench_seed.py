@@ -14,15 +14,29 @@ import asyncio
 import signal
 import sys
 import uuid
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from shared.config import Settings, load_settings
 from shared.errors import TaskTimeoutError
-from shared.tasks import QueueTask, TaskStatus, TaskType, now, validate_payload
+from shared.tasks import QueueTask, TaskStatus, TaskType, dumps, loads, now, validate_payload
 
 POLL_SECONDS = 0.2
+_TIMES = ("created_at", "started_at", "finished_at")
+
+
+def task_json(task: QueueTask) -> bytes:
+    return dumps(task)  # orjson writes a dataclass and its datetimes as the seed's JSON
+
+
+def task_from_json(raw: bytes | str) -> QueueTask:
+    fields = loads(raw)
+    fields.pop("payload", None)
+    times = {k: datetime.fromisoformat(fields[k]) for k in _TIMES if fields[k] is not None}
+    kinds = {"type": TaskType(fields["type"]), "status": TaskStatus(fields["status"])}
+    return QueueTask(**(fields | times | kinds))
 
 
 class SeedQueueService:
@@ -48,7 +62,7 @@ class SeedQueueService:
 
     async def save(self, task: QueueTask) -> None:
         key = self.result_key(task.task_id)
-        await self.redis.set(key, task.model_dump_json(), ex=self.settings.redis_result_ttl)
+        await self.redis.set(key, task_json(task), ex=self.settings.redis_result_ttl)
 
     async def enqueue_task(self, task_type: TaskType, user_id: int, data: dict[str, Any]) -> str:
         task = QueueTask(
@@ -62,12 +76,12 @@ class SeedQueueService:
         # sees its "completed" overwritten by "pending" and the waiter hangs (seen here in
         # about one round trip in a hundred). Saving first gives the seed design its best case.
         await self.save(task)
-        await self.redis.lpush(self.queue_key(task_type), task.model_dump_json())
+        await self.redis.lpush(self.queue_key(task_type), task_json(task))
         return task.task_id
 
     async def get_task(self, task_id: str) -> QueueTask | None:
         raw = await self.redis.get(self.result_key(task_id))
-        return None if raw is None else QueueTask.model_validate_json(raw)
+        return None if raw is None else task_from_json(raw)
 
     async def wait_for_task_result(self, task_id: str, timeout: float = 60.0) -> QueueTask:
         loop = asyncio.get_running_loop()
@@ -96,7 +110,7 @@ class SeedWorker:
             if item is None:
                 continue
             await self.semaphore.acquire()
-            job = asyncio.create_task(self.process(QueueTask.model_validate_json(item[1])))
+            job = asyncio.create_task(self.process(task_from_json(item[1])))
             self.running.add(job)
             job.add_done_callback(self.running.discard)
         await asyncio.gather(*self.running)

@@ -113,7 +113,7 @@ def provider_overrides(settings: Settings, console: bool) -> dict[str, str]:
     """
     if not console:
         return {}
-    chosen = settings.model_fields_set
+    chosen = settings.chosen
     overrides: dict[str, str] = {}
     if "llm_provider" not in chosen:
         overrides["LLM_PROVIDER"] = "offline"

@@ -84,8 +84,8 @@ def summary(starts: list[float], duration: float) -> dict[str, Any]:
 async def run_scenario(base: Settings, scenario: Scenario, log_dir: Path) -> dict[str, Any]:
     """Run once against a real consumer process; the others' start offsets, summarized."""
     prefix = f"fairness:{uuid.uuid4().hex[:10]}:"
-    settings = base.model_copy(
-        update={"redis_queue_prefix": f"{prefix}queue:", "redis_result_prefix": f"{prefix}res:"}
+    settings = base.replace(
+        redis_queue_prefix=f"{prefix}queue:", redis_result_prefix=f"{prefix}res:"
     )
     name = f"fairness-{os.getpid()}"
     log_path = log_dir / f"{name}-{'fair' if scenario.fair else 'fifo'}.log"

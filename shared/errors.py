@@ -31,6 +31,23 @@ class TaskTimeoutError(TaskError):
     """The waiter gave up; the task may still finish later."""
 
 
+class InvalidDataError(ValueError):
+    """JSON data that does not fit its model; `field` is the path to the bad value.
+
+    Not a PipelineError: callers turn it into InvalidPayloadError (enqueue, parse) or treat
+    the data as unreadable (a stored result).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def inside(self, parent: str) -> InvalidDataError:
+        """The same error, its path prefixed by the container that held the value."""
+        return InvalidDataError(f"{parent}.{self.field}", self.message)
+
+
 class ProviderError(PipelineError):
     """An external provider call failed."""
 

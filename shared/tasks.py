@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import builtins
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from shared.errors import InvalidPayloadError, UnknownTaskTypeError
+from shared import checks
+from shared.errors import InvalidDataError, InvalidPayloadError, UnknownTaskTypeError
 
 
 class TaskType(StrEnum):
@@ -30,45 +31,102 @@ class TaskStatus(StrEnum):
 FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
-class _Strict(BaseModel):
-    # Fields added by a newer producer are ignored, so a rolling deploy that adds an optional
-    # field does not make the consumers still on the old version reject every task.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+Role = Literal["system", "user", "assistant"]
+ROLES = ("system", "user", "assistant")
 
 
-class ChatTurn(_Strict):
-    role: Literal["system", "user", "assistant"]
+# Payloads and results are checked in `from_json`, at the trust boundaries (enqueue, the
+# consumer's parse, the bot reading a result); code that builds them is checked by mypy.
+# Fields added by a newer producer are ignored, so a rolling deploy that adds an optional
+# field does not make the consumers still on the old version reject every task.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatTurn:
+    role: Role
     content: str
 
+    @classmethod
+    def from_json(cls, data: object) -> ChatTurn:
+        d = checks.as_object(data)
+        role = checks.required(d, "role", str)
+        if role not in ROLES:
+            raise InvalidDataError("role", f"must be one of {', '.join(ROLES)}")
+        return cls(role=cast(Role, role), content=checks.required(d, "content", str))
 
-class ImagePayload(_Strict):
-    prompt: str = Field(min_length=1)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePayload:
+    prompt: str
     negative_prompt: str | None = None
     dialog_id: int | None = None
     girl_id: int | None = None
 
+    @classmethod
+    def from_json(cls, data: object) -> ImagePayload:
+        d = checks.as_object(data)
+        return cls(
+            prompt=checks.text(d, "prompt", min_length=1),
+            negative_prompt=checks.maybe(d, "negative_prompt", str),
+            dialog_id=checks.maybe(d, "dialog_id", int),
+            girl_id=checks.maybe(d, "girl_id", int),
+        )
 
-class ReplyPayload(_Strict):
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyPayload:
     system_prompt: str
-    history: list[ChatTurn] = Field(default_factory=list)
+    history: list[ChatTurn] = field(default_factory=list)
     dialog_id: int
-    user_message: str = Field(min_length=1)
+    user_message: str
+
+    @classmethod
+    def from_json(cls, data: object) -> ReplyPayload:
+        d = checks.as_object(data)
+        return cls(
+            system_prompt=checks.required(d, "system_prompt", str),
+            history=checks.items(d, "history", ChatTurn.from_json, default=True),
+            dialog_id=checks.required(d, "dialog_id", int),
+            user_message=checks.text(d, "user_message", min_length=1),
+        )
 
 
-class ImagePromptPayload(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePromptPayload:
     girl_name: str
     girl_description: str
-    recent_dialogue: list[ChatTurn] = Field(default_factory=list)
+    recent_dialogue: list[ChatTurn] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: object) -> ImagePromptPayload:
+        d = checks.as_object(data)
+        return cls(
+            girl_name=checks.required(d, "girl_name", str),
+            girl_description=checks.required(d, "girl_description", str),
+            recent_dialogue=checks.items(d, "recent_dialogue", ChatTurn.from_json, default=True),
+        )
 
 
-class ImageResult(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageResult:
     image_base64: str
     image_size: int
     dialog_id: int | None = None
     girl_id: int | None = None
 
+    @classmethod
+    def from_json(cls, data: object) -> ImageResult:
+        d = checks.as_object(data)
+        return cls(
+            image_base64=checks.required(d, "image_base64", str),
+            image_size=checks.required(d, "image_size", int),
+            dialog_id=checks.maybe(d, "dialog_id", int),
+            girl_id=checks.maybe(d, "girl_id", int),
+        )
 
-class ReplyResult(_Strict):
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyResult:
     reply: str
     dialog_id: int
     # The user stopped the reply while it streamed: `reply` holds the partial text.
@@ -76,9 +134,24 @@ class ReplyResult(_Strict):
     # The provider's stream broke after text was shown: `reply` holds what arrived.
     cut: bool = False
 
+    @classmethod
+    def from_json(cls, data: object) -> ReplyResult:
+        d = checks.as_object(data)
+        return cls(
+            reply=checks.required(d, "reply", str),
+            dialog_id=checks.required(d, "dialog_id", int),
+            stopped=checks.optional(d, "stopped", bool, False),
+            cut=checks.optional(d, "cut", bool, False),
+        )
 
-class ImagePromptResult(_Strict):
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePromptResult:
     prompt: str
+
+    @classmethod
+    def from_json(cls, data: object) -> ImagePromptResult:
+        return cls(prompt=checks.required(checks.as_object(data), "prompt", str))
 
 
 Payload = ImagePayload | ReplyPayload | ImagePromptPayload
@@ -96,6 +169,19 @@ RESULT_MODELS: dict[TaskType, type[TaskResult]] = {
 }
 
 
+def to_json(model: Payload | TaskResult | ChatTurn) -> dict[str, Any]:
+    """The model as JSON data; None fields are left out (they read back as None)."""
+    out: dict[str, Any] = {}
+    for f in fields(model):
+        value = getattr(model, f.name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = [to_json(item) for item in value]
+        out[f.name] = value
+    return out
+
+
 def parse_task_type(value: str | TaskType) -> TaskType:
     try:
         return TaskType(value)
@@ -107,37 +193,34 @@ def parse_task_type(value: str | TaskType) -> TaskType:
 def parse_payload(
     task_type: TaskType, data: dict[str, Any] | Payload, task_id: str | None = None
 ) -> Payload:
-    """The payload as its model (validated once; a model of the right type passes as it is),
-    or InvalidPayloadError saying what is wrong."""
+    """The payload as its model, or InvalidPayloadError saying what is wrong.
+
+    A model built in code is checked too: its constructor checks nothing.
+    """
     model = PAYLOAD_MODELS[task_type]
-    if isinstance(data, model):
-        return data
-    raw = data.model_dump() if isinstance(data, BaseModel) else data
+    raw = data if isinstance(data, dict) else to_json(data)
     try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InvalidPayloadError(f"invalid {task_type} payload: {details}", task_id) from None
+        return model.from_json(raw)
+    except InvalidDataError as exc:
+        raise InvalidPayloadError(f"invalid {task_type} payload: {exc}", task_id) from None
 
 
 def validate_payload(
     task_type: TaskType, data: dict[str, Any] | Payload, task_id: str | None = None
 ) -> dict[str, Any]:
     """Return the payload as plain JSON data, or raise InvalidPayloadError saying what is wrong."""
-    return parse_payload(task_type, data, task_id).model_dump(exclude_none=True)
+    return to_json(parse_payload(task_type, data, task_id))
 
 
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", ImagePayload, ReplyPayload, ImagePromptPayload)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-class QueueTask(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class QueueTask:
     """A task and everything known about it; the stored record is the truth."""
 
     task_id: str
@@ -154,29 +237,18 @@ class QueueTask(BaseModel):
     consumer: str | None = None
     # Ledger key of what the user paid for this task: refunded once if the task fails for good.
     charge_id: str | None = None
+    # The payload as validated when a consumer parsed the entry (None elsewhere).
+    payload: Payload | None = field(default=None, repr=False, compare=False)
 
     def payload_as(self, model: builtins.type[P]) -> P:
-        """The payload as `model`, validated now (a ParsedTask keeps the parse-time one)."""
-        return model.model_validate(self.data)
+        """The payload as `model`: the one checked at parse, else checked now."""
+        if isinstance(self.payload, model):
+            return self.payload
+        return model.from_json(self.data)
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
-
-
-class ParsedTask(QueueTask):
-    """A task parsed from a stream entry by a consumer, with its payload validated there once.
-
-    A subclass, so that only consumers pay for the private attribute, not every QueueTask the
-    producer builds from announcements.
-    """
-
-    _payload: BaseModel | None = PrivateAttr(default=None)
-
-    def payload_as(self, model: builtins.type[P]) -> P:
-        if isinstance(self._payload, model):
-            return self._payload
-        return model.model_validate(self.data)
 
 
 def dumps(value: Any) -> bytes:

@@ -21,14 +21,14 @@ from producer.keyboards import CharacterCallback
 from producer.services import Services, build_services
 from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.migrate import upgrade
 from shared.queue import Delivery, Outcome, QueueService, TaskStatus, TaskType
 from shared.queue.connection import BLOCK_MS
 from shared.queue.live import LiveReader
-from shared.tasks import TaskResult, dumps
+from shared.tasks import TaskResult, dumps, to_json
 from tests.fakes.telegram import FakeTelegram, Request
 from tests.fixtures_db import Sessions, in_thread
 
@@ -54,7 +54,7 @@ def bot_settings(base: Settings, database_url: str, telegram_url: str, **extra: 
         "group_send_interval_seconds": 0.05,
     }
     values.update(extra)
-    return load_settings(_env_file=None, **{**base.model_dump(), **values})
+    return base.replace(**values)
 
 
 async def balances(db: Sessions, user_id: int) -> tuple[int, int]:
@@ -100,14 +100,14 @@ class ManualConsumer:
 
     async def complete(self, delivery: Delivery, result: TaskResult) -> None:
         outcome = Outcome(
-            delivery, TaskStatus.COMPLETED, 1, 0.0, result_json=dumps(result.model_dump())
+            delivery, TaskStatus.COMPLETED, 1, 0.0, result_json=dumps(to_json(result))
         )
         await self._consumer.finish([outcome])
 
     async def stop(self, delivery: Delivery, partial: TaskResult | None) -> None:
         """Finish as a consumer does once a cancel reached it: cancelled, with what was
         written (None: nothing)."""
-        result_json = None if partial is None else dumps(partial.model_dump())
+        result_json = None if partial is None else dumps(to_json(partial))
         outcome = Outcome(delivery, TaskStatus.CANCELLED, 1, 0.0, result_json=result_json)
         await self._consumer.finish([outcome])
 

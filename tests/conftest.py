@@ -123,7 +123,7 @@ async def proxy() -> AsyncIterator[RedisProxy]:
 @pytest.fixture
 async def proxied(settings: Settings, proxy: RedisProxy) -> AsyncIterator[QueueService]:
     """A queue service whose every command goes through `proxy`."""
-    service = QueueService(settings.model_copy(update={"redis_url": proxy.url}), "proxied")
+    service = QueueService(settings.replace(redis_url=proxy.url), "proxied")
     await service.connect()
     yield service
     await service.close()

@@ -19,7 +19,7 @@ from shared.db import repositories as repo
 from shared.db.models import Delivery as DeliveryRow
 from shared.queue import Delivery, Outcome, QueueService
 from shared.queue.keys import Keys
-from shared.tasks import ReplyResult, TaskStatus, TaskType, dumps
+from shared.tasks import ReplyResult, TaskStatus, TaskType, dumps, to_json
 from tests.consumer_helpers import World, make_world
 from tests.fixtures_db import Sessions
 
@@ -61,7 +61,7 @@ async def completed_reply(queue: QueueService, db: Sessions, world: World, text:
     [delivery] = await consumer.read(TaskType.GENERATE_REPLY, 1, 500)
     assert isinstance(delivery, Delivery)
     [attempt] = await consumer.start([delivery], time.time())
-    result = ReplyResult(reply=text, dialog_id=world.dialog_id).model_dump()
+    result = to_json(ReplyResult(reply=text, dialog_id=world.dialog_id))
     await consumer.finish(
         [Outcome(delivery, TaskStatus.COMPLETED, attempt, time.time(), dumps(result))]
     )

@@ -10,7 +10,7 @@ from producer.console import Console, ConsoleSender
 from producer.conversation import Profile
 from producer.services import build_services
 from scripts.seed_characters import seed_characters
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.db.repositories import balance
 from shared.queue import QueueService
 from tests.fixtures_db import Sessions, new_user_id
@@ -19,9 +19,7 @@ from tests.fixtures_db import Sessions, new_user_id
 async def test_console_shop_sells_with_a_test_payment(
     settings: Settings, db: Sessions, queue: QueueService, tmp_path: Path
 ) -> None:
-    config = load_settings(
-        _env_file=None, **{**settings.model_dump(), "start_diamonds": 0, "start_energy": 3}
-    )
+    config = settings.replace(start_diamonds=0, start_energy=3)
     out = io.StringIO()
     services = build_services(config, db, queue, ConsoleSender(out, tmp_path))
     user_id = new_user_id()

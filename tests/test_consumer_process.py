@@ -216,7 +216,7 @@ async def test_consumer_survives_redis_restart_and_recreates_group(
     private = PrivateRedis()
     private.start()
     try:
-        own = settings.model_copy(update={"redis_url": private.url})
+        own = settings.replace(redis_url=private.url)
         world = await make_world(sqlite_db)
         proc = start_consumer(
             consumer_env(own, sqlite_backend.url),

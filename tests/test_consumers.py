@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.providers.venice import VeniceClient
@@ -19,6 +18,7 @@ from consumers.registry import TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import TaskRun
 from shared.config import Settings
+from shared.config_values import Secret
 from shared.db import repositories as repo
 from shared.db.models import Currency, Dialog
 from shared.errors import ProviderUnavailableError
@@ -101,7 +101,7 @@ async def test_concurrency_limit_bounds_parallel_provider_calls(
 ) -> None:
     world = await make_world(db)
     async with SlowVenice(delay=0.3) as venice:
-        llm = VeniceClient(SecretStr(venice.api_key), base_url=venice.url)
+        llm = VeniceClient(Secret(venice.api_key), base_url=venice.url)
         handlers = build_handlers([TaskType.GENERATE_REPLY], llm, None)
         await queue.enqueue_many(
             TaskType.GENERATE_REPLY, [(1, reply_payload(world, f"m{i}")) for i in range(12)]

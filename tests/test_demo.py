@@ -24,7 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.providers.offline import PNG_SIGNATURE
-from shared.config import Settings
+from shared.config import setting_names
 from shared.queue.inspect import queue_depth
 from shared.queue.keys import Keys
 from shared.tasks import TaskType
@@ -113,7 +113,7 @@ class Demo:
 def demo_env(workdir: Path, prefix: str) -> dict[str, str]:
     # No setting leaks in from the environment running the tests: the demo must choose the
     # offline providers itself, and BOT_TOKEN must be unset.
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.lower() not in setting_names()}
     env.update(
         PYTHONPATH=str(ROOT),
         REDIS_URL=REDIS_URL,

@@ -113,7 +113,7 @@ async def test_a_write_whose_replica_wait_is_cut_by_the_master_s_death_is_not_re
     exist on the dead master only, so it must come back as an error for the caller to repeat,
     never as done."""
     settings = drill_settings(prefix, 1, redis_url=cluster.url, redis_cluster=True)
-    queue = QueueService(settings.model_copy(update={"redis_wait_timeout_ms": 10_000}))
+    queue = QueueService(settings.replace(redis_wait_timeout_ms=10_000))
     await queue.connect()
     target = cluster_target(cluster, settings)
     step = Enqueue(

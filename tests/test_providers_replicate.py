@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from consumers.providers.base import RetryPolicy
 from consumers.providers.replicate import ReplicateImageClient
+from shared.config_values import Secret
 from shared.errors import ConfigError, ProviderRejectedError, ProviderUnavailableError
 from tests.fakes.http import Reply, hang
 from tests.fakes.replicate import FakeReplicate
@@ -38,7 +38,7 @@ async def make_client(replicate: FakeReplicate) -> AsyncIterator[Factory]:
             "poll_interval": 0.01,
             "prefer_wait": 5,
         } | overrides
-        client = ReplicateImageClient(SecretStr(replicate.token), **options)  # type: ignore[arg-type]
+        client = ReplicateImageClient(Secret(replicate.token), **options)  # type: ignore[arg-type]
         clients.append(client)
         return client
 
@@ -178,7 +178,7 @@ async def test_create_timeout_is_unavailable(
 
 
 async def test_wrong_token_is_rejected_at_once(replicate: FakeReplicate) -> None:
-    client = ReplicateImageClient(SecretStr("r8_wrong"), base_url=replicate.url, retry=FAST)
+    client = ReplicateImageClient(Secret("r8_wrong"), base_url=replicate.url, retry=FAST)
     try:
         with pytest.raises(ProviderRejectedError, match="Unauthenticated") as caught:
             await client.generate("girl")
@@ -223,7 +223,7 @@ async def test_token_not_sent_to_foreign_plain_http_host(
 
 def test_bad_model_name_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="REPLICATE_MODEL"):
-        ReplicateImageClient(SecretStr("x"), model="a/b/c")
+        ReplicateImageClient(Secret("x"), model="a/b/c")
 
 
 @pytest.mark.parametrize("output", [["ftp://example.com/out.png"], "not a url", [], None])
@@ -250,5 +250,5 @@ async def test_unusable_output_is_rejected(
     ],
 )
 def test_token_goes_only_to_the_api_and_replicate_file_host(url: str, sent: bool) -> None:
-    client = ReplicateImageClient(SecretStr("x"), base_url="https://api.replicate.com")
+    client = ReplicateImageClient(Secret("x"), base_url="https://api.replicate.com")
     assert client._may_send_token(httpx.URL(url)) is sent

@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from consumers.providers.base import RetryPolicy
 from consumers.providers.replicate import ReplicateImageClient
 from consumers.providers.venice import VeniceClient
 from consumers.providers.venice_image import VeniceImageClient
+from shared.config_values import Secret
 from shared.errors import ProviderError, ProviderRejectedError, ProviderUnavailableError
 from tests.fakes.http import FakeServer, Reply, hang
 from tests.fakes.replicate import FakeReplicate
@@ -30,7 +30,7 @@ Call = Callable[[], Awaitable[Any]]
 @asynccontextmanager
 async def venice_chat(timeout: float) -> AsyncIterator[tuple[FakeServer, Call]]:
     async with FakeVenice(api_key=SECRET) as fake:
-        client = VeniceClient(SecretStr(SECRET), base_url=fake.url, timeout=timeout, retry=POLICY)
+        client = VeniceClient(Secret(SECRET), base_url=fake.url, timeout=timeout, retry=POLICY)
         try:
             yield fake, lambda: client.chat([{"role": "user", "content": "hi"}])
         finally:
@@ -41,7 +41,7 @@ async def venice_chat(timeout: float) -> AsyncIterator[tuple[FakeServer, Call]]:
 async def venice_image(timeout: float) -> AsyncIterator[tuple[FakeServer, Call]]:
     async with FakeVenice(api_key=SECRET) as fake:
         client = VeniceImageClient(
-            SecretStr(SECRET), base_url=fake.url, timeout=timeout, retry=POLICY
+            Secret(SECRET), base_url=fake.url, timeout=timeout, retry=POLICY
         )
         try:
             yield fake, lambda: client.generate("girl")
@@ -53,7 +53,7 @@ async def venice_image(timeout: float) -> AsyncIterator[tuple[FakeServer, Call]]
 async def replicate(timeout: float) -> AsyncIterator[tuple[FakeServer, Call]]:
     async with FakeReplicate(token=SECRET) as fake:
         client = ReplicateImageClient(
-            SecretStr(SECRET), base_url=fake.url, timeout=timeout, retry=POLICY, prefer_wait=1
+            Secret(SECRET), base_url=fake.url, timeout=timeout, retry=POLICY, prefer_wait=1
         )
         try:
             yield fake, lambda: client.generate("girl")

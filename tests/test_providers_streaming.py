@@ -8,11 +8,11 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 
 from consumers.providers.base import LLMClient, RetryPolicy
 from consumers.providers.offline import OfflineLLMClient
 from consumers.providers.venice import VeniceClient
+from shared.config_values import Secret
 from shared.errors import ProviderRejectedError, ProviderUnavailableError, StreamCutError
 from tests.fakes.http import Reply, hang
 from tests.fakes.venice import FakeVenice, StreamPlan
@@ -30,7 +30,7 @@ async def venice() -> AsyncIterator[FakeVenice]:
 
 @pytest.fixture
 async def client(venice: FakeVenice) -> AsyncIterator[VeniceClient]:
-    llm = VeniceClient(SecretStr(venice.api_key), base_url=venice.url, timeout=1.0, retry=FAST)
+    llm = VeniceClient(Secret(venice.api_key), base_url=venice.url, timeout=1.0, retry=FAST)
     yield llm
     await llm.aclose()
 
@@ -104,7 +104,7 @@ async def test_stream_refuses_at_once_on_4xx_and_retries_5xx(
 
 async def test_stream_timeouts_are_retried_within_the_budget(venice: FakeVenice) -> None:
     policy = RetryPolicy(budget_seconds=1.0, max_attempts=2, initial_wait=0.01, max_wait=0.02)
-    llm = VeniceClient(SecretStr(venice.api_key), base_url=venice.url, timeout=0.2, retry=policy)
+    llm = VeniceClient(Secret(venice.api_key), base_url=venice.url, timeout=0.2, retry=policy)
     venice.script(hang(), hang())
     try:
         with pytest.raises(ProviderUnavailableError, match="timed out"):

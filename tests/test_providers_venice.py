@@ -6,11 +6,11 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 
 from consumers.providers.base import RetryPolicy
 from consumers.providers.venice import VeniceClient
 from consumers.providers.venice_image import VeniceImageClient
+from shared.config_values import Secret
 from shared.errors import ProviderRejectedError, ProviderUnavailableError
 from tests.fakes.http import Reply, hang
 from tests.fakes.venice import CHAT_PATH, IMAGE_PATH, FakeVenice
@@ -31,7 +31,7 @@ async def venice() -> AsyncIterator[FakeVenice]:
 @pytest.fixture
 async def chat(venice: FakeVenice) -> AsyncIterator[VeniceClient]:
     client = VeniceClient(
-        SecretStr(venice.api_key), base_url=venice.url, model="m-test", timeout=2.0, retry=FAST
+        Secret(venice.api_key), base_url=venice.url, model="m-test", timeout=2.0, retry=FAST
     )
     yield client
     await client.aclose()
@@ -40,7 +40,7 @@ async def chat(venice: FakeVenice) -> AsyncIterator[VeniceClient]:
 @pytest.fixture
 async def image(venice: FakeVenice) -> AsyncIterator[VeniceImageClient]:
     client = VeniceImageClient(
-        SecretStr(venice.api_key),
+        Secret(venice.api_key),
         base_url=venice.url,
         model="img-test",
         safe_mode=False,
@@ -109,9 +109,7 @@ async def test_chat_retries_500_then_succeeds(chat: VeniceClient, venice: FakeVe
 
 async def test_chat_timeout_gives_up_after_bounded_retries(venice: FakeVenice) -> None:
     policy = RetryPolicy(budget_seconds=1.0, max_attempts=3, initial_wait=0.01, max_wait=0.02)
-    client = VeniceClient(
-        SecretStr(venice.api_key), base_url=venice.url, timeout=0.25, retry=policy
-    )
+    client = VeniceClient(Secret(venice.api_key), base_url=venice.url, timeout=0.25, retry=policy)
     venice.script(hang(), hang(), hang(), hang())
     started = time.monotonic()
     try:
@@ -223,7 +221,7 @@ async def test_image_retries_500_then_succeeds(
 async def test_image_timeout_is_unavailable(venice: FakeVenice) -> None:
     policy = RetryPolicy(budget_seconds=0.6, max_attempts=2, initial_wait=0.01, max_wait=0.02)
     client = VeniceImageClient(
-        SecretStr(venice.api_key), base_url=venice.url, timeout=0.25, retry=policy
+        Secret(venice.api_key), base_url=venice.url, timeout=0.25, retry=policy
     )
     venice.script(hang(), hang())
     try:
@@ -252,7 +250,7 @@ async def test_image_bad_payload_is_rejected(image: VeniceImageClient, venice: F
 
 
 async def test_fake_rejects_wrong_key(venice: FakeVenice) -> None:
-    client = VeniceClient(SecretStr("wrong"), base_url=venice.url, retry=FAST)
+    client = VeniceClient(Secret("wrong"), base_url=venice.url, retry=FAST)
     try:
         with pytest.raises(ProviderRejectedError) as caught:
             await client.chat(MESSAGES)

@@ -231,7 +231,15 @@ async def test_malformed_entries_are_dead_lettered(
     await redis_client.xadd(stream, {"task": b"not json"})
     await redis_client.xadd(stream, {"other": b"field"})
     await redis_client.xadd(stream, {"task": dumps({"task_id": "x", "type": "generate_video"})})
-    bad_payload = {"task_id": "y", "type": task_type, "user_id": 1, "data": {}, "created_at": 1.0}
+    # The reason names the field that is wrong (the first one found).
+    data = {"system_prompt": "s", "dialog_id": 1}
+    bad_payload = {
+        "task_id": "y",
+        "type": task_type,
+        "user_id": 1,
+        "data": data,
+        "created_at": 1.0,
+    }
     await redis_client.xadd(stream, {"task": dumps(bad_payload)})
     await redis_client.xadd(stream, {"task": b"x" * 70_000})
     good = await queue.enqueue_task(task_type, 1, PAYLOADS[task_type])

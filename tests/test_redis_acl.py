@@ -51,7 +51,7 @@ async def test_a_consumer_needs_no_more_than_the_acl_allows(
         for m in ("a", "b", "c")
     ]
     consumer_url = f"redis://consumer:s3cret@127.0.0.1:{private_redis.port}/0"
-    env = consumer_env(settings.model_copy(update={"redis_url": consumer_url}), "unused")
+    env = consumer_env(settings.replace(redis_url=consumer_url), "unused")
     env.pop("DATABASE_URL")
     proc = start_consumer(env, "acl-1", tmp_path / "acl.log", "--types", "generate_reply")
     try:

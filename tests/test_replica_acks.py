@@ -24,7 +24,7 @@ PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
 
 
 async def connected(settings: Settings, **changes: Any) -> QueueService:
-    queue = QueueService(settings.model_copy(update=changes), client_name="acks-test")
+    queue = QueueService(settings.replace(**changes), client_name="acks-test")
     await queue.connect()
     return queue
 
@@ -70,7 +70,7 @@ async def test_without_replicas_a_wait_times_out_and_says_so(settings: Settings)
 async def test_waitaof_only_on_a_redis_that_has_it_and_runs_aof(settings: Settings) -> None:
     queue = await connected(settings)
     try:
-        asked = settings.model_copy(update={"redis_wait_replicas": 2})
+        asked = settings.replace(redis_wait_replicas=2)
         acks = await ReplicaAcks.detect(queue.redis, asked)
         assert await ReplicaAcks.detect(queue.redis, settings) is None
         version = (await queue.redis.info("server"))["redis_version"]

@@ -50,7 +50,7 @@ async def test_a_scheduled_consumer_needs_no_more_than_the_acl_allows(
     )
     consumer_url = f"redis://consumer:s3cret@127.0.0.1:{private_redis.port}/0"
     env = consumer_env(
-        settings.model_copy(update={"redis_url": consumer_url}),
+        settings.replace(redis_url=consumer_url),
         "unused",
         PROVIDER_LIMITS="offline=1",
         PROVIDER_RATES="offline=50/s",

@@ -24,7 +24,7 @@ PACKS = "d10:diamonds:10:50,e100:energy:100:25"
 
 @pytest.fixture
 def shop(settings: Settings, db: Sessions) -> Shop:
-    config = load_settings(_env_file=None, **{**settings.model_dump(), "shop_packs": PACKS})
+    config = settings.replace(shop_packs=PACKS)
     return Shop(config, db)
 
 

@@ -15,7 +15,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from producer.conversation import Profile
 from producer.shop import Shop
 from scripts.stars_reconcile import fetch_transactions, reconcile, render, report_json
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.migrate import upgrade
 from shared.db.payments import STARS, Receipt
@@ -51,7 +51,7 @@ async def fresh_db(empty_backend: Backend) -> AsyncIterator[Sessions]:
 
 @pytest.fixture
 def shop(settings: Settings, fresh_db: Sessions) -> Shop:
-    return Shop(load_settings(_env_file=None, **settings.model_dump()), fresh_db)
+    return Shop(settings, fresh_db)
 
 
 async def _paid_both_sides(tg: FakeTelegram, shop: Shop, user_id: int) -> Receipt:

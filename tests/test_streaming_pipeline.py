@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
 from consumers.providers.base import RetryPolicy
 from consumers.providers.venice import VeniceClient
@@ -21,10 +20,11 @@ from consumers.registry import build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import StopRequested, TaskRun
 from shared.config import Settings
+from shared.config_values import Secret
 from shared.queue import Delivery, QueueService
 from shared.queue.keys import GROUP
 from shared.queue.live import LiveChunk, LiveReader
-from shared.tasks import QueueTask, ReplyResult, TaskStatus, TaskType
+from shared.tasks import QueueTask, ReplyResult, TaskStatus, TaskType, to_json
 from tests.fakes.venice import FakeVenice, StreamPlan
 
 REPLY = TaskType.GENERATE_REPLY
@@ -46,7 +46,7 @@ async def venice() -> AsyncIterator[FakeVenice]:
 
 @pytest.fixture
 async def llm(venice: FakeVenice) -> AsyncIterator[VeniceClient]:
-    client = VeniceClient(SecretStr(venice.api_key), base_url=venice.url, timeout=5, retry=FAST)
+    client = VeniceClient(Secret(venice.api_key), base_url=venice.url, timeout=5, retry=FAST)
     yield client
     await client.aclose()
 
@@ -113,7 +113,7 @@ async def test_a_reply_streams_live_and_finishes_with_the_full_text(
     task = await queue.wait_for_task_result(task_id, 5, REPLY)
 
     assert task.status is TaskStatus.COMPLETED
-    assert task.result == ReplyResult(reply=WORDS, dialog_id=5).model_dump()
+    assert task.result == to_json(ReplyResult(reply=WORDS, dialog_id=5))
     assert "".join(c.text for c in chunks) == WORDS
     assert chunks[-1].end == "done"
     rows = await live_entries(redis_client, queue, task_id)
@@ -317,7 +317,7 @@ async def test_a_stop_whose_cancel_is_lost_still_ends_the_reply_at_the_next_delt
     task_id = await queue.enqueue_task(REPLY, 1, payload())
     consumer = queue.consumer("c1")
     [delivery] = [e for e in await consumer.read(REPLY, 1, 1000) if isinstance(e, Delivery)]
-    run = TaskRun(1, consumer.live_writer(REPLY, task_id, 1))
+    run = TaskRun(1, lambda: consumer.live_writer(REPLY, task_id, 1))
     handler = build_handlers([REPLY], llm, None)[REPLY]
     running = asyncio.create_task(handler(delivery.task, run))
     await until(lambda: _true(bool(venice.streams) and venice.streams[0].chunks_sent >= 3))

@@ -24,8 +24,8 @@ PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
 
 async def test_one_setting_picks_the_client(settings: Settings) -> None:
     single = create_redis(settings, "t")
-    cluster = create_redis(settings.model_copy(update={"redis_cluster": True}), "t")
-    sentinel = create_redis(settings.model_copy(update={"redis_sentinels": ["127.0.0.1:1"]}), "t")
+    cluster = create_redis(settings.replace(redis_cluster=True), "t")
+    sentinel = create_redis(settings.replace(redis_sentinels=["127.0.0.1:1"]), "t")
     try:
         assert type(single) is aioredis.Redis
         assert isinstance(cluster, aioredis.RedisCluster)
@@ -102,7 +102,7 @@ async def test_after_an_outage_a_claimer_with_an_old_heartbeat_takes_nothing_by_
 ) -> None:
     """While Redis was unreachable (a failover) nobody could beat: every heartbeat is old,
     and a consumer that judged its peers dead then would take work they are still running."""
-    queue = QueueService(settings.model_copy(update={"consumer_dead_seconds": 0.3}))
+    queue = QueueService(settings.replace(consumer_dead_seconds=0.3))
     await queue.connect()
     try:
         await queue.enqueue_task(PROMPT, 1, PAYLOAD)

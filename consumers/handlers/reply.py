@@ -12,7 +12,7 @@ from consumers.providers.base import LLMClient
 from consumers.task_run import StopRequested, TaskRun
 from shared.errors import ProviderUnavailableError, StreamCutError
 from shared.queue.live import END_CUT, END_DONE, END_STOPPED
-from shared.tasks import QueueTask, ReplyPayload, ReplyResult
+from shared.tasks import QueueTask, ReplyPayload, ReplyResult, to_json
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +24,7 @@ class ReplyHandler:
     async def __call__(self, task: QueueTask, run: TaskRun) -> ReplyResult:
         payload = task.payload_as(ReplyPayload)
         messages = [{"role": "system", "content": payload.system_prompt}]
-        messages += [turn.model_dump() for turn in payload.history]
+        messages += [to_json(turn) for turn in payload.history]
         messages.append({"role": "user", "content": payload.user_message})
         live = run.live
         cut = False

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydantic import SecretStr
-
 from consumers.providers.base import ImageClient, LLMClient, RetryPolicy
 from consumers.providers.live3d import NO_API_MESSAGE
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
@@ -14,6 +12,7 @@ from consumers.providers.sd import SDImageClient
 from consumers.providers.venice import VeniceClient
 from consumers.providers.venice_image import VeniceImageClient
 from shared.config import ImageProvider, LLMProvider, Settings
+from shared.config_values import Secret
 from shared.errors import ConfigError
 from shared.tasks import TaskType
 
@@ -103,7 +102,7 @@ def _build_venice_image(settings: Settings, retry: RetryPolicy) -> ImageClient:
     )
 
 
-def _require(secret: SecretStr | None, variable: str, needed_by: str) -> SecretStr:
+def _require(secret: Secret | None, variable: str, needed_by: str) -> Secret:
     if secret is None or not secret.get_secret_value().strip():
         raise ConfigError(f"{variable} is required for {needed_by} but is not set")
     return secret

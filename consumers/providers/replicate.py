@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import structlog
-from pydantic import SecretStr
 
 from consumers.providers.base import (
     ProviderHttp,
@@ -16,6 +15,7 @@ from consumers.providers.base import (
     call_with_retries,
     decode_base64_image,
 )
+from shared.config_values import Secret
 from shared.errors import (
     ConfigError,
     ProviderError,
@@ -37,7 +37,7 @@ class ReplicateImageClient:
 
     def __init__(
         self,
-        api_token: SecretStr,
+        api_token: Secret,
         *,
         base_url: str = "https://api.replicate.com",
         model: str = "black-forest-labs/flux-schnell",

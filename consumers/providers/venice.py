@@ -8,9 +8,9 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
-from pydantic import SecretStr
 
 from consumers.providers.base import ProviderHttp, RetryPolicy, log_retry
+from shared.config_values import Secret
 from shared.errors import (
     ProviderRejectedError,
     ProviderUnavailableError,
@@ -28,7 +28,7 @@ class VeniceClient:
 
     def __init__(
         self,
-        api_key: SecretStr,
+        api_key: Secret,
         *,
         base_url: str = "https://api.venice.ai/api/v1",
         model: str = "venice-uncensored-1-2",

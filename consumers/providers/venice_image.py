@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from pydantic import SecretStr
 
 from consumers.providers.base import ProviderHttp, RetryPolicy, decode_base64_image
 from consumers.providers.venice import RATE_LIMIT_RESET_HEADER
+from shared.config_values import Secret
 from shared.errors import ProviderRejectedError
 
 
@@ -19,7 +19,7 @@ class VeniceImageClient:
 
     def __init__(
         self,
-        api_key: SecretStr,
+        api_key: Secret,
         *,
         base_url: str = "https://api.venice.ai/api/v1",
         model: str = "wai-Illustrious",

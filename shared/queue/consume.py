@@ -378,7 +378,9 @@ class StreamConsumer:
 
     def live_writer(self, task_type: TaskType, task_id: str, attempt: int) -> LiveWriter:
         """The writer of one run's live output (it writes nothing until text arrives)."""
-        return LiveWriter.for_task(self.redis, self._settings, task_type, task_id, attempt)
+        return LiveWriter.for_task(
+            self.redis, self._settings, task_type, task_id, attempt, keys=self._keys
+        )
 
     async def cancel_requested(self, task_type: TaskType, task_ids: Sequence[str]) -> list[str]:
         """Those of `task_ids` whose records carry a cancel flag (one round trip)."""

@@ -78,11 +78,13 @@ class LiveWriter:
         task_type: TaskType,
         task_id: str,
         attempt: int,
+        *,
+        keys: Keys | None = None,
     ) -> LiveWriter:
         """A writer per the settings; a later attempt first voids what an earlier one showed."""
         return cls(
             redis,
-            Keys.from_settings(settings).live(task_type, task_id),
+            (keys or Keys.from_settings(settings)).live(task_type, task_id),
             flush_ms=settings.live_flush_ms,
             flush_chars=settings.live_flush_chars,
             ttl=settings.live_ttl_seconds,

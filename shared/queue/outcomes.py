@@ -62,7 +62,7 @@ def _message(consumer: str, o: Outcome) -> bytes:
     return completion_message(o.entry, state, o.result_json, MESSAGE_LIMIT)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per task (see steps.py)
 class _Where:
     token: str
     record: str

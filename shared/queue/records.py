@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
+from shared import checks
 from shared.errors import InvalidPayloadError
 from shared.queue.keys import Priority
 from shared.tasks import (
-    ParsedTask,
     QueueTask,
     TaskStatus,
     TaskType,
@@ -50,10 +50,10 @@ def build_task(static: dict[str, Any], state: dict[str, Any]) -> QueueTask:
     """Join the immutable part with the mutable state (record fields or a completion message)."""
     status = _text(state.get("status")) or "pending"
     return QueueTask(
-        task_id=static["task_id"],
-        type=static["type"],
+        task_id=str(static["task_id"]),
+        type=TaskType(static["type"]),
         status=TaskStatus(status),
-        user_id=static["user_id"] or int(state.get("user") or 0),
+        user_id=int(static["user_id"] or state.get("user") or 0),
         data=static["data"],
         result=state.get("result"),
         error=_text(state.get("error")),
@@ -183,17 +183,19 @@ def _build(task_type: TaskType, static: Any) -> QueueTask:
     task_id = static["task_id"]
     if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
         raise InvalidPayloadError("task_id is not a short id string")
-    payload = parse_payload(task_type, static["data"], task_id)
-    task = ParsedTask(
+    charge_id = static.get("charge_id")
+    if charge_id is not None and not isinstance(charge_id, str):
+        raise InvalidPayloadError("charge_id is not a string")
+    return QueueTask(
         task_id=task_id,
         type=task_type,
-        user_id=static["user_id"],
+        user_id=checks.required(static, "user_id", int),
         data=static["data"],
-        created_at=datetime.fromtimestamp(static["created_at"], UTC),
-        charge_id=static.get("charge_id"),
+        created_at=datetime.fromtimestamp(checks.number(static, "created_at"), UTC),
+        charge_id=charge_id,
+        # Validated once, here, at the trust boundary; the handler gets this model.
+        payload=parse_payload(task_type, static["data"], task_id),
     )
-    task._payload = payload  # validated once, here, at the trust boundary
-    return task
 
 
 def parse_entry(

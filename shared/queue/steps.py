@@ -1,6 +1,8 @@
 """Typed calls of the Lua steps: each class builds its script's KEYS and ARGV from named fields.
 
 The positional contract of a script lives here and next to its body in `lua.py`, nowhere else.
+The classes are not frozen: a step is built per task on the hot path, and a frozen dataclass
+takes several times longer to build (each field goes through object.__setattr__).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Step:
         raise NotImplementedError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UserSlot:
     """The fairness state a task's end must update: its user's running set and parked list,
     and where a parked task goes back to. Finish and fail take it when the type has a cap."""
@@ -58,7 +60,7 @@ class UserSlot:
         return [self.user_id, self.cap, self.records, self.task_id]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Enqueue(Step):
     script: ClassVar[str] = "enqueue"
     stream: str
@@ -77,7 +79,7 @@ class Enqueue(Step):
         return [*args, "high"] if self.high else args
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Start(Step):
     script: ClassVar[str] = "start"
     records: Sequence[str]
@@ -94,7 +96,7 @@ class Start(Step):
         return [self.consumer, repr(self.started_at), self.task_ttl, self.token, *self.entries]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish(Step):
     script: ClassVar[str] = "finish"
     stream: str
@@ -135,7 +137,7 @@ class Finish(Step):
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fail(Step):
     script: ClassVar[str] = "fail"
     stream: str
@@ -186,7 +188,7 @@ class Fail(Step):
         return args
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Requeue(Step):
     script: ClassVar[str] = "requeue"
     stream: str
@@ -204,7 +206,7 @@ class Requeue(Step):
         return [self.group, self.entry_id, self.owner, self.min_idle_ms, self.entry]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Renew(Step):
     script: ClassVar[str] = "renew"
     stream: str
@@ -219,7 +221,7 @@ class Renew(Step):
         return [self.group, self.consumer, *self.entry_ids]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat(Step):
     script: ClassVar[str] = "heartbeat"
     alive: str
@@ -232,7 +234,7 @@ class Heartbeat(Step):
         return [self.consumer]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim(Step):
     script: ClassVar[str] = "claim"
     stream: str
@@ -260,7 +262,7 @@ class Claim(Step):
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteConsumer(Step):
     script: ClassVar[str] = "delete_consumer"
     stream: str
@@ -277,7 +279,7 @@ class DeleteConsumer(Step):
         return [self.group, self.consumer, self.min_idle_ms]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReplayDead(Step):
     script: ClassVar[str] = "replay_dead"
     stream: str
@@ -293,7 +295,7 @@ class ReplayDead(Step):
         return [self.dead_id, self.task_ttl]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Read(Step):
     script: ClassVar[str] = "read"
     normal: str
@@ -332,7 +334,7 @@ class Read(Step):
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sweep(Step):
     script: ClassVar[str] = "sweep"
     normal: str
@@ -354,7 +356,7 @@ class Sweep(Step):
         return [self.cap, self.records, *(user for user, _, _ in self.users)]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancel(Step):
     script: ClassVar[str] = "cancel"
     normal: str
