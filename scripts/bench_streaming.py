@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import re
+import shutil
 import signal
 import statistics
 import sys
@@ -140,7 +141,10 @@ class Rig:
                     return request
             checked = len(calls)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no matching {method} to chat {chat} in {timeout}s")
+                last = str(calls[-1].params.get("text"))[:120] if calls else None
+                raise TimeoutError(
+                    f"no matching {method} to chat {chat} in {timeout}s; the last: {last!r}"
+                )
             await asyncio.sleep(0.01)
 
     def index(self) -> None:
@@ -333,21 +337,32 @@ async def forget(settings: Settings, prefix: str) -> None:
 
 
 async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
-        work = args.logs or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        async with rig_up(args, redis_url, work) as rig:
-            report: dict[str, Any] = {
-                "chats": args.chats,
-                "word_ms": args.word_ms,
-                "words_per_reply": args.words,
-                "chat_send_interval_s": rig.settings.chat_send_interval_seconds,
-            }
-            report["first_text_overhead"] = await first_text(rig)
-            report["stop_to_provider_closed"] = await stops(rig)
-            report["flood"] = await flood(rig, args.flood_seconds)
-            report["sigkill"] = await killed_bot(rig, min(args.kill_replies, args.chats))
-            report["too_many_requests_total"] = len(rig.tg.streaming.limited)
+    work = args.logs or Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        report = await _measure(args, redis_url, work)
+    except BaseException:
+        # A failed run is the one whose logs are needed: they stay, and say where.
+        sys.stderr.write(f"bench_streaming failed; the bot's and consumer's logs: {work}\n")
+        raise
+    if args.logs is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+async def _measure(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, Any]:
+    async with rig_up(args, redis_url, work) as rig:
+        report: dict[str, Any] = {
+            "chats": args.chats,
+            "word_ms": args.word_ms,
+            "words_per_reply": args.words,
+            "chat_send_interval_s": rig.settings.chat_send_interval_seconds,
+        }
+        report["first_text_overhead"] = await first_text(rig)
+        report["stop_to_provider_closed"] = await stops(rig)
+        report["flood"] = await flood(rig, args.flood_seconds)
+        report["sigkill"] = await killed_bot(rig, min(args.kill_replies, args.chats))
+        report["too_many_requests_total"] = len(rig.tg.streaming.limited)
     return report
 
 
