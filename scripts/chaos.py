@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -207,10 +208,15 @@ def _verdict(r: dict[str, Any], bar: float) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("WARNING", json=True)
-    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
-        report = asyncio.run(chaos(args, Path(tmp)))
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    report = asyncio.run(chaos(args, workdir))
     sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0 if report["ok"] else 1
+    if report["ok"]:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
+    # A failed run is the one whose consumer logs are needed: they stay, and say where.
+    sys.stderr.write(f"chaos run failed; the consumers' logs: {workdir}\n")
+    return 1
 
 
 if __name__ == "__main__":

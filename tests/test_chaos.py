@@ -21,7 +21,7 @@ async def test_chaos_short_run_keeps_every_guarantee() -> None:
     )
     report = orjson.loads(result.stdout)
     print(report)
-    assert result.returncode == 0, report
+    assert result.returncode == 0, (report, result.stderr.decode(errors="replace")[-500:])
     assert report["lost"] == 0 and report["announced_twice"] == 0
     assert report["failed_refunded_exactly_once"] == report["failed_paid_tasks"] == 15
     assert report["sigkills"] >= 1 and report["sigkills"] + report["sigterms"] >= 3
