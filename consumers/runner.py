@@ -144,7 +144,11 @@ class ConsumerRunner:
         self._completer.start()
         self._cancels.start()
         limits = {str(t): s.limit for t, s in self._states.items()}
-        await self._beat()
+        try:
+            await self._beat()
+        except Exception as exc:  # noqa: BLE001 - Redis lost past the retries just after
+            # connecting: the keeper beats again, where raising here would end the process.
+            log.warning("keeper_failed", step="_beat", error=f"{type(exc).__name__}: {exc}")
         providers = {
             g.provider: {"concurrency": g.limit.concurrency or None, "rate": str(g.limit.rate)}
             for g in set(self._gates.values())
