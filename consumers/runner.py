@@ -144,11 +144,8 @@ class ConsumerRunner:
         self._completer.start()
         self._cancels.start()
         limits = {str(t): s.limit for t, s in self._states.items()}
-        try:
-            await self._beat()
-        except Exception as exc:  # noqa: BLE001 - Redis lost past the retries just after
-            # connecting: the keeper beats again, where raising here would end the process.
-            log.warning("keeper_failed", step="_beat", error=f"{type(exc).__name__}: {exc}")
+        # Redis lost past the retries just after connecting must not end the process.
+        await self._step_once(self._beat)
         providers = {
             g.provider: {"concurrency": g.limit.concurrency or None, "rate": str(g.limit.rate)}
             for g in set(self._gates.values())
@@ -406,12 +403,15 @@ class ConsumerRunner:
         """Run `step` every `interval` seconds until cancelled, whatever it raises."""
         while not cancel_requested():
             await asyncio.sleep(interval)
-            try:
-                await step()
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
-                log.warning(
-                    "keeper_failed", step=step.__name__, error=f"{type(exc).__name__}: {exc}"
-                )
+            await self._step_once(step)
+
+    @staticmethod
+    async def _step_once(step: Callable[[], Awaitable[None]]) -> None:
+        """Run a keeper's step once; a failure is logged, and the next round tries again."""
+        try:
+            await step()
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("keeper_failed", step=step.__name__, error=f"{type(exc).__name__}: {exc}")
 
     async def _beat(self) -> None:
         """Say we are alive, and so keep our provider leases (same interval, same reason)."""
