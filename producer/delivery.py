@@ -31,6 +31,7 @@ from producer.throttle import PhotoLock
 from shared.closing import stop_loops
 from shared.config import Settings
 from shared.db import repositories as repo
+from shared.db.retry import retry_transient
 from shared.errors import TaskTimeoutError
 from shared.queue import QueueService
 from shared.redact import redact
@@ -315,8 +316,14 @@ class Deliveries:
         return (now() - job.created_at).total_seconds() > self._settings.lost_grace_seconds
 
     async def _confirm(self, task_id: str) -> None:
-        async with self._db.begin() as session:
-            await repo.confirm_delivery(session, task_id)
+        """Mark the message sent; retried, since a claim left unconfirmed is sent again by
+        the next start."""
+
+        async def confirm() -> None:
+            async with self._db.begin() as session:
+                await repo.confirm_delivery(session, task_id)
+
+        await retry_transient(confirm, "confirm_sent", self._settings.db_retry_seconds)
 
     async def _send(self, job: Job, applied: Applied, view: ReplyView | None) -> None:
         if not job.is_photo:

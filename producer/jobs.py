@@ -65,6 +65,8 @@ class Job:
     notified: bool = False
     # Claimed by a process that died before sending: this job sends without claiming again.
     claimed: bool = False
+    # This job's own claim: a claim retried after its commit reply was lost matches it.
+    claim_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def task_type(self) -> TaskType:

@@ -22,6 +22,7 @@ from producer.submit import Submitted, enqueue_retrying
 from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.models import Dialog
+from shared.db.retry import retry_transient
 from shared.errors import InvalidDataError
 from shared.queue import QueueService
 from shared.redact import redact
@@ -119,21 +120,41 @@ class Outcomes:
                 result = _read_result(job, task)
             if result is None:
                 verdict = Verdict.FAILED
-        async with self._db.begin() as session:
-            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
-                return None
-            if result is not None and task is not None:
-                await _save_result(session, job, task, result)
-                user_id: int | None = task.user_id
-            else:
-                user_id = await repo.charged_user(session, job.charge_id)
-                refund = await repo.refund(session, job.charge_id, _reason(verdict, task))
-                log.info("task_refunded", charge_id=job.charge_id, outcome=str(refund))
+        claimed, user_id = await retry_transient(
+            lambda: self._claim_and_apply(job, verdict, task, result),
+            "apply_outcome",
+            self._settings.db_retry_seconds,
+        )
+        if not claimed:
+            return None
         job.claimed = True
         log.info("outcome_applied", kind=job.kind, verdict=verdict)
         if task is not None and task.status in {TaskStatus.FAILED, TaskStatus.CANCELLED}:
             await self._mark_settled(job)
         return Applied(verdict, user_id, result)
+
+    async def _claim_and_apply(
+        self,
+        job: Job,
+        verdict: Verdict,
+        task: QueueTask | None,
+        result: ReplyResult | ImageResult | None,
+    ) -> tuple[bool, int | None]:
+        """One transaction: (claimed, who paid). Safe to run again: the claim matches its own
+        token, and saving a result or refunding a charge is idempotent by its key."""
+        async with self._db.begin() as session:
+            if not await self._claim(session, job):
+                return False, None
+            if result is not None and task is not None:
+                await _save_result(session, job, task, result)
+                return True, task.user_id
+            user_id = await repo.charged_user(session, job.charge_id)
+            refund = await repo.refund(session, job.charge_id, _reason(verdict, task))
+            log.info("task_refunded", charge_id=job.charge_id, outcome=str(refund))
+            return True, user_id
+
+    async def _claim(self, session: AsyncSession, job: Job) -> bool:
+        return job.claimed or await repo.claim_delivery(session, job.task_id, job.claim_token)
 
     async def _continue_chain(self, job: Job, task: QueueTask, prompt: str) -> Applied | None:
         """Enqueue the photo's image step, then hand the delivery row over to it."""
@@ -163,17 +184,26 @@ class Outcomes:
             return await self.apply(job, Verdict.REFUSED)
         # QUEUED, or UNKNOWN: then the image step's own watcher finds its record or, once it
         # is surely gone, refunds it as lost.
+        handed_over = await retry_transient(
+            lambda: self._hand_over(job, image), "hand_over_chain", self._settings.db_retry_seconds
+        )
+        if not handed_over:
+            return None  # another process continues this chain
+        job.claimed = True
+        log.info("photo_chain_continued", image_task_id=image.task_id, enqueue=str(submitted))
+        return Applied(Verdict.COMPLETED, task.user_id, next_job=image)
+
+    async def _hand_over(self, job: Job, image: Job) -> bool:
+        """Claim the prompt step's row and owe the chat the image step instead (idempotent)."""
         async with self._db.begin() as session:
-            if not job.claimed and not await repo.claim_delivery(session, job.task_id):
-                return None  # another process continues this chain
+            if not await self._claim(session, job):
+                return False
             # The prompt step sends no message: its claim is confirmed with the hand-over.
             await repo.confirm_delivery(session, job.task_id)
             await repo.record_pending_delivery(
                 session, image.task_id, job.chat_id, encode_kind(DeliveryKind.IMAGE)
             )
-        job.claimed = True
-        log.info("photo_chain_continued", image_task_id=image.task_id, enqueue=str(submitted))
-        return Applied(Verdict.COMPLETED, task.user_id, next_job=image)
+        return True
 
     async def _photo_context(self, dialog_id: int | None) -> dict[str, int]:
         """dialog_id and girl_id of the image, if the dialog still exists."""

@@ -205,6 +205,9 @@ class Settings:
     # Enqueue is idempotent by task id, so a Redis blip is retried this long before the
     # delivery watcher is left to decide (record found: deliver; gone: lost, refunded).
     enqueue_retry_seconds: float = bounded(10.0, ge=0)
+    # A delivery's database steps (claim and apply, confirm sent) are retried this long
+    # through a database restart or lock; past it the row waits for the next start.
+    db_retry_seconds: float = bounded(60.0, ge=0)
     # After "it takes longer", how often a waiting delivery checks that its task still exists.
     delivery_recheck_seconds: float = bounded(60.0, gt=0)
     # A task with no record is lost only this long after its delivery row was written.

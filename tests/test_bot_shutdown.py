@@ -100,8 +100,8 @@ async def test_a_claim_whose_sender_died_is_sent_again_on_start(
     async with db.begin() as session:
         # One process claimed both and died before sending; the second claim is recent,
         # as if a live process were sending it right now.
-        assert await repo.claim_delivery(session, orphan)
-        assert await repo.claim_delivery(session, in_progress)
+        assert await repo.claim_delivery(session, orphan, "dead-process")
+        assert await repo.claim_delivery(session, in_progress, "dead-process")
         await session.execute(
             update(DeliveryRow)
             .where(DeliveryRow.task_id == orphan)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scripts.seed_characters import CHARACTERS, seed_characters
-from shared.db.models import Character
+from shared.db.models import Character, Delivery
 from shared.db.repositories import (
     balance,
     claim_delivery,
@@ -36,9 +36,9 @@ async def _character_ids(session: AsyncSession) -> dict[str, int]:
     return {row.name: row.id for row in rows}
 
 
-async def _claim(db: Sessions, task_id: str) -> bool:
+async def _claim(db: Sessions, task_id: str, token: str) -> bool:
     async with db.begin() as session:
-        return await claim_delivery(session, task_id)
+        return await claim_delivery(session, task_id, token)
 
 
 async def test_user_is_created_once_with_start_balances(db: Sessions) -> None:
@@ -97,11 +97,23 @@ async def test_delivery_is_recorded_once_and_claimed_once(db: Sessions) -> None:
         pending = {delivery.task_id for delivery in await undelivered(session)}
     assert {task_id, other} <= pending
 
-    claims = await asyncio.gather(*(_claim(db, task_id) for _ in range(4)))
+    tokens = [f"claimer-{n}" for n in range(4)]
+    claims = await asyncio.gather(*(_claim(db, task_id, token) for token in tokens))
 
     assert sorted(claims) == [False, False, False, True]
     async with db.begin() as session:
         pending = {delivery.task_id for delivery in await undelivered(session)}
-        assert not await claim_delivery(session, new_task_id())
+        assert not await claim_delivery(session, new_task_id(), "anyone")
     assert task_id not in pending
     assert other in pending
+    # The winner may claim again (its commit reply was lost); the others still may not.
+    winner = tokens[claims.index(True)]
+    assert await _claim(db, task_id, winner)
+    assert [await _claim(db, task_id, token) for token in tokens if token != winner] == [
+        False,
+        False,
+        False,
+    ]
+    # Leave no open delivery: bot tests on this database resume every one they find.
+    async with db.begin() as session:
+        await session.execute(delete(Delivery).where(Delivery.task_id.in_([task_id, other])))

@@ -203,7 +203,8 @@ class LedgerEntry(Base):
 
 class Delivery(Base):
     """A result the bot must send: delivered_at is set by the one claimer, sent_at once the
-    message went out (a claim never confirmed belongs to a process that died mid-send)."""
+    message went out (a claim never confirmed belongs to a process that died mid-send).
+    claim_token is the claimer's own, so it can retry a claim whose commit reply was lost."""
 
     __tablename__ = "deliveries"
 
@@ -213,6 +214,7 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
 
 
 # The shop (Telegram Stars).

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -386,12 +386,19 @@ async def record_pending_delivery(
     await insert_new(session, Delivery, ["task_id"], task_id=task_id, chat_id=chat_id, kind=kind)
 
 
-async def claim_delivery(session: AsyncSession, task_id: str) -> bool:
-    """Mark the delivery done; True only for the one caller that flipped it, False if absent."""
+async def claim_delivery(session: AsyncSession, task_id: str, token: str) -> bool:
+    """Mark the delivery done; True only for the one caller that flipped it, False if absent.
+
+    A caller claiming again with the same `token` gets True again: it may be retrying a
+    claim whose commit went through but whose reply was lost.
+    """
     claimed = await session.scalar(
         update(Delivery)
-        .where(Delivery.task_id == task_id, Delivery.delivered_at.is_(None))
-        .values(delivered_at=utcnow())
+        .where(
+            Delivery.task_id == task_id,
+            or_(Delivery.delivered_at.is_(None), Delivery.claim_token == token),
+        )
+        .values(delivered_at=utcnow(), claim_token=token)
         .returning(Delivery.task_id)
     )
     return claimed is not None

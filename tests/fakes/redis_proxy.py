@@ -1,4 +1,5 @@
-"""A TCP proxy in front of the real Redis that can lose a reply after the command ran.
+"""A TCP proxy in front of the real Redis (or PostgreSQL) that can lose a reply after the
+command ran.
 
 `cut_reply_after(marker)` arms a one-shot fault: the next request whose bytes contain
 `marker` is forwarded to Redis, Redis runs it and answers, and the proxy drops that answer and
