@@ -3,7 +3,9 @@
 `python -m scripts.bench_streaming [--chats 50] [--flood-seconds 60] [--own-redis]
 [--json PATH]` runs a real consumer process whose LLM is the fake Venice server (streaming
 one word every `--word-ms`) and the real bot process against the fake Bot API, which answers
-429 to any chat called more than once a second. Every user chats in their private chat.
+429 to any chat called more than once a second. Every user chats in their private chat. The
+bot's database is PostgreSQL, as in production: a private database created on `--postgres`
+(the machine's own by default) and dropped at the end; `--sqlite` uses a SQLite file.
 
 - **first text**: all chats send a message at once; per reply, from the fake Venice sending
   its first chunk to the fake Bot API receiving the reply's first draft.
@@ -41,6 +43,7 @@ from typing import Any
 import orjson
 
 from producer import texts
+from scripts.private_database import LOCAL_POSTGRES, private_database
 from scripts.private_redis import PrivateRedis
 from scripts.seed_characters import seed_characters
 from shared.config import Settings, load_settings
@@ -281,6 +284,7 @@ async def rig_up(args: argparse.Namespace, redis_url: str, work: Path) -> AsyncI
     prefix = f"bench-stream:{uuid.uuid4().hex[:8]}:"
     script = Script(words=args.words)
     async with (
+        database(args, work) as database_url,
         FakeTelegram(token=TOKEN) as tg,
         FakeVenice(reply=script.reply) as venice,
     ):
@@ -291,7 +295,7 @@ async def rig_up(args: argparse.Namespace, redis_url: str, work: Path) -> AsyncI
             redis_url=redis_url,
             redis_queue_prefix=f"{prefix}queue:",
             redis_result_prefix=f"{prefix}result:",
-            database_url=migrated_sqlite(work),
+            database_url=database_url,
             bot_token=TOKEN,
             telegram_api_url=tg.base_url,
             start_energy=10**6,
@@ -317,6 +321,16 @@ async def rig_up(args: argparse.Namespace, redis_url: str, work: Path) -> AsyncI
         finally:
             await procs.close()
             await forget(settings, prefix)
+
+
+@contextlib.asynccontextmanager
+async def database(args: argparse.Namespace, work: Path) -> AsyncIterator[str]:
+    """The bot's database: a private PostgreSQL database (as in production), or SQLite."""
+    if args.sqlite:
+        yield await asyncio.to_thread(migrated_sqlite, work)
+        return
+    async with private_database(args.postgres) as url:
+        yield url
 
 
 async def keep_indexing(rig: Rig) -> None:
@@ -374,6 +388,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--words", type=int, default=40, help="words per reply")
     parser.add_argument("--word-ms", type=float, default=50.0, help="the model's pace")
     parser.add_argument("--own-redis", action="store_true", help="start a private redis-server")
+    parser.add_argument(
+        "--postgres",
+        default=LOCAL_POSTGRES,
+        help="PostgreSQL server on which a private database is created and dropped",
+    )
+    parser.add_argument("--sqlite", action="store_true", help="a SQLite file instead")
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--logs", type=Path, help="keep the bot's and consumer's logs here")
     return parser.parse_args(argv)
