@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
+from producer import texts
 from producer.channel import ChatAction
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind
@@ -117,3 +118,49 @@ async def test_a_claim_whose_sender_died_is_sent_again_on_start(
         assert await repo.unsent_claims(session, datetime.now(UTC)) == [
             await session.get(DeliveryRow, in_progress)
         ]
+        # Leave no open delivery: other tests on this database resume every one they find.
+        await session.execute(delete(DeliveryRow).where(DeliveryRow.task_id == in_progress))
+
+
+async def test_closing_while_a_late_task_is_rechecked_keeps_its_row_for_the_next_start(
+    queue: QueueService, db: Sessions, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    world = await make_world(db)
+    payload = {"system_prompt": "x", "history": [], "dialog_id": world.dialog_id}
+    payload["user_message"] = "Ты тут?"
+    task_id = await queue.enqueue_task(TaskType.GENERATE_REPLY, world.user_id, payload)
+    async with db.begin() as session:
+        await repo.record_pending_delivery(
+            session, task_id, world.user_id, encode_kind(DeliveryKind.REPLY)
+        )
+    late = settings.replace(reply_wait_seconds=0.2, delivery_recheck_seconds=0.3)
+    transport = SlowTransport(delay=0)
+    deliveries = deliveries_for(late, db, queue, redis_client, transport)
+    deliveries.watch(Job(task_id, DeliveryKind.REPLY, world.user_id))
+    await asyncio.wait_for(transport.sending.wait(), 10)  # "it takes longer": now rechecking
+    await asyncio.sleep(0.7)  # a recheck or two: the record is there, nothing is lost
+
+    started = time.monotonic()
+    await deliveries.close()
+
+    assert time.monotonic() - started < 5
+    assert transport.texts == [texts.TAKES_LONGER]
+    async with db.begin() as session:
+        row = await session.get(DeliveryRow, task_id)
+        assert row is not None and row.delivered_at is None  # neither claimed nor refunded
+        assert await repo.balance(session, world.user_id) == (100, 100)
+
+    # The next start finds the row and delivers the reply once it is written.
+    consumer = queue.consumer("c1")
+    [delivery] = await consumer.read(TaskType.GENERATE_REPLY, 1, 500)
+    assert isinstance(delivery, Delivery)
+    [attempt] = await consumer.start([delivery], time.time())
+    result = to_json(ReplyResult(reply="Тут!", dialog_id=world.dialog_id))
+    await consumer.finish(
+        [Outcome(delivery, TaskStatus.COMPLETED, attempt, time.time(), dumps(result))]
+    )
+    restarted = deliveries_for(settings, db, queue, redis_client, transport)
+    assert await restarted.resume() >= 1
+    assert await restarted.wait_idle(10)
+    await restarted.close()
+    assert transport.texts == [texts.TAKES_LONGER, "Тут!"]
