@@ -8,17 +8,21 @@ bot's database is PostgreSQL, as in production: a private database created on `-
 (the machine's own by default) and dropped at the end; `--sqlite` uses a SQLite file.
 
 - **first text**: all chats send a message at once; per reply, from the fake Venice sending
-  its first chunk to the fake Bot API receiving the reply's first draft.
+  its first chunk to the fake Bot API receiving the reply's first draft (or its final
+  message, if the bot showed no draft before it: `replies_without_draft` counts those).
 - **stop**: every chat sends a message and presses the draft's stop button once text shows;
   from the fake Bot API handing the stop update to the bot (getUpdates) to the fake Venice
-  seeing the model connection closed.
+  seeing the model connection closed. A reply done before any draft showed cannot be
+  stopped (`done_before_a_draft`).
 - **flood**: every chat keeps asking (the next message once the last reply arrived) for
   `--flood-seconds`: 429s, and each final message delivered exactly once.
 - **kill**: `--kill-replies` replies stream, the bot gets SIGKILL, a new one starts: every
   reply is delivered once and nothing is sent twice.
 
 The fakes run in this process (one clock for both); the bot and the consumer are separate
-processes. The report is JSON; `tests/test_bench_streaming.py` runs a short form.
+processes. A failed run keeps the processes' logs, every Bot API call and every model
+stream's first chunk, and says where. The report is JSON; `tests/test_bench_streaming.py`
+runs a short form.
 """
 
 from __future__ import annotations
@@ -146,9 +150,25 @@ class Rig:
             if time.monotonic() > deadline:
                 last = str(calls[-1].params.get("text"))[:120] if calls else None
                 raise TimeoutError(
-                    f"no matching {method} to chat {chat} in {timeout}s; the last: {last!r}"
+                    f"no matching {method} to chat {chat} in {timeout}s; the last: {last!r}; "
+                    + self.unseen(method, chat)
                 )
             await asyncio.sleep(0.01)
+
+    def unseen(self, method: str, chat: int) -> str:
+        """What the fake got that a look could not see: calls to the chat it refused, and
+        calls not indexed yet (the index waits on a call still being served)."""
+        refused = [
+            f"{r.status} {r.description}"
+            for r in self.tg.requests
+            if r.method == method and r.chat_id == chat and r.status not in (None, 200)
+        ]
+        waiting = self.tg.requests[self.indexed :]
+        oldest = "none"
+        if waiting:
+            age = time.time() - waiting[0].timestamp
+            oldest = f"{waiting[0].method} to {waiting[0].chat_id}, {age:.1f} s old"
+        return f"refused: {refused[:5]}; calls not indexed: {len(waiting)}, the oldest: {oldest}"
 
     def index(self) -> None:
         """File the fake's new accepted calls by method and chat (called between polls)."""
@@ -171,13 +191,22 @@ class Rig:
 
         await self.seen("sendMessage", chat, marked, 60)
 
-    async def first_draft(self, chat: int, since: float, timeout: float = 30.0) -> Request:
-        return await self.seen(
-            "sendMessageDraft",
-            chat,
-            lambda r: r.timestamp > since and bool(r.params.get("text")),
-            timeout,
-        )
+    async def first_visible(
+        self, chat: int, number: int, since: float, timeout: float = 60.0
+    ) -> Request:
+        """The reply's first text the user could see: its first draft, or its final message
+        when no draft came before it (a starved bot skips previews, never the reply)."""
+        final = self.script.text(chat, number)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() <= deadline:
+            drafts = self.by_chat.get(("sendMessageDraft", chat), [])
+            finals = self.by_chat.get(("sendMessage", chat), [])
+            hits = [r for r in drafts if r.timestamp > since and r.params.get("text")]
+            hits += [r for r in finals if r.params.get("text") == final]
+            if hits:
+                return min(hits, key=lambda r: r.timestamp)
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"nothing of reply {chat}:{number} shown in {timeout}s")
 
     def stream_of(self, chat: int, number: int) -> Any:
         return self.venice.streams[self.script.streams[(chat, number)]]
@@ -195,31 +224,37 @@ class Rig:
 async def first_text(rig: Rig) -> dict[str, Any]:
     await rig.quiet()
     asked = {chat: rig.ask(chat) for chat in rig.chats}
-    drafts = await asyncio.gather(*(rig.first_draft(c, asked[c][1]) for c in rig.chats))
+    shown = await asyncio.gather(*(rig.first_visible(c, *asked[c]) for c in rig.chats))
     overheads = []
-    for chat, draft in zip(rig.chats, drafts, strict=True):
+    for chat, first in zip(rig.chats, shown, strict=True):
         first_chunk = rig.stream_of(chat, asked[chat][0]).first_chunk_at
-        overheads.append(draft.timestamp - (first_chunk + rig.offset))
+        overheads.append(first.timestamp - (first_chunk + rig.offset))
     await asyncio.gather(*(rig.delivered(c, asked[c][0], 60) for c in rig.chats))
-    return percentiles(overheads)
+    no_draft = sum(r.method != "sendMessageDraft" for r in shown)
+    return percentiles(overheads) | {"replies_without_draft": no_draft}
 
 
 async def stops(rig: Rig) -> dict[str, Any]:
     await rig.quiet()
     asked = {chat: rig.ask(chat) for chat in rig.chats}
 
-    async def one(chat: int) -> float:
+    async def one(chat: int) -> float | None:
+        """Press stop on the reply's draft; None if it was done before any draft showed."""
         number, since = asked[chat]
-        await rig.first_draft(chat, since)
+        if (await rig.first_visible(chat, number, since)).method != "sendMessageDraft":
+            return None
         update_id = rig.tg.streaming.stop_generation(chat)
         index = rig.script.streams[(chat, number)]
         closed = await rig.venice.stream_closed_at(index, timeout=10)
         return closed + rig.offset - rig.tg.handed_out[update_id]
 
-    took = await asyncio.gather(*(one(chat) for chat in rig.chats))
+    took = dict(zip(rig.chats, await asyncio.gather(*(one(c) for c in rig.chats)), strict=True))
+    stopped = [chat for chat, seconds in took.items() if seconds is not None]
     # The stopped replies arrive (marked) before the next phase asks again.
-    await asyncio.gather(*(rig.stopped(chat, asked[chat][1]) for chat in rig.chats))
-    return percentiles(list(took))
+    await asyncio.gather(*(rig.stopped(chat, asked[chat][1]) for chat in stopped))
+    return percentiles([seconds for seconds in took.values() if seconds is not None]) | {
+        "done_before_a_draft": len(rig.chats) - len(stopped)
+    }
 
 
 async def flood(rig: Rig, seconds: float) -> dict[str, Any]:
@@ -250,7 +285,7 @@ async def killed_bot(rig: Rig, replies: int) -> dict[str, Any]:
     await rig.quiet()
     chats = rig.chats[:replies]
     asked = {chat: rig.ask(chat) for chat in chats}
-    await asyncio.gather(*(rig.first_draft(c, asked[c][1]) for c in chats))
+    await asyncio.gather(*(rig.first_visible(c, *asked[c]) for c in chats))
     rig.bot.send_signal(signal.SIGKILL)
     await asyncio.to_thread(rig.bot.wait, 30)
     killed_at = time.time()
@@ -274,7 +309,8 @@ async def killed_bot(rig: Rig, replies: int) -> dict[str, Any]:
         "delivered_once": sum(n == 1 for n in finals.values()),
         "sent_twice": sum(n > 1 for n in finals.values()),
         "drafts_continued_after_restart": continued,
-        "one_draft_id_per_chat": all(len(ids) == 1 for ids in draft_ids.values()),
+        # A restarted bot goes on with the same draft, never a second one.
+        "one_draft_id_per_chat": all(len(ids) <= 1 for ids in draft_ids.values()),
         "restart_to_last_final_s": round(max(r.timestamp for r in delivered) - killed_at, 2),
     }
 
@@ -364,19 +400,42 @@ async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     return report
 
 
+def record_calls(rig: Rig, work: Path) -> None:
+    """The fakes' side of a failed run, beside the processes' logs: every Bot API call and
+    every model stream, with times on the wall clock."""
+    with (work / "telegram_calls.jsonl").open("wb") as out:
+        for r in rig.tg.requests:
+            text = str(r.params.get("text", ""))[:60]
+            row = {"t": r.timestamp, "method": r.method, "chat": r.chat_id, "status": r.status}
+            out.write(orjson.dumps(row | {"text": text}) + b"\n")
+    with (work / "model_streams.jsonl").open("wb") as out:
+        for key, index in rig.script.streams.items():
+            first = rig.venice.streams[index].first_chunk_at
+            at = None if first is None else first + rig.offset
+            out.write(orjson.dumps({"chat": key[0], "number": key[1], "first_chunk": at}) + b"\n")
+
+
 async def _measure(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, Any]:
     async with rig_up(args, redis_url, work) as rig:
-        report: dict[str, Any] = {
-            "chats": args.chats,
-            "word_ms": args.word_ms,
-            "words_per_reply": args.words,
-            "chat_send_interval_s": rig.settings.chat_send_interval_seconds,
-        }
-        report["first_text_overhead"] = await first_text(rig)
-        report["stop_to_provider_closed"] = await stops(rig)
-        report["flood"] = await flood(rig, args.flood_seconds)
-        report["sigkill"] = await killed_bot(rig, min(args.kill_replies, args.chats))
-        report["too_many_requests_total"] = len(rig.tg.streaming.limited)
+        try:
+            return await _phases(args, rig)
+        except BaseException:
+            record_calls(rig, work)
+            raise
+
+
+async def _phases(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "chats": args.chats,
+        "word_ms": args.word_ms,
+        "words_per_reply": args.words,
+        "chat_send_interval_s": rig.settings.chat_send_interval_seconds,
+    }
+    report["first_text_overhead"] = await first_text(rig)
+    report["stop_to_provider_closed"] = await stops(rig)
+    report["flood"] = await flood(rig, args.flood_seconds)
+    report["sigkill"] = await killed_bot(rig, min(args.kill_replies, args.chats))
+    report["too_many_requests_total"] = len(rig.tg.streaming.limited)
     return report
 
 
