@@ -13,7 +13,8 @@ bot's database is PostgreSQL, as in production: a private database created on `-
 - **stop**: every chat sends a message and presses the draft's stop button once text shows;
   from the fake Bot API handing the stop update to the bot (getUpdates) to the fake Venice
   seeing the model connection closed. A reply done before any draft showed cannot be
-  stopped (`done_before_a_draft`).
+  stopped (`done_before_a_draft`), nor one the model finished as the stop came
+  (`done_before_the_stop`).
 - **flood**: every chat keeps asking (the next message once the last reply arrived) for
   `--flood-seconds`: 429s, and each final message delivered exactly once.
 - **kill**: `--kill-replies` replies stream, the bot gets SIGKILL, a new one starts: every
@@ -238,22 +239,31 @@ async def stops(rig: Rig) -> dict[str, Any]:
     await rig.quiet()
     asked = {chat: rig.ask(chat) for chat in rig.chats}
 
-    async def one(chat: int) -> float | None:
-        """Press stop on the reply's draft; None if it was done before any draft showed."""
+    async def one(chat: int) -> float | str:
+        """Press stop on the reply's draft: the seconds until the model connection closed,
+        or why there was nothing to stop."""
         number, since = asked[chat]
         if (await rig.first_visible(chat, number, since)).method != "sendMessageDraft":
-            return None
+            return "done_before_a_draft"
         update_id = rig.tg.streaming.stop_generation(chat)
-        index = rig.script.streams[(chat, number)]
-        closed = await rig.venice.stream_closed_at(index, timeout=10)
-        return closed + rig.offset - rig.tg.handed_out[update_id]
+        stream = rig.stream_of(chat, number)
+        deadline = time.monotonic() + 10
+        while stream.closed_by_client_at is None:
+            if stream.ended_at is not None:
+                return "done_before_the_stop"  # the model finished as the stop came
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stop in chat {chat} never closed the model stream")
+            await asyncio.sleep(0.005)
+        return float(stream.closed_by_client_at) + rig.offset - rig.tg.handed_out[update_id]
 
     took = dict(zip(rig.chats, await asyncio.gather(*(one(c) for c in rig.chats)), strict=True))
-    stopped = [chat for chat, seconds in took.items() if seconds is not None]
+    stopped = {chat: s for chat, s in took.items() if isinstance(s, float)}
     # The stopped replies arrive (marked) before the next phase asks again.
     await asyncio.gather(*(rig.stopped(chat, asked[chat][1]) for chat in stopped))
-    return percentiles([seconds for seconds in took.values() if seconds is not None]) | {
-        "done_before_a_draft": len(rig.chats) - len(stopped)
+    reasons = Counter(s for s in took.values() if isinstance(s, str))
+    return percentiles(list(stopped.values())) | {
+        "done_before_a_draft": reasons["done_before_a_draft"],
+        "done_before_the_stop": reasons["done_before_the_stop"],
     }
 
 
