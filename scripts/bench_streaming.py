@@ -411,8 +411,8 @@ async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
 
 
 def record_calls(rig: Rig, work: Path) -> None:
-    """The fakes' side of a failed run, beside the processes' logs: every Bot API call and
-    every model stream, with times on the wall clock."""
+    """The fakes' side of the run, beside the processes' logs: every Bot API call and every
+    model stream, with times on the wall clock."""
     with (work / "telegram_calls.jsonl").open("wb") as out:
         for r in rig.tg.requests:
             text = str(r.params.get("text", ""))[:60]
@@ -429,9 +429,9 @@ async def _measure(args: argparse.Namespace, redis_url: str, work: Path) -> dict
     async with rig_up(args, redis_url, work) as rig:
         try:
             return await _phases(args, rig)
-        except BaseException:
+        finally:
+            # Kept when the run failed, or when --logs asked for them.
             record_calls(rig, work)
-            raise
 
 
 async def _phases(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
