@@ -7,7 +7,9 @@ PipelineError subclasses for the caller's error handling.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,6 +25,7 @@ from shared.config import Settings
 from shared.db import payments
 from shared.db import repositories as repo
 from shared.db.models import Character, Currency, Dialog, User
+from shared.db.retry import retry_transient
 from shared.queue import QueueDepth, QueueService
 from shared.tasks import (
     ChatTurn,
@@ -34,6 +37,8 @@ from shared.tasks import (
 )
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # How much of the dialogue the image prompt writer sees.
 PROMPT_DIALOGUE_MESSAGES = 10
@@ -179,10 +184,24 @@ class Conversation:
             return
         await self._enqueue(job, message.user.user_id, TaskType.GENERATE_REPLY, payload)
 
+    async def _in_transaction(self, what: str, body: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `body` in one transaction, again through a database restart or lock: every
+        write of a charging step is idempotent by its key (charge id, Telegram message id,
+        task id), so a retry after a commit whose reply was lost repeats nothing."""
+
+        async def attempt() -> T:
+            async with self._db.begin() as session:
+                return await body(session)
+
+        return await retry_transient(attempt, what, self._settings.db_retry_seconds)
+
     async def _prepare_reply(self, message: Incoming, job: Job) -> ReplyPayload | None:
         settings = self._settings
         user_id = message.user.user_id
-        async with self._db.begin() as session:
+
+        async def charge(
+            session: AsyncSession,
+        ) -> tuple[Dialog, Character, list[dict[str, str]]] | None:
             await self._user(session, message.user)
             found = await _dialog_character(session, user_id)
             if found is None:
@@ -197,8 +216,18 @@ class Conversation:
                 charge_id=job.charge_id,
                 reason="reply",
             )
-            await repo.save_user_message(session, dialog.id, message.text, message.message_id)
+            saved = await repo.save_user_message(
+                session, dialog.id, message.text, message.message_id
+            )
+            if not saved and turns[-1:] == [{"role": "user", "content": message.text}]:
+                turns = turns[:-1]  # stored by an attempt whose commit reply was lost
             await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
+            return dialog, character, turns
+
+        charged = await self._in_transaction("charge_reply", charge)
+        if charged is None:
+            return None
+        dialog, character, turns = charged
         budget = settings.max_payload_bytes - _ENVELOPE_BYTES
         budget -= len(character.system_prompt.encode()) + len(message.text.encode())
         history = fit_history([ChatTurn.from_json(turn) for turn in turns], budget)
@@ -230,7 +259,7 @@ class Conversation:
         await self._enqueue(job, profile.user_id, TaskType.GENERATE_IMAGE_PROMPT, payload)
 
     async def _prepare_photo(self, profile: Profile, job: Job) -> ImagePromptPayload | None:
-        async with self._db.begin() as session:
+        async def charge(session: AsyncSession) -> tuple[Character, list[dict[str, str]]] | None:
             await self._user(session, profile)
             found = await _dialog_character(session, profile.user_id)
             if found is None:
@@ -241,6 +270,12 @@ class Conversation:
             job.dialog_id = dialog.id
             kind = encode_kind(job.kind, dialog.id)
             await repo.record_pending_delivery(session, job.task_id, job.chat_id, kind)
+            return character, recent
+
+        charged = await self._in_transaction("charge_photo", charge)
+        if charged is None:
+            return None
+        character, recent = charged
         return ImagePromptPayload(
             girl_name=character.name,
             girl_description=character.appearance,
@@ -275,15 +310,17 @@ class Conversation:
 
     async def _charge_generate(self, message: Incoming, job: Job) -> Character | None:
         user_id = message.user.user_id
-        async with self._db.begin() as session:
+
+        async def charge(session: AsyncSession) -> Character | None:
             await self._user(session, message.user)
             found = await _dialog_character(session, user_id)
             if found is None:
                 return None
-            character = found[1]
             await self._charge_diamonds(session, user_id, job, "generate")
             await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
-        return character
+            return found[1]
+
+        return await self._in_transaction("charge_generate", charge)
 
     async def _charge_diamonds(
         self, session: AsyncSession, user_id: int, job: Job, reason: str

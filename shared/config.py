@@ -205,8 +205,8 @@ class Settings:
     # Enqueue is idempotent by task id, so a Redis blip is retried this long before the
     # delivery watcher is left to decide (record found: deliver; gone: lost, refunded).
     enqueue_retry_seconds: float = bounded(10.0, ge=0)
-    # A delivery's database steps (claim and apply, confirm sent) are retried this long
-    # through a database restart or lock; past it the row waits for the next start.
+    # The bot's database steps (a message's charge, a delivery's claim and apply, its "sent"
+    # mark) are retried this long through a database restart or lock.
     db_retry_seconds: float = bounded(60.0, ge=0)
     # After "it takes longer", how often a waiting delivery checks that its task still exists.
     delivery_recheck_seconds: float = bounded(60.0, gt=0)

@@ -8,6 +8,7 @@ start, and a sent message would be sent again by it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -19,11 +20,15 @@ from producer.jobs import DeliveryKind, Job
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Delivery as DeliveryRow
-from shared.queue import QueueService
-from tests.consumer_helpers import count_replies, make_world
+from shared.queue import QueueService, TaskType
+from shared.tasks import ReplyResult
+from tests.bot_feed import fed_bot, history_of, open_deliveries, user_messages
+from tests.bot_harness import ManualConsumer, bot_settings, texts_to, wait_text
+from tests.consumer_helpers import count_replies, ledger, make_world
 from tests.fakes.redis_proxy import RedisProxy
 from tests.fakes.tcp_proxy import Fault, TcpProxy
-from tests.fixtures_db import Backend, Sessions
+from tests.fakes.telegram import FakeTelegram
+from tests.fixtures_db import Backend, Sessions, new_user_id
 from tests.test_bot_shutdown import SlowTransport, completed_reply, deliveries_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,6 +62,11 @@ async def cutting_db(postgresql_backend: Backend) -> AsyncIterator[tuple[RedisPr
 async def direct_db(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
     async with sessions_at(postgresql_backend) as sessions:
         yield sessions
+
+
+async def mend_after(proxy: TcpProxy, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    await proxy.mend()
 
 
 def quick_retries(settings: Settings) -> Settings:
@@ -135,3 +145,53 @@ async def test_a_database_restart_during_a_delivery_is_ridden_out(
     assert transport.texts == ["После перезапуска"]
     row = await _row(direct_db, task_id)
     assert row.sent_at is not None
+
+
+@pytest.mark.parametrize("fault", ["lost-commit", "refused"])
+async def test_a_database_failure_while_charging_a_message_charges_once_and_replies(
+    postgresql_backend: Backend,
+    direct_db: Sessions,
+    settings: Settings,
+    queue: QueueService,
+    fault: str,
+) -> None:
+    upstream = make_url(postgresql_backend.url)
+    user = new_user_id()
+    asked = f"Ты тут? ({user})"
+    async with (
+        FakeTelegram() as tg,
+        RedisProxy(upstream.host or "127.0.0.1", upstream.port or 5432) as cutter,
+        TcpProxy(cutter.port) as gate,
+        sessions_at(postgresql_backend, gate.port) as db,
+    ):
+        config = bot_settings(settings, postgresql_backend.url, tg.base_url, db_retry_seconds=20)
+        async with fed_bot(config, db, tg) as bot:
+            await bot.choose_character(user)
+            mending = None
+            if fault == "lost-commit":
+                # The message's one transaction (charge, message, delivery row) commits, and
+                # the bot never hears of it.
+                cutter.cut_reply_after(b"COMMIT")
+            else:
+                await gate.break_(Fault.REFUSE)  # the database restarts as the message comes
+                mending = asyncio.create_task(mend_after(gate, 1.5))
+            await asyncio.wait_for(bot.feed(tg.user_message(user, asked)), 30)
+            if mending is not None:
+                assert mending.done()  # the message waited for the database, not failed
+
+            consumer = ManualConsumer(queue)
+            task = await consumer.take(TaskType.GENERATE_REPLY)
+            # The retry read the history again: the message is asked about, not repeated in it.
+            assert task.task.data["user_message"] == asked
+            assert asked not in history_of(task.task)
+            dialog_id = task.task.data["dialog_id"]
+            await consumer.complete(task, ReplyResult(reply="Тут!", dialog_id=dialog_id))
+            await wait_text(tg, user, "Тут!")
+            assert await bot.services.deliveries.wait_idle(10)
+
+    if fault == "lost-commit":
+        assert cutter.cuts == 1
+    assert [kind for kind, _, _ in await ledger(direct_db, user)] == ["charge"]
+    assert await user_messages(direct_db, [asked]) == [asked]
+    assert texts_to(tg, user).count("Тут!") == 1
+    assert await open_deliveries(direct_db, user) == []
