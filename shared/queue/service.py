@@ -14,6 +14,7 @@ from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import RedisClient, create_redis
 from shared.queue.consume import StreamConsumer, ensure_group
+from shared.queue.enqueues import run_steps
 from shared.queue.failover import through_failover
 from shared.queue.fairness import sweep, user_cap
 from shared.queue.inspect import QueueDepth, queue_depth
@@ -175,7 +176,8 @@ class QueueService:
         *,
         priority: Priority | str = Priority.NORMAL,
     ) -> list[str]:
-        """Enqueue many tasks of one type in one round trip (each still atomic on its own)."""
+        """Enqueue many tasks of one type in one round trip (each still atomic on its own,
+        and sent in calls of up to BATCH_LIMIT tasks)."""
         chosen = _priority(priority)
         kind = parse_task_type(task_type)
         tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
@@ -183,9 +185,7 @@ class QueueService:
         if self._waiter is not None:
             for task, _ in tasks:
                 self._waiter.expect(task.task_id, task.type)
-        added = await through_failover(
-            lambda: self.scripts.run_all(steps, durable=True), "enqueue"
-        )
+        added = await through_failover(lambda: run_steps(self.scripts, steps), "enqueue")
         for (task, _), new_entry in zip(tasks, added, strict=True):
             if not new_entry and self._waiter is not None:
                 self._waiter.unexpect(task.task_id)
