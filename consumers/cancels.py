@@ -17,7 +17,8 @@ from shared.queue.subscription import (
     CONFIRMED,
     REDIS_ERRORS,
     channel_groups,
-    next_message,
+    next_messages,
+    open_pubsub,
     subscribe,
     text,
 )
@@ -88,23 +89,21 @@ class CancelListener:
 
     async def _listen(self, group: int) -> None:
         channels, types = self._groups[group]
-        pubsub = self._client.pubsub()
+        pubsub = open_pubsub(self._client)
         try:
             await subscribe(self._client, pubsub, self._keys, channels, types[0])
             confirmed: set[str] = set()
             while not self._closing:
-                message = await next_message(pubsub, channels, 5.0)
-                if message is None:
-                    continue
-                if message["type"] in CONFIRMED:
-                    confirmed.add(text(message["channel"]))
-                    if confirmed.issuperset(channels):
-                        self._up.add(group)
-                        if len(self._up) == len(self._groups):
-                            self.ready.set()
-                        await self._on_ready()
-                elif message["type"] in ANNOUNCED:
-                    self._dispatch(message["channel"], message["data"])
+                for kind, channel, data in await next_messages(pubsub, channels, 5.0):
+                    if kind in CONFIRMED:
+                        confirmed.add(text(channel))
+                        if confirmed.issuperset(channels):
+                            self._up.add(group)
+                            if len(self._up) == len(self._groups):
+                                self.ready.set()
+                            await self._on_ready()
+                    elif kind in ANNOUNCED:
+                        self._dispatch(channel, data)
         finally:
             with contextlib.suppress(*REDIS_ERRORS):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -39,3 +39,27 @@ def test_small_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
         0 < pipeline["redis_bytes_per_waiting_task"] < pipeline["redis_bytes_per_finished_record"]
     )
     assert "vs floor" in done.stdout.decode()
+
+
+@pytest.mark.timeout(120)
+def test_cpu_benchmark_reports_cpu_per_task_of_each_process() -> None:
+    command = [sys.executable, "-m", "scripts.bench_cpu", "--own-redis", "--tasks", "300"]
+    command += ["--rounds", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    report = orjson.loads(done.stdout)
+    assert (report["n"], report["rounds"], report["mode"]) == (300, 1, "batch")
+    for system in ("pipeline", "floor"):
+        figures = report[system]
+        for key in ("producer_us", "consumer_us", "redis_us", "tps"):
+            median, spread = figures[key]
+            assert median > 0 and spread == f"{median}-{median}"
+        parts = figures["producer_us"][0] + figures["consumer_us"][0] + figures["redis_us"][0]
+        assert abs(figures["total_us"][0] - parts) < 1
+    assert set(report["pipeline_vs_floor"]) == {
+        "producer_us",
+        "consumer_us",
+        "redis_us",
+        "total_us",
+        "tps",
+    }

@@ -129,7 +129,8 @@ async def test_a_burst_of_cut_replies_loses_and_repeats_nothing(
     proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
 ) -> None:
     """Many tasks; the enqueue, start and finish replies of some are lost on the way."""
-    for name in ("enqueue", "start", "finish"):
+    # The concurrent enqueues travel together, in one call of the batch script.
+    for name in ("enqueue_batch", "start", "finish"):
         proxy.cut_reply_after(sha(name))
     ids = [f"b-{i}" for i in range(20)]
     await asyncio.gather(*(proxied.enqueue_task(PROMPT, 1, PAYLOAD, task_id=i) for i in ids))
@@ -181,3 +182,15 @@ async def test_cancel_of_a_running_task_repeated_after_a_lost_reply_flags_it(
     assert await consumer.cancel_requested(PROMPT, ["t-1", "other"]) == ["t-1"]
     # Whoever starts the entry next (a peer that claimed it) finishes it as cancelled unrun.
     assert await proxied.consumer("c2").start([entry], time.time()) == [-2]
+
+
+async def test_enqueue_batch_repeated_after_a_lost_reply_adds_each_task_once(
+    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+) -> None:
+    proxy.cut_reply_after(sha("enqueue_batch"))
+    ids = await proxied.enqueue_many(PROMPT, [(i, PAYLOAD) for i in range(5)])
+    assert proxy.cuts == 1 and len(set(ids)) == 5
+    assert await redis_client.xlen(proxied.keys.stream(PROMPT)) == 5
+    for task_id in ids:
+        task = await proxied.get_task(task_id, PROMPT)
+        assert task is not None and task.status is TaskStatus.PENDING

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.closing import stop_loops
+from shared.queue.enqueues import run_steps
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Step
 
@@ -73,9 +74,10 @@ class ScriptBatcher:
     async def _flush(self, batch: list[_Call]) -> None:
         try:
             # Durable: with REDIS_WAIT_REPLICAS set, the whole batch waits once for the
-            # replicas, so a burst pays one wait, not one per call.
+            # replicas, so a burst pays one wait, not one per call. Enqueues onto one stream
+            # share one script call.
             steps = [step for step, _ in batch]
-            results = await self._scripts.run_all(steps, durable=True, raise_on_error=False)
+            results = await run_steps(self._scripts, steps, raise_on_error=False)
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
             results = [exc] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):

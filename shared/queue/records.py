@@ -26,14 +26,35 @@ from shared.tasks import (
 
 def entry_json(task: QueueTask) -> bytes:
     """The immutable part of a task: what the stream entry carries and the record keeps."""
+    created_at = task.created_at.timestamp()
+    return new_entry(
+        task.task_id,
+        task.type,
+        task.user_id,
+        task.data,
+        created_at=created_at,
+        charge_id=task.charge_id,
+    )
+
+
+def new_entry(
+    task_id: str,
+    task_type: TaskType,
+    user_id: int,
+    data: dict[str, Any],
+    *,
+    created_at: float,
+    charge_id: str | None,
+) -> bytes:
+    """`entry_json` of a task not built yet (an enqueue needs only the bytes)."""
     return dumps(
         {
-            "task_id": task.task_id,
-            "type": task.type,
-            "user_id": task.user_id,
-            "data": task.data,
-            "created_at": task.created_at.timestamp(),
-            "charge_id": task.charge_id,
+            "task_id": task_id,
+            "type": task_type,
+            "user_id": user_id,
+            "data": data,
+            "created_at": created_at,
+            "charge_id": charge_id,
         }
     )
 

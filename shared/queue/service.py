@@ -14,11 +14,12 @@ from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import RedisClient, create_redis
 from shared.queue.consume import StreamConsumer, ensure_group
+from shared.queue.enqueues import run_steps
 from shared.queue.failover import through_failover
 from shared.queue.fairness import sweep, user_cap
 from shared.queue.inspect import QueueDepth, queue_depth
 from shared.queue.keys import Keys, Priority
-from shared.queue.records import Delivery, Malformed, entry_json, parse_entry, task_from_record
+from shared.queue.records import Delivery, Malformed, new_entry, parse_entry, task_from_record
 from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Cancel, Enqueue
@@ -29,7 +30,6 @@ from shared.tasks import (
     TaskStatus,
     TaskType,
     dumps,
-    now,
     parse_task_type,
     validate_payload,
 )
@@ -106,35 +106,31 @@ class QueueService:
         task_type: TaskType,
         user_id: int,
         data: Any,
-        task_id: str | None,
-        charge_id: str | None,
-    ) -> tuple[QueueTask, bytes]:
+        priority: Priority,
+        *,
+        task_id: str | None = None,
+        charge_id: str | None = None,
+    ) -> tuple[str, Enqueue]:
+        """Validate the payload and build the task's enqueue step (no QueueTask on the way:
+        an enqueue makes only the objects it sends)."""
         task_id = task_id or str(uuid.uuid4())
         payload = validate_payload(task_type, data, task_id)
-        task = QueueTask(
-            task_id=task_id,
-            type=task_type,
-            user_id=user_id,
-            data=payload,
-            created_at=now(),
-            charge_id=charge_id,
+        raw = new_entry(
+            task_id, task_type, user_id, payload, created_at=time.time(), charge_id=charge_id
         )
-        raw = entry_json(task)
         if len(raw) > self.settings.max_payload_bytes:
             limit = self.settings.max_payload_bytes
             raise InvalidPayloadError(f"task is {len(raw)} bytes, limit {limit}", task_id)
-        return task, raw
-
-    def _enqueue_step(self, task: QueueTask, raw: bytes, priority: Priority) -> Enqueue:
-        return Enqueue(
-            stream=self.keys.stream(task.type, priority),
-            record=self.keys.record(task.type, task.task_id),
+        step = Enqueue(
+            stream=self.keys.stream(task_type, priority),
+            record=self.keys.record(task_type, task_id),
             entry=raw,
             task_ttl=self.settings.redis_task_ttl,
-            user_id=task.user_id,
-            charge_id=task.charge_id,
+            user_id=user_id,
+            charge_id=charge_id,
             high=priority is Priority.HIGH,
         )
+        return task_id, step
 
     async def enqueue_task(
         self,
@@ -153,20 +149,21 @@ class QueueService:
         `priority="high"` task waits in the type's high-priority stream, read before the
         normal one except for the normal stream's guaranteed share (PRIORITY_NORMAL_SHARE).
         """
-        chosen = _priority(priority)
-        task, raw = self._new_task(parse_task_type(task_type), user_id, data, task_id, charge_id)
+        kind = parse_task_type(task_type)
+        task_id, step = self._new_task(
+            kind, user_id, data, _priority(priority), task_id=task_id, charge_id=charge_id
+        )
         batcher = self._batcher
         if batcher is None:
             raise RuntimeError("QueueService.connect() was not called")
         if self._waiter is not None:
-            self._waiter.expect(task.task_id, task.type)
-        step = self._enqueue_step(task, raw, chosen)
+            self._waiter.expect(task_id, kind)
         # Concurrent enqueues (a burst of users) share round trips; one alone goes at once.
-        added = await through_failover(lambda: batcher.run(step, task.type), "enqueue")
+        added = await through_failover(lambda: batcher.run(step, kind), "enqueue")
         if not added and self._waiter is not None:
-            self._waiter.unexpect(task.task_id)  # it existed already: it may be long done
-        log.debug("task_enqueued", task_id=task.task_id, task_type=task.type)
-        return task.task_id
+            self._waiter.unexpect(task_id)  # it existed already: it may be long done
+        log.debug("task_enqueued", task_id=task_id, task_type=kind)
+        return task_id
 
     async def enqueue_many(
         self,
@@ -175,21 +172,20 @@ class QueueService:
         *,
         priority: Priority | str = Priority.NORMAL,
     ) -> list[str]:
-        """Enqueue many tasks of one type in one round trip (each still atomic on its own)."""
+        """Enqueue many tasks of one type in one round trip (each still atomic on its own,
+        and sent in calls of up to BATCH_LIMIT tasks)."""
         chosen = _priority(priority)
         kind = parse_task_type(task_type)
-        tasks = [self._new_task(kind, user_id, data, None, None) for user_id, data in items]
-        steps = [self._enqueue_step(task, raw, chosen) for task, raw in tasks]
+        tasks = [self._new_task(kind, user, data, chosen) for user, data in items]
+        steps = [step for _, step in tasks]
         if self._waiter is not None:
-            for task, _ in tasks:
-                self._waiter.expect(task.task_id, task.type)
-        added = await through_failover(
-            lambda: self.scripts.run_all(steps, durable=True), "enqueue"
-        )
-        for (task, _), new_entry in zip(tasks, added, strict=True):
-            if not new_entry and self._waiter is not None:
-                self._waiter.unexpect(task.task_id)
-        return [task.task_id for task, _ in tasks]
+            for task_id, _ in tasks:
+                self._waiter.expect(task_id, kind)
+        added = await through_failover(lambda: run_steps(self.scripts, steps), "enqueue")
+        for (task_id, _), entry_id in zip(tasks, added, strict=True):
+            if not entry_id and self._waiter is not None:
+                self._waiter.unexpect(task_id)
+        return [task_id for task_id, _ in tasks]
 
     async def get_task(self, task_id: str, task_type: TaskType | None = None) -> QueueTask | None:
         """The stored task, looked up in every type's records unless the type is given.

@@ -8,8 +8,10 @@ the others, and a channel whose shard moved is subscribed afresh where it lives 
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub
@@ -24,8 +26,13 @@ from shared.tasks import TaskType
 # A cluster client also raises its own exceptions (a slot not covered while a master is
 # replaced) outside redis-py's error tree.
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
-CONFIRMED = frozenset({"subscribe", "ssubscribe"})
-ANNOUNCED = frozenset({"message", "smessage"})
+CONFIRMED = frozenset({b"subscribe", b"ssubscribe"})
+ANNOUNCED = frozenset({b"message", b"smessage"})
+# At most this many messages already received are taken in one go.
+BURST = 256
+
+# kind (b"subscribe", b"message", ...), channel, data
+Message: TypeAlias = tuple[bytes, bytes, Any]
 
 
 def channel_groups(
@@ -35,6 +42,16 @@ def channel_groups(
     if sharded:
         return [([channel], [task_type]) for channel, task_type in channels.items()]
     return [(list(channels), list(channels.values()))]
+
+
+def open_pubsub(client: RedisClient) -> PubSub:
+    """A pub/sub of `client` whose messages skip redis-py's default push handler, which
+    formats a debug line of every message whether debug logging is on or not."""
+    return client.pubsub(push_handler_func=_as_is)
+
+
+async def _as_is(response: Any) -> Any:
+    return response
 
 
 async def subscribe(
@@ -51,22 +68,55 @@ async def subscribe(
     await pubsub.ssubscribe(*channels)
 
 
-async def next_message(
-    pubsub: PubSub, channels: list[str], timeout: float
-) -> dict[str, Any] | None:
-    """The next message, None after `timeout`; raises a connection error when a cluster
+async def next_messages(pubsub: PubSub, channels: list[str], timeout: float) -> list[Message]:
+    """The next messages, none after `timeout`; raises a connection error when a cluster
     channel's shard moved, so the caller subscribes afresh and makes up for lost messages."""
-    message: dict[str, Any] | None
     if not isinstance(pubsub, ClusterPubSub):
-        message = await pubsub.get_message(timeout=timeout)
-        return message
+        return await _received(pubsub, timeout)
     # redis-py follows a moved shard in the background, but announcements in between are
     # gone and its round robin over old and new nodes delays messages.
     owner = pubsub.cluster.get_node_from_key(channels[0])
     if owner is None or set(pubsub.node_pubsub_mapping) != {owner.name}:
         raise RedisConnectionError("the channel's shard moved")
     message = await pubsub.get_sharded_message(timeout=min(timeout, 1.0))
-    return message
+    if message is None:
+        return []
+    return [(str(message["type"]).encode(), message["channel"], message["data"])]
+
+
+async def _received(pubsub: PubSub, timeout: float) -> list[Message]:
+    """The next message and those already received behind it, read off the connection.
+
+    redis-py's get_message costs several times the read itself: a timer per read, a retry
+    wrapper and a dict per message. Here one deadline covers the whole burst (a message
+    cut short by a silent peer cannot hang the read), and the messages come as they are.
+    """
+    conn: Any = pubsub.connection
+    if conn is None:
+        raise RedisConnectionError("not subscribed")
+    await pubsub.check_health()  # type: ignore[no-untyped-call]  # PING when idle
+    replies: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            replies.append(await _read(conn))
+            while len(replies) < BURST and await conn.can_read():
+                replies.append(await _read(conn))
+    except TimeoutError:
+        pass  # a reply cut short stays buffered for the next call
+    except REDIS_ERRORS:
+        if not replies:
+            raise
+        # Those read so far are handed out; the next call meets the error again.
+    return [
+        (reply[0], reply[1], reply[2])
+        for reply in replies
+        if isinstance(reply, list) and len(reply) == 3  # not a health check's PONG
+    ]
+
+
+async def _read(conn: Any) -> Any:
+    # math.inf: no timer of redis-py's own (the caller's deadline covers the read).
+    return await conn.read_response(timeout=math.inf, disconnect_on_error=False, push_request=True)
 
 
 def text(value: bytes | str) -> str:

@@ -34,7 +34,8 @@ from shared.queue.subscription import (
     CONFIRMED,
     REDIS_ERRORS,
     channel_groups,
-    next_message,
+    next_messages,
+    open_pubsub,
     subscribe,
     text,
 )
@@ -194,22 +195,21 @@ class ResultWaiter:
     async def _listen(self, sub: _Subscription) -> None:
         backoff = 0.05
         while not self._closing:
-            pubsub = self._sub_client.pubsub()
+            pubsub = open_pubsub(self._sub_client)
             try:
                 await subscribe(self._sub_client, pubsub, self._keys, sub.channels, sub.types[0])
                 confirmed: set[str] = set()
                 while not self._closing:
-                    message = await next_message(pubsub, sub.channels, 5.0)
-                    if message is None:
-                        continue
-                    if message["type"] in CONFIRMED:
-                        confirmed.add(text(message["channel"]))
-                        # Each confirmation once all are in is a re-subscription: read again.
-                        if confirmed.issuperset(sub.channels):
-                            self._on_subscribed(sub)
-                            backoff = 0.05
-                    elif message["type"] in ANNOUNCED:
-                        self._on_message(message)
+                    for kind, channel, data in await next_messages(pubsub, sub.channels, 5.0):
+                        if kind in ANNOUNCED:
+                            self._on_message(channel, data)
+                        elif kind in CONFIRMED:
+                            confirmed.add(text(channel))
+                            # Each confirmation once all are in is a re-subscription: read
+                            # again.
+                            if confirmed.issuperset(sub.channels):
+                                self._on_subscribed(sub)
+                                backoff = 0.05
             except REDIS_ERRORS as exc:
                 self._unsubscribed(sub)
                 log.warning("waiter_pubsub_lost", error=str(exc), retry_in=backoff)
@@ -229,10 +229,10 @@ class ResultWaiter:
                 self._request_read(task_id, task_type)
         sub.ready.set()
 
-    def _on_message(self, message: dict[str, Any]) -> None:
+    def _on_message(self, channel: bytes, raw: Any) -> None:
         """Route one announcement; a foreign or malformed message is logged and skipped."""
         try:
-            data = loads(message["data"])
+            data = loads(raw)
             task_id = data.get("task_id") if isinstance(data, dict) else None
             if not isinstance(task_id, str):
                 return
@@ -247,7 +247,7 @@ class ResultWaiter:
         if task is not None:
             self._resolve(task)
         elif data.get("status") in FINAL_STATUSES:
-            self._request_read(task_id, self._channels.get(text(message["channel"])))
+            self._request_read(task_id, self._channels.get(text(channel)))
 
     async def _read_loop(self) -> None:
         while not self._closing:
