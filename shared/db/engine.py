@@ -32,10 +32,15 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     return _create_async_engine(
         url,
         connect_args=connect_args,
-        pool_size=5,
+        # Kept open across a burst of updates: a connection opened and closed per burst
+        # costs the bot's loop more than the burst's queries.
+        pool_size=20,
         max_overflow=10,
-        # Survive database restarts and idle connections cut by proxies.
-        pool_pre_ping=True,
+        # No ping per checkout: it doubled the round trips of a short transaction, and held
+        # up streamed replies during a burst. A connection lost to a database restart fails
+        # its first use instead (SQLAlchemy then drops the whole pool), and every step that
+        # charges or delivers retries it (shared.db.retry).
+        pool_pre_ping=False,
         pool_recycle=1800,
     )
 
