@@ -18,15 +18,9 @@ from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.queue import QueueService
 from shared.queue.live import LiveReader
-from shared.redact import redact
+from shared.redact import error_line, redact
 
 Step = Callable[[str], None]
-
-
-def _one_line(exc: BaseException) -> str:
-    # SQLAlchemy's messages run to several lines (statement, background link): keep the first.
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 @contextlib.asynccontextmanager
@@ -44,14 +38,14 @@ async def backends(
             await queue.connect()
         except (RedisError, OSError) as exc:
             url = redact(settings.redis_url)
-            raise StartupError(f"cannot reach Redis at {url}: {_one_line(exc)}") from None
+            raise StartupError(f"cannot reach Redis at {url}: {error_line(exc)}") from None
         step(f"opening the database {redact(settings.database_url)}")
         try:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except (SQLAlchemyError, OSError) as exc:
             url = redact(settings.database_url)
-            raise StartupError(f"cannot open the database {url}: {_one_line(exc)}") from None
+            raise StartupError(f"cannot open the database {url}: {error_line(exc)}") from None
         await live.start()
         yield create_sessionmaker(engine), queue, live
     finally:

@@ -27,7 +27,7 @@ from scripts.bench_floor import FloorProducer
 from scripts.bench_memory import bytes_per_task, drain_with_consumer, producer_start, rss_mb
 from scripts.bench_report import summarize, table
 from scripts.bench_seed import SeedQueueService
-from scripts.private_redis import PrivateRedis
+from scripts.private_redis import run_on_redis
 from shared.config import Settings, load_settings
 from shared.logging import configure_logging
 from shared.queue import QueueService
@@ -415,15 +415,7 @@ async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("WARNING", json=True)
-    private = PrivateRedis() if args.own_redis else None
-    if private is not None:
-        private.start()
-    try:
-        url = private.url if private else load_settings().redis_url
-        report = asyncio.run(bench(args, url))
-    finally:
-        if private is not None:
-            private.cleanup()
+    report = run_on_redis(args.own_redis, lambda url: bench(args, url))
     print(table(report, report["ranges"]))
     pipeline, seed, floor = report["pipeline"], report["seed_design"], report["floor"]
     print(

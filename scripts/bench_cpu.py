@@ -10,7 +10,6 @@ as JSON: medians over rounds, with min-max.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -23,8 +22,7 @@ import orjson
 from redis.asyncio import Redis
 
 from scripts.bench import SYSTEMS, Consumers, child_env, delete_prefix, settings_for, throughput
-from scripts.private_redis import PrivateRedis
-from shared.config import load_settings
+from scripts.private_redis import run_on_redis
 from shared.logging import configure_logging
 
 MEASURED = ("pipeline", "floor")
@@ -114,15 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("WARNING", json=True)
-    private = PrivateRedis() if args.own_redis else None
-    if private is not None:
-        private.start()
-    try:
-        url = private.url if private else load_settings().redis_url
-        report = asyncio.run(bench(args, url))
-    finally:
-        if private is not None:
-            private.cleanup()
+    report = run_on_redis(args.own_redis, lambda url: bench(args, url))
     # One line per system: the figures side by side.
     print(
         "{\n"

@@ -36,8 +36,7 @@ import orjson
 from redis.asyncio import Redis
 
 from scripts.bench import Consumers, child_env, delete_prefix, settings_for
-from scripts.private_redis import PrivateRedis
-from shared.config import load_settings
+from scripts.private_redis import run_on_redis
 from shared.logging import configure_logging
 from shared.queue import QueueService
 from shared.tasks import TaskType
@@ -214,15 +213,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("WARNING", json=True)
-    private = PrivateRedis() if args.own_redis else None
-    if private is not None:
-        private.start()
-    try:
-        url = private.url if private else load_settings().redis_url
-        report = asyncio.run(bench(args, url))
-    finally:
-        if private is not None:
-            private.cleanup()
+    report = run_on_redis(args.own_redis, lambda url: bench(args, url))
     sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 

@@ -49,7 +49,7 @@ import orjson
 
 from producer import texts
 from scripts.private_database import LOCAL_POSTGRES, private_database
-from scripts.private_redis import PrivateRedis
+from scripts.private_redis import run_on_redis
 from scripts.seed_characters import seed_characters
 from shared.config import Settings, load_settings
 from shared.db.engine import create_engine, create_sessionmaker
@@ -471,15 +471,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("WARNING", json=True)
-    private = PrivateRedis() if args.own_redis else None
-    if private is not None:
-        private.start()
-    try:
-        url = private.url if private else load_settings().redis_url
-        report = asyncio.run(bench(args, url))
-    finally:
-        if private is not None:
-            private.cleanup()
+    report = run_on_redis(args.own_redis, lambda url: bench(args, url))
     rendered = orjson.dumps(report, option=orjson.OPT_INDENT_2)
     sys.stdout.write(rendered.decode() + "\n")
     if args.json:

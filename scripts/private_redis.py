@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+from shared.config import load_settings
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -86,3 +92,17 @@ class PrivateRedis:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_on_redis(own_redis: bool, bench: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """Run `bench(redis_url)` to its end on a private redis-server (a benchmark's
+    `--own-redis`, removed afterwards) or on the configured REDIS_URL."""
+    private = PrivateRedis() if own_redis else None
+    if private is not None:
+        private.start()
+    try:
+        url = private.url if private else load_settings().redis_url
+        return asyncio.run(bench(url))
+    finally:
+        if private is not None:
+            private.cleanup()

@@ -22,6 +22,14 @@ def redact(text: str) -> str:
     return _QUERY_PASSWORD.sub(rf"\1{MASK}", text)
 
 
+def error_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, redacted and cut to 200 characters (SQLAlchemy's
+    messages run to several lines: statement, background link)."""
+    message = str(exc).strip()
+    first = message.splitlines()[0] if message else ""
+    return f"{type(exc).__name__}: {redact(first[:200])}" if first else type(exc).__name__
+
+
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)

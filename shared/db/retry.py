@@ -19,7 +19,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared.redact import redact
+from shared.redact import error_line
 
 log = structlog.get_logger(__name__)
 
@@ -43,13 +43,8 @@ def is_transient(exc: BaseException) -> bool:
 def _log_retry(what: str) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
-        first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
-        log.warning(
-            "db_step_retried",
-            step=what,
-            attempt=state.attempt_number,
-            error=f"{type(exc).__name__}: {redact(first[:200])}",
-        )
+        error = error_line(exc) if exc is not None else "unknown"
+        log.warning("db_step_retried", step=what, attempt=state.attempt_number, error=error)
 
     return before_sleep
 
