@@ -7,6 +7,7 @@ PipelineError subclasses for the caller's error handling.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -107,6 +108,7 @@ class Conversation:
         self._deliveries = deliveries
         self._limiter = limiter
         self._photo_lock = photo_lock
+        self._charging = asyncio.Semaphore(settings.charges_at_once)
 
     # Plain requests.
 
@@ -187,10 +189,13 @@ class Conversation:
     async def _in_transaction(self, what: str, body: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `body` in one transaction, again through a database restart or lock: every
         write of a charging step is idempotent by its key (charge id, Telegram message id,
-        task id), so a retry after a commit whose reply was lost repeats nothing."""
+        task id), so a retry after a commit whose reply was lost repeats nothing.
+
+        At most `charges_at_once` run together; the rest wait their turn in arrival order
+        (see Settings.charges_at_once)."""
 
         async def attempt() -> T:
-            async with self._db.begin() as session:
+            async with self._charging, self._db.begin() as session:
                 return await body(session)
 
         return await retry_transient(attempt, what, self._settings.db_retry_seconds)

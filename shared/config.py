@@ -208,6 +208,10 @@ class Settings:
     # The bot's database steps (a message's charge, a delivery's claim and apply, its "sent"
     # mark) are retried this long through a database restart or lock.
     db_retry_seconds: float = bounded(60.0, ge=0)
+    # Messages charged at once per bot process. A charge is about ten SQL statements of CPU
+    # on the bot's one event loop: more at once adds no throughput, and a burst of them
+    # would hold back every streamed reply's next draft until the whole burst is charged.
+    charges_at_once: int = bounded(2, ge=1)
     # After "it takes longer", how often a waiting delivery checks that its task still exists.
     delivery_recheck_seconds: float = bounded(60.0, gt=0)
     # A task with no record is lost only this long after its delivery row was written.
