@@ -129,8 +129,9 @@ async def test_a_burst_of_cut_replies_loses_and_repeats_nothing(
     proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
 ) -> None:
     """Many tasks; the enqueue, start and finish replies of some are lost on the way."""
-    # The concurrent enqueues travel together, in one call of the batch script.
-    for name in ("enqueue_batch", "start", "finish"):
+    # The concurrent enqueues travel together, in one call of the batch script; so do the
+    # finishes.
+    for name in ("enqueue_batch", "start", "finish_batch"):
         proxy.cut_reply_after(sha(name))
     ids = [f"b-{i}" for i in range(20)]
     await asyncio.gather(*(proxied.enqueue_task(PROMPT, 1, PAYLOAD, task_id=i) for i in ids))
@@ -194,3 +195,30 @@ async def test_enqueue_batch_repeated_after_a_lost_reply_adds_each_task_once(
     for task_id in ids:
         task = await proxied.get_task(task_id, PROMPT)
         assert task is not None and task.status is TaskStatus.PENDING
+
+
+async def test_finish_batch_repeated_after_a_lost_reply_writes_and_announces_each_once(
+    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+) -> None:
+    ids = await proxied.enqueue_many(PROMPT, [(i, PAYLOAD) for i in range(4)])
+    consumer = proxied.consumer("c1")
+    entries = [e for e in await consumer.read(PROMPT, 4, 100) if isinstance(e, Delivery)]
+    attempts = await consumer.start(entries, time.time())
+    outcomes = [
+        Outcome(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
+        for e, n in zip(entries, attempts, strict=True)
+    ]
+    wrote: list[bool] = []
+
+    async def finish() -> None:
+        proxy.cut_reply_after(sha("finish_batch"))
+        wrote.extend(await consumer.finish(outcomes))
+
+    seen = await announcements(redis_client, proxied, finish)
+    assert proxy.cuts == 1
+    assert wrote == [True] * 4 and len(seen) == 4
+    assert await redis_client.xlen(proxied.keys.stream(PROMPT)) == 0
+    for task_id in ids:
+        task = await proxied.get_task(task_id, PROMPT)
+        assert task is not None and task.status is TaskStatus.COMPLETED
+        assert task.result == {"prompt": task_id}

@@ -43,7 +43,7 @@ def test_sharded_scripts_announce_with_spublish_and_only_the_announcing_steps_ch
     sharded, plain = script_bodies(True), script_bodies(False)
     assert plain == SCRIPTS
     changed = {name for name in SCRIPTS if sharded[name] != plain[name]}
-    assert changed == {"finish", "fail", "cancel", "finish_fair", "fail_fair"}
+    assert changed == {"finish", "finish_batch", "fail", "cancel", "finish_fair", "fail_fair"}
     for name in changed:
         assert "'SPUBLISH'" in sharded[name] and "'PUBLISH'" not in sharded[name]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.closing import stop_loops
-from shared.queue.enqueues import run_steps
 from shared.queue.scripts import Scripts
+from shared.queue.step_batches import run_steps
 from shared.queue.steps import Step
 
 _Call = tuple[Step, "asyncio.Future[Any]"]

@@ -31,6 +31,7 @@ from shared.queue.records import (
     parse_entry,
 )
 from shared.queue.scripts import Scripts
+from shared.queue.step_batches import run_steps
 from shared.queue.steps import (
     Claim,
     DeleteConsumer,
@@ -338,7 +339,8 @@ class StreamConsumer:
         return [int(n) for n in await self._scripts.run(step)]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Store each result or failure, ack, delete and announce; one round trip for all.
+        """Store each result or failure, ack, delete and announce; one round trip for all
+        (finishes of one stream without fairness share one script call).
 
         Returns per outcome whether it wrote the final state (False: its task had already
         finished, so nothing was overwritten or announced again). Safe to repeat. The batch
@@ -359,7 +361,7 @@ class StreamConsumer:
                 pipe.expire(chart, COMPLETIONS_TTL)
 
         steps = [outcome_step(self._keys, self._settings, self.name, o) for o in outcomes]
-        results = await self._scripts.run_all(steps, durable=True, then=count_in_chart)
+        results = await run_steps(self._scripts, steps, then=count_in_chart)
         return [bool(n) for n in results]
 
     async def fail(self, entries: Sequence[Entry], reason: str) -> list[bool]:

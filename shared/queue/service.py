@@ -14,7 +14,6 @@ from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import RedisClient, create_redis
 from shared.queue.consume import StreamConsumer, ensure_group
-from shared.queue.enqueues import run_steps
 from shared.queue.failover import through_failover
 from shared.queue.fairness import sweep, user_cap
 from shared.queue.inspect import QueueDepth, queue_depth
@@ -22,6 +21,7 @@ from shared.queue.keys import Keys, Priority
 from shared.queue.records import Delivery, Malformed, new_entry, parse_entry, task_from_record
 from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts
+from shared.queue.step_batches import run_steps
 from shared.queue.steps import Cancel, Enqueue
 from shared.queue.waiter import ResultWaiter
 from shared.tasks import (

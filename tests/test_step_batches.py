@@ -1,4 +1,5 @@
-"""Enqueues onto one stream share one call of the batch script, with the single enqueue's effect.
+"""Alike enqueues, and alike finishes, share one call of a batch script, with the single
+step's effect.
 
 Runs on one server and on a 3-master Redis Cluster (see conftest).
 """
@@ -10,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from shared.queue import QueueService
+from shared.queue import Delivery, Outcome, QueueService
 from shared.queue.connection import RedisClient
-from shared.queue.enqueues import BATCH_LIMIT, EnqueueBatch, calls_for
-from shared.queue.keys import Priority
-from shared.queue.steps import Enqueue, Start, Step
-from shared.tasks import TaskType, loads
+from shared.queue.keys import GROUP, Priority
+from shared.queue.outcomes import outcome_step
+from shared.queue.step_batches import BATCH_LIMIT, EnqueueBatch, FinishBatch, calls_for
+from shared.queue.steps import Enqueue, Finish, Start, Step, UserSlot
+from shared.tasks import TaskStatus, TaskType, dumps, loads
 
 pytestmark = pytest.mark.topologies("single", "cluster")
 
@@ -25,6 +27,38 @@ PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
 
 def _enqueue(stream: str, n: int, *, ttl: int = 60, high: bool = False) -> Enqueue:
     return Enqueue(stream, f"rec:{n}", b"{}", ttl, 1, None, high)
+
+
+def _finish(stream: str, n: int, *, fair: bool = False) -> Finish:
+    user = UserSlot("s", "h", "ur", "up", "r", "p", "1", 2, "rec:", f"t{n}") if fair else None
+    return Finish(
+        stream,
+        f"rec:{n}",
+        "g",
+        f"{n}-0",
+        "completed",
+        0.0,
+        b"",
+        "",
+        60,
+        "ch",
+        b"",
+        b"{}",
+        f"{n}-0:1",
+        user,
+    )
+
+
+def test_alike_finishes_are_grouped_and_fair_ones_go_alone() -> None:
+    steps: list[Step] = [_finish("a", 0), _finish("b", 1), _finish("a", 2, fair=True)]
+    steps += [_finish("a", 3), _enqueue("a", 4), _enqueue("a", 5)]
+    shapes = [(type(step).__name__, at) for step, at in calls_for(steps)]
+    assert shapes == [
+        ("Finish", [2]),
+        ("FinishBatch", [0, 3]),
+        ("Finish", [1]),
+        ("EnqueueBatch", [4, 5]),
+    ]
 
 
 def test_alike_enqueues_are_grouped_in_order_and_split_at_the_limit() -> None:
@@ -105,3 +139,39 @@ async def test_a_burst_batched_in_one_call_matches_single_enqueues(
             b"charge": f"c-{task_id}".encode(),
             b"priority": b"high",
         }
+
+
+async def test_a_finish_batch_matches_single_finishes(
+    queue: QueueService, redis_client: RedisClient
+) -> None:
+    """Each finish in the batch writes its own result, and a task already final elsewhere
+    keeps its result (the late copy is only acked); the stream is left empty."""
+    ids = await queue.enqueue_many(PROMPT, [(i, PAYLOAD) for i in range(3)])
+    consumer = queue.consumer("c1")
+    entries = [e for e in await consumer.read(PROMPT, 3, 100) if isinstance(e, Delivery)]
+    attempts = await consumer.start(entries, 1.0)
+    first, second, third = (
+        Outcome(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
+        for e, n in zip(entries, attempts, strict=True)
+    )
+    assert await consumer.finish([first]) == [True]
+    late = Outcome(first.entry, TaskStatus.COMPLETED, 2, result_json=dumps({"prompt": "late"}))
+    stopped = Outcome(
+        third.entry, TaskStatus.CANCELLED, third.attempts, result_json=dumps({"prompt": "so"})
+    )
+    outcomes = [late, second, stopped]
+    assert isinstance(
+        calls_for([outcome_step(queue.keys, queue.settings, "c1", o) for o in outcomes])[0][0],
+        FinishBatch,
+    )
+    assert await consumer.finish(outcomes) == [False, True, True]
+
+    tasks = [await queue.get_task(task_id, PROMPT) for task_id in ids]
+    assert [(t.status, t.result) for t in tasks if t is not None] == [
+        (TaskStatus.COMPLETED, {"prompt": ids[0]}),
+        (TaskStatus.COMPLETED, {"prompt": ids[1]}),
+        (TaskStatus.CANCELLED, {"prompt": "so"}),
+    ]
+    assert await redis_client.xlen(queue.keys.stream(PROMPT)) == 0
+    pending: Any = await redis_client.xpending(queue.keys.stream(PROMPT), GROUP)
+    assert pending["pending"] == 0
