@@ -151,8 +151,8 @@ class Consumers:
         return round(max(peaks), 1)
 
     def stop(self) -> asyncio.Task[None]:
-        """SIGTERM all; the returned task finishes when they exited (awaited later, since a
-        consumer may sit up to one blocking read before it notices)."""
+        """SIGTERM all; the returned task finishes when they exited (a consumer may sit up
+        to one blocking read before it notices)."""
         for proc in self.procs:
             proc.terminate()
 
@@ -300,9 +300,7 @@ def _phase(name: str, started: float) -> float:
     return now
 
 
-async def run_system(
-    system: str, args: argparse.Namespace, redis_url: str, exiting: list[asyncio.Task[None]]
-) -> dict[str, Any]:
+async def run_system(system: str, args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     module, make_producer = SYSTEMS[system]
     prefix = f"bench:{uuid.uuid4().hex[:10]}:"
     settings = settings_for(redis_url, prefix)
@@ -336,10 +334,12 @@ async def run_system(
         t = _phase("second consumer start", t)
         out["throughput_2proc_tps"] = await throughput(producer, args.tasks, single_call=False)
         out["consumer_rss_mb"] = consumers.peak_rss_mb()
-        exiting.append(consumers.stop())
         t = _phase("throughput 2 consumers", t)
     finally:
         await producer.close()
+        # Exited before the keys are counted and removed: a consumer still running would
+        # find its stream gone as it retires.
+        await consumers.stop()
     # Records carry a TTL by design; everything else the run left is counted, then removed.
     out["result_records"], records_ttl = await records_with_ttl(admin, f"{prefix}result:*")
     out["records_all_have_ttl"] = records_ttl
@@ -373,14 +373,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     per_system: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
-    exiting: list[asyncio.Task[None]] = []
     admin = Redis.from_url(redis_url)
     memory_before = await used_memory(admin)
     for number in range(1, args.rounds + 1):
         for system in SYSTEMS:  # interleaved: A B A B ...
             print(f"round {number}/{args.rounds}: {system}", file=sys.stderr, flush=True)
-            per_system[system].append(await run_system(system, args, redis_url, exiting))
-    await asyncio.gather(*exiting)
+            per_system[system].append(await run_system(system, args, redis_url))
     # Whole-server view: meaningful with --own-redis, where nobody else writes.
     delta = await used_memory(admin) - memory_before
     await admin.aclose()
