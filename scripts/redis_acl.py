@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from shared.config import load_settings
 
 # Commands the consumer runtime issues, including those its Lua steps call (ACL checks both).
-# redis-py also tries CLIENT SETINFO (Redis 7.2+) and ignores a refusal. The last line is for
-# the topologies: SPUBLISH from the steps on a cluster, whose client also reads the slot map
-# and the command table (COMMAND GETKEYS for XREADGROUP); WAIT and INFO (to choose between WAIT
+# redis-py also tries CLIENT SETINFO (Redis 7.2+) and ignores a refusal. ROLE: a connection
+# found through Sentinel checks it reached the master. The last line is for the topologies:
+# SPUBLISH from the steps on a cluster, whose client also reads the slot map and the command
+# table (COMMAND GETKEYS for XREADGROUP); WAIT and INFO (to choose between WAIT
 # and WAITAOF) with REDIS_WAIT_REPLICAS. Redis 7.2+ with AOF also needs +waitaof (older
 # servers refuse the name). On a cluster apply the rule on every node.
 COMMANDS = (
-    "ping hello client|setname echo "
+    "ping hello client|setname echo role "
     "evalsha eval script|load "
     "xreadgroup xack xclaim xautoclaim xpending xinfo|groups xinfo|consumers xinfo|stream "
     "xgroup|create xgroup|createconsumer xgroup|delconsumer xadd xdel xrange xlen xread "

@@ -9,11 +9,21 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from scripts.private_redis import PrivateRedis, free_port
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.queue import Delivery, Outcome, QueueService
-from shared.queue.connection import RedisClient, SentinelRedis, create_redis
+from shared.queue.connection import (
+    FastSentinelConnection,
+    RedisClient,
+    SentinelRedis,
+    create_redis,
+)
 from shared.queue.lua import SCRIPTS
 from shared.queue.scripts import script_bodies
 from shared.tasks import TaskStatus, TaskType, dumps
@@ -116,3 +126,43 @@ async def test_after_an_outage_a_claimer_with_an_old_heartbeat_takes_nothing_by_
         assert len(await peer.claim(PROMPT, 10, min_idle_ms=3_600_000)) == 1
     finally:
         await queue.close()
+
+
+class _Sentinels:
+    """What the sentinels answer for the master's address, one answer per question: first a
+    sentinel that has not caught up with a failover, then the rest."""
+
+    def __init__(self, *answers: tuple[str, int]) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        self.asked += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+async def test_a_connection_through_sentinel_refuses_a_replica_named_as_the_master() -> None:
+    """The old master is back as a replica (empty, as while it syncs) and one sentinel still
+    names it: a read there would find nothing, so the connection asks again."""
+    master = PrivateRedis()
+    stale = PrivateRedis(extra=["--replicaof", "127.0.0.1", str(free_port())])
+    master.start()
+    stale.start()
+    sentinels = _Sentinels(("127.0.0.1", stale.port), ("127.0.0.1", master.port))
+    pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        "queue",
+        sentinels,
+        connection_class=FastSentinelConnection,
+        retry=Retry(NoBackoff(), 3),
+        retry_on_error=[RedisConnectionError],
+    )
+    client = aioredis.Redis.from_pool(pool)
+    try:
+        async with aioredis.Redis(port=master.port) as admin:
+            await admin.set("record", "there")
+        assert await client.get("record") == b"there"
+        assert sentinels.asked == 2
+    finally:
+        await client.aclose()
+        master.cleanup()
+        stale.cleanup()

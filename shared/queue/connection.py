@@ -59,6 +59,32 @@ class FastUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
 
 
 class FastSentinelConnection(_HiredisPacking, SentinelManagedConnection):
+    """A connection of a master found through Sentinel that talks only to a master.
+
+    Right after a failover a sentinel that has not caught up may still name the old master,
+    which may be back already as a replica of the new one: empty while it syncs, and a
+    replica serves its data by default. Reads there would find no record (and a waiting
+    delivery would count its task as lost). So each new connection asks ROLE, and one that
+    reached a replica is closed and refused; redis-py then asks the sentinels again.
+    """
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        if not self.connection_pool.is_master:
+            return
+        try:
+            await self.send_command("ROLE")
+            role = await self.read_response()
+        except BaseException:
+            await self.disconnect()
+            raise
+        name = role[0].decode() if isinstance(role[0], bytes) else str(role[0])
+        if name != "master":
+            await self.disconnect()
+            raise RedisConnectionError(f"{address[0]}:{address[1]} is a {name}, not the master")
+
+
+class FastSentinelSSLConnection(FastSentinelConnection, SSLConnection):
     pass
 
 
@@ -143,10 +169,8 @@ def _sentinel_master(
     url: dict[str, Any] = dict(parse_url(settings.redis_url))
     url.pop("host", None)
     url.pop("port", None)
-    if url.pop("connection_class", None) is SSLConnection:
-        url["ssl"] = True
-    else:
-        url["connection_class"] = FastSentinelConnection
+    tls = url.pop("connection_class", None) is SSLConnection
+    url["connection_class"] = FastSentinelSSLConnection if tls else FastSentinelConnection
     addresses = [address.rpartition(":") for address in settings.redis_sentinels]
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         [(host, int(port)) for host, _, port in addresses],
