@@ -69,8 +69,9 @@ class FinishBatch(Step):
 Batch = EnqueueBatch | FinishBatch
 
 
-def _alike(step: Step) -> Hashable | None:
-    """What steps must share to go in one batch call; None: the step goes as it is."""
+def _alike(step: Step) -> tuple[Hashable, ...] | None:
+    """What steps must share to go in one batch call (the step's kind first); None: the
+    step goes as it is."""
     if isinstance(step, Enqueue):
         return (Enqueue, step.stream, step.task_ttl, step.high)
     if isinstance(step, Finish) and step.user is None:
@@ -78,16 +79,15 @@ def _alike(step: Step) -> Hashable | None:
     return None
 
 
-def _batch(steps: list[Step]) -> Batch:
-    if all(isinstance(step, Enqueue) for step in steps):
-        return EnqueueBatch([step for step in steps if isinstance(step, Enqueue)])
-    return FinishBatch([step for step in steps if isinstance(step, Finish)])
+def _batch(steps: list[Any]) -> Batch:
+    """The batch call of alike steps (all of one kind, see `_alike`)."""
+    return EnqueueBatch(steps) if isinstance(steps[0], Enqueue) else FinishBatch(steps)
 
 
 def calls_for(steps: Sequence[Step]) -> list[tuple[Step, list[int]]]:
     """The calls that run `steps`, each with the indexes of the steps it stands for: alike
     steps go together (up to BATCH_LIMIT), a lone one and any other step go as they are."""
-    groups: dict[Hashable, list[tuple[int, Step]]] = {}
+    groups: dict[tuple[Hashable, ...], list[tuple[int, Step]]] = {}
     calls: list[tuple[Step, list[int]]] = []
     for i, step in enumerate(steps):
         key = _alike(step)
@@ -121,7 +121,7 @@ async def run_steps(
     )
     results: list[Any] = [None] * len(steps)
     for (call, indexes), reply in zip(calls, replies, strict=True):
-        if isinstance(call, EnqueueBatch | FinishBatch) and not isinstance(reply, Exception):
+        if isinstance(call, Batch) and not isinstance(reply, Exception):
             for i, result in zip(indexes, reply, strict=True):
                 results[i] = result
         else:
