@@ -17,15 +17,15 @@ from redis.exceptions import RedisError
 from consumers.gates import ProviderGate, attach_gates, build_gates
 from consumers.metrics import Metrics, serve_metrics, watch_streams
 from consumers.preflight import check_providers
-from consumers.providers.base import ImageClient, LLMClient, RetryPolicy
+from consumers.providers.base import RetryPolicy
 from consumers.providers.factory import build_image_client, build_llm_client, retry_policy
-from consumers.registry import build_handlers
+from consumers.registry import Providers, build_handlers, provider_kinds
 from consumers.runner import ConsumerRunner
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError, UnknownTaskTypeError
 from shared.logging import configure_logging
 from shared.queue import QueueService
-from shared.tasks import TaskType, parse_task_type
+from shared.tasks import TASK_SPECS, ProviderKind, TaskType, parse_task_type
 
 log = structlog.get_logger("consumers")
 
@@ -45,6 +45,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--types",
         default=",".join(t.value for t in TaskType),
         help=f"comma-separated task types to serve, of {', '.join(TaskType)} (default: all)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        action="append",
+        default=[],
+        metavar="TYPE=N",
+        help="parallel tasks of one type, e.g. generate_reply=4 (repeatable; default: the "
+        "type's MAX_CONCURRENT_* setting)",
     )
     parser.add_argument(
         "--image-concurrency",
@@ -83,14 +91,19 @@ def served_types(raw: str) -> list[TaskType]:
 
 
 def concurrency(args: argparse.Namespace, settings: Settings) -> dict[TaskType, int]:
-    limits = {
-        TaskType.GENERATE_IMAGE: args.image_concurrency
-        or settings.max_concurrent_image_generations,
-        TaskType.GENERATE_REPLY: args.reply_concurrency
-        or settings.max_concurrent_reply_generations,
-        TaskType.GENERATE_IMAGE_PROMPT: args.prompt_concurrency
-        or settings.max_concurrent_prompt_generations,
+    """Each type's limit: --concurrency TYPE=N, the older per-type flags, else its setting."""
+    limits = {t: spec.concurrency(settings) for t, spec in TASK_SPECS.items()}
+    older = {
+        TaskType.GENERATE_IMAGE: args.image_concurrency,
+        TaskType.GENERATE_REPLY: args.reply_concurrency,
+        TaskType.GENERATE_IMAGE_PROMPT: args.prompt_concurrency,
     }
+    limits.update({t: n for t, n in older.items() if n is not None})
+    for pair in args.concurrency:
+        name, _, value = pair.partition("=")
+        if not value.isascii() or not value.isdigit():
+            raise ConfigError(f"--concurrency {pair!r}: expected TYPE=N")
+        limits[parse_task_type(name.strip())] = int(value)
     if any(limit < 1 for limit in limits.values()):
         raise ConfigError("concurrency limits must be at least 1")
     return limits
@@ -108,20 +121,26 @@ def build_clients(
     settings: Settings,
     types: list[TaskType],
     gates: dict[TaskType, ProviderGate] | None = None,
-) -> tuple[LLMClient | None, ImageClient | None]:
+) -> Providers:
     """Build only the providers the served types need; a misconfigured one stops the start."""
     gates = gates or {}
-    llm_types = [
-        t for t in (TaskType.GENERATE_REPLY, TaskType.GENERATE_IMAGE_PROMPT) if t in types
-    ]
-    llm = None
-    if llm_types:
-        llm = build_llm_client(settings, retry=_policy(settings, gates.get(llm_types[0])))
-    images = None
-    if TaskType.GENERATE_IMAGE in types:
-        policy = _policy(settings, gates.get(TaskType.GENERATE_IMAGE))
-        images = build_image_client(settings, retry=policy)
-    return llm, images
+    kinds = provider_kinds(types)
+
+    def policy(kind: ProviderKind) -> RetryPolicy:
+        # Types calling one provider share its gate: the first one's is the kind's.
+        gate = next(
+            (gates[t] for t in types if t in gates and TASK_SPECS[t].provider is kind), None
+        )
+        return _policy(settings, gate)
+
+    return Providers(
+        llm=build_llm_client(settings, retry=policy(ProviderKind.LLM))
+        if ProviderKind.LLM in kinds
+        else None,
+        images=build_image_client(settings, retry=policy(ProviderKind.IMAGE))
+        if ProviderKind.IMAGE in kinds
+        else None,
+    )
 
 
 async def connect_queue(queue: QueueService) -> None:
@@ -144,10 +163,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     metrics = serve_metrics(port, settings.metrics_host) if port else Metrics.disabled()
     gates = build_gates(settings, types, metrics)
-    llm, images = build_clients(settings, types, gates)
+    clients = build_clients(settings, types, gates)
     queue = QueueService(settings, client_name=f"consumer:{args.name}")
     try:
-        handlers = build_handlers(types, llm, images)
+        handlers = build_handlers(types, clients)
         await check_providers(settings, types)
         await connect_queue(queue)
         attach_gates(gates, queue, args.name)
@@ -166,7 +185,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         await runner.run()
         watcher.cancel()
     finally:
-        for client in (llm, images):
+        for client in (clients.llm, clients.images):
             if client is not None:
                 await client.aclose()
         await queue.close()

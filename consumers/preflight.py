@@ -23,7 +23,7 @@ from consumers.providers.factory import choose_image_provider
 from shared.config import ImageProvider, LLMProvider, Preflight, Settings
 from shared.config_values import Secret
 from shared.errors import ConfigError
-from shared.tasks import TaskType
+from shared.tasks import TASK_SPECS, ProviderKind, TaskType
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _REFUSED = (401, 403)
@@ -142,10 +142,10 @@ async def check_replicate(client: httpx.AsyncClient, settings: Settings) -> list
 def planned_checks(settings: Settings, types: Sequence[TaskType]) -> dict[str, Check]:
     """One check per provider the served types call (Venice once, if it does both)."""
     checks: dict[str, Check] = {}
-    needs_llm = TaskType.GENERATE_REPLY in types or TaskType.GENERATE_IMAGE_PROMPT in types
-    if needs_llm and settings.llm_provider is LLMProvider.VENICE:
+    kinds = {TASK_SPECS[t].provider for t in types}
+    if ProviderKind.LLM in kinds and settings.llm_provider is LLMProvider.VENICE:
         checks["venice"] = check_venice
-    if TaskType.GENERATE_IMAGE in types:
+    if ProviderKind.IMAGE in kinds:
         image = choose_image_provider(settings)
         by_choice: dict[str, Check] = {
             ImageProvider.LOCAL.value: check_sd,

@@ -1,9 +1,11 @@
-"""The TaskHandler protocol and the explicit handler table a consumer serves."""
+"""The TaskHandler protocol and the handler table: each task type's handler, built from the
+provider clients the consumer was started with."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from consumers.handlers.image import ImageHandler
 from consumers.handlers.image_prompt import ImagePromptHandler
@@ -11,34 +13,56 @@ from consumers.handlers.reply import ReplyHandler
 from consumers.providers.base import ImageClient, LLMClient
 from consumers.task_run import TaskRun
 from shared.errors import ConfigError
-from shared.tasks import QueueTask, TaskResult, TaskType
+from shared.tasks import TASK_SPECS, ProviderKind, QueueTask, TaskResult, TaskType
 
 
 class TaskHandler(Protocol):
     async def __call__(self, task: QueueTask, run: TaskRun) -> TaskResult: ...
 
 
-def check_handlers(
-    handlers: Mapping[TaskType, TaskHandler], served: Iterable[TaskType]
-) -> dict[TaskType, TaskHandler]:
-    """Fail at start unless every served type has exactly one handler."""
-    served = list(served)
-    missing = [t.value for t in served if t not in handlers]
-    if missing:
-        raise ConfigError(f"no handler for task types: {', '.join(missing)}")
-    return {t: handlers[t] for t in served}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Providers:
+    """The provider clients of one consumer process: only the kinds its types call."""
+
+    llm: LLMClient | None = None
+    images: ImageClient | None = None
+
+    def need_llm(self) -> LLMClient:
+        return _need(self.llm, ProviderKind.LLM)
+
+    def need_images(self) -> ImageClient:
+        return _need(self.images, ProviderKind.IMAGE)
+
+
+C = TypeVar("C")
+
+
+def _need(client: C | None, kind: ProviderKind) -> C:
+    if client is None:
+        raise ConfigError(f"no {kind} provider was built for this consumer")
+    return client
+
+
+# One row per task type (its contract is registered in shared.tasks.TASK_SPECS).
+HANDLERS: dict[TaskType, Callable[[Providers], TaskHandler]] = {
+    TaskType.GENERATE_REPLY: lambda p: ReplyHandler(p.need_llm()),
+    TaskType.GENERATE_IMAGE_PROMPT: lambda p: ImagePromptHandler(p.need_llm()),
+    TaskType.GENERATE_IMAGE: lambda p: ImageHandler(p.need_images()),
+}
 
 
 def build_handlers(
-    served: Iterable[TaskType],
-    llm: LLMClient | None,
-    images: ImageClient | None,
+    served: Iterable[TaskType], providers: Providers
 ) -> dict[TaskType, TaskHandler]:
     """Construct the handlers for the served types explicitly (no import-time registry)."""
-    handlers: dict[TaskType, TaskHandler] = {}
-    if llm is not None:
-        handlers[TaskType.GENERATE_REPLY] = ReplyHandler(llm)
-        handlers[TaskType.GENERATE_IMAGE_PROMPT] = ImagePromptHandler(llm)
-    if images is not None:
-        handlers[TaskType.GENERATE_IMAGE] = ImageHandler(images)
-    return check_handlers(handlers, served)
+    served = list(served)
+    missing = [t.value for t in served if t not in HANDLERS]
+    if missing:
+        raise ConfigError(f"no handler for task types: {', '.join(missing)}")
+    return {t: HANDLERS[t](providers) for t in served}
+
+
+def provider_kinds(served: Iterable[TaskType]) -> list[ProviderKind]:
+    """The provider kinds the served types call, each once, in a stable order."""
+    kinds = {TASK_SPECS[t].provider for t in served}
+    return [kind for kind in ProviderKind if kind in kinds]

@@ -16,7 +16,7 @@ import sys
 
 from consumers.gates import attach_gates, build_gates
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
-from consumers.registry import TaskHandler, build_handlers
+from consumers.registry import Providers, TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner
 from consumers.task_run import TaskRun
 from shared.config import load_settings
@@ -35,7 +35,7 @@ class NoopHandler:
 async def serve(name: str, concurrency: int) -> None:
     settings = load_settings()
     real: dict[TaskType, TaskHandler] = build_handlers(
-        list(TaskType), OfflineLLMClient(), OfflineImageClient()
+        list(TaskType), Providers(llm=OfflineLLMClient(), images=OfflineImageClient())
     )
     handlers: dict[TaskType, TaskHandler] = dict.fromkeys(real, NoopHandler())
     queue = QueueService(settings, client_name=f"bench-consumer:{name}")

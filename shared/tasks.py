@@ -6,12 +6,17 @@ import builtins
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import orjson
 
 from shared import checks
 from shared.errors import InvalidDataError, InvalidPayloadError, UnknownTaskTypeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shared.config import Settings
 
 
 class TaskType(StrEnum):
@@ -157,15 +162,46 @@ class ImagePromptResult:
 Payload = ImagePayload | ReplyPayload | ImagePromptPayload
 TaskResult = ImageResult | ReplyResult | ImagePromptResult
 
-PAYLOAD_MODELS: dict[TaskType, type[Payload]] = {
-    TaskType.GENERATE_IMAGE: ImagePayload,
-    TaskType.GENERATE_REPLY: ReplyPayload,
-    TaskType.GENERATE_IMAGE_PROMPT: ImagePromptPayload,
-}
-RESULT_MODELS: dict[TaskType, type[TaskResult]] = {
-    TaskType.GENERATE_IMAGE: ImageResult,
-    TaskType.GENERATE_REPLY: ReplyResult,
-    TaskType.GENERATE_IMAGE_PROMPT: ImagePromptResult,
+
+class ProviderKind(StrEnum):
+    """What kind of model a task type's handler calls; each kind is configured once."""
+
+    LLM = "llm"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """What the bot and the consumers agree on for one task type (its stream is named by it)."""
+
+    payload: type[Payload]
+    result: type[TaskResult]
+    provider: ProviderKind
+    # Tasks of the type one consumer process runs at once (its setting).
+    concurrency: Callable[[Settings], int]
+
+
+# The one registration of a task type's contract. Its handler is registered beside it, in
+# consumers/registry.py (the consumers own the handlers; the bot never imports them).
+TASK_SPECS: dict[TaskType, TaskSpec] = {
+    TaskType.GENERATE_IMAGE: TaskSpec(
+        payload=ImagePayload,
+        result=ImageResult,
+        provider=ProviderKind.IMAGE,
+        concurrency=lambda s: s.max_concurrent_image_generations,
+    ),
+    TaskType.GENERATE_REPLY: TaskSpec(
+        payload=ReplyPayload,
+        result=ReplyResult,
+        provider=ProviderKind.LLM,
+        concurrency=lambda s: s.max_concurrent_reply_generations,
+    ),
+    TaskType.GENERATE_IMAGE_PROMPT: TaskSpec(
+        payload=ImagePromptPayload,
+        result=ImagePromptResult,
+        provider=ProviderKind.LLM,
+        concurrency=lambda s: s.max_concurrent_prompt_generations,
+    ),
 }
 
 
@@ -197,7 +233,7 @@ def parse_payload(
 
     A model built in code is checked too: its constructor checks nothing.
     """
-    model = PAYLOAD_MODELS[task_type]
+    model = TASK_SPECS[task_type].payload
     raw = data if isinstance(data, dict) else to_json(data)
     try:
         return model.from_json(raw)

@@ -14,7 +14,7 @@ import pytest
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
 from consumers.providers.venice import VeniceClient
-from consumers.registry import TaskHandler, build_handlers
+from consumers.registry import Providers, TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import TaskRun
 from shared.config import Settings
@@ -38,7 +38,7 @@ def options(limit: int = 10, **kw: Any) -> RunnerOptions:
 
 
 def offline_handlers(db: Sessions) -> dict[TaskType, TaskHandler]:
-    return build_handlers(ALL, OfflineLLMClient(), OfflineImageClient())
+    return build_handlers(ALL, Providers(llm=OfflineLLMClient(), images=OfflineImageClient()))
 
 
 def reply_payload(world: World, text: str = "Привет!") -> dict[str, Any]:
@@ -102,7 +102,7 @@ async def test_concurrency_limit_bounds_parallel_provider_calls(
     world = await make_world(db)
     async with SlowVenice(delay=0.3) as venice:
         llm = VeniceClient(Secret(venice.api_key), base_url=venice.url)
-        handlers = build_handlers([TaskType.GENERATE_REPLY], llm, None)
+        handlers = build_handlers([TaskType.GENERATE_REPLY], Providers(llm=llm))
         await queue.enqueue_many(
             TaskType.GENERATE_REPLY, [(1, reply_payload(world, f"m{i}")) for i in range(12)]
         )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
-from consumers.registry import build_handlers
+from consumers.registry import Providers, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from shared.config import Settings
 from shared.db import repositories as repo
@@ -39,7 +39,9 @@ def env(settings: Settings, sqlite_backend: Backend) -> dict[str, str]:
 
 
 async def run_consumer(queue: QueueService, db: Sessions, types: list[TaskType]) -> None:
-    handlers = build_handlers(types, OfflineLLMClient(), OfflineImageClient())
+    handlers = build_handlers(
+        types, Providers(llm=OfflineLLMClient(), images=OfflineImageClient())
+    )
     opts = RunnerOptions(limits=dict.fromkeys(types, 10), burst=True)
     await ConsumerRunner(queue.consumer("live"), handlers, opts).run()
 

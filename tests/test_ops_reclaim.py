@@ -13,8 +13,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
-from consumers.registry import build_handlers
+from consumers.providers.offline import OfflineLLMClient
+from consumers.registry import Providers, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from scripts.reclaim_stuck import reclaim_pass
 from shared.config import Settings
@@ -57,7 +57,7 @@ async def until(predicate: Callable[[], bool], timeout: float) -> None:
 
 
 async def finish_with_live_consumer(queue: QueueService, db: Sessions) -> None:
-    handlers = build_handlers([REPLY], OfflineLLMClient(), OfflineImageClient())
+    handlers = build_handlers([REPLY], Providers(llm=OfflineLLMClient()))
     opts = RunnerOptions(limits={REPLY: 10}, burst=True)
     await ConsumerRunner(queue.consumer("live"), handlers, opts).run()
 

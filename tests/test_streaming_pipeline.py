@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from consumers.providers.base import RetryPolicy
 from consumers.providers.venice import VeniceClient
-from consumers.registry import build_handlers
+from consumers.registry import Providers, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import StopRequested, TaskRun
 from shared.config import Settings
@@ -62,7 +62,9 @@ def runner(
     queue: QueueService, llm: VeniceClient, *, burst: bool, name: str = "c1", idle_ms: int = 6000
 ) -> ConsumerRunner:
     options = RunnerOptions(limits={REPLY: 4}, burst=burst, claim_idle_ms=idle_ms)
-    return ConsumerRunner(queue.consumer(name), build_handlers([REPLY], llm, None), options)
+    return ConsumerRunner(
+        queue.consumer(name), build_handlers([REPLY], Providers(llm=llm)), options
+    )
 
 
 async def serving(
@@ -318,7 +320,7 @@ async def test_a_stop_whose_cancel_is_lost_still_ends_the_reply_at_the_next_delt
     consumer = queue.consumer("c1")
     [delivery] = [e for e in await consumer.read(REPLY, 1, 1000) if isinstance(e, Delivery)]
     run = TaskRun(1, lambda: consumer.live_writer(REPLY, task_id, 1))
-    handler = build_handlers([REPLY], llm, None)[REPLY]
+    handler = build_handlers([REPLY], Providers(llm=llm))[REPLY]
     running = asyncio.create_task(handler(delivery.task, run))
     await until(lambda: _true(bool(venice.streams) and venice.streams[0].chunks_sent >= 3))
     run.stop_requested = True

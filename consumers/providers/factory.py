@@ -14,7 +14,7 @@ from consumers.providers.venice_image import VeniceImageClient
 from shared.config import ImageProvider, LLMProvider, Settings
 from shared.config_values import Secret
 from shared.errors import ConfigError
-from shared.tasks import TaskType
+from shared.tasks import TASK_SPECS, ProviderKind, TaskType
 
 LIVE3D = "live3d"
 
@@ -50,7 +50,7 @@ def choose_image_provider(settings: Settings) -> str:
 
 def provider_for(settings: Settings, task_type: TaskType) -> str:
     """The provider a task type's handler calls: LLM_PROVIDER, or the image provider."""
-    if task_type is TaskType.GENERATE_IMAGE:
+    if TASK_SPECS[task_type].provider is ProviderKind.IMAGE:
         return choose_image_provider(settings)
     return settings.llm_provider.value
 
