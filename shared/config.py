@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -230,6 +231,13 @@ class Settings:
     # Loopback by default; compose sets 0.0.0.0 so Prometheus can scrape across containers.
     metrics_host: str = "127.0.0.1"
     dashboard_token: Secret | None = None
+    # Sessions live under their own prefix: a consumer's Redis user (keys under the queue
+    # and result prefixes) can neither read nor revive them.
+    dashboard_redis_prefix: str = "ai_girls:dashboard:"
+    # The dashboard is reached over HTTPS (through a TLS proxy): its cookie is then Secure.
+    dashboard_https: bool = False
+    # Proxies (addresses or networks) whose `X-Forwarded-Proto: https` is believed.
+    dashboard_trusted_proxies: list[str] = field(default_factory=list)
 
     # Shop (Telegram Stars).
     shop_packs: tuple[ShopPack, ...] = parse_packs(DEFAULT_SHOP_PACKS)
@@ -277,6 +285,16 @@ def _url(value: Any) -> str:
     return url
 
 
+def _networks(value: Any) -> list[str]:
+    networks = [to_str(item) for item in split_list(value)]
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(f"{network!r} is not an IP address or network") from None
+    return networks
+
+
 def _level(value: Any) -> str:
     level = to_str(value).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -312,6 +330,7 @@ def _limits(value: Any) -> dict[str, int]:
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "admin_ids": lambda value: [to_int(item) for item in split_list(value)],
     "redis_sentinels": _sentinels,
+    "dashboard_trusted_proxies": _networks,
     "redis_url": _url,
     "database_url": _url,
     "log_level": _level,

@@ -85,6 +85,7 @@ def settings(prefix: str, topology: str, redis_url: str) -> Settings:
         redis_cluster=topology == CLUSTER,
         redis_queue_prefix=f"{prefix}queue:",
         redis_result_prefix=f"{prefix}result:",
+        dashboard_redis_prefix=f"{prefix}dashboard:",
     )
 
 

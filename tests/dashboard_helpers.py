@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,6 +15,7 @@ from aiohttp import web
 
 from scripts.dashboard.app import build_app
 from scripts.dashboard.auth import Auth
+from shared.config import Settings
 from shared.queue import QueueService
 from shared.tasks import TaskType
 from tests.ops_helpers import strand
@@ -61,13 +64,33 @@ class Board:
     queue: QueueService
 
 
-@pytest.fixture
-async def board(queue: QueueService) -> AsyncIterator[Board]:
+@contextlib.asynccontextmanager
+async def served(queue: QueueService) -> AsyncIterator[Board]:
     """The dashboard app served on a free loopback port, refreshing pages every second."""
     token = f"test-token-{uuid.uuid4().hex}"
     runner = web.AppRunner(build_app(queue, Auth(token), refresh=1.0), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = int(runner.addresses[0][1])
-    yield Board(f"http://127.0.0.1:{port}", token, queue)
-    await runner.cleanup()
+    try:
+        yield Board(f"http://127.0.0.1:{port}", token, queue)
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def served_with(settings: Settings, **changes: Any) -> AsyncIterator[Board]:
+    """The dashboard on its own queue service, with `changes` to the settings."""
+    queue = QueueService(settings.replace(**changes), client_name="dashboard-test")
+    await queue.connect()
+    try:
+        async with served(queue) as board:
+            yield board
+    finally:
+        await queue.close()
+
+
+@pytest.fixture
+async def board(queue: QueueService) -> AsyncIterator[Board]:
+    async with served(queue) as running:
+        yield running

@@ -20,9 +20,17 @@ from scripts.dashboard.data import completions_per_minute
 from scripts.dashboard.views import chart
 from scripts.private_redis import free_port
 from shared.config import Settings
+from shared.errors import ConfigError
 from shared.queue import QueueService
 from tests.consumer_helpers import ROOT, consumer_env
-from tests.dashboard_helpers import COMPLETIONS, PRIVATE_TEXT, REPLY, Board, seed
+from tests.dashboard_helpers import (
+    COMPLETIONS,
+    PRIVATE_TEXT,
+    REPLY,
+    Board,
+    seed,
+    served_with,
+)
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -100,12 +108,97 @@ async def test_login_sets_a_strict_http_only_cookie(
     assert "guess-guess-guess" not in repr(logs)
 
 
-async def test_login_never_redirects_off_site(client: httpx.AsyncClient, board: Board) -> None:
-    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
-        answer = await client.post(
-            "/login", data={"token": board.token, "name": "a", "next": target}
+# Each would take a browser off the site: browsers drop tabs and newlines and read "\\" as
+# "/", so "/\t/evil.example" is "//evil.example"; escapes are tried decoded once and twice.
+OFF_SITE = [
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "\t//evil.example",
+    "/\t\\evil.example",
+    "\\\\evil.example",
+    "/\\evil.example",
+    "//evil.example",
+    "https://evil.example/",
+    "javascript:alert(1)",
+    "/%09/evil.example",
+    "/%2F/evil.example",
+    "/%5Cevil.example",
+    "%2F%2Fevil.example",
+    "/%252F%252Fevil.example",
+    "/\u3000/evil.example",
+]
+
+
+@pytest.mark.parametrize("target", OFF_SITE)
+async def test_login_refuses_every_next_that_is_not_a_plain_path(
+    client: httpx.AsyncClient, board: Board, target: str
+) -> None:
+    form = await client.get("/login", params={"next": target})
+    assert "name='next' value='/'>" in form.text
+    answer = await client.post("/login", data={"token": board.token, "name": "a", "next": target})
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/"
+
+
+async def test_login_keeps_a_plain_next_path(client: httpx.AsyncClient, board: Board) -> None:
+    target = "/tasks/a1-b2?texts=1"
+    answer = await client.post("/login", data={"token": board.token, "name": "a", "next": target})
+    assert answer.headers["Location"] == target
+
+
+async def test_logout_ends_the_session_for_every_copy_of_its_cookie(
+    client: httpx.AsyncClient, board: Board, redis_client: aioredis.Redis
+) -> None:
+    csrf = await login(client, board)
+    stolen = client.cookies[COOKIE]
+    async with httpx.AsyncClient(base_url=board.url) as thief:
+        thief.cookies.set(COOKIE, stolen)
+        assert (await thief.get("/")).status_code == 200
+        logout = await client.post("/logout", data={"csrf": csrf})
+        assert logout.status_code == 303
+        assert (await thief.get("/")).status_code == 401
+        assert (await thief.get("/api/overview")).status_code == 401
+        # A cookie signed with the right token is not enough: its session must be open.
+        thief.cookies.set(COOKIE, Auth(board.token).issue("mallory"))
+        assert (await thief.get("/")).status_code == 401
+    prefix = board.queue.settings.dashboard_redis_prefix
+    assert await redis_client.keys(f"{prefix}*") == []
+
+
+def _secure(answer: httpx.Response) -> bool:
+    cookie = answer.headers["set-cookie"]
+    return re.search(r";\s*secure\b", cookie, re.IGNORECASE) is not None
+
+
+async def _login_answer(board: Board, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=board.url) as http:
+        answer = await http.post(
+            "/login", data={"token": board.token, "name": "a"}, headers=headers
         )
-        assert answer.headers["Location"] == "/"
+    assert answer.status_code == 303
+    return answer
+
+
+async def test_cookie_is_secure_when_served_over_https(settings: Settings) -> None:
+    https = {"X-Forwarded-Proto": "https"}
+    async with served_with(settings) as board:
+        # Anyone can send the header: from an address not trusted as a proxy it counts nothing.
+        assert not _secure(await _login_answer(board, https))
+    async with served_with(settings, dashboard_trusted_proxies="10.0.0.0/8, ::1") as board:
+        assert not _secure(await _login_answer(board, https))
+    async with served_with(settings, dashboard_trusted_proxies="127.0.0.1") as board:
+        assert _secure(await _login_answer(board, https))
+        assert _secure(await _login_answer(board, {"X-Forwarded-Proto": "http, https"}))
+        assert not _secure(await _login_answer(board, {"X-Forwarded-Proto": "https, http"}))
+        assert not _secure(await _login_answer(board, {}))
+    async with served_with(settings, dashboard_https="true") as board:
+        assert _secure(await _login_answer(board, {}))
+
+
+def test_trusted_proxies_must_be_addresses(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"DASHBOARD_TRUSTED_PROXIES: 'proxy\.example' is not"):
+        settings.replace(dashboard_trusted_proxies="proxy.example")
 
 
 async def test_forged_or_expired_cookie_is_refused(

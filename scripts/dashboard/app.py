@@ -9,10 +9,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from scripts.dashboard import pages
-from scripts.dashboard.auth import Auth
+from scripts.dashboard.auth import Auth, Operator
 from scripts.dashboard.context import DASHBOARD, OPERATOR, Dashboard, dashboard_of
+from scripts.dashboard.sessions import HttpsCheck, Sessions
 from scripts.dashboard.views import message_page
 from shared.queue import QueueService
+from shared.queue.keys import DashboardKeys
 
 log = structlog.get_logger(__name__)
 
@@ -50,11 +52,17 @@ def _unauthorized(request: web.Request) -> web.StreamResponse:
 async def authenticate(request: web.Request, handler: pages.Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS:
         return await handler(request)
-    operator = dashboard_of(request).auth.authenticate(request)
-    if operator is None:
+    board = dashboard_of(request)
+    operator = board.auth.authenticate(request)
+    if operator is None or not await _still_open(board, operator):
         return _unauthorized(request)
     request[OPERATOR] = operator
     return await handler(request)
+
+
+async def _still_open(board: Dashboard, operator: Operator) -> bool:
+    """A cookie's session must not have been ended by a logout (Bearer callers have none)."""
+    return operator.session_id is None or await board.sessions.is_open(operator.session_id)
 
 
 @web.middleware
@@ -78,7 +86,9 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 def build_app(queue: QueueService, auth: Auth, refresh: float = 5.0) -> web.Application:
     """The application; `queue` must be connected and is closed by whoever opened it."""
     app = web.Application(middlewares=[outage_pages, authenticate])
-    app[DASHBOARD] = Dashboard(queue, auth, refresh)
+    sessions = Sessions(queue.redis, DashboardKeys.from_settings(queue.settings), auth.max_age)
+    https = HttpsCheck.from_settings(queue.settings)
+    app[DASHBOARD] = Dashboard(queue, auth, refresh, sessions, https)
     app.on_response_prepare.append(_security_headers)
     pages.add_routes(app)
     return app

@@ -1,8 +1,9 @@
 """Who may use the dashboard: DASHBOARD_TOKEN, as a signed session cookie or a Bearer header.
 
-Sessions are stateless: the cookie carries the operator's name and the time it was issued,
-signed with a key derived from the token, so a restart keeps operators logged in and a new
-token logs everyone out. The CSRF token of a form is derived from the session the same way.
+The cookie carries the operator's name, the time it was issued and a session id, signed with
+a key derived from the token, so a new token logs everyone out. The session itself is kept in
+Redis (scripts.dashboard.sessions), so a restart keeps operators logged in and a logout ends
+the session for every copy of its cookie. The CSRF token of a form is derived from the session.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def clean_name(raw: str) -> str:
     return name or "operator"
 
 
+def new_session_id() -> str:
+    return secrets.token_hex(16)
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -87,9 +92,14 @@ class Auth:
     def _sign(self, message: bytes) -> str:
         return _b64(hmac.new(self._key, message, hashlib.sha256).digest())
 
-    def issue(self, name: str) -> str:
-        """A cookie value for a new session of operator `name`."""
-        body = {"n": clean_name(name), "i": int(self._clock()), "s": secrets.token_hex(8)}
+    @property
+    def max_age(self) -> float:
+        return self._max_age
+
+    def issue(self, name: str, session_id: str | None = None) -> str:
+        """A cookie value for session `session_id` (a new id if None) of operator `name`."""
+        session_id = session_id or new_session_id()
+        body = {"n": clean_name(name), "i": int(self._clock()), "s": session_id}
         payload = _b64(orjson.dumps(body))
         return f"{payload}.{self._sign(payload.encode())}"
 
@@ -132,13 +142,13 @@ class Auth:
         cookie = request.cookies.get(COOKIE)
         return self.verify(cookie) if cookie else None
 
-    def set_cookie(self, response: web.StreamResponse, request: web.Request, name: str) -> None:
+    def set_cookie(self, response: web.StreamResponse, cookie: str, *, secure: bool) -> None:
         response.set_cookie(
             COOKIE,
-            self.issue(name),
+            cookie,
             max_age=int(self._max_age),
             path="/",
             httponly=True,
             samesite="Strict",
-            secure=request.secure,
+            secure=secure,
         )

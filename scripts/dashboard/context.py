@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from scripts.dashboard.auth import Auth, Operator
+from scripts.dashboard.sessions import HttpsCheck, Sessions
 from shared.queue import QueueService
 
 
@@ -17,6 +18,8 @@ class Dashboard:
     queue: QueueService
     auth: Auth
     refresh: float
+    sessions: Sessions
+    https: HttpsCheck
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import structlog
 from aiohttp import web
 
 from scripts.dashboard import assets, data
-from scripts.dashboard.auth import COOKIE, clean_name
+from scripts.dashboard.auth import COOKIE, clean_name, new_session_id
 from scripts.dashboard.context import dashboard_of, operator_of
 from scripts.dashboard.dead_view import dead_live
 from scripts.dashboard.task_view import task_live
@@ -28,6 +29,9 @@ from shared.queue.dead_letters import purge_dead, replay_dead
 from shared.tasks import TaskType
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# "/" and then only characters a URL path and query may carry as they are (printable ASCII,
+# no backslash, no space), never a second "/" or "\\" right after the first.
+_PLAIN_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
 log = structlog.get_logger(__name__)
 # A wrong token costs the guesser this long; a right one is not slowed down.
 FAILED_LOGIN_DELAY = 0.5
@@ -207,10 +211,22 @@ def _see_other(location: str) -> web.Response:
 
 
 def _safe_next(raw: object) -> str:
-    """Only a path on this site: an open redirect would make the login form a phishing aid."""
+    """Only a plain path on this site: an open redirect would make the login form a phishing
+    aid. Anything else (a scheme, `//host`, `/\\host`, a tab or newline, which browsers drop
+    before reading `//`, a percent-escape that decodes to one of these) goes to `/`."""
     path = str(raw or "/")
-    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+    if not _PLAIN_PATH.fullmatch(path) or not _PLAIN_PATH.fullmatch(_unescaped(path)):
         return "/"
+    return path
+
+
+def _unescaped(path: str) -> str:
+    """`path` with its percent-escapes decoded until none is left (bounded)."""
+    for _ in range(5):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
     return path
 
 
@@ -226,15 +242,22 @@ async def login(request: web.Request) -> web.StreamResponse:
         log.warning("dashboard_login_failed", remote=request.remote)
         await asyncio.sleep(FAILED_LOGIN_DELAY)
         return _html(login_page(next_path, "That token is not the dashboard's."), status=401)
+    board = dashboard_of(request)
+    session_id = new_session_id()
+    await board.sessions.open(session_id)
     response = _see_other(next_path)
     name = clean_name(str(form.get("name", "")))
-    auth.set_cookie(response, request, name)
+    auth.set_cookie(response, auth.issue(name, session_id), secure=board.https(request))
     log.info("dashboard_login", who=name, remote=request.remote)
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     await _checked_form(request)
+    operator = operator_of(request)
+    if operator.session_id is not None:
+        # Server-side: a copy of the cookie (stolen, or in another tab) stops working too.
+        await dashboard_of(request).sessions.close(operator.session_id)
     _audit(request, "dashboard_logout")
     response = _see_other("/login")
     response.del_cookie(COOKIE, path="/")

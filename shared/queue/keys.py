@@ -121,3 +121,18 @@ class Keys:
 
     def bot_photo_lock(self, user_id: int) -> str:
         return f"{self.queue_prefix}bot:photo:{user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardKeys:
+    """The dashboard's own keys, under DASHBOARD_REDIS_PREFIX (no consumer may touch them)."""
+
+    prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DashboardKeys:
+        return cls(settings.dashboard_redis_prefix)
+
+    def session(self, session_id: str) -> str:
+        """Present while the session is open: logging out deletes it, expiry ends it."""
+        return f"{self.prefix}session:{session_id}"
