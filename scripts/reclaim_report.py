@@ -89,7 +89,10 @@ def render(report: ReclaimReport) -> str:
         lines.append(table(headers, [_work_row(w) for w in report.works]))
     idle = duration(o.consumer_idle_ms / 1000)
     verb = "to remove" if o.dry_run else "removed"
-    lines.append(f"Consumers idle at least {idle} owning nothing, {verb}: {len(report.gone)}")
+    lines.append(
+        f"Consumers owning nothing, idle at least {idle} or dead past the idle time above,"
+        f" {verb}: {len(report.gone)}"
+    )
     if report.gone:
         rows = [[t, c.name, duration(c.idle_seconds)] for t, c in report.gone]
         lines.append(table(["TYPE", "CONSUMER", "IDLE"], rows))

@@ -2,7 +2,7 @@
 
 Requeues entries idle too long in a consumer's pending list, dead-letters (failing the task and
 announcing it; the bot refunds) tasks that reached the delivery limit, and removes consumers
-long gone. It needs only Redis.
+long gone or dead with their work reclaimed. It needs only Redis.
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.queue import QueueService, StreamConsumer
+from shared.queue.inspect import ConsumerInfo
 from shared.queue.keys import Priority
 from shared.queue.maintenance import (
     Action,
     Result,
     StuckWork,
+    dead_consumers,
     dead_letter_stuck,
     forget_consumer,
+    forget_dead_consumers,
     gone_consumers,
     plan_stuck,
     remove_gone_consumers,
@@ -102,20 +105,32 @@ async def reclaim_pass(queue: QueueService, options: ReclaimOptions) -> ReclaimR
     report = ReclaimReport(options)
     for task_type in options.types:
         report.works += await _reclaim_type(queue, options, task_type)
-        idle = options.consumer_idle_ms
-        if options.dry_run:
-            gone = await gone_consumers(queue.redis, queue.keys, task_type, idle)
-        else:
-            gone = await remove_gone_consumers(
-                queue.redis, queue.scripts, queue.keys, task_type, idle
-            )
-        report.gone += [(task_type, c) for c in gone]
+        report.gone += [(task_type, c) for c in await _remove_gone(queue, options, task_type)]
     for w in report.works:
         if w.result is Result.DEAD_LETTERED:
             log.warning("stuck_task_dead_lettered", task_id=w.task_id, reason=w.reason)
         elif w.result is Result.ERROR:
             log.error("stuck_task_not_dead_lettered", task_id=w.task_id, error=w.detail)
     return report
+
+
+async def _remove_gone(
+    queue: QueueService, options: ReclaimOptions, task_type: TaskType
+) -> list[ConsumerInfo]:
+    """Consumers idle past --consumer-idle with nothing pending, then consumers whose
+    heartbeat is older than --min-idle (and CONSUMER_DEAD_SECONDS) and whose work is back in
+    the queue: both are gone, and would otherwise be listed as DEAD forever."""
+    idle = options.consumer_idle_ms
+    dead_ms = max(options.min_idle_ms, int(queue.settings.consumer_dead_seconds * 1000))
+    redis, scripts, keys = queue.redis, queue.scripts, queue.keys
+    if options.dry_run:
+        gone = await gone_consumers(redis, keys, task_type, idle)
+        dead = await dead_consumers(redis, keys, task_type, dead_ms)
+    else:
+        gone = await remove_gone_consumers(redis, scripts, keys, task_type, idle)
+        dead = await forget_dead_consumers(scripts, keys, task_type, dead_ms)
+    listed = {c.name for c in gone}
+    return gone + [c for c in dead if c.name not in listed]
 
 
 def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:

@@ -34,7 +34,7 @@ from shared.queue.scripts import Scripts
 from shared.queue.step_batches import run_steps
 from shared.queue.steps import (
     Claim,
-    DeleteConsumer,
+    ForgetConsumers,
     Heartbeat,
     Read,
     Renew,
@@ -295,16 +295,9 @@ class StreamConsumer:
         await self._run_each([Heartbeat(self._keys.alive(t), self.name) for t in task_types])
 
     async def retire(self, task_types: Sequence[TaskType]) -> None:
-        """On a clean exit: delete this consumer's name where it owns nothing any more."""
-        await self._run_each(
-            [
-                DeleteConsumer(
-                    stream, self._keys.alive(t), GROUP, self.name, 0, self._other(t, priority)
-                )
-                for t in task_types
-                for priority, stream in self._keys.streams(t).items()
-            ]
-        )
+        """On a clean exit: forget this consumer's name (groups and heartbeat) in every type
+        where it owns nothing any more, so it is not listed as a dead consumer."""
+        await self._run_each([forget_step(self._keys, t, 0, [self.name]) for t in task_types])
 
     async def _run_each(self, steps: Sequence[Step]) -> None:
         """Each step on its own, concurrently; the first error is raised once all are done.
@@ -436,3 +429,19 @@ class StreamConsumer:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def forget_step(
+    keys: Keys, task_type: TaskType, min_age_ms: int, names: Sequence[str] = ()
+) -> ForgetConsumers:
+    """The step forgetting `names` (none: every consumer with a heartbeat) of a type whose
+    heartbeat is at least `min_age_ms` old and who own nothing (see lua.FORGET_CONSUMERS)."""
+    streams = keys.streams(task_type)
+    return ForgetConsumers(
+        streams[Priority.NORMAL],
+        streams[Priority.HIGH],
+        keys.alive(task_type),
+        GROUP,
+        min_age_ms,
+        names,
+    )

@@ -333,6 +333,45 @@ return 1
 """
 )
 
+# KEYS: the type's stream, its high-priority stream, alive. ARGV: group, min heartbeat age ms,
+# names... (none: every name in alive).
+# Forgets each consumer whose heartbeat is at least that old (or missing) and that owns no
+# entry in either stream: its name leaves both groups and the alive hash. One that still owns
+# entries keeps its heartbeat, so that it looks dead and its entries are taken over first.
+# A consumer that never read is in no group, only in alive: a clean exit must drop it there
+# too. Returns {name, heartbeat age ms (-1 if none), ...} of those forgotten.
+FORGET_CONSUMERS = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local beats = {}
+local names = {}
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all, 2 do beats[all[i]] = tonumber(all[i + 1]) end
+if #ARGV > 2 then
+  for i = 3, #ARGV do names[#names + 1] = ARGV[i] end
+else
+  for i = 1, #all, 2 do names[#names + 1] = all[i] end
+end
+local function owns(stream, name)
+  local p = redis.pcall('XPENDING', stream, ARGV[1], '-', '+', 1, name)
+  return type(p) == 'table' and p.err == nil and #p > 0
+end
+local forgotten = {}
+for _, name in ipairs(names) do
+  local age = beats[name] and now - beats[name] or -1
+  if age >= tonumber(ARGV[2]) or age < 0 then
+    if not owns(KEYS[1], name) and not owns(KEYS[2], name) then
+      redis.pcall('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+      redis.pcall('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], name)
+      redis.call('HDEL', KEYS[3], name)
+      forgotten[#forgotten + 1] = name
+      forgotten[#forgotten + 1] = age
+    end
+  end
+end
+return forgotten
+"""
+
 # KEYS: stream, dead, record. ARGV: dead entry id, task ttl.
 # Puts a dead-lettered task back to work: the dead entry's own `task` field is XADDed to the
 # stream, the record is reset to a fresh pending task (attempts 0, so the delivery cap starts
@@ -446,6 +485,7 @@ SCRIPTS = {
     "heartbeat": HEARTBEAT,
     "claim": CLAIM,
     "delete_consumer": DELETE_CONSUMER,
+    "forget_consumers": FORGET_CONSUMERS,
     "replay_dead": REPLAY_DEAD,
     "read": _FINAL + FAIR + READ,
     "sweep": _FINAL + FAIR + SWEEP,

@@ -10,8 +10,8 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from shared.queue.connection import RedisClient
-from shared.queue.consume import StreamConsumer
-from shared.queue.inspect import ConsumerInfo
+from shared.queue.consume import StreamConsumer, forget_step
+from shared.queue.inspect import ConsumerInfo, heartbeats
 from shared.queue.keys import GROUP, Keys, Priority
 from shared.queue.records import Delivery, Malformed, parse_entry
 from shared.queue.scripts import Scripts
@@ -301,3 +301,38 @@ async def remove_gone_consumers(
     deleted = await scripts.run_all(steps)
     # One answer per stream: a name listed in only one of them is deleted there only.
     return [c for i, c in enumerate(candidates) if deleted[2 * i] or deleted[2 * i + 1]]
+
+
+async def forget_dead_consumers(
+    scripts: Scripts, keys: Keys, task_type: TaskType, min_age_ms: int
+) -> list[ConsumerInfo]:
+    """Forget every consumer whose heartbeat is at least `min_age_ms` old and that owns
+    nothing (its work was reclaimed): it is gone, not a consumer that should be alive.
+
+    Checked and done in one Lua step, so a consumer that beats or reads in between is kept.
+    """
+    raw = await scripts.run(forget_step(keys, task_type, min_age_ms))
+    pairs = zip(raw[::2], raw[1::2], strict=True)
+    return [_forgotten(_text(name), int(age)) for name, age in pairs]
+
+
+def _forgotten(name: str, age_ms: int) -> ConsumerInfo:
+    age = age_ms / 1000 if age_ms >= 0 else None
+    return ConsumerInfo(name, 0, age or 0.0, age, alive=False)
+
+
+async def dead_consumers(
+    redis: RedisClient, keys: Keys, task_type: TaskType, min_age_ms: int
+) -> list[ConsumerInfo]:
+    """Read-only: consumers whose heartbeat is at least `min_age_ms` old and that own no
+    entry now (what `forget_dead_consumers` would forget)."""
+    beats = await heartbeats(redis, keys, task_type)
+    old = {name: age for name, age in beats.items() if age * 1000 >= min_age_ms}
+    owners: set[str] = set()
+    for stream in keys.streams(task_type).values() if old else ():
+        try:
+            summary: Any = await redis.xpending(stream, GROUP)
+        except ResponseError:  # no stream or group: nobody owns anything there
+            continue
+        owners |= {_text(c["name"]) for c in summary.get("consumers") or ()}
+    return [_forgotten(n, int(age * 1000)) for n, age in old.items() if n not in owners]

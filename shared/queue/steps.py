@@ -280,6 +280,23 @@ class DeleteConsumer(Step):
 
 
 @dataclass(slots=True)
+class ForgetConsumers(Step):
+    script: ClassVar[str] = "forget_consumers"
+    normal: str
+    high: str
+    alive: str
+    group: str
+    min_age_ms: int
+    names: Sequence[str] = ()  # none: every consumer with a heartbeat
+
+    def keys(self) -> list[str]:
+        return [self.normal, self.high, self.alive]
+
+    def args(self) -> list[Arg]:
+        return [self.group, self.min_age_ms, *self.names]
+
+
+@dataclass(slots=True)
 class ReplayDead(Step):
     script: ClassVar[str] = "replay_dead"
     stream: str
