@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, cast, get_type_hints
-from urllib.parse import urlsplit
 
 from shared.config_values import (
     Secret,
@@ -27,6 +26,7 @@ from shared.config_values import (
     split_list,
     to_int,
     to_str,
+    to_url,
 )
 from shared.errors import ConfigError
 from shared.limits import Rate, parse_limits, parse_rate, parse_rates, parse_user_caps
@@ -51,6 +51,9 @@ class Preflight(StrEnum):
     WARN = "warn"
     OFF = "off"
 
+
+# A Sentinel's host: a name or IPv4 address, or an IPv6 address in brackets.
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 
 # Shop.
 
@@ -260,29 +263,16 @@ class Settings:
 
 def _sentinels(value: Any) -> list[str]:
     addresses = [to_str(address) for address in split_list(value)]
-    for address in addresses:
+    for number, address in enumerate(addresses, 1):
         host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"{address!r} is not host:port")
+        if not _HOST.fullmatch(host) or not port.isdigit():
+            # Not quoted: a URL with credentials pasted here would put them in the error.
+            raise ValueError(f"entry {number} is not host:port (a host name or address)")
     return addresses
 
 
-def _url(value: Any) -> str:
-    # Never quote the value: a URL that parses wrongly (an unescaped "/" or "#" in its
-    # password) would put a piece of the password into the error.
-    url = to_str(value)
-    if not url:  # no database: consumers and maintenance scripts need only Redis
-        return url
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        raise ValueError(
-            "malformed URL (percent-encode special characters in the password)"
-        ) from None
-    if not parts.scheme:
-        raise ValueError("not a URL: it must start with a scheme such as redis://")
-    return url
+def _optional_url(value: Any) -> str | None:
+    return None if value is None else to_url(value)
 
 
 def _networks(value: Any) -> list[str]:
@@ -331,8 +321,13 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "admin_ids": lambda value: [to_int(item) for item in split_list(value)],
     "redis_sentinels": _sentinels,
     "dashboard_trusted_proxies": _networks,
-    "redis_url": _url,
-    "database_url": _url,
+    "redis_url": to_url,
+    "database_url": to_url,
+    "venice_base_url": to_url,
+    "image_api_url": to_url,
+    "replicate_base_url": to_url,
+    "telegram_api_url": _optional_url,
+    "webhook_url": _optional_url,
     "log_level": _level,
     "provider_limits": _limits,
     "provider_rates": _rates,

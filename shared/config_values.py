@@ -11,7 +11,11 @@ import types
 from dataclasses import Field, field
 from enum import Enum
 from typing import Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
+_SPACE = 0x20
+_DELETE = 0x7F
+_ESCAPE_HINT = "percent-encode @ # / ? in the user name and password: %40 %23 %2F %3F"
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
@@ -119,6 +123,34 @@ def to_str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {type(value).__name__}")
     return value
+
+
+def to_url(value: Any) -> str:
+    """A URL whose host is the one written: every reader (urllib, redis-py, asyncpg, httpx, a
+    person reading the masked URL) must find the same user-info and host.
+
+    An unescaped `@`, `#`, `/` or `?` in a password makes parsers disagree on where the host
+    starts, and the host they find is then a piece of the password, which an error would
+    print. The messages never quote the value. Empty stays empty (no database).
+    """
+    url = to_str(value)
+    if not url:
+        return url
+    if any(ord(char) <= _SPACE or ord(char) == _DELETE for char in url):
+        # urllib drops tabs and newlines without a word, so the host it reads is not the one
+        # written; a space has no place in a URL either.
+        raise ValueError("malformed URL: it contains a space or a control character")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"malformed URL ({_ESCAPE_HINT})") from None
+    if not parts.scheme:
+        raise ValueError("not a URL: it must start with a scheme such as redis://")
+    if "#" in url or url.count("@") != parts.netloc.count("@"):
+        # Each `@` after the host, or a `#`, would let the part before it pass for the host.
+        raise ValueError(f"ambiguous URL: the host it names is unclear ({_ESCAPE_HINT})")
+    return url
 
 
 def to_secret(value: Any) -> Secret:

@@ -1,4 +1,4 @@
-"""Credentials in connection URLs (REDIS_URL, DATABASE_URL) never reach a log line or an error."""
+"""Credentials in URLs (REDIS_URL, DATABASE_URL, provider URLs) never reach a log or an error."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import re
 from collections.abc import MutableMapping
 from typing import Any
 
-# `scheme://user:password@`: the password runs to the last `@` of the token, so one that
-# holds an unescaped `@` is hidden whole.
-_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"]*):[^\s'\"]*@")
+# `scheme://user:password@`: the user-info (the user name too: people put a password there)
+# runs to the last `@` of the token, so one that holds an unescaped `@`, `/` or `#` is
+# hidden whole, never shown as if it were the host.
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"]*@")
 # Passwords given as URL query parameters (`?password=...`, as redis-py and libpq accept).
 _QUERY_PASSWORD = re.compile(r"([?&;](?:password|passwd|pwd)=)[^&;\s'\"]*", re.IGNORECASE)
 MASK = "***"
 
 
 def redact(text: str) -> str:
-    """`text` with the password of every URL in it replaced by `***` (the user name stays)."""
+    """`text` with the user-info of every URL in it replaced by `***`."""
     if "@" not in text and "=" not in text:
         return text
-    text = _URL_CREDENTIALS.sub(rf"\1:{MASK}@", text)
+    text = _URL_CREDENTIALS.sub(rf"\1{MASK}@", text)
     return _QUERY_PASSWORD.sub(rf"\1{MASK}", text)
 
 

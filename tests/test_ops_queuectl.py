@@ -182,5 +182,5 @@ async def test_unreachable_redis_is_a_clear_error(env: dict[str, str], module: s
     args: Any = ["stats"] if module == CTL else []
     result = await run_cli(env, module, *args)
     assert result.returncode == 1
-    assert "cannot reach Redis at redis://:***@127.0.0.1:" in result.stderr
+    assert "cannot reach Redis at redis://***@127.0.0.1:" in result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr

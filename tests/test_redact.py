@@ -25,22 +25,22 @@ SECRET = "Zq9xWv7Kp"  # noqa: S105 - a test password
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("redis://:Zq9xWv7Kp@redis:6379/0", "redis://:***@redis:6379/0"),
-        ("rediss://bot:Zq9xWv7Kp@h/0", "rediss://bot:***@h/0"),
+        ("redis://:Zq9xWv7Kp@redis:6379/0", "redis://***@redis:6379/0"),
+        ("rediss://bot:Zq9xWv7Kp@h/0", "rediss://***@h/0"),
         (
             "postgresql+asyncpg://app:Zq9x@Wv7Kp@db:5432/app",  # an unescaped @ in it
-            "postgresql+asyncpg://app:***@db:5432/app",
+            "postgresql+asyncpg://***@db:5432/app",
         ),
         ("redis://h:6379/0?password=Zq9xWv7Kp&db=1", "redis://h:6379/0?password=***&db=1"),
         (
             "could not connect to 'postgresql://app:Zq9xWv7Kp@db/app' or redis://:Zq9xWv7Kp@r",
-            "could not connect to 'postgresql://app:***@db/app' or redis://:***@r",
+            "could not connect to 'postgresql://***@db/app' or redis://***@r",
         ),
         ("redis://redis:6379/0 and mail@example.com", "redis://redis:6379/0 and mail@example.com"),
         ("sqlite+aiosqlite:///./ai_girls.db", "sqlite+aiosqlite:///./ai_girls.db"),
     ],
 )
-def test_redact_hides_url_passwords_only(text: str, expected: str) -> None:
+def test_redact_hides_url_user_info_only(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
@@ -53,7 +53,7 @@ def test_the_processor_redacts_nested_values() -> None:
             exception=[{"exc_value": f"bad url postgresql://a:{SECRET}@db/x", "frames": []}],
         )
     assert SECRET not in str(logs)
-    assert logs[0]["error"] == "redis://:***@r:6379"
+    assert logs[0]["error"] == "redis://***@r:6379"
 
 
 _LOGS = textwrap.dedent(
@@ -85,7 +85,7 @@ async def test_log_lines_and_tracebacks_never_show_a_url_password(mode: str) -> 
         subprocess.run, command, cwd=ROOT, capture_output=True, timeout=30, check=True
     )
     assert b"db_unreachable" in done.stderr
-    assert b"cannot reach postgresql+asyncpg://app:***@db:5432/app" in done.stderr
+    assert b"cannot reach postgresql+asyncpg://***@db:5432/app" in done.stderr
     assert b"bot_failed" in done.stderr
     assert SECRET.encode() not in done.stderr
 
@@ -103,12 +103,25 @@ async def run_bot(settings: Settings, **env: str) -> subprocess.CompletedProcess
     )
 
 
-async def test_a_malformed_redis_url_is_refused_without_quoting_it(settings: Settings) -> None:
-    # An unescaped "/" ends the host part early: a parser's error would quote "Zq9x" as a port.
-    done = await run_bot(settings, REDIS_URL="redis://:Zq9x/Wv7Kp@127.0.0.1:6379/0")
+@pytest.mark.parametrize(
+    "url",
+    [
+        # An unescaped "/" ends the host part early: a parser's error would quote "Zq9x" as a
+        # port. A "#" after an "@" makes "TopSecretPart" the host the client dials (and the
+        # error names), while the masked URL would show 127.0.0.1.
+        "redis://:Zq9x/Wv7Kp@127.0.0.1:6379/0",
+        "redis://:Zq9x@TopSecretPart#x@127.0.0.1:6379/0",
+    ],
+)
+async def test_a_malformed_redis_url_is_refused_without_quoting_it(
+    settings: Settings, url: str
+) -> None:
+    done = await run_bot(settings, REDIS_URL=url)
     assert done.returncode == 2
     assert b"REDIS_URL" in done.stderr
-    assert b"Zq9x" not in done.stdout + done.stderr
+    output = (done.stdout + done.stderr).lower()
+    assert b"zq9x" not in output
+    assert b"topsecretpart" not in output
 
 
 async def test_the_bot_failing_to_start_does_not_print_the_urls(settings: Settings) -> None:
@@ -122,5 +135,5 @@ async def test_the_bot_failing_to_start_does_not_print_the_urls(settings: Settin
             DATABASE_URL=f"postgresql+asyncpg://app:{SECRET}@127.0.0.1:{closed}/app",
         )
     assert done.returncode == 1
-    assert b"cannot reach Redis at redis://:***@127.0.0.1" in done.stderr
+    assert b"cannot reach Redis at redis://***@127.0.0.1" in done.stderr
     assert SECRET.encode() not in done.stdout + done.stderr
