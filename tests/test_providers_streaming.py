@@ -117,6 +117,22 @@ async def test_stream_timeouts_are_retried_within_the_budget(venice: FakeVenice)
     assert len(venice.chat_requests) == 3
 
 
+async def test_a_server_that_ignores_stream_gives_its_whole_answer_once(
+    client: VeniceClient, venice: FakeVenice
+) -> None:
+    venice.plan_streams(StreamPlan(ignore_stream=True))
+
+    assert await collect(client) == [REPLY]
+    assert len(venice.chat_requests) == 1
+    assert venice.chat_requests[0].json["stream"] is True
+
+    venice.reply = "  "
+    venice.plan_streams(StreamPlan(ignore_stream=True))
+    with pytest.raises(ProviderRejectedError, match="empty reply"):
+        await collect(client)
+    assert len(venice.chat_requests) == 2  # a refusal is final, not retried
+
+
 async def test_stream_without_text_is_rejected(client: VeniceClient, venice: FakeVenice) -> None:
     venice.reply = "   "
     with pytest.raises(ProviderRejectedError, match="empty reply"):

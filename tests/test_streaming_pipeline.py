@@ -147,6 +147,20 @@ async def test_a_cut_stream_finishes_with_what_arrived(
     assert (await live_entries(redis_client, queue, task_id))[-1] == {b"end": b"cut"}
 
 
+async def test_a_reply_from_a_server_that_does_not_stream_completes_on_the_first_attempt(
+    queue: QueueService, llm: VeniceClient, venice: FakeVenice, redis_client: aioredis.Redis
+) -> None:
+    venice.stream_plan = StreamPlan(ignore_stream=True)
+    task_id = await queue.enqueue_task(REPLY, 1, payload())
+    await runner(queue, llm, burst=True).run()
+    task = await queue.wait_for_task_result(task_id, 5, REPLY)
+
+    assert (task.status, task.attempts) == (TaskStatus.COMPLETED, 1)
+    assert task.result == to_json(ReplyResult(reply=WORDS, dialog_id=5))
+    assert len(venice.chat_requests) == 1
+    assert (await live_entries(redis_client, queue, task_id))[-1] == {b"end": b"done"}
+
+
 @pytest.mark.topologies("single", "cluster")
 async def test_a_waiting_task_cancelled_is_final_at_once_and_never_run(
     queue: QueueService, llm: VeniceClient, venice: FakeVenice, redis_client: aioredis.Redis

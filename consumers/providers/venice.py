@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import httpx
 import orjson
 
 from consumers.providers.base import ProviderHttp, RetryPolicy, log_retry
@@ -83,8 +84,10 @@ class VeniceClient:
 
         Failures before the first delta are retried from scratch (the retry policy's
         attempts and budget); a break after it raises StreamCutError. A stream that ends
-        without any text is a ProviderRejectedError, as in `chat`. Closing the iterator
-        closes the HTTP connection (that is how a stop reaches the provider).
+        without any text is a ProviderRejectedError, as in `chat`. A server that ignores
+        `stream: true` and answers one JSON chat completion yields its whole text once.
+        Closing the iterator closes the HTTP connection (that is how a stop reaches the
+        provider).
         """
         body = self._body(messages, max_tokens, temperature) | {"stream": True}
         policy = self._http.retry
@@ -115,6 +118,12 @@ class VeniceClient:
         response = await self._http.send(request, stream=True)
         try:
             with self._http.mapped_errors("POST /chat/completions (stream)"):
+                if _is_json(response):
+                    # A server that ignores `stream: true` sends one chat.completion: the
+                    # whole reply, not a stream that ended early.
+                    await response.aread()
+                    yield self._content_of(self._http.json_object(response))
+                    return
                 async for line in response.aiter_lines():
                     # Blank lines end events; ':' lines are keep-alive comments; event:, id:
                     # and retry: fields carry nothing for a chat completion.
@@ -165,6 +174,11 @@ class VeniceClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _is_json(response: httpx.Response) -> bool:
+    media = str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _join_parts(content: Any) -> str:

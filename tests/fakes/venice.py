@@ -36,6 +36,8 @@ class StreamPlan:
     chunk waits `delay` seconds (the first `first_delay`), preceded by a `: ping` comment
     when `keepalive`. `cut_after` closes the connection after that many chunks (`truncate`:
     half a JSON chunk first); `done=False` ends the body without `data: [DONE]`.
+    `ignore_stream` answers with one `chat.completion` JSON body instead, as OpenAI-compatible
+    servers that do not stream do.
     """
 
     chunks: int | None = None
@@ -45,6 +47,7 @@ class StreamPlan:
     cut_after: int | None = None
     truncate: bool = False
     done: bool = True
+    ignore_stream: bool = False
 
 
 @dataclass
@@ -139,7 +142,9 @@ class FakeVenice(FakeServer):
         messages = data["messages"]
         text = self.reply if isinstance(self.reply, str) else self.reply(messages)
         if data.get("stream") is True:
-            return await self._stream(request, data["model"], text)
+            plan = self._plans.pop(0) if self._plans else self.stream_plan
+            if not plan.ignore_stream:
+                return await self._stream(request, data["model"], plan, text)
         body = {
             "id": f"chatcmpl-{next(self._ids)}",
             "object": "chat.completion",
@@ -160,8 +165,9 @@ class FakeVenice(FakeServer):
         headers = {**self._rate_headers(), "x-venice-model-id": data["model"]}
         return json_response(body, headers=headers)
 
-    async def _stream(self, request: web.Request, model: str, text: str) -> web.StreamResponse:
-        plan = self._plans.pop(0) if self._plans else self.stream_plan
+    async def _stream(
+        self, request: web.Request, model: str, plan: StreamPlan, text: str
+    ) -> web.StreamResponse:
         record = StreamRecord(opened_at=time.monotonic())
         self.streams.append(record)
         response = web.StreamResponse(
