@@ -1,10 +1,15 @@
-"""Exactly-once delivery of task results: background waits, claims, recovery, reply order.
+"""Delivery of task results: background waits, claims, recovery, reply order.
 
 Every task the bot enqueues has a `deliveries` row written in the same transaction as its
 charge. Whatever learns how the task ended (the live wait, a second bot process, this process
 after a restart, the recheck that finds a task lost) hands it to `Outcomes.apply`, which
 claims the row and applies the outcome in one transaction; only the claimer sends. A chat's
 replies are sent in the order their messages were handled; photos are not held behind them.
+
+The outcome is applied once; the message is sent at least once. Telegram takes no idempotency
+key and a send cannot share the database's transaction: a process that dies after Telegram
+accepted a message and before the row is marked sent leaves a claim that the next start sends
+again once it is older than CLAIM_LEASE, so the user may see that message twice.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ recheck, lost detection, a refused enqueue) goes through `Outcomes.apply`: the o
 where a reply is saved, a photo counted, a photo chain continued or a charge refunded. The
 delivery row is claimed in the same transaction as the effect, so exactly one caller applies
 and then sends; every effect is idempotent by its own key as well (task id, charge id), so a
-claim resent after a crash repeats nothing.
+claim resent after a crash repeats no database effect (its message may go out again: sending
+is at least once, see producer.delivery).
 """
 
 from __future__ import annotations

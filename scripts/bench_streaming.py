@@ -16,7 +16,8 @@ bot's database is PostgreSQL, as in production: a private database created on `-
   stopped (`done_before_a_draft`), nor one the model finished as the stop came
   (`done_before_the_stop`).
 - **flood**: every chat keeps asking (the next message once the last reply arrived) for
-  `--flood-seconds`: 429s, and each final message delivered exactly once.
+  `--flood-seconds`: 429s, and how many final messages arrived other than once (none is
+  the goal; sending is at least once, so a crash could repeat one).
 - **kill**: `--kill-replies` replies stream, the bot gets SIGKILL, a new one starts: every
   reply is delivered once and nothing is sent twice.
 

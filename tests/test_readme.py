@@ -66,3 +66,30 @@ async def test_the_queue_snippet_enqueues_and_gets_a_result(
         await stop_process(consumer)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("completed {'prompt': '1girl, solo,"), done.stdout
+
+
+# "Exactly once" said of sending: Telegram has no idempotency key, so a message can go twice.
+_SENDING_EXACTLY_ONCE = re.compile(
+    r"(?<!not )exactly[- ]once[^.|]{0,30}(deliver|send)"
+    r"|(deliver|sen[dt])\w*[^.|]{0,40}(?<!not )exactly[- ]once",
+    re.IGNORECASE,
+)
+_DELIVERY_MODULES = (
+    "producer/delivery.py",
+    "producer/outcomes.py",
+    "shared/db/repositories.py",
+    "scripts/bench_streaming.py",
+)
+
+
+def test_sending_is_called_at_least_once_and_the_duplicate_case_is_named() -> None:
+    for name, text in [("README.md", README)] + [
+        (m, (ROOT / m).read_text()) for m in _DELIVERY_MODULES
+    ]:
+        found = _SENDING_EXACTLY_ONCE.search(text)
+        assert found is None, (name, found and found.group(0))
+    guarantees = README.split("\n## Guarantees", 1)[1].split("\n## ", 1)[0]
+    sending = guarantees.split("**Sending: at least once", 1)[1].split("\n- **", 1)[0]
+    # The crash window, the lease after which the next start resends, and what it costs.
+    for words in ("CLAIM_LEASE", "2 min", "twice", "crash", "marked sent"):
+        assert words in sending, words

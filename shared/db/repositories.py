@@ -376,7 +376,7 @@ async def refund(session: AsyncSession, charge_id: str, reason: str) -> RefundOu
     return RefundOutcome.REFUNDED
 
 
-# Deliveries: the bot's exactly-once sending.
+# Deliveries: who applies and sends a task's result (applied once, sent at least once).
 
 
 async def record_pending_delivery(
