@@ -32,6 +32,13 @@ from shared.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
+# Updates handled at once, outside their chat's line. A pre-checkout query only checks an
+# order against the database and changes nothing of the chat, and Telegram waits at most
+# 10 s for its answer, while a chat's line can be held longer (a slow handler here, another
+# process's lease in Redis). It comes from a user, so it would otherwise wait in the user's
+# private chat's line.
+OUT_OF_LINE = frozenset({"pre_checkout_query"})
+
 
 class LogContextMiddleware(BaseMiddleware):
     """Binds update_id and user_id to every log line written while the update is handled."""
@@ -65,7 +72,7 @@ class ChatTurnMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         chat_id = _chat_key(data)
-        if not isinstance(event, Update) or chat_id is None:
+        if not isinstance(event, Update) or event.event_type in OUT_OF_LINE or chat_id is None:
             return await handler(event, data)
         async with self._turns.turn(chat_id, event.update_id):
             return await handler(event, data)
