@@ -27,7 +27,7 @@ from producer.channel import ChatAction, image_extension
 from producer.console_shop import ConsoleShop
 from producer.conversation import Incoming, Profile
 from producer.services import Services, build_services
-from producer.stop import StopAnswer
+from producer.stop import Presser, StopAnswer
 from producer.stream_records import StreamRecords, ViewMode, ViewState
 from producer.streaming import LiveFeed, ReplyView
 from shared.config import Settings
@@ -275,7 +275,8 @@ class CtrlC:
             raise KeyboardInterrupt
 
     async def _stop(self) -> None:
-        answer = await self._services.stopper.stop_chat(self._chat_id)
+        # The console's chat is its user's own, as a private chat is.
+        answer = await self._services.stopper.stop_chat(self._chat_id, Presser(self._chat_id))
         if answer is not StopAnswer.STOPPING:
             self._out.write("\n" + texts.console_message(texts.NOTHING_TO_STOP) + "\n")
             self._out.flush()

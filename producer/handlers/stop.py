@@ -5,29 +5,38 @@ from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, Message, MessageGenerationStopped
+from aiogram.types import CallbackQuery, Message, MessageGenerationStopped, User
 
 from producer import texts
+from producer.handlers import profile_of
 from producer.keyboards import StopCallback
 from producer.services import Services
-from producer.stop import StopAnswer
+from producer.stop import Presser, StopAnswer
 
 _ANSWERS = {
     StopAnswer.STOPPING: texts.STOPPING,
     StopAnswer.NOTHING: texts.NOTHING_TO_STOP,
+    StopAnswer.NOT_YOURS: texts.STOP_NOT_YOURS,
     StopAnswer.UNAVAILABLE: texts.STOP_UNAVAILABLE,
 }
 
 
+def _presser(user: User | None, services: Services) -> Presser:
+    user_id = profile_of(user).user_id
+    return Presser(user_id, admin=user_id in services.settings.admin_ids)
+
+
 async def stop_command(message: Message, services: Services) -> None:
-    answer = await services.stopper.stop_chat(message.chat.id)
+    presser = _presser(message.from_user, services)
+    answer = await services.stopper.stop_chat(message.chat.id, presser)
     await message.answer(_ANSWERS[answer])
 
 
 async def stop_button(
     callback: CallbackQuery, callback_data: StopCallback, services: Services
 ) -> None:
-    answer = await services.stopper.stop_task(callback_data.task_id, source="button")
+    presser = _presser(callback.from_user, services)
+    answer = await services.stopper.stop_task(callback_data.task_id, presser, source="button")
     await callback.answer(_ANSWERS[answer])
 
 
