@@ -24,6 +24,7 @@ from producer.handlers import (
     shop_admin,
     start,
     stop,
+    unknown_buttons,
 )
 from producer.services import Services
 from producer.telegram_session import create_session
@@ -101,8 +102,10 @@ def build_dispatcher(services: Services) -> Dispatcher:
     dispatcher = Dispatcher(services=services)
     dispatcher.update.outer_middleware(LogContextMiddleware())
     dispatcher.update.outer_middleware(ChatTurnMiddleware(services.turns))
-    # Commands first, the free-text dialogue last; the errors router sees every failure.
-    routers = (start, stop, account, admin, shop, shop_admin, generate, photo, dialogue, errors)
+    # Commands first, the free-text dialogue and the presses nobody took last; the errors
+    # router sees every failure.
+    routers = [start, stop, account, admin, shop, shop_admin, generate, photo, dialogue]
+    routers += [unknown_buttons, errors]
     for module in routers:
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)

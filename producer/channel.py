@@ -36,7 +36,9 @@ class ChatAction(StrEnum):
 class Sender(Protocol):
     """Everything the conversation needs from a transport (Telegram, the console)."""
 
-    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None: ...
+    async def send_text(
+        self, chat_id: int, text: str, photo_dialog: int | None = None
+    ) -> None: ...
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None: ...
 

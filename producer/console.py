@@ -50,9 +50,9 @@ class ConsoleSender:
         self._out.write(line + "\n")
         self._out.flush()
 
-    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
+    async def send_text(self, chat_id: int, text: str, photo_dialog: int | None = None) -> None:
         self._print(texts.console_message(text))
-        if photo_button:
+        if photo_dialog is not None:
             self._print(texts.CONSOLE_PHOTO_HINT)
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:
@@ -93,12 +93,12 @@ class ConsoleReplyView:
         self._printed = text
         return 0.0
 
-    async def deliver(self, text: str, photo_button: bool) -> None:
+    async def deliver(self, text: str, photo_dialog: int | None) -> None:
         if self._printed and text.startswith(self._printed):
             self._write(text[len(self._printed) :] + "\n")
         else:
             self._write(("\n" if self._printed else "") + texts.console_message(text) + "\n")
-        if photo_button:
+        if photo_dialog is not None:
             self._write(texts.CONSOLE_PHOTO_HINT + "\n")
 
 

@@ -79,11 +79,15 @@ def fit_history(turns: list[ChatTurn], budget: int) -> list[ChatTurn]:
 
 
 async def _dialog_character(
-    session: AsyncSession, user_id: int
+    session: AsyncSession, user_id: int, dialog_id: int | None = None
 ) -> tuple[Dialog, Character] | None:
-    """The user's active dialog and its character, if the user has chosen one."""
-    dialog = await repo.active_dialog(session, user_id)
-    if dialog is None:
+    """The user's dialog `dialog_id` (default: the active one) and its character; None if
+    the user has no such dialog (none chosen yet, deleted, or someone else's)."""
+    if dialog_id is None:
+        dialog = await repo.active_dialog(session, user_id)
+    else:
+        dialog = await session.get(Dialog, dialog_id)
+    if dialog is None or dialog.user_id != user_id:
         return None
     character = await repo.get_character(session, dialog.character_id)
     return None if character is None else (dialog, character)
@@ -136,13 +140,21 @@ class Conversation:
             return await repo.list_characters(session)
 
     async def choose_character(self, profile: Profile, character_id: int) -> Character | None:
-        """Start or resume the dialog with the character; None if there is no such character."""
+        """Start or resume the dialog with the character; None if there is no such character
+        (a stale or forged button: nothing is written)."""
         async with self._db.begin() as session:
-            await self._user(session, profile)
             character = await repo.get_character(session, character_id)
-            if character is not None:
-                await repo.start_dialog(session, profile.user_id, character_id)
+            if character is None:
+                return None
+            await self._user(session, profile)
+            await repo.start_dialog(session, profile.user_id, character_id)
             return character
+
+    async def dialog_owner(self, dialog_id: int) -> int | None:
+        """The user whose dialog it is; None if there is no such dialog (deleted)."""
+        async with self._db.begin() as session:
+            dialog = await session.get(Dialog, dialog_id)
+            return None if dialog is None else dialog.user_id
 
     async def reset(self, user_id: int) -> Character | None:
         """A fresh dialog with the same character; None if the user has no dialog."""
@@ -243,8 +255,11 @@ class Conversation:
             user_message=message.text,
         )
 
-    async def photo(self, chat_id: int, profile: Profile, request_id: str) -> None:
-        """The photo button: one photo at a time per user, charged once per press."""
+    async def photo(
+        self, chat_id: int, profile: Profile, request_id: str, dialog_id: int | None = None
+    ) -> None:
+        """The photo button: a photo from the user's dialog `dialog_id` (default: the active
+        one), one at a time per user, charged once per press."""
         prompt_id = task_id_for("photo", chat_id, request_id)
         job = Job(prompt_id, DeliveryKind.PHOTO_PROMPT, chat_id)
         if not await self._photo_lock.acquire(profile.user_id, job.charge_id):
@@ -252,7 +267,7 @@ class Conversation:
             return
         charged = False
         try:
-            payload = await self._prepare_photo(profile, job)
+            payload = await self._prepare_photo(profile, job, dialog_id)
             charged = payload is not None
         finally:
             if not charged:
@@ -263,10 +278,12 @@ class Conversation:
         # From here the photo's outcome releases the lock: sent, failed or refunded.
         await self._enqueue(job, profile.user_id, TaskType.GENERATE_IMAGE_PROMPT, payload)
 
-    async def _prepare_photo(self, profile: Profile, job: Job) -> ImagePromptPayload | None:
+    async def _prepare_photo(
+        self, profile: Profile, job: Job, dialog_id: int | None
+    ) -> ImagePromptPayload | None:
         async def charge(session: AsyncSession) -> tuple[Character, list[dict[str, str]]] | None:
             await self._user(session, profile)
-            found = await _dialog_character(session, profile.user_id)
+            found = await _dialog_character(session, profile.user_id, dialog_id)
             if found is None:
                 return None
             dialog, character = found

@@ -348,9 +348,9 @@ class Deliveries:
         result = applied.result
         if applied.verdict is Verdict.COMPLETED and isinstance(result, ReplyResult):
             text = texts.marked_reply(result.reply, result.stopped, result.cut)
-            await view.deliver(text, photo_button=True)
+            await view.deliver(text, photo_dialog=result.dialog_id)
         else:
-            await view.deliver(_failure_text(job, applied.verdict), photo_button=False)
+            await view.deliver(_failure_text(job, applied.verdict), photo_dialog=None)
 
     async def _release_photo(self, job: Job, user_id: int | None) -> None:
         """Free the user's photo lock (keyed by the user, not the chat: groups differ)."""

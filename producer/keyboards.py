@@ -1,30 +1,69 @@
-"""Inline keyboards and their typed callback data."""
+"""Inline keyboards and their typed callback data.
+
+Callback data comes back from the client, which can send any data for a button (a forged
+press, or a stale button of an older version of the bot). Each field is checked as it is
+unpacked, so a malformed press matches no handler and gets the stale-button answer (see
+handlers/unknown_buttons) instead of reaching the database: an id past its column's range
+there is a database error, not "no such row".
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from pydantic import BeforeValidator, Field
 
 from producer import texts
 from shared.db.models import Character
 
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+_PLAIN_NUMBER = re.compile(r"[0-9]{1,19}")
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def _plain_number(value: object) -> object:
+    """Only plain ASCII digits make a number from callback data (pydantic alone would take
+    " 5", "+5", "5.0" or "1_0"), so every id has one spelling."""
+    if isinstance(value, str) and not _PLAIN_NUMBER.fullmatch(value):
+        raise ValueError("not a plain number")
+    return value
+
+
+CharacterId = Annotated[int, BeforeValidator(_plain_number), Field(ge=1, le=_INT32_MAX)]
+DialogId = Annotated[int, BeforeValidator(_plain_number), Field(ge=1, le=_INT64_MAX)]
+UserId = Annotated[int, BeforeValidator(_plain_number), Field(ge=1, le=_INT64_MAX)]
+TaskId = Annotated[str, Field(pattern=_UUID)]
+
 
 class CharacterCallback(CallbackData, prefix="char"):
-    character_id: int
+    character_id: CharacterId
 
 
 class PhotoCallback(CallbackData, prefix="photo"):
-    pass
+    """A photo from the dialog of the reply the button is under; only that dialog's user
+    may press it. None: the presser's current dialog."""
+
+    dialog_id: DialogId | None = None
+
+
+# Photo buttons sent before they named their dialog: the presser's current dialog.
+LEGACY_PHOTO_DATA = "photo"
 
 
 class DeleteCallback(CallbackData, prefix="delete"):
+    """The answer to "delete my data?"; only the user who asked may give it."""
+
+    user_id: UserId
     confirmed: bool
 
 
 class StopCallback(CallbackData, prefix="stop"):
-    task_id: str
+    task_id: TaskId
 
 
 def characters_keyboard(characters: Iterable[Character]) -> InlineKeyboardMarkup:
@@ -40,8 +79,9 @@ def characters_keyboard(characters: Iterable[Character]) -> InlineKeyboardMarkup
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def photo_keyboard() -> InlineKeyboardMarkup:
-    button = InlineKeyboardButton(text=texts.PHOTO_BUTTON, callback_data=PhotoCallback().pack())
+def photo_keyboard(dialog_id: int) -> InlineKeyboardMarkup:
+    data = PhotoCallback(dialog_id=dialog_id).pack()
+    button = InlineKeyboardButton(text=texts.PHOTO_BUTTON, callback_data=data)
     return InlineKeyboardMarkup(inline_keyboard=[[button]])
 
 
@@ -52,11 +92,11 @@ def stop_keyboard(task_id: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[button]])
 
 
-def delete_keyboard() -> InlineKeyboardMarkup:
-    yes = InlineKeyboardButton(
-        text=texts.DELETE_CONFIRM_BUTTON, callback_data=DeleteCallback(confirmed=True).pack()
-    )
-    no = InlineKeyboardButton(
-        text=texts.DELETE_CANCEL_BUTTON, callback_data=DeleteCallback(confirmed=False).pack()
-    )
-    return InlineKeyboardMarkup(inline_keyboard=[[yes, no]])
+def delete_keyboard(user_id: int) -> InlineKeyboardMarkup:
+    yes = DeleteCallback(user_id=user_id, confirmed=True).pack()
+    no = DeleteCallback(user_id=user_id, confirmed=False).pack()
+    buttons = [
+        InlineKeyboardButton(text=texts.DELETE_CONFIRM_BUTTON, callback_data=yes),
+        InlineKeyboardButton(text=texts.DELETE_CANCEL_BUTTON, callback_data=no),
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=[buttons])

@@ -58,8 +58,9 @@ class ReplyView(Protocol):
         """Show the text so far: 0.0 if shown, else the seconds until the chat has a free
         slot (nothing was shown; the caller comes back then, with newer text if any)."""
 
-    async def deliver(self, text: str, photo_button: bool) -> None:
-        """Send the reply's final text (or its failure notice); called once, after a claim."""
+    async def deliver(self, text: str, photo_dialog: int | None) -> None:
+        """Send the reply's final text (or its failure notice); called once, after a claim.
+        With `photo_dialog`, the last message carries the photo button of that dialog."""
 
 
 class PlainReplyView:
@@ -75,8 +76,8 @@ class PlainReplyView:
     async def show(self, text: str) -> float:
         return 0.0
 
-    async def deliver(self, text: str, photo_button: bool) -> None:
-        await send_parts(self._sender, self._chat_id, final_parts(text), photo_button)
+    async def deliver(self, text: str, photo_dialog: int | None) -> None:
+        await send_parts(self._sender, self._chat_id, final_parts(text), photo_dialog)
 
 
 def final_parts(text: str) -> list[str]:
@@ -84,10 +85,13 @@ def final_parts(text: str) -> list[str]:
     return split_text(text) or [texts.EMPTY_REPLY]
 
 
-async def send_parts(sender: Sender, chat_id: int, parts: list[str], photo_button: bool) -> None:
-    """Send `parts` in order; the last one carries the photo button if asked."""
+async def send_parts(
+    sender: Sender, chat_id: int, parts: list[str], photo_dialog: int | None
+) -> None:
+    """Send `parts` in order; the last one carries the photo button of `photo_dialog`."""
     for number, part in enumerate(parts, start=1):
-        await sender.send_text(chat_id, part, photo_button=photo_button and number == len(parts))
+        last = number == len(parts)
+        await sender.send_text(chat_id, part, photo_dialog=photo_dialog if last else None)
 
 
 def visible_part(text: str) -> str:

@@ -27,8 +27,8 @@ class TelegramSender:
         self._bot = bot
         self._budget = budget
 
-    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
-        markup = photo_keyboard() if photo_button else None
+    async def send_text(self, chat_id: int, text: str, photo_dialog: int | None = None) -> None:
+        markup = None if photo_dialog is None else photo_keyboard(photo_dialog)
         await self._bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:

@@ -99,20 +99,21 @@ class TelegramReplyView:
         # Kept before the next edit, so a restarted bot edits this message, not a new one.
         await self._records.save(state)
 
-    async def deliver(self, text: str, photo_button: bool) -> None:
+    async def deliver(self, text: str, photo_dialog: int | None) -> None:
         self._delivered = True
         parts = final_parts(text)
         message_id = self._state.message_id
+        last_dialog = photo_dialog if len(parts) == 1 else None
         edited = (
             self._state.mode is ViewMode.EDIT
             and message_id is not None
-            and await self._edit_final(message_id, parts[0], photo_button and len(parts) == 1)
+            and await self._edit_final(message_id, parts[0], last_dialog)
         )
         if edited:
             parts = parts[1:]
-        await send_parts(self._sender, self._state.chat_id, parts, photo_button)
+        await send_parts(self._sender, self._state.chat_id, parts, photo_dialog)
 
-    async def _edit_final(self, message_id: int, text: str, photo_button: bool) -> bool:
+    async def _edit_final(self, message_id: int, text: str, photo_dialog: int | None) -> bool:
         """Put the final text into the streamed message; False if it cannot be edited (the
         user deleted it): the final text is then sent as a new message."""
         try:
@@ -120,7 +121,7 @@ class TelegramReplyView:
                 chat_id=self._state.chat_id,
                 message_id=message_id,
                 text=text,
-                reply_markup=photo_keyboard() if photo_button else None,
+                reply_markup=None if photo_dialog is None else photo_keyboard(photo_dialog),
             )
         except TelegramBadRequest as exc:
             if _not_modified(exc):  # a repeat after a crash: the text is already there

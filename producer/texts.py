@@ -56,6 +56,9 @@ DELETE_QUESTION = (
 DELETE_DONE = "Готово: твои диалоги и сообщения удалены."
 DELETE_CANCELLED = "Хорошо, ничего не удаляю."
 UNEXPECTED_ERROR = "Что-то пошло не так. Попробуй ещё раз чуть позже."
+# Answers to a button press that does nothing (shown over the chat, not sent to it).
+BUTTON_OUTDATED = "Эта кнопка больше не работает. Список команд: /help"
+NOT_YOUR_BUTTON = "Эта кнопка не для тебя: её нажимает тот, кому она адресована."
 UNKNOWN_COMMAND = "Не знаю такой команды. Список команд: /help"
 NOT_TEXT = "Я понимаю только текстовые сообщения."
 QUEUE_EMPTY = "нет"

@@ -33,7 +33,7 @@ class SlowTransport:
         self.sending = asyncio.Event()
         self.texts: list[str] = []
 
-    async def send_text(self, chat_id: int, text: str, photo_button: bool = False) -> None:
+    async def send_text(self, chat_id: int, text: str, photo_dialog: int | None = None) -> None:
         self.sending.set()
         await asyncio.sleep(self.delay)
         self.texts.append(text)

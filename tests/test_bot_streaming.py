@@ -130,7 +130,7 @@ async def test_a_group_reply_is_one_message_edited_in_place(
     shown = tg.chat_history(GROUP)[-1]
     assert shown["text"] == "Всем привет и тебе!"
     callback = shown["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    assert callback == PhotoCallback().pack()
+    assert callback == PhotoCallback(dialog_id=1).pack()  # the dialog the reply was written in
 
 
 async def test_refused_drafts_fall_back_to_an_edited_message(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
@@ -10,6 +11,8 @@ from producer import texts
 from producer.handlers import chat_of, profile_of
 from producer.keyboards import DeleteCallback, delete_keyboard
 from producer.services import Services
+
+log = structlog.get_logger(__name__)
 
 
 async def balance(message: Message, services: Services) -> None:
@@ -33,12 +36,18 @@ async def privacy(message: Message) -> None:
 
 
 async def delete_me(message: Message) -> None:
-    await message.answer(texts.DELETE_QUESTION, reply_markup=delete_keyboard())
+    user_id = profile_of(message.from_user).user_id
+    await message.answer(texts.DELETE_QUESTION, reply_markup=delete_keyboard(user_id))
 
 
 async def delete_confirmed(
     callback: CallbackQuery, callback_data: DeleteCallback, services: Services
 ) -> None:
+    # In a group everyone sees the question; only the one who asked may answer it.
+    if callback_data.user_id != callback.from_user.id:
+        log.info("delete_button_refused", owner_id=callback_data.user_id)
+        await callback.answer(texts.NOT_YOUR_BUTTON)
+        return
     await callback.answer()
     text = texts.DELETE_CANCELLED
     if callback_data.confirmed:

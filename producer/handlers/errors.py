@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import structlog
 from aiogram import Bot, Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.types import ErrorEvent, Update
 
@@ -24,6 +27,15 @@ def _chat_of(update: Update) -> int | None:
     return None
 
 
+async def _release_button(update: Update, bot: Bot) -> None:
+    """A failed press is still answered, or its button keeps a spinner until Telegram gives
+    up. The handler may have answered already; Telegram refuses a second answer, harmlessly."""
+    if update.callback_query is None:
+        return
+    with contextlib.suppress(TelegramAPIError):
+        await bot.answer_callback_query(callback_query_id=update.callback_query.id)
+
+
 async def _tell(update: Update, services: Services, text: str) -> None:
     chat_id = _chat_of(update)
     if chat_id is not None:
@@ -37,6 +49,7 @@ async def expected(event: ErrorEvent, services: Services, bot: Bot) -> None:
         update_id=event.update.update_id,
         error=type(event.exception).__name__,
     )
+    await _release_button(event.update, bot)
     exc, chat_id = event.exception, _chat_of(event.update)
     if isinstance(exc, InsufficientBalanceError) and chat_id is not None:
         # Where a balance runs out, the shop is one tap away.
@@ -46,8 +59,9 @@ async def expected(event: ErrorEvent, services: Services, bot: Bot) -> None:
     await _tell(event.update, services, texts.error_text(exc))
 
 
-async def unexpected(event: ErrorEvent, services: Services) -> None:
+async def unexpected(event: ErrorEvent, services: Services, bot: Bot) -> None:
     log.error("update_failed", update_id=event.update.update_id, exc_info=event.exception)
+    await _release_button(event.update, bot)
     await _tell(event.update, services, texts.UNEXPECTED_ERROR)
 
 
