@@ -13,13 +13,17 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from producer import texts
-from producer.keyboards import DeleteCallback
+from producer.app import build_bot, build_dispatcher
+from producer.keyboards import LEGACY_PHOTO_DATA, CharacterCallback, DeleteCallback
+from producer.services import build_services
+from producer.telegram_sender import telegram_sender
 from shared.config import Settings
+from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import ChatMessage, Delivery, Dialog, LedgerEntry, User
 from shared.queue import QueueService, TaskType
 from shared.tasks import ReplyResult
 from tests.bot_feed import FedBot, fed_bot, open_deliveries
-from tests.bot_harness import ManualConsumer, bot_settings, wait_text
+from tests.bot_harness import ManualConsumer, balances, bot_settings, wait_text
 from tests.bot_world import eventually
 from tests.fakes.telegram import FakeTelegram
 from tests.fixtures_db import Sessions, new_user_id
@@ -222,3 +226,40 @@ async def test_the_delete_question_is_answered_only_by_who_asked(
     await wait_text(bot.tg, group, texts.DELETE_DONE)
     assert (await snapshot(db, asker))["dialogs"] == []
     assert await snapshot(db, other) == others
+
+
+async def test_a_photo_button_sent_before_buttons_named_their_dialog_still_works(
+    bot: FedBot, db: Sessions, queue: QueueService
+) -> None:
+    user = new_user_id()
+    await bot.choose_character(user)
+    before = await balances(db, user)
+
+    assert await press(bot, user, LEGACY_PHOTO_DATA) is not None
+
+    consumer = ManualConsumer(queue)
+    await consumer.fail(await consumer.take(TaskType.GENERATE_IMAGE_PROMPT))
+    await wait_text(bot.tg, user, texts.IMAGE_FAILED)
+    await all_sent(db, user)
+    assert await balances(db, user) == before  # charged, then refunded once
+
+
+async def test_a_press_whose_handler_fails_is_still_answered(
+    config: Settings, queue: QueueService, tg: FakeTelegram
+) -> None:
+    # Nothing listens on port 9: the handler's database call fails at once.
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/test")
+    bot = build_bot(config)
+    try:
+        sender = telegram_sender(bot, config, queue.redis)
+        services = build_services(config, create_sessionmaker(engine), queue, sender)
+        dispatcher = build_dispatcher(services)
+        callback_id = tg.callback(new_user_id(), CharacterCallback(character_id=1).pack())
+        with capture_logs() as logs:
+            await dispatcher.feed_raw_update(bot, tg.pending_updates[-1])
+    finally:
+        await bot.session.close()
+        await engine.dispose()
+
+    assert callback_id in tg.answered_callbacks
+    assert [e["event"] for e in errors_in(logs)] == ["update_failed"]
