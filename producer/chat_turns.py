@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 import structlog
 from redis.exceptions import RedisError
 
+from producer.bot_steps import TurnEnter, TurnLeave, TurnRenew
 from shared.closing import pause
-from shared.queue.connection import RedisClient
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
 from shared.redact import redact
 
 log = structlog.get_logger(__name__)
@@ -33,66 +35,6 @@ POLL_SECONDS = 0.015
 # Past this, an update stops waiting for another process's turn and runs anyway: a turn that
 # is renewed this long belongs to a handler that hangs, and the chat must not hang with it.
 MAX_WAIT_SECONDS = 60.0
-
-# KEYS: turns (sorted set of update ids), leases (hash: update id -> "deadline_ms:token").
-# ARGV: update id, token, lease ms. Returns 1 if the update may run now, else 0.
-_ENTER = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('HGET', KEYS[2], ARGV[1])
-if held then
-  local deadline, owner = string.match(held, '^(%d+):(.*)$')
-  if owner ~= ARGV[2] and tonumber(deadline) > now then return 0 end
-end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], (now + tonumber(ARGV[3])) .. ':' .. ARGV[2])
-redis.call('PEXPIRE', KEYS[1], 10 * tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[2], 10 * tonumber(ARGV[3]))
-while true do
-  local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-  if head == ARGV[1] then return 1 end
-  local lease = redis.call('HGET', KEYS[2], head)
-  if lease and tonumber(string.match(lease, '^(%d+):')) > now then return 0 end
-  redis.call('ZREM', KEYS[1], head)
-  redis.call('HDEL', KEYS[2], head)
-end
-"""
-
-# KEYS and ARGV as for _ENTER. Extends the lease if this token still holds it; 1 if so.
-_RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held or string.match(held, '^%d+:(.*)$') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], (now + tonumber(ARGV[3])) .. ':' .. ARGV[2])
-redis.call('PEXPIRE', KEYS[1], 10 * tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[2], 10 * tonumber(ARGV[3]))
-return 1
-"""
-
-# KEYS as for _ENTER. ARGV: update id, token. Removes the update if this token holds it.
-_LEAVE = """
-local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held or string.match(held, '^%d+:(.*)$') ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
-return 1
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class TurnKeys:
-    """The bot's per-chat turn keys; the chat id is the hash tag, so each script touches one
-    cluster slot."""
-
-    prefix: str
-
-    def turns(self, chat_id: int) -> str:
-        return f"{self.prefix}bot:chat:{{{chat_id}}}:turns"
-
-    def leases(self, chat_id: int) -> str:
-        return f"{self.prefix}bot:chat:{{{chat_id}}}:leases"
 
 
 @dataclass(slots=True)
@@ -107,15 +49,15 @@ class ChatTurns:
 
     def __init__(
         self,
-        redis: RedisClient,
-        queue_prefix: str,
+        scripts: Scripts,
+        keys: BotKeys,
         *,
         lease_seconds: float = LEASE_SECONDS,
         poll_seconds: float = POLL_SECONDS,
         max_wait_seconds: float = MAX_WAIT_SECONDS,
     ) -> None:
-        self._redis = redis
-        self._keys = TurnKeys(queue_prefix)
+        self._scripts = scripts
+        self._keys = keys
         self._lease_ms = max(1, int(lease_seconds * 1000))
         self._poll = poll_seconds
         self._max_wait = max_wait_seconds
@@ -125,22 +67,18 @@ class ChatTurns:
         self._idle = asyncio.Event()
         self._idle.set()
         self._order = itertools.count()
-        self._enter = redis.register_script(_ENTER)
-        self._renew = redis.register_script(_RENEW)
-        self._leave = redis.register_script(_LEAVE)
 
     @contextlib.asynccontextmanager
     async def turn(self, chat_id: int, update_id: int) -> AsyncIterator[None]:
         """Hold `chat_id`'s turn for `update_id` while the block runs."""
         await self._line_up(chat_id, update_id)
         try:
-            keys = [self._keys.turns(chat_id), self._keys.leases(chat_id)]
-            if not await self._take(keys, update_id):
+            if not await self._take(chat_id, update_id):
                 yield
                 return
             stop = asyncio.Event()  # as well as the cancel (see shared.closing)
             renewer = asyncio.create_task(
-                self._keep(keys, update_id, stop), name=f"turn-{chat_id}"
+                self._keep(chat_id, update_id, stop), name=f"turn-{chat_id}"
             )
             try:
                 yield
@@ -149,7 +87,7 @@ class ChatTurns:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
-                await self._give_back(keys, update_id)
+                await self._give_back(chat_id, update_id)
         finally:
             self._next_in_line(chat_id)
 
@@ -194,45 +132,48 @@ class ChatTurns:
 
     # Across processes: the chat's turn in Redis.
 
-    async def _take(self, keys: list[str], update_id: int) -> bool:
+    async def _take(self, chat_id: int, update_id: int) -> bool:
         """Wait for the Redis turn; False if it could not be taken (Redis away, or another
         process held the chat for too long), and the update runs in process order only."""
-        args: list[int | str] = [update_id, self._token, self._lease_ms]
+        turns, leases = self._keys.turns(chat_id), self._keys.turn_leases(chat_id)
+        enter = TurnEnter(turns, leases, update_id, self._token, self._lease_ms)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
         try:
-            while not await self._enter(keys=keys, args=args):
+            while not await self._scripts.run(enter):
                 if loop.time() > deadline:
                     log.warning("chat_turn_wait_expired", update_id=update_id)
-                    await self._give_back(keys, update_id)
+                    await self._give_back(chat_id, update_id)
                     return False
                 await asyncio.sleep(self._poll)
         except (RedisError, OSError) as exc:
             log.warning("chat_turn_unavailable", error=redact(str(exc)))
             # The step may have run with its reply lost: take our update out of the line, or
             # its lease runs out by itself.
-            await self._give_back(keys, update_id)
+            await self._give_back(chat_id, update_id)
             return False
         except asyncio.CancelledError:  # shutting down: do not make the others wait a lease
-            await self._give_back(keys, update_id)
+            await self._give_back(chat_id, update_id)
             raise
         return True
 
-    async def _keep(self, keys: list[str], update_id: int, stop: asyncio.Event) -> None:
-        args: list[int | str] = [update_id, self._token, self._lease_ms]
+    async def _keep(self, chat_id: int, update_id: int, stop: asyncio.Event) -> None:
+        turns, leases = self._keys.turns(chat_id), self._keys.turn_leases(chat_id)
+        renew = TurnRenew(turns, leases, update_id, self._token, self._lease_ms)
         while not stop.is_set():
             await pause(stop, self._lease_ms / 3000)
             if stop.is_set():
                 return
             try:
-                if not await self._renew(keys=keys, args=args):
+                if not await self._scripts.run(renew):
                     log.warning("chat_turn_lost", update_id=update_id)
                     return
             except (RedisError, OSError) as exc:
                 log.warning("chat_turn_renew_failed", error=redact(str(exc)))
 
-    async def _give_back(self, keys: list[str], update_id: int) -> None:
+    async def _give_back(self, chat_id: int, update_id: int) -> None:
+        turns, leases = self._keys.turns(chat_id), self._keys.turn_leases(chat_id)
         try:
-            await self._leave(keys=keys, args=[update_id, self._token])
+            await self._scripts.run(TurnLeave(turns, leases, update_id, self._token))
         except (RedisError, OSError) as exc:  # the lease runs out by itself
             log.warning("chat_turn_leave_failed", error=redact(str(exc)))

@@ -39,6 +39,7 @@ from shared.db import repositories as repo
 from shared.db.retry import retry_transient
 from shared.errors import TaskTimeoutError
 from shared.queue import QueueService
+from shared.queue.keys import BotKeys
 from shared.redact import redact
 from shared.tasks import ImageResult, QueueTask, ReplyResult, TaskType, now
 
@@ -77,7 +78,7 @@ class Deliveries:
         self._photo_lock = photo_lock
         # Replies are shown while they are written only with a live feed.
         self._live = live
-        self._records = StreamRecords(queue.redis, settings.redis_queue_prefix)
+        self._records = StreamRecords(queue.redis, BotKeys.from_settings(settings))
         self._outcomes = Outcomes(settings, db, queue)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending: set[asyncio.Task[Any]] = set()

@@ -55,7 +55,7 @@ async def run_polling(settings: Settings, step: Step) -> None:
     async with bot:
         await check_telegram(bot, settings, step)
         async with backends(settings, "bot", step) as (db, queue, live):
-            sender = telegram_sender(bot, settings, queue.redis)
+            sender = telegram_sender(bot, settings, queue.scripts)
             services = build_services(settings, db, queue, sender, live)
             dispatcher = build_dispatcher(services)
             # getUpdates is refused while a webhook is set (e.g. by an earlier --webhook run).
@@ -82,7 +82,7 @@ async def run_webhook(settings: Settings, step: Step) -> None:
     async with bot:
         await check_telegram(bot, settings, step)
         async with backends(settings, "bot-webhook", step) as (db, queue, live):
-            sender = telegram_sender(bot, settings, queue.redis)
+            sender = telegram_sender(bot, settings, queue.scripts)
             services = build_services(settings, db, queue, sender, live)
             dispatcher = build_dispatcher(services)
             app = web.Application()

@@ -22,87 +22,21 @@ import contextlib
 import contextvars
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from shared.queue.connection import RedisClient
+from producer.bot_steps import BudgetAnswered, BudgetRelease, BudgetStart, BudgetTake
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
+from shared.queue.steps import Step
 from shared.redact import redact
 
 log = structlog.get_logger(__name__)
-
-# Every script: KEYS[1] = the chat's budget, a hash: `free` (the next slot not yet booked),
-# `quiet` (no call may start before it: the last answer plus the interval, or a 429's
-# retry_after) and, while a call is in flight, `lease` (its deadline) and `owner`. Server ms.
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local free = tonumber(redis.call('HGET', KEYS[1], 'free') or '0')
-local quiet = tonumber(redis.call('HGET', KEYS[1], 'quiet') or '0')
-local lease = tonumber(redis.call('HGET', KEYS[1], 'lease') or '0')
-local function start(lease_ms, owner)
-  redis.call('HSET', KEYS[1], 'lease', now + tonumber(lease_ms), 'owner', owner)
-end
-local function keep(ms)
-  redis.call('PEXPIRE', KEYS[1], math.max(free - now, quiet - now, 0) + ms + 60000)
-end
-"""
-
-# ARGV: interval ms, mode, lease ms, owner. Mode 1 books the next slot and returns the ms to
-# wait for it (0: the call starts now). Mode 0 starts the call only if the chat is free now
-# (0), else books nothing and returns the ms until it is free.
-_TAKE = (
-    _NOW
-    + """
-local slot = math.max(now, free, quiet)
-if ARGV[2] == '0' then
-  if lease > now then return math.max(slot - now, 50) end
-  if slot > now then return slot - now end
-end
-redis.call('HSET', KEYS[1], 'free', slot + tonumber(ARGV[1]))
-keep(tonumber(ARGV[1]) + tonumber(ARGV[3]))
-if slot > now then return slot - now end
-if lease > now then return 1 end  -- due, but the call before is in flight: start waits
-start(ARGV[3], ARGV[4])
-return 0
-"""
-)
-
-# ARGV: lease ms, owner. A booked call starts (0); or the ms it must still wait, negative
-# while the call before is in flight (its answer time is not known yet).
-_START = (
-    _NOW
-    + """
-if lease > now then return now - lease end
-if quiet > now then return quiet - now end
-start(ARGV[1], ARGV[2])
-keep(tonumber(ARGV[1]))
-return 0
-"""
-)
-
-# ARGV: ms the chat stays quiet from now (the interval, or a 429's retry_after if longer).
-_ANSWERED = (
-    _NOW
-    + """
-redis.call('HDEL', KEYS[1], 'lease', 'owner')
-redis.call('HSET', KEYS[1], 'quiet', math.max(quiet, now + tonumber(ARGV[1])))
-keep(tonumber(ARGV[1]))
-return 1
-"""
-)
-
-# ARGV: owner. A call that never left (cancelled as it started) frees the chat at once.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  redis.call('HDEL', KEYS[1], 'lease', 'owner')
-end
-return 1
-"""
 
 # A call in flight keeps its chat quiet at most this long (its process may have died).
 LEASE_SECONDS = 5.0
@@ -128,72 +62,109 @@ def slot_already_taken() -> bool:
     return _slot_taken.get()
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetKeys:
-    """The chat id is the hash tag, as for the chat's turns."""
+# Past this many chats in memory, every idle one is forgotten at once (then again at twice
+# as many as are left): the least recently used ones alone may be held by a long quiet.
+SWEEP_AT_LEAST = 1024
 
-    prefix: str
 
-    def budget(self, chat_id: int | str) -> str:
-        return f"{self.prefix}bot:chat:{{{chat_id}}}:budget"
+@dataclass(slots=True)
+class _ChatState:
+    """A chat's pacing in process (monotonic seconds)."""
+
+    free: float = 0.0  # the next slot not yet booked
+    quiet: float = 0.0  # no call may start before this
+    lease: float = 0.0  # a call is in flight until it is answered, at most until this
+
+    def idle(self, now: float) -> bool:
+        """Nothing here holds a call back any more: the chat is as good as unknown."""
+        return max(self.free, self.quiet, self.lease) <= now
 
 
 class _LocalBudget:
-    """The same rule in process, for while Redis is away."""
+    """The same rule in process, for while Redis is away.
+
+    Only chats whose state still holds a call back are kept: a long-running bot remembers
+    the chats of the last moments, not one entry per chat it ever saw.
+    """
 
     def __init__(self) -> None:
-        self._free: dict[int | str, float] = {}
-        self._quiet: dict[int | str, float] = {}
-        self._busy: set[int | str] = set()
+        self._chats: OrderedDict[int | str, _ChatState] = OrderedDict()
+        self._sweep_at = SWEEP_AT_LEAST
+
+    def __len__(self) -> int:
+        return len(self._chats)
 
     def take(self, chat_id: int | str, interval: float, wait: bool) -> float:
         now = time.monotonic()
-        busy = chat_id in self._busy
-        slot = max(now, self._free.get(chat_id, 0.0))
+        state = self._state(chat_id, now)
+        busy = state.lease > now
+        slot = max(now, state.free)
         if not busy:
-            slot = max(slot, self._quiet.get(chat_id, 0.0))
+            slot = max(slot, state.quiet)
         if not wait and (busy or slot > now):
             return max(slot - now, 0.05)
-        self._free[chat_id] = slot + interval
+        state.free = slot + interval
         if slot > now or busy:
             return max(slot - now, 0.001)
-        self._busy.add(chat_id)
+        state.lease = now + LEASE_SECONDS
         return 0.0
 
     def start(self, chat_id: int | str) -> float:
         now = time.monotonic()
-        quiet = self._quiet.get(chat_id, 0.0)
-        if chat_id in self._busy:
+        state = self._state(chat_id, now)
+        if state.lease > now:
             return -START_POLL_SECONDS
-        if quiet > now:
-            return quiet - now
-        self._busy.add(chat_id)
+        if state.quiet > now:
+            return state.quiet - now
+        state.lease = now + LEASE_SECONDS
         return 0.0
 
     def answered(self, chat_id: int | str, quiet: float) -> None:
-        self._busy.discard(chat_id)
-        self._quiet[chat_id] = time.monotonic() + quiet
+        now = time.monotonic()
+        state = self._state(chat_id, now)
+        state.lease = 0.0
+        state.quiet = max(state.quiet, now + quiet)
+
+    def _state(self, chat_id: int | str, now: float) -> _ChatState:
+        self._forget_idle(now)
+        state = self._chats.get(chat_id)
+        if state is None:
+            state = self._chats[chat_id] = _ChatState()
+        else:
+            self._chats.move_to_end(chat_id)  # least recently used first
+        return state
+
+    def _forget_idle(self, now: float) -> None:
+        chats = self._chats
+        while chats and next(iter(chats.values())).idle(now):
+            chats.popitem(last=False)
+        if len(chats) > self._sweep_at:
+            for chat_id in [chat for chat, state in chats.items() if state.idle(now)]:
+                del chats[chat_id]
+            self._sweep_at = max(SWEEP_AT_LEAST, 2 * len(chats))
 
 
 class SendBudget:
     """Per-chat pacing of Bot API calls; one instance per process, state in Redis."""
 
     def __init__(
-        self, redis: RedisClient, queue_prefix: str, *, chat_interval: float, group_interval: float
+        self, scripts: Scripts, keys: BotKeys, *, chat_interval: float, group_interval: float
     ) -> None:
-        self._keys = BudgetKeys(queue_prefix)
+        self._scripts = scripts
+        self._keys = keys
         self._chat_interval = chat_interval
         self._group_interval = group_interval
-        self._take = redis.register_script(_TAKE)
-        self._start = redis.register_script(_START)
-        self._answered = redis.register_script(_ANSWERED)
-        self._release = redis.register_script(_RELEASE)
         self._local = _LocalBudget()
 
     def interval(self, chat_id: int | str) -> float:
         """Groups (negative ids, or @channel names) get the slower pace Telegram asks there."""
         private = isinstance(chat_id, int) and chat_id > 0
         return self._chat_interval if private else self._group_interval
+
+    def chats_in_memory(self) -> int:
+        """How many chats' pacing this process holds for while Redis is away (idle chats are
+        forgotten, so this stays near the number of chats active in the last moments)."""
+        return len(self._local)
 
     async def take(self, chat_id: int | str) -> None:
         """Book the chat's next slot, wait for it, then for the call before to be answered
@@ -219,41 +190,39 @@ class SendBudget:
         quiet = max(self.interval(chat_id), retry_after)
         self._local.answered(chat_id, quiet)
         try:
-            await self._answered(keys=[self._keys.budget(chat_id)], args=[int(quiet * 1000)])
+            await self._scripts.run(BudgetAnswered(self._keys.budget(chat_id), int(quiet * 1000)))
         except (RedisError, OSError) as exc:
             log.warning("send_budget_unavailable", error=redact(str(exc)))
 
     async def _step(self, chat_id: int | str, *, wait: bool) -> float:
         interval = self.interval(chat_id)
-        lease = int(LEASE_SECONDS * 1000)
         owner = uuid.uuid4().hex  # this call's, so a release frees nobody else's
-        args = [int(interval * 1000), 1 if wait else 0, lease, owner]
+        budget = self._keys.budget(chat_id)
+        step = BudgetTake(budget, int(interval * 1000), wait, int(LEASE_SECONDS * 1000), owner)
         try:
-            waited = await self._run(self._take, chat_id, args, owner)
+            waited = await self._run(step, budget, owner)
         except (RedisError, OSError) as exc:
             log.warning("send_budget_unavailable", error=redact(str(exc)))
             return self._local.take(chat_id, interval, wait)
         return int(waited) / 1000
 
     async def _begin(self, chat_id: int | str) -> float:
+        owner = uuid.uuid4().hex
+        budget = self._keys.budget(chat_id)
         try:
-            owner = uuid.uuid4().hex
-            args = [int(LEASE_SECONDS * 1000), owner]
-            waited = await self._run(self._start, chat_id, args, owner)
+            step = BudgetStart(budget, int(LEASE_SECONDS * 1000), owner)
+            waited = await self._run(step, budget, owner)
         except (RedisError, OSError) as exc:
             log.warning("send_budget_unavailable", error=redact(str(exc)))
             return self._local.start(chat_id)
         return int(waited) / 1000
 
-    async def _run(
-        self, script: AsyncScript, chat_id: int | str, args: list[Any], owner: str
-    ) -> Any:
+    async def _run(self, step: Step, budget: str, owner: str) -> Any:
         """Run a step that may start a call; cancelled meanwhile (its reply lost, the call
         never made), the chat is freed at once instead of after the lease."""
-        key = self._keys.budget(chat_id)
         try:
-            return await script(keys=[key], args=args)
+            return await self._scripts.run(step)
         except asyncio.CancelledError:
             with contextlib.suppress(RedisError, OSError):
-                await asyncio.shield(self._release(keys=[key], args=[owner]))
+                await asyncio.shield(self._scripts.run(BudgetRelease(budget, owner)))
             raise

@@ -16,7 +16,7 @@ from producer.streaming import LiveFeed
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
 from shared.queue import QueueService
-from shared.queue.keys import Keys
+from shared.queue.keys import BotKeys
 
 # The photo lock outlives a normal wait, and expires by itself if a bot dies holding it.
 _PHOTO_LOCK_MARGIN_SECONDS = 60
@@ -43,9 +43,9 @@ def build_services(
 ) -> Services:
     """Wire the use cases on a connected queue and a sender (Telegram or console); with a
     live feed (and STREAM_REPLIES) replies are shown while they are written."""
-    keys = Keys.from_settings(settings)
+    keys = BotKeys.from_settings(settings)
     lock_ttl = int(settings.image_wait_seconds) + _PHOTO_LOCK_MARGIN_SECONDS
-    photo_lock = PhotoLock(queue.redis, keys, lock_ttl)
+    photo_lock = PhotoLock(queue.scripts, keys, lock_ttl)
     limiter = RateLimiter(queue.redis, keys, settings.user_messages_per_minute)
     live = live if settings.stream_replies else None
     deliveries = Deliveries(settings, db, queue, sender, photo_lock, live=live)
@@ -58,6 +58,6 @@ def build_services(
         limiter=limiter,
         photo_lock=photo_lock,
     )
-    turns = ChatTurns(queue.redis, settings.redis_queue_prefix)
-    stopper = Stopper(queue, StreamRecords(queue.redis, settings.redis_queue_prefix))
+    turns = ChatTurns(queue.scripts, keys)
+    stopper = Stopper(queue, StreamRecords(queue.redis, keys))
     return Services(settings, db, queue, sender, deliveries, conversation, turns, stopper)

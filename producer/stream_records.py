@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.queue.connection import RedisClient
+from shared.queue.keys import BotKeys
 
 # Longer than REPLY_WAIT_SECONDS plus a restart; a record outliving its reply is harmless.
 RECORD_TTL_SECONDS = 3600
@@ -39,26 +40,12 @@ def draft_id_for(task_id: str) -> int:
     return (uuid.UUID(task_id).int & 0x7FFFFFFF) or 1
 
 
-@dataclass(frozen=True, slots=True)
-class StreamKeys:
-    prefix: str
-
-    def view(self, chat_id: int, task_id: str) -> str:
-        return f"{self.prefix}bot:chat:{{{chat_id}}}:view:{task_id}"
-
-    def replies(self, chat_id: int) -> str:
-        return f"{self.prefix}bot:chat:{{{chat_id}}}:replies"
-
-    def draft(self, chat_id: int, draft_id: int) -> str:
-        return f"{self.prefix}bot:chat:{{{chat_id}}}:draft:{draft_id}"
-
-
 class StreamRecords:
     """Reads and writes the records; Redis errors reach the caller (it decides what to do)."""
 
-    def __init__(self, redis: RedisClient, queue_prefix: str) -> None:
+    def __init__(self, redis: RedisClient, keys: BotKeys) -> None:
         self._redis = redis
-        self._keys = StreamKeys(queue_prefix)
+        self._keys = keys
 
     async def open(self, chat_id: int, task_id: str, mode: ViewMode) -> ViewState:
         """The reply's record, created in `mode` unless an earlier process created it."""

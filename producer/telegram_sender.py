@@ -15,7 +15,8 @@ from producer.streaming import ReplyView
 from producer.telegram_session import pace_sends
 from producer.telegram_views import TelegramReplyView
 from shared.config import Settings
-from shared.queue.connection import RedisClient
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -53,12 +54,12 @@ class TelegramSender:
         return TelegramReplyView(self._bot, self, self._budget, records, state)
 
 
-def telegram_sender(bot: Bot, settings: Settings, redis: RedisClient) -> TelegramSender:
+def telegram_sender(bot: Bot, settings: Settings, scripts: Scripts) -> TelegramSender:
     """The bot's sender; from now on every call `bot` makes to a chat is paced by the chat's
     send budget in Redis (call once per Bot)."""
     budget = SendBudget(
-        redis,
-        settings.redis_queue_prefix,
+        scripts,
+        BotKeys.from_settings(settings),
         chat_interval=settings.chat_send_interval_seconds,
         group_interval=settings.group_send_interval_seconds,
     )

@@ -5,26 +5,21 @@ from __future__ import annotations
 import structlog
 from redis.exceptions import RedisError
 
+from producer.bot_steps import PhotoLockRelease, PhotoLockTake
 from shared.queue.connection import RedisClient
-from shared.queue.keys import Keys
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
 from shared.redact import redact
 
 log = structlog.get_logger(__name__)
 
 RATE_WINDOW_SECONDS = 60
-# Compare and delete in one step, so a lock taken by a newer press in between survives.
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class RateLimiter:
     """At most `per_minute` messages per user in a fixed one-minute window."""
 
-    def __init__(self, redis: RedisClient, keys: Keys, per_minute: int) -> None:
+    def __init__(self, redis: RedisClient, keys: BotKeys, per_minute: int) -> None:
         self._redis = redis
         self._keys = keys
         self._per_minute = per_minute
@@ -32,7 +27,7 @@ class RateLimiter:
     async def allow(self, user_id: int) -> bool:
         """True if the user is within the limit, or if Redis cannot tell (a blip must not
         turn paid messages away: the enqueue after it rides the blip out)."""
-        key = self._keys.bot_rate(user_id)
+        key = self._keys.rate(user_id)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.incr(key)
@@ -48,20 +43,16 @@ class RateLimiter:
 class PhotoLock:
     """One photo in progress per user; the holder is identified by the photo's charge id."""
 
-    def __init__(self, redis: RedisClient, keys: Keys, ttl_seconds: int) -> None:
-        self._redis = redis
+    def __init__(self, scripts: Scripts, keys: BotKeys, ttl_seconds: int) -> None:
+        self._scripts = scripts
         self._keys = keys
         self._ttl = ttl_seconds
-        self._release = redis.register_script(_RELEASE_LUA)
 
     async def acquire(self, user_id: int, holder: str) -> bool:
         """True if taken now or already held by `holder` (a repeated update of the same press)."""
-        key = self._keys.bot_photo_lock(user_id)
-        if await self._redis.set(key, holder, nx=True, ex=self._ttl):
-            return True
-        current = await self._redis.get(key)
-        return current in {holder, holder.encode()}
+        lock = self._keys.photo_lock(user_id)
+        return bool(await self._scripts.run(PhotoLockTake(lock, holder, self._ttl)))
 
     async def release(self, user_id: int, holder: str) -> None:
         """Release only our own lock: a late release must not free someone else's newer one."""
-        await self._release(keys=[self._keys.bot_photo_lock(user_id)], args=[holder])
+        await self._scripts.run(PhotoLockRelease(self._keys.photo_lock(user_id), holder))

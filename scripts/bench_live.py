@@ -111,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = f"bench:live:{uuid.uuid4().hex[:8]}:"
     settings = load_settings(
-        redis_queue_prefix=f"{prefix}queue:", redis_result_prefix=f"{prefix}result:"
+        redis_queue_prefix=f"{prefix}queue:",
+        redis_result_prefix=f"{prefix}result:",
+        redis_bot_prefix=f"{prefix}bot:",
     )
     report = asyncio.run(measure(settings, args.streams, args.deltas, args.gap_ms))
     sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")

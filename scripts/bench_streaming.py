@@ -342,6 +342,7 @@ async def rig_up(args: argparse.Namespace, redis_url: str, work: Path) -> AsyncI
             redis_url=redis_url,
             redis_queue_prefix=f"{prefix}queue:",
             redis_result_prefix=f"{prefix}result:",
+            redis_bot_prefix=f"{prefix}bot:",
             database_url=database_url,
             bot_token=TOKEN,
             telegram_api_url=tg.base_url,

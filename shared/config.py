@@ -124,6 +124,9 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     redis_queue_prefix: str = "ai_girls:queue:"
     redis_result_prefix: str = "ai_girls:result:"
+    # The bot's own state (send budgets, chat turns, throttles, reply records): outside the
+    # two prefixes above, so a consumer's ACL user (scripts.redis_acl) cannot reach it.
+    redis_bot_prefix: str = "ai_girls:bot:"
     redis_result_ttl: int = bounded(3600, gt=0)
     redis_task_ttl: int = bounded(86400, gt=0)  # lifetime of an unfinished task record
     redis_socket_timeout: float = bounded(10.0, gt=0)
@@ -355,6 +358,25 @@ def _typed(name: str, value: Any) -> Any:
     return typed
 
 
+def _prefix_overlaps(typed: dict[str, Any]) -> list[str]:
+    """The bot's prefix must share no key with the consumers' prefixes, either way round: the
+    consumer's ACL rule grants everything under those."""
+
+    def value(name: str) -> str:
+        return str(typed.get(name, _specs()[name][0].default))
+
+    bot = value("redis_bot_prefix")
+    problems = []
+    for name in ("redis_queue_prefix", "redis_result_prefix"):
+        other = value(name)
+        if bot.startswith(other) or other.startswith(bot):
+            problems.append(
+                f"REDIS_BOT_PREFIX ({bot!r}) and {name.upper()} ({other!r}) overlap: the "
+                "bot's own keys would be reachable by a consumer's Redis user"
+            )
+    return problems
+
+
 def _build(values: dict[str, Any], chosen: frozenset[str]) -> Settings:
     typed: dict[str, Any] = {}
     problems: list[str] = []
@@ -368,6 +390,7 @@ def _build(values: dict[str, Any], chosen: frozenset[str]) -> Settings:
             problems.append(f"{name.upper()}: {exc}")
     if typed.get("redis_cluster") and typed.get("redis_sentinels"):
         problems.append("REDIS_CLUSTER and REDIS_SENTINELS exclude each other")
+    problems += _prefix_overlaps(typed)
     if problems:
         raise ConfigError(f"invalid configuration: {'; '.join(problems)}")
     return Settings(**typed, chosen=chosen)

@@ -75,7 +75,9 @@ async def fed_bot(
         await queue.connect()
         bot = build_bot(settings)
         stack.push_async_callback(bot.session.close)
-        services = build_services(settings, db, queue, telegram_sender(bot, settings, queue.redis))
+        services = build_services(
+            settings, db, queue, telegram_sender(bot, settings, queue.scripts)
+        )
         stack.push_async_callback(services.deliveries.close)
         stack.push_async_callback(services.turns.wait_idle, 10.0)
         yield FedBot(tg, settings, db, queue, bot, services, build_dispatcher(services))

@@ -149,7 +149,7 @@ async def in_process_bot(settings: Settings, tg: FakeTelegram) -> AsyncIterator[
         await live.start()
         bot = build_bot(settings)
         stack.push_async_callback(bot.session.close)
-        sender = telegram_sender(bot, settings, queue.redis)
+        sender = telegram_sender(bot, settings, queue.scripts)
         services = build_services(settings, db, queue, sender, live)
         dispatcher = build_dispatcher(services)
         polling = asyncio.create_task(
@@ -179,6 +179,7 @@ def process_env(settings: Settings, **extra: Any) -> dict[str, str]:
         REDIS_URL=settings.redis_url,
         REDIS_QUEUE_PREFIX=settings.redis_queue_prefix,
         REDIS_RESULT_PREFIX=settings.redis_result_prefix,
+        REDIS_BOT_PREFIX=settings.redis_bot_prefix,
         DATABASE_URL=settings.database_url,
         LLM_PROVIDER="offline",
         IMAGE_PROVIDER="offline",

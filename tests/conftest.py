@@ -86,6 +86,7 @@ def settings(prefix: str, topology: str, redis_url: str) -> Settings:
         redis_queue_prefix=f"{prefix}queue:",
         redis_result_prefix=f"{prefix}result:",
         dashboard_redis_prefix=f"{prefix}dashboard:",
+        redis_bot_prefix=f"{prefix}bot:",
     )
 
 

@@ -43,7 +43,9 @@ async def shop_bot(
         await queue.connect()
         bot = build_bot(settings)
         stack.push_async_callback(bot.session.close)
-        services = build_services(settings, db, queue, telegram_sender(bot, settings, queue.redis))
+        services = build_services(
+            settings, db, queue, telegram_sender(bot, settings, queue.scripts)
+        )
         dispatcher = build_dispatcher(services)
         polling = asyncio.create_task(
             dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)

@@ -17,6 +17,8 @@ from producer import texts
 from producer.chat_turns import ChatTurns
 from shared.config import Settings
 from shared.queue import QueueService, TaskType
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
 from shared.tasks import ReplyResult
 from tests.bot_feed import (
     fed_bot,
@@ -167,9 +169,9 @@ async def finish_reply(
 async def test_a_live_holder_keeps_the_chat_past_its_lease_and_lines_are_by_update_id(
     settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    prefix = settings.redis_queue_prefix
-    first = ChatTurns(redis_client, prefix, lease_seconds=0.3)
-    second = ChatTurns(redis_client, prefix, lease_seconds=0.3)
+    keys = BotKeys.from_settings(settings)
+    first = ChatTurns(Scripts(redis_client), keys, lease_seconds=0.3)
+    second = ChatTurns(Scripts(redis_client), keys, lease_seconds=0.3)
     handled: list[int] = []
 
     async def handle(turns: ChatTurns, update_id: int, seconds: float) -> None:
@@ -189,7 +191,7 @@ async def test_a_live_holder_keeps_the_chat_past_its_lease_and_lines_are_by_upda
     await asyncio.gather(holder, *waiters)
     assert handled == [10, 11, 12, 14]
     assert await first.wait_idle(0) and await second.wait_idle(0)
-    assert not [key async for key in redis_client.scan_iter(match=f"{prefix}bot:chat:*")]
+    assert not [key async for key in redis_client.scan_iter(match=f"{keys.prefix}chat:*")]
 
 
 _HOLDER = textwrap.dedent(
@@ -197,10 +199,13 @@ _HOLDER = textwrap.dedent(
     import asyncio, sys
     import redis.asyncio as aioredis
     from producer.chat_turns import ChatTurns
+    from shared.queue.keys import BotKeys
+    from shared.queue.scripts import Scripts
 
     async def main() -> None:
         url, prefix, chat, update_id = sys.argv[1:]
-        turns = ChatTurns(aioredis.Redis.from_url(url), prefix, lease_seconds=1.0)
+        scripts = Scripts(aioredis.Redis.from_url(url))
+        turns = ChatTurns(scripts, BotKeys(prefix), lease_seconds=1.0)
         async with turns.turn(int(chat), int(update_id)):
             print("held", flush=True)
             await asyncio.sleep(3600)
@@ -217,7 +222,7 @@ async def test_a_process_that_dies_mid_turn_holds_its_chat_for_one_lease_at_most
     async with fed_bot(config, db, tg) as bot:
         await bot.choose_character(user)
         update_id = tg.user_message(user, "После сбоя")
-        args = [config.redis_url, config.redis_queue_prefix, str(user), str(update_id - 1)]
+        args = [config.redis_url, config.redis_bot_prefix, str(user), str(update_id - 1)]
         holder = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",

@@ -19,7 +19,8 @@ from shared.config import Settings
 from shared.db import repositories as repo
 from shared.db.models import Delivery as DeliveryRow
 from shared.queue import Delivery, Outcome, QueueService
-from shared.queue.keys import Keys
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
 from shared.tasks import ReplyResult, TaskStatus, TaskType, dumps, to_json
 from tests.consumer_helpers import World, make_world
 from tests.fixtures_db import Sessions
@@ -72,7 +73,7 @@ async def completed_reply(queue: QueueService, db: Sessions, world: World, text:
 def deliveries_for(
     settings: Settings, db: Sessions, queue: QueueService, redis: aioredis.Redis, sender: Any
 ) -> Deliveries:
-    lock = PhotoLock(redis, Keys.from_settings(settings), ttl_seconds=30)
+    lock = PhotoLock(Scripts(redis), BotKeys.from_settings(settings), ttl_seconds=30)
     return Deliveries(settings, db, queue, sender, lock)
 
 

@@ -29,7 +29,8 @@ from producer.telegram_session import FloodControlMiddleware
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
 from shared.errors import InsufficientBalanceError
-from shared.queue.keys import Keys
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
 from shared.tasks import ChatTurn
 from tests.bot_harness import TOKEN
 from tests.fakes.telegram import FakeTelegram
@@ -96,7 +97,7 @@ def test_balance_refusal_names_the_balance() -> None:
 async def test_rate_limit_is_shared_through_redis(
     settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    keys = Keys.from_settings(settings)
+    keys = BotKeys.from_settings(settings)
     first = RateLimiter(redis_client, keys, per_minute=2)
     second = RateLimiter(redis_client, keys, per_minute=2)  # as in another bot process
     assert [await first.allow(1), await second.allow(1), await first.allow(1)] == [
@@ -105,13 +106,13 @@ async def test_rate_limit_is_shared_through_redis(
         False,
     ]
     assert await first.allow(2)
-    assert 0 < await redis_client.ttl(keys.bot_rate(1)) <= 60
+    assert 0 < await redis_client.ttl(keys.rate(1)) <= 60
 
 
 async def test_photo_lock_belongs_to_its_holder(
     settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    lock = PhotoLock(redis_client, Keys.from_settings(settings), ttl_seconds=30)
+    lock = PhotoLock(Scripts(redis_client), BotKeys.from_settings(settings), ttl_seconds=30)
     assert await lock.acquire(1, "a")
     assert await lock.acquire(1, "a")  # the same press again (a redelivered update)
     assert not await lock.acquire(1, "b")
@@ -134,8 +135,9 @@ def _bot(tg: FakeTelegram, budget: SendBudget, max_attempts: int = 5) -> Bot:
 
 
 @pytest.fixture
-def budget(redis_client: aioredis.Redis, prefix: str) -> SendBudget:
-    return SendBudget(redis_client, prefix, chat_interval=0.05, group_interval=0.05)
+def budget(redis_client: aioredis.Redis, settings: Settings) -> SendBudget:
+    keys = BotKeys.from_settings(settings)
+    return SendBudget(Scripts(redis_client), keys, chat_interval=0.05, group_interval=0.05)
 
 
 async def test_flood_wait_is_honoured_then_the_message_is_sent(

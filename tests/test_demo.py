@@ -119,6 +119,7 @@ def demo_env(workdir: Path, prefix: str) -> dict[str, str]:
         REDIS_URL=REDIS_URL,
         REDIS_QUEUE_PREFIX=f"{prefix}queue:",
         REDIS_RESULT_PREFIX=f"{prefix}result:",
+        REDIS_BOT_PREFIX=f"{prefix}bot:",
         DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'demo.db'}",
     )
     return env

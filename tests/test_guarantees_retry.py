@@ -7,7 +7,6 @@ reply and the connection, so redis-py's retry sends the very same command again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ import redis.asyncio as aioredis
 from shared.queue import Delivery, Outcome, QueueService
 from shared.queue.keys import GROUP
 from shared.queue.lua import SCRIPTS
+from shared.queue.scripts import script_sha
 from shared.tasks import TaskStatus, TaskType, dumps
 from tests.fakes.redis_proxy import RedisProxy
 
@@ -24,7 +24,7 @@ PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
 
 
 def sha(name: str) -> bytes:
-    return hashlib.sha1(SCRIPTS[name].encode(), usedforsecurity=False).hexdigest().encode()
+    return script_sha(SCRIPTS[name]).encode()
 
 
 async def announcements(

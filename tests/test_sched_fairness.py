@@ -6,7 +6,6 @@ ends, and the entries of others are read past it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from shared.queue.dead_letters import replay_dead
 from shared.queue.fairness import top_users
 from shared.queue.keys import Priority
 from shared.queue.lua import SCRIPTS
+from shared.queue.scripts import script_sha
 from shared.tasks import TaskStatus, TaskType, dumps
 from tests.fakes.redis_proxy import RedisProxy
 
@@ -28,7 +28,7 @@ RESULT = dumps({"image_base64": "", "image_size": 0, "dialog_id": 1, "girl_id": 
 
 
 def sha(name: str) -> bytes:
-    return hashlib.sha1(SCRIPTS[name].encode(), usedforsecurity=False).hexdigest().encode()
+    return script_sha(SCRIPTS[name]).encode()
 
 
 async def enqueue(queue: QueueService, *tasks: tuple[int, str]) -> None:

@@ -7,7 +7,6 @@ that stop renewing, and replies lost after a lease script ran (the client then r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 
 import pytest
@@ -17,13 +16,14 @@ from shared.limits import parse_rate
 from shared.queue import QueueService
 from shared.queue.leases import ProviderLeases, ProviderLimit, provider_state
 from shared.queue.lua import SCRIPTS
+from shared.queue.scripts import script_sha
 from tests.fakes.redis_proxy import RedisProxy
 
 CAPPED = ProviderLimit("local", 2, None)
 
 
 def sha(name: str) -> bytes:
-    return hashlib.sha1(SCRIPTS[name].encode(), usedforsecurity=False).hexdigest().encode()
+    return script_sha(SCRIPTS[name]).encode()
 
 
 def leases_of(

@@ -12,13 +12,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from producer.send_budget import SendBudget
+from shared.queue.keys import BotKeys
+from shared.queue.scripts import Scripts
 
 CHAT = 501
 GROUP = -1001
 
 
 def budget(client: aioredis.Redis, prefix: str, interval: float = 0.2) -> SendBudget:
-    return SendBudget(client, prefix, chat_interval=interval, group_interval=interval * 2)
+    keys = BotKeys(f"{prefix}bot:")
+    return SendBudget(Scripts(client), keys, chat_interval=interval, group_interval=interval * 2)
 
 
 async def test_two_processes_share_one_pace_per_chat(

@@ -317,7 +317,7 @@ async def test_pre_checkout_says_no_at_once_when_the_database_is_down(
     try:
         config = shop_settings(settings, Backend("sqlite+aiosqlite://"), tg)
         bot = build_bot(config)
-        sender = telegram_sender(bot, config, queue.redis)
+        sender = telegram_sender(bot, config, queue.scripts)
         services = build_services(config, create_sessionmaker(engine), queue, sender)
         user = new_user_id()
         paying = asyncio.create_task(

@@ -1,9 +1,10 @@
-"""Every Redis key and channel name of the queue; all carry the `{task_type}` hash tag.
+"""Every Redis key and channel name: the queue's (`Keys`), shared by the bot and the
+consumers, and the bot's own (`BotKeys`), which no consumer may reach.
 
-Everything one atomic step touches (a type's two streams, its dead-letter stream, the records
-of its tasks and its users' fairness state) lives in one Redis Cluster slot, so the Lua steps
-stay valid on a cluster. A provider's global limits live under their own tag,
-`{provider:NAME}`, and are touched only by the lease scripts.
+Queue keys carry the `{task_type}` hash tag: everything one atomic step touches (a type's two
+streams, its dead-letter stream, the records of its tasks and its users' fairness state) lives
+in one Redis Cluster slot, so the Lua steps stay valid on a cluster. A provider's global
+limits live under their own tag, `{provider:NAME}`, and are touched only by the lease scripts.
 """
 
 from __future__ import annotations
@@ -104,23 +105,12 @@ class Keys:
         """Stream of a running task's text deltas (fields `d`, then a last `end`)."""
         return f"{self.queue_prefix}{{{task_type}}}:live:{task_id}"
 
-    def live_wake(self, task_type: TaskType, reader: str) -> str:
-        """A live reader's own stream: an entry here ends its blocking XREAD early."""
-        return f"{self.queue_prefix}{{{task_type}}}:live_wake:{reader}"
-
     def cancels(self, task_type: TaskType) -> str:
         """Pub/sub channel of cancel requests (task ids) for the type's consumers."""
         return f"{self.queue_prefix}{{{task_type}}}:cancel"
 
     def channels(self) -> dict[str, TaskType]:
         return {self.channel(t): t for t in TaskType}
-
-    # The bot's own per-user state, under the queue prefix (one namespace per deploy).
-    def bot_rate(self, user_id: int) -> str:
-        return f"{self.queue_prefix}bot:rate:{user_id}"
-
-    def bot_photo_lock(self, user_id: int) -> str:
-        return f"{self.queue_prefix}bot:photo:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +126,55 @@ class DashboardKeys:
     def session(self, session_id: str) -> str:
         """Present while the session is open: logging out deletes it, expiry ends it."""
         return f"{self.prefix}session:{session_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class BotKeys:
+    """The bot's own state, under REDIS_BOT_PREFIX: only bot processes read or write it, and
+    a consumer's ACL user (`scripts.redis_acl`) is refused all of it.
+
+    A chat's keys carry the chat id as hash tag, so a step on them touches one cluster slot.
+    """
+
+    prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BotKeys:
+        return cls(settings.redis_bot_prefix)
+
+    def rate(self, user_id: int) -> str:
+        """A user's message counter of the current minute."""
+        return f"{self.prefix}rate:{user_id}"
+
+    def photo_lock(self, user_id: int) -> str:
+        """The user's photo in progress: its holder's charge id."""
+        return f"{self.prefix}photo:{user_id}"
+
+    def budget(self, chat_id: int | str) -> str:
+        """Hash: when the chat's next Bot API call may go, and the call in flight."""
+        return f"{self.prefix}chat:{{{chat_id}}}:budget"
+
+    def turns(self, chat_id: int) -> str:
+        """Sorted set of the chat's update ids waiting for their turn."""
+        return f"{self.prefix}chat:{{{chat_id}}}:turns"
+
+    def turn_leases(self, chat_id: int) -> str:
+        """Hash: update id -> `deadline_ms:process token` of the chat's turns."""
+        return f"{self.prefix}chat:{{{chat_id}}}:leases"
+
+    def view(self, chat_id: int, task_id: str) -> str:
+        """Hash: how a reply being written is shown (draft or edit, the edited message)."""
+        return f"{self.prefix}chat:{{{chat_id}}}:view:{task_id}"
+
+    def replies(self, chat_id: int) -> str:
+        """Set of the chat's replies being written now (what `/stop` stops)."""
+        return f"{self.prefix}chat:{{{chat_id}}}:replies"
+
+    def draft(self, chat_id: int, draft_id: int) -> str:
+        """The task a draft id shows (what Telegram's stop button names)."""
+        return f"{self.prefix}chat:{{{chat_id}}}:draft:{draft_id}"
+
+    def live_wake(self, task_type: TaskType, reader: str) -> str:
+        """A live reader's own stream: an entry here ends its blocking XREAD early. The type's
+        hash tag puts it in the slot of the type's live streams, read in the same XREAD."""
+        return f"{self.prefix}{{{task_type}}}:live_wake:{reader}"

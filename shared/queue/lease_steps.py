@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from shared.queue.steps import Arg, Step
+from shared.queue.steps import Arg, Step, names
 
 
 @dataclass(frozen=True, slots=True)
 class Admit(Step):
     script: ClassVar[str] = "admit"
+    key_names = names("leases bucket paused freed")
+    arg_names = names("limit per_ms burst ttl_ms lease_ids...")
     leases: str
     bucket: str
     paused: str
@@ -32,6 +34,8 @@ class Admit(Step):
 @dataclass(frozen=True, slots=True)
 class Release(Step):
     script: ClassVar[str] = "release"
+    key_names = names("leases bucket freed")
+    arg_names = names("per_ms burst len(used) used_then_unused...")
     leases: str
     bucket: str
     freed: str
@@ -51,6 +55,8 @@ class Release(Step):
 @dataclass(frozen=True, slots=True)
 class RenewLeases(Step):
     script: ClassVar[str] = "renew_leases"
+    key_names = names("leases")
+    arg_names = names("ttl_ms restore lease_ids...")
     leases: str
     ttl_ms: int
     lease_ids: Sequence[str]
@@ -66,6 +72,8 @@ class RenewLeases(Step):
 @dataclass(frozen=True, slots=True)
 class Pause(Step):
     script: ClassVar[str] = "pause"
+    key_names = names("paused")
+    arg_names = names("pause_ms pause_id")
     paused: str
     pause_ms: int
     pause_id: str

@@ -19,7 +19,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from shared.closing import stop_loops
 from shared.config import Settings
 from shared.queue.connection import BLOCK_MS, RedisClient, single_connection_client
-from shared.queue.keys import Keys
+from shared.queue.keys import BotKeys, Keys
 from shared.tasks import TaskType
 
 log = structlog.get_logger(__name__)
@@ -212,6 +212,7 @@ class LiveReader:
 
     def __init__(self, settings: Settings, client_name: str = "live") -> None:
         self._keys = Keys.from_settings(settings)
+        self._bot_keys = BotKeys.from_settings(settings)  # the wake stream is the bot's own
         self._ttl = settings.live_ttl_seconds
         self._reader_id = uuid.uuid4().hex[:12]
         self._redis = single_connection_client(settings, client_name)
@@ -276,7 +277,7 @@ class LiveReader:
         self._changed.set()
         if task_type not in self._blocked:
             return  # the loop re-reads the set of followed tasks before its next XREAD
-        key = self._keys.live_wake(task_type, self._reader_id)
+        key = self._bot_keys.live_wake(task_type, self._reader_id)
         try:
             pipe = self._waker.pipeline(transaction=False)
             pipe.xadd(key, {b"w": b"1"}, maxlen=1, approximate=False)
@@ -319,7 +320,7 @@ class LiveReader:
         tasks = self._follows.get(task_type)
         if not tasks:
             return
-        wake = self._keys.live_wake(task_type, self._reader_id)
+        wake = self._bot_keys.live_wake(task_type, self._reader_id)
         streams: dict[Any, Any] = {wake: self._wake_ids.get(task_type, "0-0")}
         task_ids: dict[str, str] = {}
         for task_id, followers in tasks.items():

@@ -1,6 +1,9 @@
 """Lua scripts: each is one atomic step on keys of a single task type (one cluster slot);
 the lease scripts (`lua_leases.py`) each work on the keys of a single provider.
 
+A script announces through `publish(channel, message)`, which the runner (`scripts.py`)
+defines for the topology: PUBLISH on one server, SPUBLISH on a cluster.
+
 Every script gives the same answer when it is run again with the same arguments: the Redis
 client retries a command whose connection dropped, and the first run may have happened
 before the reply was lost. The typed wrappers that build KEYS and ARGV are in `steps.py`.
@@ -114,7 +117,7 @@ local function finish(stream, record, group, id, status, at, result, err, ttl, c
   redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
   fair_done(fk, fa)
-  if channel ~= '' then redis.call('PUBLISH', channel, message) end
+  if channel ~= '' then publish(channel, message) end
   return 1
 end
 """
@@ -181,7 +184,7 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 fair_done(4, 13)
-if wrote == 2 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+if wrote == 2 and ARGV[6] ~= '' then publish(ARGV[6], ARGV[7]) end
 if wrote > 0 then return 1 end
 return 0
 """
@@ -430,7 +433,7 @@ local st = redis.call('HGET', KEYS[2], 'status')
 if not st or final(st) then return st end
 if st ~= 'pending' then
   redis.call('HSET', KEYS[2], 'cancel', '1')
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  publish(ARGV[4], ARGV[5])
   return st
 end
 local task = redis.call('HGET', KEYS[2], 'task')
@@ -467,8 +470,15 @@ if task then
   local attempts = tonumber(redis.call('HGET', KEYS[2], 'attempts')) or 0
   head = head .. ',"finished_at":' .. ARGV[1] .. ',"attempts":' .. attempts .. ',"task":' .. task
 end
-redis.call('PUBLISH', ARGV[3], head .. '}')
+publish(ARGV[3], head .. '}')
 return 'cancelled'
+"""
+
+# KEYS: record. Marks a failed task's record settled (its owner refunded it and told the
+# user). Only an existing record is marked: HSET alone would recreate an expired one.
+MARK_SETTLED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'settled', '1') end
+return 0
 """
 
 SCRIPTS = {
@@ -490,5 +500,6 @@ SCRIPTS = {
     "read": _FINAL + FAIR + READ,
     "sweep": _FINAL + FAIR + SWEEP,
     "cancel": _FINAL + FAIR + CANCEL,
+    "mark_settled": MARK_SETTLED,
     **LEASE_SCRIPTS,
 }

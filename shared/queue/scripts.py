@@ -1,5 +1,9 @@
 """Runs the Lua steps by SHA, reloading them if Redis lost its script cache (a restart, or a
-replica promoted in a failover), on one server or on a cluster."""
+replica promoted in a failover), on one server or on a cluster.
+
+Every step goes through here, whoever owns its script: the queue's (`lua.py`) are loaded at
+connect, another owner's (the bot's) on first use, and all are reloaded after a NOSCRIPT.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +21,24 @@ from shared.queue.lua import SCRIPTS
 from shared.queue.replicas import ReplicaAcks
 from shared.queue.steps import Step
 
-_PUBLISH = "redis.call('PUBLISH',"
-_SPUBLISH = "redis.call('SPUBLISH',"
+# A script announces with `publish()`, defined before its body for the topology: on a cluster
+# a completion goes by SPUBLISH to the one shard that owns its channel (same hash tag as its
+# stream), not as a broadcast to every node. Defined, not substituted into the text: a
+# script cannot announce in a way the topology does not know.
+_PUBLISH = {
+    False: "local function publish(ch, msg) return redis.call('PUBLISH', ch, msg) end\n",
+    True: "local function publish(ch, msg) return redis.call('SPUBLISH', ch, msg) end\n",
+}
 
 
-def script_bodies(sharded: bool) -> dict[str, str]:
-    """The scripts as loaded. Sharded: completions go out by SPUBLISH, to the one shard that
-    owns the type's channel (same hash tag as its stream), not as a broadcast to every node."""
-    if not sharded:
-        return dict(SCRIPTS)
-    return {name: body.replace(_PUBLISH, _SPUBLISH) for name, body in SCRIPTS.items()}
+def script_text(body: str, sharded: bool = False) -> str:
+    """A script as loaded: the topology's `publish`, then the body."""
+    return _PUBLISH[sharded] + body
+
+
+def script_sha(body: str, sharded: bool = False) -> str:
+    """The SHA a script is run by (what EVALSHA carries)."""
+    return hashlib.sha1(script_text(body, sharded).encode(), usedforsecurity=False).hexdigest()
 
 
 class Scripts:
@@ -39,38 +51,50 @@ class Scripts:
         self, redis: RedisClient, *, sharded: bool = False, acks: ReplicaAcks | None = None
     ) -> None:
         self._redis = redis
-        self._bodies = script_bodies(sharded)
-        self._sha = {
-            name: hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
-            for name, body in self._bodies.items()
-        }
+        self._sharded = sharded
+        self._texts: dict[str, str] = {}
+        self._sha: dict[str, str] = {}
+        for name, body in SCRIPTS.items():
+            self._learn(name, body)
         self.acks = acks
 
+    def _learn(self, name: str, body: str) -> str:
+        text = script_text(body, self._sharded)
+        self._texts[name] = text
+        sha = self._sha[name] = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        return sha
+
+    def sha(self, step: Step) -> str:
+        """The SHA of the step's script; another owner's script is learned on first use."""
+        name = step.name()
+        sha = self._sha.get(name)
+        return sha if sha is not None else self._learn(name, step.body())
+
     async def load(self) -> None:
-        """SCRIPT LOAD every step: in one pipeline, or on a cluster (whose pipelines refuse
-        SCRIPT LOAD) one call each, which redis-py sends to every master at once."""
+        """SCRIPT LOAD every script known: in one pipeline, or on a cluster (whose pipelines
+        refuse SCRIPT LOAD) one call each, which redis-py sends to every master at once."""
         if isinstance(self._redis, RedisCluster):
-            for body in self._bodies.values():
-                await self._redis.script_load(body)
+            for text in list(self._texts.values()):
+                await self._redis.script_load(text)
             return
         pipe = self._redis.pipeline(transaction=False)
-        for body in self._bodies.values():
-            pipe.script_load(body)
+        for text in self._texts.values():
+            pipe.script_load(text)
         await pipe.execute()
 
     async def run(self, step: Step) -> Any:
-        keys, args = step.keys(), step.args()
+        sha, keys, args = self.sha(step), step.keys(), step.args()
         try:
-            return await self._redis.evalsha(self._sha[step.name()], len(keys), *keys, *args)
+            return await self._redis.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.load()
-            return await self._redis.evalsha(self._sha[step.name()], len(keys), *keys, *args)
+            return await self._redis.evalsha(sha, len(keys), *keys, *args)
 
     def queue(self, pipe: Pipeline | ClusterPipeline, step: Step) -> None:
         keys = step.keys()
         # execute_command: a cluster pipeline refuses pipe.evalsha() but routes this by the
         # first key like any keyed command, and every step's keys share one slot.
-        pipe.execute_command("EVALSHA", self._sha[step.name()], len(keys), *keys, *step.args())
+        pipe.execute_command("EVALSHA", self.sha(step), len(keys), *keys, *step.args())
 
     async def run_all(
         self,

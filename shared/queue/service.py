@@ -22,7 +22,7 @@ from shared.queue.records import Delivery, Malformed, new_entry, parse_entry, ta
 from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts
 from shared.queue.step_batches import run_steps
-from shared.queue.steps import Cancel, Enqueue
+from shared.queue.steps import Cancel, Enqueue, MarkSettled
 from shared.queue.waiter import ResultWaiter
 from shared.tasks import (
     Payload,
@@ -35,12 +35,6 @@ from shared.tasks import (
 )
 
 log = structlog.get_logger(__name__)
-
-# KEYS: record. Only an existing record is marked: HSET alone would recreate an expired one.
-_MARK_SETTLED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'settled', '1') end
-return 0
-"""
 
 
 def _task_id(entry: Delivery | Malformed) -> str | None:
@@ -312,7 +306,7 @@ class QueueService:
         an operator cannot replay paid work that nobody would receive. Idempotent; a record
         that is gone stays gone (one step, so an expiring record is never recreated as a stub).
         """
-        await self.redis.eval(_MARK_SETTLED, 1, self.keys.record(task_type, task_id))
+        await self.scripts.run(MarkSettled(self.keys.record(task_type, task_id)))
 
     async def cancel(self, task_type: TaskType, task_id: str) -> TaskStatus | None:
         """Cancel a task in one atomic step; returns its status after the call (None: no such

@@ -13,7 +13,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 
 from shared.queue.scripts import Scripts
-from shared.queue.steps import Arg, Enqueue, Finish, Step
+from shared.queue.steps import Arg, Enqueue, Finish, Step, names
 
 # At most this many tasks per call: a script holds the server while it runs, so one huge
 # batch must not stall every other client for long.
@@ -25,6 +25,8 @@ class EnqueueBatch(Step):
     """Enqueues sharing stream, TTL and priority, in one call of `enqueue_batch`."""
 
     script: ClassVar[str] = "enqueue_batch"
+    key_names = names("stream records...")
+    arg_names = names("task_ttl high per_task...")
     steps: list[Enqueue]
 
     def keys(self) -> list[str]:
@@ -44,6 +46,8 @@ class FinishBatch(Step):
     of `finish_batch`."""
 
     script: ClassVar[str] = "finish_batch"
+    key_names = names("stream records...")
+    arg_names = names("group result_ttl channel per_task...")
     steps: list[Finish]
 
     def keys(self) -> list[str]:

@@ -1,33 +1,69 @@
 """Typed calls of the Lua steps: each class builds its script's KEYS and ARGV from named fields.
 
-The positional contract of a script lives here and next to its body in `lua.py`, nowhere else.
+Each step declares its script's positional contract (`key_names`, `arg_names`) next to the
+`keys()` and `args()` that build it; tests/test_step_contracts.py checks the three against
+each other and against the positions the script reads. The scripts of the queue are in
+`lua.py`; steps of other owners (the bot's) name a library of their own, and one runner
+(`scripts.Scripts`) runs them all.
 The classes are not frozen: a step is built per task on the hot path, and a frozen dataclass
 takes several times longer to build (each field goes through object.__setattr__).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+from shared.queue.lua import SCRIPTS
 
 Arg = str | bytes | int | float
 
 
+def wire(value: Arg | bool | None) -> Arg:
+    """A field as an ARGV value: floats exactly (repr), flags as '1'/'0', nothing as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def names(spaced: str) -> tuple[str, ...]:
+    """A step's `key_names` or `arg_names`, written as one space-separated string."""
+    return tuple(spaced.split())
+
+
 class Step:
-    """One call of a Lua step."""
+    """One call of a Lua step.
+
+    `key_names` and `arg_names` name KEYS[1..] and ARGV[1..] in order, each by the field it
+    comes from (`len(field)`: that field's length); a last name ending in `?` may be left
+    out, one ending in `...` stands for a tail of any length that the script walks in a loop.
+    Without such marks, `keys()` and `args()` are built from the names as they are.
+    """
 
     script: ClassVar[str]
+    # Name -> Lua text of the scripts this step's owner keeps (the queue's: lua.SCRIPTS).
+    library: ClassVar[Mapping[str, str]] = SCRIPTS
+    key_names: ClassVar[tuple[str, ...]]
+    arg_names: ClassVar[tuple[str, ...]]
 
     def name(self) -> str:
         """The script this call runs (the finish and fail steps have a lean form)."""
         return self.script
 
+    def body(self) -> str:
+        """The script's Lua as its owner wrote it; the runner adds `publish` for the topology."""
+        return self.library[self.name()]
+
     def keys(self) -> list[str]:
-        raise NotImplementedError
+        return [getattr(self, name) for name in self.key_names]
 
     def args(self) -> list[Arg]:
-        raise NotImplementedError
+        return [wire(getattr(self, name)) for name in self.arg_names]
 
 
 @dataclass(slots=True)
@@ -63,6 +99,8 @@ class UserSlot:
 @dataclass(slots=True)
 class Enqueue(Step):
     script: ClassVar[str] = "enqueue"
+    key_names = names("stream record")
+    arg_names = names("entry task_ttl user_id charge_id high?")
     stream: str
     record: str
     entry: bytes
@@ -82,6 +120,8 @@ class Enqueue(Step):
 @dataclass(slots=True)
 class Start(Step):
     script: ClassVar[str] = "start"
+    key_names = names("records...")
+    arg_names = names("consumer started_at task_ttl token entries...")
     records: Sequence[str]
     entries: Sequence[bytes]
     consumer: str
@@ -99,6 +139,11 @@ class Start(Step):
 @dataclass(slots=True)
 class Finish(Step):
     script: ClassVar[str] = "finish"
+    key_names = names("stream record user...")
+    arg_names = names(
+        "group entry_id status finished_at result error result_ttl channel message entry token "
+        "user..."
+    )
     stream: str
     record: str
     group: str
@@ -140,6 +185,11 @@ class Finish(Step):
 @dataclass(slots=True)
 class Fail(Step):
     script: ClassVar[str] = "fail"
+    key_names = names("stream dead record user...")
+    arg_names = names(
+        "group entry_id reason failed_at result_ttl channel message consumer dead_maxlen token "
+        "entry create user_then_dead_fields..."
+    )
     stream: str
     dead: str
     record: str
@@ -191,6 +241,8 @@ class Fail(Step):
 @dataclass(slots=True)
 class Requeue(Step):
     script: ClassVar[str] = "requeue"
+    key_names = names("stream record")
+    arg_names = names("group entry_id owner min_idle_ms entry")
     stream: str
     record: str
     group: str
@@ -209,6 +261,8 @@ class Requeue(Step):
 @dataclass(slots=True)
 class Renew(Step):
     script: ClassVar[str] = "renew"
+    key_names = names("stream")
+    arg_names = names("group consumer entry_ids...")
     stream: str
     group: str
     consumer: str
@@ -224,6 +278,8 @@ class Renew(Step):
 @dataclass(slots=True)
 class Heartbeat(Step):
     script: ClassVar[str] = "heartbeat"
+    key_names = names("alive")
+    arg_names = names("consumer")
     alive: str
     consumer: str
 
@@ -237,6 +293,8 @@ class Heartbeat(Step):
 @dataclass(slots=True)
 class Claim(Step):
     script: ClassVar[str] = "claim"
+    key_names = names("stream alive other?")
+    arg_names = names("group consumer min_idle_ms cursor count dead_ms")
     stream: str
     alive: str
     group: str
@@ -265,6 +323,8 @@ class Claim(Step):
 @dataclass(slots=True)
 class DeleteConsumer(Step):
     script: ClassVar[str] = "delete_consumer"
+    key_names = names("stream alive other?")
+    arg_names = names("group consumer min_idle_ms")
     stream: str
     alive: str
     group: str
@@ -299,6 +359,8 @@ class ForgetConsumers(Step):
 @dataclass(slots=True)
 class ReplayDead(Step):
     script: ClassVar[str] = "replay_dead"
+    key_names = names("stream dead record")
+    arg_names = names("dead_id task_ttl")
     stream: str
     dead: str
     record: str
@@ -315,6 +377,11 @@ class ReplayDead(Step):
 @dataclass(slots=True)
 class Read(Step):
     script: ClassVar[str] = "read"
+    key_names = names("normal high memo users_running users_parked")
+    arg_names = names(
+        "group consumer count normal_first token memo_ttl_ms user_cap records users examine "
+        "want_last_ids"
+    )
     normal: str
     high: str
     memo: str
@@ -354,6 +421,8 @@ class Read(Step):
 @dataclass(slots=True)
 class Sweep(Step):
     script: ClassVar[str] = "sweep"
+    key_names = names("normal high users_running users_parked users...")
+    arg_names = names("cap records users...")
     normal: str
     high: str
     users_running: str
@@ -376,6 +445,8 @@ class Sweep(Step):
 @dataclass(slots=True)
 class Cancel(Step):
     script: ClassVar[str] = "cancel"
+    key_names = names("normal record high users_running users_parked")
+    arg_names = names("finished_at result_ttl channel cancels task_id users records user_cap")
     normal: str
     record: str
     high: str
@@ -404,3 +475,13 @@ class Cancel(Step):
             self.records,
             self.user_cap,
         ]
+
+
+@dataclass(slots=True)
+class MarkSettled(Step):
+    """A failed task's owner refunded it and told the user: an operator cannot replay it."""
+
+    script: ClassVar[str] = "mark_settled"
+    key_names = names("record")
+    arg_names = names("")
+    record: str
