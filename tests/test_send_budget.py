@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from producer.send_budget import SendBudget
+from producer.send_budget import SWEEP_AT_LEAST, SendBudget
 from shared.queue.keys import BotKeys
 from shared.queue.scripts import Scripts
 
@@ -104,3 +104,48 @@ async def test_redis_away_keeps_the_pace_in_process(prefix: str) -> None:
         assert await local.try_take(CHAT) > 0  # the second call is in flight
     finally:
         await gone.aclose()
+
+
+async def _pace_once(instance: SendBudget, chat_id: int) -> None:
+    await instance.take(chat_id)
+    await instance.answered(chat_id)
+
+
+async def test_a_long_running_bot_forgets_the_chats_that_went_quiet(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """The in-process pacing (kept for while Redis is away) holds the chats of the last
+    moments, not one entry for every chat the bot ever talked to."""
+    instance = budget(redis_client, prefix, interval=0.01)
+    for first in range(1, 3001, 100):
+        await asyncio.gather(*(_pace_once(instance, chat) for chat in range(first, first + 100)))
+    await asyncio.sleep(0.1)  # every chat's interval is over
+    await _pace_once(instance, 5000)
+    assert instance.chats_in_memory() <= 2
+
+
+async def test_with_redis_away_quiet_chats_are_forgotten_and_busy_ones_kept(prefix: str) -> None:
+    gone = aioredis.Redis(host="127.0.0.1", port=9, retry=Retry(NoBackoff(), 0))
+    try:
+        instance = budget(gone, prefix, interval=0.01)
+        for chat in range(1, 2001):
+            await _pace_once(instance, chat)
+        await asyncio.sleep(0.1)
+        await instance.take(CHAT)  # in flight: kept, and still holds its chat
+        for chat in range(3001, 3101):
+            await _pace_once(instance, chat)
+        assert instance.chats_in_memory() <= 101
+        assert await instance.try_take(CHAT) > 0
+    finally:
+        await gone.aclose()
+
+
+async def test_a_chat_held_by_a_long_flood_wait_does_not_keep_the_others(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    instance = budget(redis_client, prefix, interval=0.01)
+    await instance.answered(CHAT, retry_after=60)  # the oldest chat stays quiet for a minute
+    for first in range(10_001, 14_001, 100):
+        await asyncio.gather(*(_pace_once(instance, chat) for chat in range(first, first + 100)))
+    assert instance.chats_in_memory() <= 2 * SWEEP_AT_LEAST
+    assert await instance.try_take(CHAT) > 30  # and it is still held
