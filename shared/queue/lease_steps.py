@@ -77,9 +77,3 @@ class Pause(Step):
     paused: str
     pause_ms: int
     pause_id: str
-
-    def keys(self) -> list[str]:
-        return [self.paused]
-
-    def args(self) -> list[Arg]:
-        return [self.pause_ms, self.pause_id]

@@ -1,12 +1,8 @@
-"""Typed calls of the Lua steps: each class builds its script's KEYS and ARGV from named fields.
-
-Each step declares its script's positional contract (`key_names`, `arg_names`) next to the
-`keys()` and `args()` that build it; tests/test_step_contracts.py checks the three against
-each other and against the positions the script reads. The scripts of the queue are in
-`lua.py`; steps of other owners (the bot's) name a library of their own, and one runner
-(`scripts.Scripts`) runs them all.
-The classes are not frozen: a step is built per task on the hot path, and a frozen dataclass
-takes several times longer to build (each field goes through object.__setattr__).
+"""Typed calls of the Lua steps (scripts in `lua.py`): each class declares its script's KEYS
+and ARGV by name and builds them from its fields; tests/test_step_contracts.py checks the
+declaration against the builders and the script. Every step, the bot's too, runs through
+`scripts.Scripts`. Not frozen: a step is built per task on the hot path, and a frozen
+dataclass takes several times longer to build (each field goes through object.__setattr__).
 """
 
 from __future__ import annotations
@@ -251,12 +247,6 @@ class Requeue(Step):
     min_idle_ms: int
     entry: bytes
 
-    def keys(self) -> list[str]:
-        return [self.stream, self.record]
-
-    def args(self) -> list[Arg]:
-        return [self.group, self.entry_id, self.owner, self.min_idle_ms, self.entry]
-
 
 @dataclass(slots=True)
 class Renew(Step):
@@ -367,12 +357,6 @@ class ReplayDead(Step):
     dead_id: str
     task_ttl: int
 
-    def keys(self) -> list[str]:
-        return [self.stream, self.dead, self.record]
-
-    def args(self) -> list[Arg]:
-        return [self.dead_id, self.task_ttl]
-
 
 @dataclass(slots=True)
 class Read(Step):
@@ -398,24 +382,6 @@ class Read(Step):
     users: str
     examine: int
     want_last_ids: bool
-
-    def keys(self) -> list[str]:
-        return [self.normal, self.high, self.memo, self.users_running, self.users_parked]
-
-    def args(self) -> list[Arg]:
-        return [
-            self.group,
-            self.consumer,
-            self.count,
-            self.normal_first,
-            self.token,
-            self.memo_ttl_ms,
-            self.user_cap,
-            self.records,
-            self.users,
-            self.examine,
-            "1" if self.want_last_ids else "0",
-        ]
 
 
 @dataclass(slots=True)
@@ -460,21 +426,6 @@ class Cancel(Step):
     users: str
     records: str
     user_cap: int  # 0: no cap
-
-    def keys(self) -> list[str]:
-        return [self.normal, self.record, self.high, self.users_running, self.users_parked]
-
-    def args(self) -> list[Arg]:
-        return [
-            repr(self.finished_at),
-            self.result_ttl,
-            self.channel,
-            self.cancels,
-            self.task_id,
-            self.users,
-            self.records,
-            self.user_cap,
-        ]
 
 
 @dataclass(slots=True)
