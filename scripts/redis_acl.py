@@ -1,8 +1,9 @@
 """`python -m scripts.redis_acl USER`: the Redis ACL rule for a consumer that may touch only the
 queue: its keys, its channels, and the commands the consumer runtime uses.
 
-A consumer on a rented GPU machine then holds a Redis user that cannot read the bot's own keys,
-run arbitrary commands or see other data on the server. Apply the printed line with
+A consumer on a rented GPU machine then holds a Redis user that cannot read the bot's own keys
+(under REDIS_BOT_PREFIX, which may not overlap the two prefixes it gets), run arbitrary
+commands or see other data on the server. Apply the printed line with
 `redis-cli` as an administrator; the password is read from $REDIS_ACL_PASSWORD (never printed
 into logs by this tool beyond the line itself).
 """
@@ -25,7 +26,7 @@ from shared.config import load_settings
 # servers refuse the name). On a cluster apply the rule on every node.
 COMMANDS = (
     "ping hello client|setname echo role "
-    "evalsha eval script|load "
+    "evalsha script|load "
     "xreadgroup xack xclaim xautoclaim xpending xinfo|groups xinfo|consumers xinfo|stream "
     "xgroup|create xgroup|createconsumer xgroup|delconsumer xadd xdel xrange xlen xread "
     "hset hget hmget hgetall hincrby hdel hexists exists expire del publish time "

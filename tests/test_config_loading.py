@@ -47,3 +47,31 @@ def test_an_unknown_task_type_is_one_clear_line() -> None:
     stderr = result.stderr.decode()
     assert "generate_video" in stderr and "generate_reply" in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "prefixes",
+    [
+        {"redis_bot_prefix": "ai_girls:queue:bot:"},  # the old layout: inside the queue's
+        {"redis_bot_prefix": "ai_girls:"},  # around both of the consumers' prefixes
+        {"redis_bot_prefix": "app:", "redis_result_prefix": "app:results:"},
+        {"redis_bot_prefix": "ai_girls:result:"},
+        {"redis_bot_prefix": ""},
+    ],
+)
+def test_the_bots_own_prefix_may_not_overlap_what_a_consumer_may_use(
+    prefixes: dict[str, str],
+) -> None:
+    with pytest.raises(ConfigError, match=r"REDIS_BOT_PREFIX .* overlap: the bot's own keys"):
+        load_settings(_env_file=None, **prefixes)
+
+
+def test_the_bots_own_prefix_by_default_and_beside_custom_ones() -> None:
+    assert load_settings(_env_file=None).redis_bot_prefix == "ai_girls:bot:"
+    custom = load_settings(
+        _env_file=None,
+        redis_queue_prefix="a:q:",
+        redis_result_prefix="a:r:",
+        redis_bot_prefix="a:b:",
+    )
+    assert custom.redis_bot_prefix == "a:b:"
