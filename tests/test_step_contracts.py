@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import redis.asyncio as aioredis
 
+from producer.bot_steps import BudgetAnswered, BudgetRelease, BudgetTake, TurnLeave
+from scripts.private_redis import PrivateRedis
+from shared.queue.scripts import Scripts
 from shared.queue.steps import Arg, Step, names
 from tests.step_contracts import contract_problems
 
@@ -191,3 +195,33 @@ class _Dropped(_TestStep):
 def test_the_check_catches_a_mismatch(cls: type[Step], says: str) -> None:
     problems = contract_problems(cls)
     assert any(says in problem for problem in problems), problems
+
+
+# The bot's steps get what the runner gives the queue's: a script cache lost (a restart, a
+# promoted replica) is refilled, on a server of the test's own (SCRIPT FLUSH is server-wide).
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+async def test_the_bots_steps_run_through_a_lost_script_cache(private_redis: PrivateRedis) -> None:
+    client = aioredis.Redis.from_url(private_redis.url)
+    scripts = Scripts(client)
+    try:
+        take = BudgetTake("b:{1}:budget", 1000, True, 5000, "owner-1")
+        assert await scripts.run(take) == 0  # first use: loaded, then run
+        await client.script_flush()
+        release = BudgetRelease("b:{1}:budget", "owner-1")
+        assert await scripts.run(release) == 1  # NOSCRIPT: everything known is loaded again
+        assert await client.hget("b:{1}:budget", "owner") is None
+        await client.script_flush()
+        [answered] = await scripts.run_all([BudgetAnswered("b:{1}:budget", 1000)])
+        assert answered == 1
+        assert await scripts.run(TurnLeave("b:{1}:turns", "b:{1}:leases", 1, "t")) == 0
+    finally:
+        await client.aclose()

@@ -59,16 +59,17 @@ class Scripts:
         self.acks = acks
 
     def _learn(self, name: str, body: str) -> str:
-        text = script_text(body, self._sharded)
-        self._texts[name] = text
-        sha = self._sha[name] = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-        return sha
+        """Remember a script (reloaded with the others after a NOSCRIPT); its loaded text."""
+        text = self._texts[name] = script_text(body, self._sharded)
+        self._sha[name] = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        return text
 
     def sha(self, step: Step) -> str:
         """The SHA of the step's script; another owner's script is learned on first use."""
         name = step.name()
-        sha = self._sha.get(name)
-        return sha if sha is not None else self._learn(name, step.body())
+        if name not in self._sha:
+            self._learn(name, step.body())
+        return self._sha[name]
 
     async def load(self) -> None:
         """SCRIPT LOAD every script known: in one pipeline, or on a cluster (whose pipelines
@@ -83,7 +84,10 @@ class Scripts:
         await pipe.execute()
 
     async def run(self, step: Step) -> Any:
-        sha, keys, args = self.sha(step), step.keys(), step.args()
+        name = step.name()
+        if name not in self._sha:  # another owner's script, run for the first time
+            await self._redis.script_load(self._learn(name, step.body()))
+        sha, keys, args = self._sha[name], step.keys(), step.args()
         try:
             return await self._redis.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
