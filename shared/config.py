@@ -359,21 +359,21 @@ def _typed(name: str, value: Any) -> Any:
 
 
 def _prefix_overlaps(typed: dict[str, Any]) -> list[str]:
-    """The bot's prefix must share no key with the consumers' prefixes, either way round: the
-    consumer's ACL rule grants everything under those."""
+    """The bot's and the dashboard's prefixes must share no key with the consumers' prefixes,
+    either way round: the consumer's ACL rule grants everything under those."""
 
     def value(name: str) -> str:
         return str(typed.get(name, _specs()[name][0].default))
 
-    bot = value("redis_bot_prefix")
     problems = []
-    for name in ("redis_queue_prefix", "redis_result_prefix"):
-        other = value(name)
-        if bot.startswith(other) or other.startswith(bot):
-            problems.append(
-                f"REDIS_BOT_PREFIX ({bot!r}) and {name.upper()} ({other!r}) overlap: the "
-                "bot's own keys would be reachable by a consumer's Redis user"
-            )
+    for owned in ("redis_bot_prefix", "dashboard_redis_prefix"):
+        for shared in ("redis_queue_prefix", "redis_result_prefix"):
+            mine, theirs = value(owned), value(shared)
+            if mine.startswith(theirs) or theirs.startswith(mine):
+                problems.append(
+                    f"{owned.upper()} ({mine!r}) and {shared.upper()} ({theirs!r}) overlap: "
+                    "keys of its own would be reachable by a consumer's Redis user"
+                )
     return problems
 
 

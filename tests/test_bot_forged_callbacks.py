@@ -251,7 +251,7 @@ async def test_a_press_whose_handler_fails_is_still_answered(
     engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/test")
     bot = build_bot(config)
     try:
-        sender = telegram_sender(bot, config, queue.redis)
+        sender = telegram_sender(bot, config, queue.scripts)
         services = build_services(config, create_sessionmaker(engine), queue, sender)
         dispatcher = build_dispatcher(services)
         callback_id = tg.callback(new_user_id(), CharacterCallback(character_id=1).pack())

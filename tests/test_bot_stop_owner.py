@@ -17,7 +17,7 @@ from producer.keyboards import StopCallback
 from producer.stream_records import StreamRecords
 from shared.config import Settings
 from shared.queue import Delivery
-from shared.queue.keys import Keys
+from shared.queue.keys import BotKeys, Keys
 from shared.queue.live import LiveWriter
 from shared.tasks import ReplyResult, TaskType
 from tests.bot_harness import (
@@ -147,7 +147,7 @@ async def test_stop_in_a_group_stops_only_the_senders_own_replies(
     # Both replies being written: OTHER's waits to be shown until ASKER's is done.
     tg.user_message(OTHER, "А мне стих", chat_id=GROUP)
     own = await ManualConsumer(app.queue).take(TaskType.GENERATE_REPLY)
-    records = StreamRecords(app.queue.redis, app.settings.redis_queue_prefix)
+    records = StreamRecords(app.queue.redis, BotKeys.from_settings(app.settings))
     await eventually(lambda: being_written(records, own))
     tg.user_message(OTHER, "/stop", chat_id=GROUP)
     await tg.wait_for("sendMessage", to_group(texts.STOPPING))

@@ -57,12 +57,13 @@ def test_an_unknown_task_type_is_one_clear_line() -> None:
         {"redis_bot_prefix": "app:", "redis_result_prefix": "app:results:"},
         {"redis_bot_prefix": "ai_girls:result:"},
         {"redis_bot_prefix": ""},
+        {"dashboard_redis_prefix": "ai_girls:queue:dashboard:"},
     ],
 )
-def test_the_bots_own_prefix_may_not_overlap_what_a_consumer_may_use(
+def test_an_owned_prefix_may_not_overlap_what_a_consumer_may_use(
     prefixes: dict[str, str],
 ) -> None:
-    with pytest.raises(ConfigError, match=r"REDIS_BOT_PREFIX .* overlap: the bot's own keys"):
+    with pytest.raises(ConfigError, match=r"PREFIX .* overlap: keys of its own would be reach"):
         load_settings(_env_file=None, **prefixes)
 
 

@@ -332,6 +332,8 @@ class DeleteConsumer(Step):
 @dataclass(slots=True)
 class ForgetConsumers(Step):
     script: ClassVar[str] = "forget_consumers"
+    key_names = names("normal high alive")
+    arg_names = names("group min_age_ms names...")
     normal: str
     high: str
     alive: str
