@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from producer.console import run_console
 from producer.startup import StartupError
 from shared.config import Settings
-from shared.db.engine import create_engine, create_sessionmaker
+from shared.db.engine import create_sessionmaker, engine_for
 from shared.queue import QueueService
 from shared.queue.live import LiveReader
 from shared.redact import error_line, redact
@@ -29,7 +29,7 @@ async def backends(
 ) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], QueueService, LiveReader]]:
     """The database, the queue and the live output reader, each checked once so a dead one is
     named at start."""
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     queue = QueueService(settings, client_name=client_name)
     live = LiveReader(settings, client_name=f"{client_name}:live")
     try:

@@ -190,6 +190,11 @@ class Settings:
 
     # Database.
     database_url: str = "sqlite+aiosqlite:///./ai_girls.db"
+    # PostgreSQL's statement_timeout and lock_timeout on the bot's connections (0 = none): a
+    # hung statement or a lock never granted fails, and its step is retried, instead of
+    # holding one of the CHARGES_AT_ONCE slots (and every message behind it) forever.
+    db_statement_timeout_seconds: float = bounded(10.0, ge=0)
+    db_lock_timeout_seconds: float = bounded(3.0, ge=0)
     start_energy: int = bounded(100, ge=0)
     start_diamonds: int = bounded(10, ge=0)
 

@@ -14,11 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from shared.config import Settings
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
-def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
-    """Build the async engine; a PostgreSQL `schema` becomes every connection's search_path."""
+def create_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    statement_timeout: float = 0.0,
+    lock_timeout: float = 0.0,
+) -> AsyncEngine:
+    """Build the async engine; a PostgreSQL `schema` becomes every connection's search_path.
+
+    `statement_timeout` and `lock_timeout` (seconds, 0 = none) are PostgreSQL's own, set on
+    every connection: a statement or lock wait that never ends then fails (and its step is
+    retried) instead of holding its caller forever. SQLite waits `SQLITE_BUSY_TIMEOUT_MS`.
+    """
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         if schema is not None:
@@ -26,9 +39,13 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
         engine = _create_async_engine(url)
         _configure_sqlite(engine)
         return engine
-    connect_args: dict[str, Any] = {}
+    server_settings = {
+        "statement_timeout": str(_milliseconds(statement_timeout)),
+        "lock_timeout": str(_milliseconds(lock_timeout)),
+    }
     if schema is not None:
-        connect_args["server_settings"] = {"search_path": schema}
+        server_settings["search_path"] = schema
+    connect_args: dict[str, Any] = {"server_settings": server_settings}
     return _create_async_engine(
         url,
         connect_args=connect_args,
@@ -43,6 +60,21 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
         pool_pre_ping=False,
         pool_recycle=1800,
     )
+
+
+def engine_for(settings: Settings, *, schema: str | None = None) -> AsyncEngine:
+    """The engine of DATABASE_URL with the DB_*_TIMEOUT_SECONDS of `settings`."""
+    return create_engine(
+        settings.database_url,
+        schema=schema,
+        statement_timeout=settings.db_statement_timeout_seconds,
+        lock_timeout=settings.db_lock_timeout_seconds,
+    )
+
+
+def _milliseconds(seconds: float) -> int:
+    # PostgreSQL reads 0 as "no timeout"; a positive fraction of a millisecond is not 0.
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

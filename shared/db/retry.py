@@ -26,16 +26,33 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
+# PostgreSQL's SQLSTATEs of failures that a later attempt can get past: a lock not granted
+# within lock_timeout, a statement cancelled by statement_timeout, a serialization failure
+# or deadlock, a server shutting down or starting up. asyncpg's errors reach SQLAlchemy as a
+# plain DBAPIError, so they are told apart by their code.
+_TRANSIENT_SQLSTATES = frozenset({"55P03", "57014", "40001", "40P01", "57P01", "57P02", "57P03"})
+# Class 08: connection exceptions.
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08"})
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code if isinstance(code, str) else ""
+
+
 def is_transient(exc: BaseException) -> bool:
     """A failure that says nothing about the step itself: trying again later may succeed.
 
     OperationalError covers a refused or lost connection and SQLite's "database is locked";
-    a constraint or a programming error is a bug, and is not retried.
+    PostgreSQL's lock and statement timeouts are recognised by their SQLSTATE. A constraint
+    or a programming error is a bug, and is not retried.
     """
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated
+        code = _sqlstate(exc)
+        transient_code = code in _TRANSIENT_SQLSTATES or code[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        return exc.connection_invalidated or transient_code
     # Connecting can fail before the driver's error is wrapped.
     return isinstance(exc, OSError | TimeoutError)
 
