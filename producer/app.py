@@ -26,6 +26,7 @@ from producer.handlers import (
     stop,
     unknown_buttons,
 )
+from producer.payment_replayer import PaymentReplayer
 from producer.services import Services
 from producer.telegram_session import create_session
 from shared.config import Settings
@@ -110,6 +111,10 @@ def build_dispatcher(services: Services) -> Dispatcher:
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)
     dispatcher.shutdown.register(_on_shutdown)
+    # Payments the database could not take when they came are applied from the journal.
+    replayer = PaymentReplayer(shop.intake_of(services), services.sender)
+    dispatcher.startup.register(replayer.start)
+    dispatcher.shutdown.register(replayer.stop)
     return dispatcher
 
 

@@ -39,12 +39,12 @@ class ConsoleShop:
         if not pack_id:
             await self._say(texts.CONSOLE_BUY_USAGE)
             return
-        order = await self._shop.open_order(self._profile, pack_id, uuid.uuid4().hex)
-        if order is None:
+        opened = await self._shop.open_order(self._profile, pack_id, uuid.uuid4().hex)
+        if opened is None:
             await self._say(texts.PACK_GONE)
             return
         await self._say(texts.CONSOLE_TEST_PAYMENT)
-        outcome = await self._shop.simulate_payment(self._profile, order)
+        outcome = await self._shop.simulate_payment(self._profile, opened.order)
         if outcome.credit is None:
             await self._say(texts.SHOP_UNAVAILABLE)
             return

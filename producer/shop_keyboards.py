@@ -21,6 +21,12 @@ class BuyCallback(CallbackData, prefix="buy"):
     pack_id: str
 
 
+def is_shop_data(data: str) -> bool:
+    """Callback data of a shop button (of any shape: an old keyboard's, a forged one)."""
+    prefix = data.split(":", 1)[0]
+    return prefix in {ShopCallback.__prefix__, BuyCallback.__prefix__}
+
+
 def buy_keyboard(currency: str = "") -> InlineKeyboardMarkup:
     button = InlineKeyboardButton(
         text=texts.SHOP_BUTTON, callback_data=ShopCallback(currency=currency).pack()

@@ -205,6 +205,8 @@ SHOP_BUTTON = "💳 Купить"
 SHOP_CLOSED = "Магазин сейчас закрыт. Загляни позже."
 SHOP_UNAVAILABLE = "Магазин временно недоступен. Попробуй через минуту."
 PACK_GONE = "Этого пакета больше нет в продаже. Актуальные пакеты: /shop"
+PACK_GONE_SHORT = "Этого пакета больше нет"
+INVOICE_ALREADY_SENT = "Счёт уже отправлен — он выше в чате"
 CHECKOUT_REFUSALS = {
     "unknown_order": "Заказ не найден. Открой /shop и выбери пакет заново.",
     "foreign_order": "Этот счёт выставлен другому пользователю. Открой /shop, чтобы купить себе.",
@@ -212,6 +214,10 @@ CHECKOUT_REFUSALS = {
     "price_mismatch": "Цена изменилась. Открой /shop и выбери пакет заново.",
     "unavailable": "Магазин временно недоступен, звёзды не списаны. Попробуй через минуту.",
 }
+PAYMENT_DELAYED = (
+    "Оплата получена ⭐ Покупку начислим через несколько минут: база сейчас недоступна. "
+    "Звёзды не пропадут — мы сообщим, когда всё будет готово."
+)
 PAYMENT_WITHOUT_ORDER = (
     "Оплата получена, но заказ не найден. Напиши в поддержку (/paysupport) — мы всё проверим."
 )
@@ -293,6 +299,23 @@ def paysupport(contact: str, payments: list[tuple[str, str, int]]) -> str:
 
 def refund_unknown(charge_id: str) -> str:
     return f"Платёж {charge_id} не найден в нашей базе."
+
+
+REFUND_SPOOLED = (
+    "Звёзды возвращены, но база сейчас недоступна: списание запишем, как только она вернётся."
+)
+
+
+def refund_lookup_failed(error: str) -> str:
+    return f"Платежа нет в нашей базе, а Telegram не ответил на запрос списка платежей: {error}"
+
+
+def refund_unrecorded(user_id: int, already: bool) -> str:
+    done = "уже были возвращены" if already else "возвращены"
+    return (
+        f"Платежа не было в нашей базе, но Telegram его знает: звёзды {done} пользователю "
+        f"{user_id}. Платёж записан как возвращённый; покупка не начислялась, баланс не изменён."
+    )
 
 
 def refund_refused(error: str) -> str:

@@ -1,10 +1,11 @@
-"""`python -m scripts.stars_reconcile [--since DATE] [--json]`: Telegram's Star transactions
-against our payments and ledger; exit 1 when they differ.
+"""`python -m scripts.stars_reconcile [--since DATE] [--json] [--apply]`: Telegram's Star
+transactions against our payments and ledger; exit 1 when they differ.
 
 Reports payments Telegram took that our ledger never credited, payments we recorded that
 Telegram does not list, different amounts, and refunds made on one side only (Telegram-side
 debits, such as app-store chargebacks, show up only there). Test payments of the console demo
-are not compared.
+are not compared. With --apply it first repairs what it can (scripts.stars_repair), then
+reports what is left.
 """
 
 from __future__ import annotations
@@ -17,20 +18,28 @@ from datetime import UTC, date, datetime, timedelta
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import StarTransaction, TransactionPartnerUser
+from aiogram.types import StarTransaction
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer.app import build_bot
+from producer.star_transactions import (
+    PAGE_SIZE,
+    ListedPayment,
+    ListedRefund,
+    fetch_transactions,
+    telegram_side,
+)
 from scripts.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationsError, run_command
+from scripts.stars_repair import Repairs, repair, repairs_json, repairs_text
 from scripts.tables import print_json, print_text, table, timestamp
 from shared.config import Settings, load_settings
 from shared.db import payments
-from shared.db.engine import create_engine, create_sessionmaker
+from shared.db.engine import create_sessionmaker, engine_for
 from shared.db.models import LedgerKind, StarPayment
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 
-PAGE_SIZE = 100
+__all__ = ["fetch_transactions", "reconcile", "render", "report_json"]
 # Our payment time (the service message's date) and Telegram's may straddle midnight.
 SINCE_MARGIN = timedelta(days=1)
 
@@ -71,40 +80,8 @@ class Report:
         return not any(self.findings.values())
 
 
-@dataclass(frozen=True)
-class TelegramSide:
-    payments: dict[str, Entry]
-    refunds: dict[str, Entry]
-
-
-async def fetch_transactions(bot: Bot, page_size: int = PAGE_SIZE) -> list[StarTransaction]:
-    """Every Star transaction of the bot, oldest first, page by page."""
-    found: list[StarTransaction] = []
-    while True:
-        page = await bot.get_star_transactions(offset=len(found), limit=page_size)
-        found += page.transactions
-        if len(page.transactions) < page_size:
-            return found
-
-
-def telegram_side(transactions: Sequence[StarTransaction]) -> TelegramSide:
-    """Incoming invoice payments from users, and outgoing transactions that refund one of
-    them (a refund carries the payment's id); everything else is not ours to compare."""
-    paid: dict[str, Entry] = {}
-    outgoing: list[StarTransaction] = []
-    for item in transactions:
-        source = item.source
-        if isinstance(source, TransactionPartnerUser):
-            if source.transaction_type == "invoice_payment":
-                paid[item.id] = Entry(item.id, source.user.id, item.amount, item.date)
-        elif isinstance(item.receiver, TransactionPartnerUser):
-            outgoing.append(item)
-    refunds = {
-        item.id: Entry(item.id, paid[item.id].user_id, item.amount, item.date)
-        for item in outgoing
-        if item.id in paid
-    }
-    return TelegramSide(paid, refunds)
+def _listed_entry(item: ListedPayment | ListedRefund) -> Entry:
+    return Entry(item.charge_id, item.user_id, item.stars, item.at)
 
 
 def _entry(row: StarPayment, detail: str = "") -> Entry:
@@ -125,14 +102,14 @@ async def reconcile(
         credited = await payments.lines_of(session, keys, LedgerKind.PURCHASE)
     ours = {row.telegram_payment_charge_id: row for row in rows}
     report = Report(telegram_payments=len(telegram.payments), our_payments=len(rows))
-    for charge_id, paid in telegram.payments.items():
-        if since is not None and paid.at < since:
+    for charge_id, listed in telegram.payments.items():
+        if since is not None and listed.at < since:
             continue
-        _compare_payment(report, paid, ours.get(charge_id), charge_id in credited)
+        _compare_payment(report, _listed_entry(listed), ours.get(charge_id), charge_id in credited)
         refund = telegram.refunds.get(charge_id)
         row = ours.get(charge_id)
         if refund is not None and (row is None or row.refunded_at is None):
-            report.refunded_in_telegram_only.append(refund)
+            report.refunded_in_telegram_only.append(_listed_entry(refund))
     for row in rows:
         if since is not None and row.paid_at < since:
             continue
@@ -203,6 +180,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="first credit payments the ledger lacks, record refunds made on Telegram's side "
+        "and replay the bot's payment journal (each once, however often it runs)",
+    )
+    parser.add_argument(
         "--page-size",
         type=page_size,
         default=PAGE_SIZE,
@@ -213,19 +196,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, settings: Settings, bot: Bot) -> int:
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
+    repairs: Repairs | None = None
     try:
         transactions = await fetch_transactions(bot, args.page_size)
-        report = await reconcile(transactions, create_sessionmaker(engine), args.since)
+        db = create_sessionmaker(engine)
+        if args.apply:
+            repairs = await repair(telegram_side(transactions), settings, db, bot, args.since)
+        report = await reconcile(transactions, db, args.since)
     except TelegramAPIError as exc:
         raise OperationsError(f"getStarTransactions failed: {exc.message}") from None
     finally:
         await bot.session.close()
         await engine.dispose()
     if args.json:
-        print_json(report_json(report))
+        applied = {} if repairs is None else {"applied": repairs_json(repairs)}
+        print_json({**applied, **report_json(report)})
     else:
-        print_text(render(report))
+        rendered = render(report)
+        print_text(rendered if repairs is None else f"{repairs_text(repairs)}\n\n{rendered}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -254,6 +254,10 @@ class Settings:
     shop_packs: tuple[ShopPack, ...] = parse_packs(DEFAULT_SHOP_PACKS)
     daily_energy: int = bounded(0, ge=0)
     paysupport_contact: str = ""
+    # Where the bot journals each payment and refund before the ledger has it (a relative path
+    # is under the working directory); replayed at start, every minute and by
+    # `scripts.stars_reconcile --apply`. Must survive restarts: a volume in compose.
+    payment_spool_dir: str = "payment-spool"
 
     # The settings given explicitly (environment, `.env` or arguments), not defaulted.
     chosen: frozenset[str] = field(default=frozenset(), repr=False, compare=False)

@@ -190,6 +190,7 @@ def process_env(settings: Settings, **extra: Any) -> dict[str, str]:
         LOG_JSON="true",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        PAYMENT_SPOOL_DIR=settings.payment_spool_dir,
     )
     if settings.bot_token is not None:
         env["BOT_TOKEN"] = settings.bot_token.get_secret_value()

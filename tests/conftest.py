@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -78,7 +79,7 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(prefix: str, topology: str, redis_url: str) -> Settings:
+def settings(prefix: str, topology: str, redis_url: str, tmp_path: Path) -> Settings:
     return load_settings(
         _env_file=None,
         redis_url=redis_url,
@@ -87,6 +88,8 @@ def settings(prefix: str, topology: str, redis_url: str) -> Settings:
         redis_result_prefix=f"{prefix}result:",
         dashboard_redis_prefix=f"{prefix}dashboard:",
         redis_bot_prefix=f"{prefix}bot:",
+        # Each test's own payment journal: a bot replays whatever it finds there.
+        payment_spool_dir=str(tmp_path / "payment-spool"),
     )
 
 

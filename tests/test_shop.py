@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import ColumnElement, Select, func, select
 
 from producer.conversation import Profile
-from producer.shop import PaymentOutcome, RefundStatus, Refusal, Shop
+from producer.shop import PaymentOutcome, Refusal, Shop
+from producer.shop_refunds import RefundStatus
 from shared.config import Settings, load_settings
 from shared.db.models import Currency, LedgerEntry, LedgerKind, Order, OrderState, StarPayment
 from shared.db.payments import STARS, Receipt
@@ -44,9 +45,9 @@ def _receipt(order: Order) -> Receipt:
 
 
 async def _order(shop: Shop, user_id: int, pack_id: str = "d10") -> Order:
-    order = await shop.open_order(_profile(user_id), pack_id, uuid.uuid4().hex)
-    assert order is not None
-    return order
+    opened = await shop.open_order(_profile(user_id), pack_id, uuid.uuid4().hex)
+    assert opened is not None
+    return opened.order
 
 
 async def _balance(db: Sessions, user_id: int) -> tuple[int, int]:
@@ -79,23 +80,35 @@ def test_bad_shop_packs_fail_naming_the_variable() -> None:
     assert load_settings(_env_file=None, shop_packs="").shop_packs == ()
 
 
-async def test_open_order_copies_the_pack_and_repeats_per_request(
+async def test_open_order_copies_the_pack_and_is_reused_until_paid(
     shop: Shop, db: Sessions
 ) -> None:
     user_id = new_user_id()
     first = await shop.open_order(_profile(user_id), "d10", "press-1")
     again = await shop.open_order(_profile(user_id), "d10", "press-1")
     other = await shop.open_order(_profile(user_id), "d10", "press-2")
+    energy = await shop.open_order(_profile(user_id), "e100", "press-3")
 
-    assert first is not None and again is not None and other is not None
-    assert first.id == again.id != other.id
-    assert (first.currency, first.amount, first.price, first.state) == (
+    assert first is not None and again is not None and other is not None and energy is not None
+    # One open order per pack: a repeated press, or another press, reuses it...
+    assert first.order.id == again.order.id == other.order.id != energy.order.id
+    # ...and only the first press within INVOICE_REPEAT sends an invoice.
+    assert (first.send_invoice, again.send_invoice, other.send_invoice) == (True, False, False)
+    assert energy.send_invoice
+    order = first.order
+    assert (order.currency, order.amount, order.price, order.state) == (
         "diamonds",
         10,
         50,
         "created",
     )
-    assert await shop.open_order(_profile(user_id), "gone", "press-3") is None
+    assert await shop.open_order(_profile(user_id), "gone", "press-4") is None
+
+    await shop.apply_payment(_profile(user_id), _receipt(order))
+    after = await shop.open_order(_profile(user_id), "d10", "press-5")
+    assert after is not None
+    assert after.order.id != order.id  # paid: the next purchase is a new order
+    assert after.send_invoice
 
 
 async def test_pre_checkout_says_yes_only_to_the_owner_of_an_unpaid_order_at_its_price(

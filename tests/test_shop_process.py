@@ -179,8 +179,9 @@ async def test_reconcile_passes_then_finds_a_planted_mismatch(
             lost = tg.payments.take(user, 50, "f" * 32)
             shop = Shop(config, db)
             profile = Profile(user, "Анна", "ru")
-            order = await shop.open_order(profile, "d10", "phantom")
-            assert order is not None
+            opened = await shop.open_order(profile, "d10", "phantom")
+            assert opened is not None
+            order = opened.order
             phantom = Receipt("stx-phantom", user, order.id, STARS, 50, utcnow())
             await shop.apply_payment(profile, phantom)
 

@@ -57,8 +57,9 @@ def shop(settings: Settings, fresh_db: Sessions) -> Shop:
 async def _paid_both_sides(tg: FakeTelegram, shop: Shop, user_id: int) -> Receipt:
     """A purchase as it should be: Telegram took the Stars and our ledger credited them."""
     profile = Profile(user_id, "Анна", "ru")
-    order = await shop.open_order(profile, "d10", uuid.uuid4().hex)
-    assert order is not None
+    opened = await shop.open_order(profile, "d10", uuid.uuid4().hex)
+    assert opened is not None
+    order = opened.order
     charge_id = tg.payments.take(user_id, order.price, order.id)
     receipt = Receipt(charge_id, user_id, order.id, STARS, order.price, datetime.now(UTC))
     assert (await shop.apply_payment(profile, receipt)).applied
@@ -93,8 +94,9 @@ async def test_each_kind_of_mismatch_is_found(
     # Telegram took Stars whose successful_payment never reached us.
     lost = tg.payments.take(user_id, 50, "f" * 32)
     # We recorded a payment Telegram does not list.
-    order = await shop.open_order(profile, "d10", uuid.uuid4().hex)
-    assert order is not None
+    opened = await shop.open_order(profile, "d10", uuid.uuid4().hex)
+    assert opened is not None
+    order = opened.order
     phantom = Receipt("stx-phantom", user_id, order.id, STARS, 50, datetime.now(UTC))
     await shop.apply_payment(profile, phantom)
     # Refunded on one side only, each way.
@@ -103,8 +105,9 @@ async def test_each_kind_of_mismatch_is_found(
     refunded_here = await _paid_both_sides(tg, shop, user_id)
     await shop.apply_refund(refunded_here.charge_id, "admin 1")
     # Different amounts.
-    order = await shop.open_order(profile, "d10", uuid.uuid4().hex)
-    assert order is not None
+    opened = await shop.open_order(profile, "d10", uuid.uuid4().hex)
+    assert opened is not None
+    order = opened.order
     cheap = tg.payments.take(user_id, 1, order.id)
     await shop.apply_payment(
         profile, Receipt(cheap, user_id, order.id, STARS, 50, datetime.now(UTC))
@@ -130,8 +133,9 @@ async def test_since_limits_both_sides(
     tg.payments.take(user_id, 50, "f" * 32)  # would be missing here
     old = await _paid_both_sides(tg, shop, user_id)
     profile = Profile(user_id, "Анна", "ru")
-    order = await shop.open_order(profile, "d10", uuid.uuid4().hex)
-    assert order is not None
+    opened = await shop.open_order(profile, "d10", uuid.uuid4().hex)
+    assert opened is not None
+    order = opened.order
     # A payment recorded long ago that Telegram does not list (beyond its history, say).
     ancient = replace(old, charge_id="stx-ancient", paid_at=datetime(2020, 1, 1, tzinfo=UTC))
     await shop.apply_payment(profile, replace(ancient, payload=order.id))

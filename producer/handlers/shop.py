@@ -13,16 +13,23 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from producer import texts
 from producer.handlers import chat_of, profile_of
+from producer.payment_intake import PaymentIntake
 from producer.services import Services
 from producer.shop import Refusal, Shop
-from producer.shop_keyboards import BuyCallback, ShopCallback, packs_keyboard
+from producer.shop_keyboards import BuyCallback, ShopCallback, is_shop_data, packs_keyboard
+from producer.shop_refunds import RawPayment
+from shared.db.models import Order
 from shared.db.payments import STARS, Receipt
+from shared.redact import error_line
 
 log = structlog.get_logger(__name__)
 
 # Telegram drops a pre-checkout query not answered within 10 s; answer "no" well before that
 # rather than let a slow database turn into a silent failure.
 PRE_CHECKOUT_BUDGET_SECONDS = 5.0
+# A buy button's press is answered (with an invoice, or why not) after at most this long of
+# retrying a database that does not answer.
+BUY_BUDGET_SECONDS = 5.0
 
 
 def shop_of(services: Services) -> Shop:
@@ -55,15 +62,33 @@ async def shop_button(
 async def buy(
     callback: CallbackQuery, callback_data: BuyCallback, services: Services, bot: Bot
 ) -> None:
-    await callback.answer()
+    """A pack's button: the user's open order of that pack (a new one only if there is
+    none) and its invoice, at most one invoice per order within INVOICE_REPEAT."""
     chat_id = chat_of(callback)
-    # The callback id comes again with a re-delivered update: the same order, not a new one.
-    order = await shop_of(services).open_order(
-        profile_of(callback.from_user), callback_data.pack_id, callback.id
-    )
-    if order is None:
+    try:
+        # The press waits for an answer: a short budget, not the payments' full retry.
+        opened = await shop_of(services).open_order(
+            profile_of(callback.from_user),
+            callback_data.pack_id,
+            callback.id,
+            budget=BUY_BUDGET_SECONDS,
+        )
+    except Exception as exc:  # noqa: BLE001 - the press is answered whatever went wrong
+        log.error("order_not_opened", error=error_line(exc))
+        await callback.answer(texts.SHOP_UNAVAILABLE)
+        return
+    if opened is None:
+        await callback.answer(texts.PACK_GONE_SHORT)
         await bot.send_message(chat_id=chat_id, text=texts.PACK_GONE)
         return
+    if not opened.send_invoice:
+        await callback.answer(texts.INVOICE_ALREADY_SENT)
+        return
+    await callback.answer()
+    await _send_invoice(bot, chat_id, opened.order)
+
+
+async def _send_invoice(bot: Bot, chat_id: int, order: Order) -> None:
     title = texts.invoice_title(order.currency, order.amount)
     # Stars: currency XTR, exactly one price, and no provider token.
     await bot.send_invoice(
@@ -75,6 +100,14 @@ async def buy(
         prices=[LabeledPrice(label=title, amount=order.price)],
     )
     log.info("invoice_sent", order_id=order.id, price=order.price)
+
+
+async def stale_button(callback: CallbackQuery, bot: Bot) -> None:
+    """A shop button whose data no longer parses (an old keyboard, or forged): answered, so
+    no spinner is left turning, and pointed at the current shop."""
+    log.info("shop_button_unknown", data=(callback.data or "")[:64])
+    await callback.answer(texts.PACK_GONE_SHORT)
+    await bot.send_message(chat_id=chat_of(callback), text=texts.PACK_GONE)
 
 
 async def _decide(query: PreCheckoutQuery, services: Services) -> Refusal | None:
@@ -103,6 +136,10 @@ async def pre_checkout(query: PreCheckoutQuery, services: Services) -> None:
     )
 
 
+def intake_of(services: Services) -> PaymentIntake:
+    return PaymentIntake(services.settings, shop_of(services))
+
+
 async def paid(message: Message, services: Services) -> None:
     payment = message.successful_payment
     if payment is None:  # the filter guarantees it; this narrows the type
@@ -116,7 +153,11 @@ async def paid(message: Message, services: Services) -> None:
         total_amount=payment.total_amount,
         paid_at=message.date,
     )
-    outcome = await shop_of(services).apply_payment(profile, receipt)
+    outcome = await intake_of(services).payment(RawPayment(profile, receipt))
+    if outcome is None:
+        # Journaled: a replay credits it once the database is back, and tells the user.
+        await message.answer(texts.PAYMENT_DELAYED)
+        return
     if not outcome.applied:
         return  # told when it was applied, by whichever update or process did it
     credit = outcome.credit
@@ -130,10 +171,20 @@ async def refunded(message: Message, services: Services) -> None:
     refund = message.refunded_payment
     if refund is None:  # the filter guarantees it; this narrows the type
         return
-    outcome = await shop_of(services).apply_refund(
-        refund.telegram_payment_charge_id, "refunded_payment", from_message=True
+    profile = profile_of(message.from_user)
+    # All Telegram tells of the payment: enough to record it if we never did.
+    receipt = Receipt(
+        charge_id=refund.telegram_payment_charge_id,
+        user_id=profile.user_id,
+        payload=refund.invoice_payload,
+        currency=refund.currency,
+        total_amount=refund.total_amount,
+        paid_at=message.date,
     )
-    if outcome.first_message and outcome.currency is not None:
+    outcome = await intake_of(services).refund(
+        RawPayment(profile, receipt), "refunded_payment", from_message=True
+    )
+    if outcome is not None and outcome.first_message and outcome.currency is not None:
         await message.answer(texts.refund_notice(outcome.currency, outcome.taken, outcome.balance))
 
 
@@ -160,5 +211,7 @@ def create_router() -> Router:
     router.message.register(refunded, F.refunded_payment)
     router.callback_query.register(shop_button, ShopCallback.filter())
     router.callback_query.register(buy, BuyCallback.filter())
+    # After the typed filters: whatever else carries a shop prefix is stale or forged.
+    router.callback_query.register(stale_button, F.data.func(is_shop_data))
     router.pre_checkout_query.register(pre_checkout)
     return router

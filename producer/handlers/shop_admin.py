@@ -9,11 +9,14 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
 from producer import texts
-from producer.handlers.shop import shop_of
+from producer.admin_args import parse_charge_id, parse_grant
+from producer.conversation import Profile
+from producer.handlers.shop import intake_of, shop_of
 from producer.services import Services
-from producer.shop import RefundStatus
-from shared.config import MAX_PACK_AMOUNT
-from shared.db.models import Currency
+from producer.shop_refunds import RawPayment, RefundOutcome, RefundStatus
+from producer.star_transactions import find_payment
+from shared.db.models import StarPayment
+from shared.db.payments import Receipt
 
 log = structlog.get_logger(__name__)
 
@@ -52,16 +55,15 @@ async def _refund_stars(bot: Bot, user_id: int, charge_id: str) -> str | None:
 
 async def refund(message: Message, command: CommandObject, services: Services, bot: Bot) -> None:
     admin_id = _admin_id(message)
-    charge_id = (command.args or "").strip()
-    if not charge_id or " " in charge_id:
+    charge_id = parse_charge_id(command.args)
+    if charge_id is None:
         await message.answer(texts.REFUND_USAGE)
         return
-    shop = shop_of(services)
-    payment = await shop.payment(charge_id)
-    if payment is None:
-        await message.answer(texts.refund_unknown(charge_id))
-        return
     log.info("admin_refund_requested", admin_id=admin_id, charge_id=charge_id)
+    payment = await shop_of(services).payment(charge_id)
+    if payment is None:
+        await _refund_unrecorded(message, services, bot, charge_id)
+        return
     # Telegram first: our ledger debits only once the Stars have really gone back.
     error: str | None = ALREADY_REFUNDED
     if payment.refunded_at is None:
@@ -70,26 +72,68 @@ async def refund(message: Message, command: CommandObject, services: Services, b
             log.warning("refund_refused_by_telegram", charge_id=charge_id, error=error)
             await message.answer(texts.refund_refused(error))
             return
-    outcome = await shop.apply_refund(charge_id, f"admin {admin_id}")
+    outcome = await intake_of(services).refund(_raw(payment), f"admin {admin_id}")
+    if outcome is None:
+        await message.answer(texts.REFUND_SPOOLED)
+        return
     # The refunded_payment message may have applied the debit first: still this admin's refund.
     status = outcome.status
     if error is None and status is RefundStatus.ALREADY_REFUNDED:
         status = RefundStatus.REFUNDED
+    await message.answer(_report(outcome, status))
+
+
+def _report(outcome: RefundOutcome, status: RefundStatus) -> str:
     currency = str(outcome.currency or "")
-    await message.answer(
-        texts.refund_report(status, outcome.user_id, currency, outcome.taken, outcome.shortfall)
+    return texts.refund_report(status, outcome.user_id, currency, outcome.taken, outcome.shortfall)
+
+
+def _raw(payment: StarPayment) -> RawPayment:
+    """A recorded payment as the journal keeps it (the user exists: no name is needed)."""
+    receipt = Receipt(
+        charge_id=payment.telegram_payment_charge_id,
+        user_id=payment.user_id,
+        payload=payment.invoice_payload,
+        currency=payment.currency,
+        total_amount=payment.total_amount,
+        paid_at=payment.paid_at,
+        is_test=payment.is_test,
     )
+    return RawPayment(Profile(payment.user_id, ""), receipt)
 
 
-def parse_grant(args: str | None) -> tuple[int, int, Currency] | None:
-    """`<user_id> <amount> <energy|diamonds>`; None if it is not that."""
-    parts = (args or "").split()
-    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
-        return None
-    user_id, amount = int(parts[0]), int(parts[1])
-    if parts[2] not in {c.value for c in Currency} or not 1 <= amount <= MAX_PACK_AMOUNT:
-        return None
-    return user_id, amount, Currency(parts[2])
+async def _refund_unrecorded(
+    message: Message, services: Services, bot: Bot, charge_id: str
+) -> None:
+    """A charge the ledger never recorded (its update was lost, or it waits in a journal):
+    if Telegram lists it, its Stars go back and it is recorded as paid and refunded with
+    nothing credited. The user never got the goods, so their balance stays as it is; a
+    credit-then-debit would net the same but could leave a shortfall if the credit were
+    spent in between, and would tell the user of a purchase they are being refunded for."""
+    try:
+        found = await find_payment(bot, charge_id)
+    except TelegramAPIError as exc:
+        await message.answer(texts.refund_lookup_failed(exc.message))
+        return
+    if found is None:
+        await message.answer(texts.refund_unknown(charge_id))
+        return
+    listed, refunded_there = found
+    error: str | None = ALREADY_REFUNDED
+    if not refunded_there:
+        error = await _refund_stars(bot, listed.user_id, charge_id)
+    if error not in (None, ALREADY_REFUNDED):
+        log.warning("refund_refused_by_telegram", charge_id=charge_id, error=error)
+        await message.answer(texts.refund_refused(error))
+        return
+    outcome = await intake_of(services).refund(listed.raw, f"admin {_admin_id(message)}")
+    if outcome is None:
+        await message.answer(texts.REFUND_SPOOLED)
+    elif outcome.status is RefundStatus.NOTHING_CREDITED:
+        await message.answer(texts.refund_unrecorded(listed.user_id, already=error is not None))
+    else:
+        # Applied meanwhile (a replayed journal entry): taken back like any recorded payment.
+        await message.answer(_report(outcome, outcome.status))
 
 
 async def grant(message: Message, command: CommandObject, services: Services) -> None:

@@ -248,6 +248,9 @@ class Order(Base):
     state: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When its latest invoice went out: repeated presses of the buy button within a short
+    # while reuse the order without another invoice.
+    invoiced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class StarPayment(Base):

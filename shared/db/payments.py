@@ -8,7 +8,7 @@ so a repeated update or a second bot process changes nothing the second time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,9 +56,9 @@ def _column(currency: Currency) -> InstrumentedAttribute[int]:
     return User.energy if currency is Currency.ENERGY else User.diamonds
 
 
-async def _lock_user(session: AsyncSession, user_id: int) -> None:
-    # Serializes balance reads and writes of one user on PostgreSQL (SQLite's BEGIN IMMEDIATE
-    # already serializes every writer).
+async def lock_user(session: AsyncSession, user_id: int) -> None:
+    """Serializes balance reads and writes (and order choices) of one user on PostgreSQL
+    (SQLite's BEGIN IMMEDIATE already serializes every writer)."""
     await session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
@@ -74,8 +74,12 @@ async def credit(
     key: str,
     kind: LedgerKind,
     reason: str,
+    at: datetime | None = None,
 ) -> int | None:
-    """Add `amount` once per (`key`, `kind`); the new balance, or None if already credited."""
+    """Add `amount` once per (`key`, `kind`); the new balance, or None if already credited.
+
+    `at` stamps the line: a caller whose commit reply was lost recognises its own line by it.
+    """
     if amount < 0:
         raise ValueError("a credit cannot be negative")
     if not await insert_new(
@@ -88,6 +92,7 @@ async def credit(
         kind=kind,
         reason=reason,
         task_id=key,
+        created_at=at or utcnow(),
     ):
         return None
     column = _column(currency)
@@ -116,7 +121,7 @@ async def debit_up_to(
 
     The ledger line records what was actually taken; the rest is the shortfall.
     """
-    await _lock_user(session, user_id)
+    await lock_user(session, user_id)
     energy, diamonds = await balance(session, user_id)
     available = energy if currency is Currency.ENERGY else diamonds
     taken = min(amount, available)
@@ -154,7 +159,7 @@ async def top_up_daily(
     """
     if level <= 0 or user.energy >= level:
         return 0
-    await _lock_user(session, user.id)
+    await lock_user(session, user.id)
     energy, _ = await balance(session, user.id)
     day = today or utcnow().date()
     added = 0
@@ -205,6 +210,43 @@ async def create_order(
     return order
 
 
+async def open_order_for(
+    session: AsyncSession, user_id: int, *, pack_id: str, currency: str, amount: int, price: int
+) -> Order | None:
+    """The user's newest unpaid order of this pack as it is sold now, if any."""
+    return await session.scalar(
+        select(Order)
+        .where(
+            Order.user_id == user_id,
+            Order.pack_id == pack_id,
+            Order.currency == currency,
+            Order.amount == amount,
+            Order.price == price,
+            Order.state == OrderState.CREATED,
+        )
+        .order_by(Order.created_at.desc())
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def claim_invoice(
+    session: AsyncSession, order_id: str, now: datetime, interval: timedelta
+) -> bool:
+    """Note that an invoice of the order goes out now; False if one went out within
+    `interval` (the press is answered without another invoice)."""
+    claimed = await session.scalar(
+        update(Order)
+        .where(
+            Order.id == order_id,
+            (Order.invoiced_at.is_(None)) | (Order.invoiced_at <= now - interval),
+        )
+        .values(invoiced_at=now)
+        .returning(Order.id)
+    )
+    return claimed is not None
+
+
 async def get_order(session: AsyncSession, order_id: str) -> Order | None:
     # Payloads come from Telegram: anything longer cannot be one of our ids.
     if not order_id or len(order_id) > ORDER_ID_CHARS:
@@ -224,8 +266,12 @@ async def set_order_state(
 # Payments.
 
 
-async def record_payment(session: AsyncSession, receipt: Receipt, order_id: str | None) -> bool:
-    """Store the payment; False if this charge id is already stored (a repeated update)."""
+async def record_payment(
+    session: AsyncSession, receipt: Receipt, order_id: str | None, *, at: datetime
+) -> bool:
+    """Store the payment stamped `at` (its created_at); False if this charge id is already
+    stored (a repeated update, or this caller's own attempt whose commit reply was lost:
+    the stamp tells them apart)."""
     return await insert_new(
         session,
         StarPayment,
@@ -238,6 +284,7 @@ async def record_payment(session: AsyncSession, receipt: Receipt, order_id: str 
         invoice_payload=receipt.payload,
         is_test=receipt.is_test,
         paid_at=receipt.paid_at,
+        created_at=at,
     )
 
 
@@ -250,15 +297,19 @@ async def get_payment(
     return await session.scalar(query.execution_options(populate_existing=True))
 
 
-async def mark_refunded(session: AsyncSession, payment: StarPayment, shortfall: int) -> None:
-    payment.refunded_at = utcnow()
+async def mark_refunded(
+    session: AsyncSession, payment: StarPayment, shortfall: int, *, at: datetime | None = None
+) -> None:
+    payment.refunded_at = at or utcnow()
     payment.refund_shortfall = shortfall
     if payment.order_id is not None:
         await set_order_state(session, payment.order_id, OrderState.REFUNDED)
     await session.flush()
 
 
-async def record_refund_message(session: AsyncSession, charge_id: str) -> bool:
+async def record_refund_message(
+    session: AsyncSession, charge_id: str, *, at: datetime | None = None
+) -> bool:
     """Note the `refunded_payment` service message; True only the first time."""
     stamped = await session.scalar(
         update(StarPayment)
@@ -266,7 +317,7 @@ async def record_refund_message(session: AsyncSession, charge_id: str) -> bool:
             StarPayment.telegram_payment_charge_id == charge_id,
             StarPayment.refund_message_at.is_(None),
         )
-        .values(refund_message_at=utcnow())
+        .values(refund_message_at=at or utcnow())
         .returning(StarPayment.telegram_payment_charge_id)
     )
     return stamped is not None
