@@ -124,7 +124,8 @@ async def reconcile(
 def _compare_payment(report: Report, paid: Entry, row: StarPayment | None, credited: bool) -> None:
     if row is None:
         report.missing_here.append(Entry(**{**asdict(paid), "detail": "no payment row"}))
-    elif not credited:
+    elif not credited and row.refunded_at is None:
+        # Refunded without a credit (the Stars went back before the goods) is settled.
         report.missing_here.append(Entry(**{**asdict(paid), "detail": "never credited"}))
     elif row.total_amount != paid.stars:
         report.amount_differs.append(_entry(row, f"Telegram says {paid.stars}"))

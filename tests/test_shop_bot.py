@@ -16,7 +16,7 @@ from producer import texts
 from producer.app import build_bot
 from producer.handlers.shop import pre_checkout
 from producer.services import build_services
-from producer.shop_keyboards import ShopCallback
+from producer.shop_keyboards import BuyCallback, ShopCallback
 from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
@@ -332,3 +332,128 @@ async def test_pre_checkout_says_no_at_once_when_the_database_is_down(
         await engine.dispose()
 
     assert (attempt.ok, attempt.error_message) == (False, texts.CHECKOUT_REFUSALS["unavailable"])
+
+
+async def test_refund_of_a_payment_the_ledger_never_recorded(
+    app: InProcessBot, tg: FakeTelegram
+) -> None:
+    user = new_user_id()
+    invoice = await open_shop_and_buy(tg, user)
+    attempt = await tg.payments.pay(user, deliver=False)  # its successful_payment is lost
+    assert attempt.charge_id is not None
+    charge_id = attempt.charge_id
+
+    tg.user_message(ADMIN, f"/refund {charge_id}")
+    done = await wait_text(tg, ADMIN, "Платежа не было в нашей базе")
+    assert f"звёзды возвращены пользователю {user}" in done.params["text"]
+    assert tg.payments.charges[charge_id].refunded
+    # The lost update turns up after all: it credits nothing for Stars already returned.
+    await _deliver_again(app, attempt.message)
+    tg.user_message(ADMIN, f"/refund {charge_id}")
+    await wait_text(tg, ADMIN, "уже возвращён")
+    tg.user_message(ADMIN, "/refund stx-nobody-knows")
+    await wait_text(tg, ADMIN, "не найден")
+
+    assert await balances(app.db, user) == (5, 2)
+    assert await _ledger(app.db, charge_id) == []
+    assert messages_with(tg, user, "Оплата прошла") == []
+    assert len(tg.sent("refundStarPayment")) == 1
+    async with app.db() as session:
+        payment = await session.get(StarPayment, charge_id, populate_existing=True)
+        order = await session.get(Order, invoice.params["payload"], populate_existing=True)
+    assert payment is not None and payment.refunded_at is not None
+    assert order is not None and order.state == "refunded"
+
+
+async def _answers(tg: FakeTelegram, callback_ids: list[str]) -> dict[str, str]:
+    """The text each of these button presses was answered with ('' for none)."""
+    found = await tg.wait_for(
+        "answerCallbackQuery",
+        lambda r: r.ok and r.params.get("callback_query_id") in callback_ids,
+        count=len(callback_ids),
+    )
+    return {str(r.params["callback_query_id"]): str(r.params.get("text") or "") for r in found}
+
+
+async def test_pressing_buy_again_and_again_reuses_the_order_and_its_invoice(
+    app: InProcessBot, tg: FakeTelegram
+) -> None:
+    user = new_user_id()
+    first = await open_shop_and_buy(tg, user)
+    button = BuyCallback(pack_id="d10").pack()
+    presses = [tg.callback(user, button) for _ in range(6)]
+
+    answers = await _answers(tg, presses)
+
+    assert sorted(answers.values()) == [texts.INVOICE_ALREADY_SENT] * 6
+    assert len(tg.sent("sendInvoice", user)) == 1
+    async with app.db() as session:
+        orders = await session.scalars(select(Order.id).where(Order.user_id == user))
+        assert list(orders) == [first.params["payload"]]
+    # Paid, the next press is a new purchase: a new order and its invoice.
+    assert (await tg.payments.pay(user)).ok
+    await wait_text(tg, user, "Оплата прошла")
+    tg.callback(user, button)
+    again = await tg.wait_for("sendInvoice", lambda r: r.ok and r.chat_id == user, count=2)
+    assert again[-1].params["payload"] != first.params["payload"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["buy:gone", "buy:", "buy:d10:extra", "buy", "shop:diamonds:x", "buy:" + "x" * 60],
+)
+async def test_a_stale_or_forged_shop_button_is_answered_cleanly(
+    app: InProcessBot, tg: FakeTelegram, data: str
+) -> None:
+    user = new_user_id()
+    pressed = tg.callback(user, data)
+
+    answers = await _answers(tg, [pressed])
+    await wait_text(tg, user, texts.PACK_GONE)
+
+    assert answers == {pressed: texts.PACK_GONE_SHORT}
+    assert tg.sent("sendInvoice", user) == []
+    async with app.db() as session:
+        assert list(await session.scalars(select(Order.id).where(Order.user_id == user))) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "١٢٣ 5 energy",  # Arabic-Indic digits: int() takes them
+        "{user} ² energy",  # str.isdigit() passes '²', int() refuses it
+        "{user} +5 energy",
+        "{user} 1e3 energy",
+        "{user} -5 energy",
+        "{user} 5_0 energy",
+        "{user} 0 energy",
+        "{user} 1000001 energy",  # beyond the largest pack
+        "99999999999999999999 5 energy",  # beyond BIGINT: the database would refuse it
+        "{user}\t5 energy",
+        "{user} 5",
+    ],
+)
+async def test_grant_refuses_anything_but_plain_numbers_in_range(
+    app: InProcessBot, tg: FakeTelegram, args: str
+) -> None:
+    user = new_user_id()
+    tg.user_message(user, "/balance")
+    await wait_text(tg, user, "Твой баланс")
+    sent = len(tg.sent("sendMessage", ADMIN))
+
+    tg.user_message(ADMIN, f"/grant {args.format(user=user)}")
+    answer = await tg.wait_for("sendMessage", lambda r: r.chat_id == ADMIN, count=sent + 1)
+
+    assert answer[-1].params["text"] == texts.GRANT_USAGE
+    assert await balances(app.db, user) == (5, 2)
+
+
+@pytest.mark.parametrize("args", ["", "a b", "stx\x00nul", "stx" + "x" * 300, "платёж"])
+async def test_refund_refuses_a_malformed_charge_id(
+    app: InProcessBot, tg: FakeTelegram, args: str
+) -> None:
+    sent = len(tg.sent("sendMessage", ADMIN))
+    tg.user_message(ADMIN, f"/refund {args}")
+    answer = await tg.wait_for("sendMessage", lambda r: r.chat_id == ADMIN, count=sent + 1)
+    assert answer[-1].params["text"] == texts.REFUND_USAGE
+    assert tg.sent("getStarTransactions") == []

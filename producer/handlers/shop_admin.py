@@ -76,11 +76,17 @@ async def refund(message: Message, command: CommandObject, services: Services, b
     if outcome is None:
         await message.answer(texts.REFUND_SPOOLED)
         return
-    # The refunded_payment message may have applied the debit first: still this admin's refund.
-    status = outcome.status
+    await message.answer(_report(outcome, _status(outcome.status, error)))
+
+
+def _status(status: RefundStatus, error: str | None) -> RefundStatus:
+    """The status as the admin should read it, given what Telegram answered."""
     if error is None and status is RefundStatus.ALREADY_REFUNDED:
-        status = RefundStatus.REFUNDED
-    await message.answer(_report(outcome, status))
+        # The refunded_payment message applied the debit first: still this admin's refund.
+        return RefundStatus.REFUNDED
+    if error is not None and status is RefundStatus.NOTHING_CREDITED:
+        return RefundStatus.ALREADY_REFUNDED  # returned before, with nothing to take back
+    return status
 
 
 def _report(outcome: RefundOutcome, status: RefundStatus) -> str:
