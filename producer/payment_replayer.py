@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from aiogram.exceptions import TelegramAPIError
 
 from producer import texts
 from producer.channel import Sender
@@ -80,6 +79,6 @@ class PaymentReplayer:
         user_id = replayed.entry.raw.receipt.user_id
         try:
             await self._sender.send_text(user_id, text)
-        except TelegramAPIError as exc:
-            # The ledger has it either way; a user who blocked the bot is just not told.
+        except Exception as exc:  # noqa: BLE001 - the ledger has it; a notice must not stop the pass
+            # A user who blocked the bot, Telegram or Redis away: just not told.
             log.info("payment_notice_failed", target_user_id=user_id, error=type(exc).__name__)

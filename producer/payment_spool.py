@@ -117,9 +117,10 @@ class PaymentSpool:
     def ensure(self) -> None:
         """Create the directory and prove it writable; OSError if it is not."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        probe = self.directory / f"{_TMP_PREFIX}probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A name of its own: two processes may start on one journal at once.
+        handle, probe = tempfile.mkstemp(dir=self.directory, prefix=_TMP_PREFIX)
+        os.close(handle)
+        os.unlink(probe)
 
     def write(self, entry: SpoolEntry) -> Path:
         """Journal `entry` durably (see the module docstring); its path."""
