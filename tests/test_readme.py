@@ -1,4 +1,4 @@
-"""The README as a newcomer uses it: its commands, its settings table, its code."""
+"""The README and docs/ as a newcomer uses them: commands, settings table, code, links."""
 
 from __future__ import annotations
 
@@ -6,33 +6,105 @@ import asyncio
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from shared.config import Settings, setting_names
 from tests.consumer_helpers import ROOT, consumer_env, start_consumer, stop_process
 
-README = (ROOT / "README.md").read_text()
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+CONFIGURATION = DOCS / "configuration.md"
+DEVELOPMENT = DOCS / "development.md"
 SNIPPET_SECTION = "## Use the queue from your own code"
+# The README is a front door: what it is, the commands, the map, links; docs/ hold the rest.
+README_MAX_LINES = 250
+
+_FENCED = re.compile(r"^```.*?^```", flags=re.DOTALL | re.MULTILINE)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*:")
+# A command line that runs Python without uv: it would miss the locked environment.
+_BARE_PYTHON = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*python3? -m ", flags=re.MULTILINE)
 
 
-def code_blocks(language: str, text: str = README) -> list[str]:
+def code_blocks(language: str, text: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+
+def prose(text: str) -> str:
+    """The page without its code, where a `[x](y)` or a `# line` is not Markdown."""
+    return _INLINE_CODE.sub("", _FENCED.sub("", text))
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    """Every anchor a page's headings make; a repeated heading gets -1, -2, … as on GitHub."""
+    seen: Counter[str] = Counter()
+    found = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", _FENCED.sub("", page.read_text()), re.MULTILINE):
+        base = slug(heading)
+        found.add(f"{base}-{seen[base]}" if seen[base] else base)
+        seen[base] += 1
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    """Relative links of a page whose file, or whose heading in a Markdown file, is missing."""
+    broken = []
+    for target in _LINK.findall(prose(page.read_text())):
+        if _SCHEME.match(target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(target)
+    return broken
 
 
 def test_every_command_runs_through_uv() -> None:
     commands = [
-        line for block in code_blocks("bash") for line in block.splitlines() if "python -m" in line
+        line
+        for page in PAGES
+        for block in code_blocks("bash", page.read_text())
+        for line in block.splitlines()
+        if "python -m" in line
     ]
-    assert commands
+    assert len(commands) > 10
     assert [line for line in commands if "uv run python -m" not in line] == []
+    bare = {
+        page.name: _BARE_PYTHON.findall(block)
+        for page in PAGES
+        for block in _FENCED.findall(page.read_text())
+    }
+    assert {name: lines for name, lines in bare.items() if lines} == {}
 
 
 def test_configuration_table_lists_every_setting_once() -> None:
-    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", README, flags=re.MULTILINE)
+    text = CONFIGURATION.read_text()
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", text, flags=re.MULTILINE)
     assert sorted(rows) == sorted(name.upper() for name in setting_names())
-    for row in README.splitlines():
+    for row in text.splitlines():
         if row.startswith("| `USE_"):
             assert row.count("Image provider when") == 1, row
+
+
+def test_readme_is_a_front_door_that_links_to_every_page() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= README_MAX_LINES
+    linked = {Path(target.partition("#")[0]).name for target in _LINK.findall(prose(text))}
+    assert {page.name for page in PAGES[1:]} <= linked
+
+
+def test_every_relative_link_points_at_a_file_and_its_heading() -> None:
+    assert {page.name: broken_links(page) for page in PAGES if broken_links(page)} == {}
 
 
 def test_license_is_mit() -> None:
@@ -42,7 +114,7 @@ def test_license_is_mit() -> None:
 async def test_the_queue_snippet_enqueues_and_gets_a_result(
     settings: Settings, tmp_path: Path
 ) -> None:
-    section = README.split(SNIPPET_SECTION, 1)[1]
+    section = DEVELOPMENT.read_text().split(SNIPPET_SECTION, 1)[1]
     (snippet,) = code_blocks("python", section.split("\n## ", 1)[0])
     script = tmp_path / "my_script.py"
     script.write_text(snippet)
