@@ -174,7 +174,7 @@ async def test_a_bot_killed_mid_stream_continues_the_same_draft_and_message(
     await tg.wait_for("sendMessageDraft", in_chat(USER), timeout=20)
     placeholder = (await tg.wait_for("sendMessage", in_chat(GROUP), timeout=20))[0]
     # An edit shows the message's id is stored (a kill between sending the message and
-    # storing its id, one Redis write, would leave it behind: see the README).
+    # storing its id, one Redis write, would leave it behind: see docs/architecture.md).
     await tg.wait_for("editMessageText", in_chat(GROUP), timeout=20)
     assert await world.procs.stop(bot, signal.SIGKILL) == -signal.SIGKILL
     before = len(tg.requests)
