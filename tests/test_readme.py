@@ -155,12 +155,11 @@ _DELIVERY_MODULES = (
 
 
 def test_sending_is_called_at_least_once_and_the_duplicate_case_is_named() -> None:
-    for name, text in [("README.md", README)] + [
-        (m, (ROOT / m).read_text()) for m in _DELIVERY_MODULES
-    ]:
+    texts = [(page.name, page.read_text()) for page in PAGES]
+    for name, text in texts + [(m, (ROOT / m).read_text()) for m in _DELIVERY_MODULES]:
         found = _SENDING_EXACTLY_ONCE.search(text)
         assert found is None, (name, found and found.group(0))
-    guarantees = README.split("\n## Guarantees", 1)[1].split("\n## ", 1)[0]
+    guarantees = (DOCS / "guarantees.md").read_text()
     sending = guarantees.split("**Sending: at least once", 1)[1].split("\n- **", 1)[0]
     # The crash window, the lease after which the next start resends, and what it costs.
     for words in ("CLAIM_LEASE", "2 min", "twice", "crash", "marked sent"):
