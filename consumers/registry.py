@@ -10,6 +10,7 @@ from typing import Protocol, TypeVar
 from consumers.handlers.image import ImageHandler
 from consumers.handlers.image_prompt import ImagePromptHandler
 from consumers.handlers.reply import ReplyHandler
+from consumers.handlers.summary import SummaryHandler
 from consumers.providers.base import ImageClient, LLMClient
 from consumers.task_run import TaskRun
 from shared.errors import ConfigError
@@ -48,6 +49,7 @@ HANDLERS: dict[TaskType, Callable[[Providers], TaskHandler]] = {
     TaskType.GENERATE_REPLY: lambda p: ReplyHandler(p.need_llm()),
     TaskType.GENERATE_IMAGE_PROMPT: lambda p: ImagePromptHandler(p.need_llm()),
     TaskType.GENERATE_IMAGE: lambda p: ImageHandler(p.need_images()),
+    TaskType.SUMMARIZE_DIALOG: lambda p: SummaryHandler(p.need_llm()),
 }
 
 

@@ -19,6 +19,7 @@ from producer.handlers import (
     dialogue,
     errors,
     generate,
+    memory,
     photo,
     shop,
     shop_admin,
@@ -105,7 +106,7 @@ def build_dispatcher(services: Services) -> Dispatcher:
     dispatcher.update.outer_middleware(ChatTurnMiddleware(services.turns))
     # Commands first, the free-text dialogue and the presses nobody took last; the errors
     # router sees every failure.
-    routers = [start, stop, account, admin, shop, shop_admin, generate, photo, dialogue]
+    routers = [start, stop, account, admin, shop, shop_admin, generate, photo, memory, dialogue]
     routers += [unknown_buttons, errors]
     for module in routers:
         dispatcher.include_router(module.create_router())

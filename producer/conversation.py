@@ -19,6 +19,7 @@ from producer import texts
 from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
+from producer.memory import Memory, Recall
 from producer.outcomes import Verdict
 from producer.submit import Submitted, enqueue_retrying
 from producer.throttle import PhotoLock, RateLimiter
@@ -113,6 +114,7 @@ class Conversation:
         self._limiter = limiter
         self._photo_lock = photo_lock
         self._charging = asyncio.Semaphore(settings.charges_at_once)
+        self.memory = Memory(settings, db, queue, deliveries)
 
     # Plain requests.
 
@@ -192,11 +194,13 @@ class Conversation:
             return
         task_id = task_id_for("reply", message.chat_id, message.message_id)
         job = Job(task_id, DeliveryKind.REPLY, message.chat_id)
-        payload = await self._prepare_reply(message, job)
-        if payload is None:
+        prepared = await self._prepare_reply(message, job)
+        if prepared is None:
             await self._say(message.chat_id, texts.NO_DIALOG)
             return
+        payload, recall = prepared
         await self._enqueue(job, message.user.user_id, TaskType.GENERATE_REPLY, payload)
+        await self.memory.submit(recall, message.user.user_id)
 
     async def _in_transaction(self, what: str, body: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `body` in one transaction, again through a database restart or lock: every
@@ -212,19 +216,21 @@ class Conversation:
 
         return await retry_transient(attempt, what, self._settings.db_retry_seconds)
 
-    async def _prepare_reply(self, message: Incoming, job: Job) -> ReplyPayload | None:
+    async def _prepare_reply(
+        self, message: Incoming, job: Job
+    ) -> tuple[ReplyPayload, Recall] | None:
         settings = self._settings
         user_id = message.user.user_id
 
-        async def charge(
-            session: AsyncSession,
-        ) -> tuple[Dialog, Character, list[dict[str, str]]] | None:
+        async def charge(session: AsyncSession) -> tuple[Dialog, Character, Recall] | None:
             await self._user(session, message.user)
             found = await _dialog_character(session, user_id)
             if found is None:
                 return None
             dialog, character = found
-            turns = await repo.history(session, dialog.id, settings.history_messages)
+            # Without the message being answered: a retry after a lost commit reply finds
+            # it stored already, and it goes to the model as the user's message.
+            recall = await self.memory.recall(session, dialog, job.chat_id, message.message_id)
             await repo.charge(
                 session,
                 user_id,
@@ -233,27 +239,25 @@ class Conversation:
                 charge_id=job.charge_id,
                 reason="reply",
             )
-            saved = await repo.save_user_message(
-                session, dialog.id, message.text, message.message_id
-            )
-            if not saved and turns[-1:] == [{"role": "user", "content": message.text}]:
-                turns = turns[:-1]  # stored by an attempt whose commit reply was lost
+            await repo.save_user_message(session, dialog.id, message.text, message.message_id)
             await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
-            return dialog, character, turns
+            return dialog, character, recall
 
         charged = await self._in_transaction("charge_reply", charge)
         if charged is None:
             return None
-        dialog, character, turns = charged
+        dialog, character, recall = charged
         budget = settings.max_payload_bytes - _ENVELOPE_BYTES
         budget -= len(character.system_prompt.encode()) + len(message.text.encode())
-        history = fit_history([ChatTurn.from_json(turn) for turn in turns], budget)
-        return ReplyPayload(
+        budget -= len((recall.summary or "").encode())
+        payload = ReplyPayload(
             system_prompt=character.system_prompt,
-            history=history,
+            history=fit_history(recall.turns, budget),
             dialog_id=dialog.id,
             user_message=message.text,
+            summary=recall.summary,
         )
+        return payload, recall
 
     async def photo(
         self, chat_id: int, profile: Profile, request_id: str, dialog_id: int | None = None

@@ -332,6 +332,8 @@ class Deliveries:
         await retry_transient(confirm, "confirm_sent", self._settings.db_retry_seconds)
 
     async def _send(self, job: Job, applied: Applied, view: ReplyView | None) -> None:
+        if job.is_silent:
+            return
         if not job.is_photo:
             await self._send_reply(job, applied, view or PlainReplyView(self._sender, job.chat_id))
         elif applied.verdict is not Verdict.COMPLETED:

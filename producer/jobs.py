@@ -23,13 +23,17 @@ class DeliveryKind(StrEnum):
     REPLY = "reply"
     IMAGE = "image"
     PHOTO_PROMPT = "photo_prompt"
+    # A dialog's long-term memory: nothing is sent, the outcome only updates the dialog.
+    SUMMARY = "summary"
 
 
 _TASK_TYPES = {
     DeliveryKind.REPLY: TaskType.GENERATE_REPLY,
     DeliveryKind.IMAGE: TaskType.GENERATE_IMAGE,
     DeliveryKind.PHOTO_PROMPT: TaskType.GENERATE_IMAGE_PROMPT,
+    DeliveryKind.SUMMARY: TaskType.SUMMARIZE_DIALOG,
 }
+PHOTO_KINDS = frozenset({DeliveryKind.IMAGE, DeliveryKind.PHOTO_PROMPT})
 
 
 def task_id_for(*parts: object) -> str:
@@ -80,4 +84,9 @@ class Job:
 
     @property
     def is_photo(self) -> bool:
-        return self.kind is not DeliveryKind.REPLY
+        return self.kind in PHOTO_KINDS
+
+    @property
+    def is_silent(self) -> bool:
+        """Nothing is shown or sent for it (no chat action, no "takes longer", no message)."""
+        return self.kind is DeliveryKind.SUMMARY

@@ -100,3 +100,14 @@ def delete_keyboard(user_id: int) -> InlineKeyboardMarkup:
         InlineKeyboardButton(text=texts.DELETE_CANCEL_BUTTON, callback_data=no),
     ]
     return InlineKeyboardMarkup(inline_keyboard=[buttons])
+
+
+class MemoryCallback(CallbackData, prefix="memory"):
+    dialog_id: DialogId
+
+
+def memory_keyboard(dialog_id: int) -> InlineKeyboardMarkup:
+    button = InlineKeyboardButton(
+        text=texts.MEMORY_CLEAR_BUTTON, callback_data=MemoryCallback(dialog_id=dialog_id).pack()
+    )
+    return InlineKeyboardMarkup(inline_keyboard=[[button]])

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from producer.jobs import DeliveryKind, Job, encode_kind, image_task_id
 from producer.submit import Submitted, enqueue_retrying
 from shared.config import Settings
+from shared.db import memory
 from shared.db import repositories as repo
 from shared.db.models import Dialog
 from shared.db.retry import retry_transient
@@ -33,6 +34,7 @@ from shared.tasks import (
     ImageResult,
     QueueTask,
     ReplyResult,
+    SummaryResult,
     TaskStatus,
     TaskType,
 )
@@ -41,6 +43,9 @@ log = structlog.get_logger(__name__)
 
 # The ledger's reason column.
 _REASON_CHARS = 255
+
+# What a completed task leaves for the bot to apply.
+Result = ReplyResult | ImageResult | SummaryResult
 
 
 class Verdict(StrEnum):
@@ -86,7 +91,7 @@ class Applied:
     verdict: Verdict
     # Who paid (their photo lock is released once the photo is sent or refunded).
     user_id: int | None
-    result: ReplyResult | ImageResult | None = None
+    result: Result | None = None
     # A photo chain's image step, owed to the chat now instead of its prompt step.
     next_job: Job | None = None
 
@@ -109,7 +114,7 @@ class Outcomes:
         COMPLETED needs the final task. Failures (FAILED, LOST, REFUSED) refund the charge
         once; a failed task's record is then marked settled, so it cannot be replayed.
         """
-        result: ReplyResult | ImageResult | None = None
+        result: Result | None = None
         if verdict is Verdict.COMPLETED:
             if task is None:
                 raise ValueError("a completed outcome needs its task")
@@ -139,13 +144,17 @@ class Outcomes:
         job: Job,
         verdict: Verdict,
         task: QueueTask | None,
-        result: ReplyResult | ImageResult | None,
+        result: Result | None,
     ) -> tuple[bool, int | None]:
         """One transaction: (claimed, who paid). Safe to run again: the claim matches its own
         token, and saving a result or refunding a charge is idempotent by its key."""
         async with self._db.begin() as session:
             if not await self._claim(session, job):
                 return False, None
+            if job.kind is DeliveryKind.SUMMARY:  # nobody paid for it: nothing to refund
+                summary = result if isinstance(result, SummaryResult) else None
+                await _settle_summary(session, job, summary)
+                return True, None
             if result is not None and task is not None:
                 await _save_result(session, job, task, result)
                 return True, task.user_id
@@ -224,8 +233,15 @@ class Outcomes:
             log.warning("settle_mark_failed", error=redact(str(exc)))
 
 
-def _read_result(job: Job, task: QueueTask) -> ReplyResult | ImageResult | None:
-    model = ReplyResult if job.kind is DeliveryKind.REPLY else ImageResult
+_RESULTS: dict[DeliveryKind, type[Result]] = {
+    DeliveryKind.REPLY: ReplyResult,
+    DeliveryKind.IMAGE: ImageResult,
+    DeliveryKind.SUMMARY: SummaryResult,
+}
+
+
+def _read_result(job: Job, task: QueueTask) -> Result | None:
+    model = _RESULTS[job.kind]
     try:
         return model.from_json(task.result)
     except InvalidDataError as exc:
@@ -241,10 +257,26 @@ def _read_prompt(task: QueueTask) -> str | None:
         return None
 
 
-async def _save_result(
-    session: AsyncSession, job: Job, task: QueueTask, result: ReplyResult | ImageResult
-) -> None:
+async def _settle_summary(session: AsyncSession, job: Job, result: SummaryResult | None) -> None:
+    """Store a dialog's new summary, or free the dialog for the next summary task; both only
+    if this task is still the dialog's one in flight (idempotent by the task id)."""
+    dialog_id = result.dialog_id if result is not None else job.dialog_id
+    if dialog_id is None:
+        log.error("summary_without_dialog")
+        return
+    if result is None:
+        await memory.drop_summary_task(session, dialog_id, job.task_id)
+        return
+    stored = await memory.store_summary(
+        session, dialog_id, job.task_id, result.summary, result.upto
+    )
+    log.info("summary_applied", dialog_id=dialog_id, upto=result.upto, stored=stored)
+
+
+async def _save_result(session: AsyncSession, job: Job, task: QueueTask, result: Result) -> None:
     """The effect of a completed task; each is idempotent by the task id."""
+    if isinstance(result, SummaryResult):  # applied by _settle_summary
+        return
     if isinstance(result, ReplyResult):
         await repo.save_assistant_reply(session, result.dialog_id, job.task_id, result.reply)
         return

@@ -367,3 +367,22 @@ def console_shop(items: list[tuple[str, str]]) -> str:
         *[f"• {text}: /buy {pack_id}" for pack_id, text in items],
     ]
     return "\n".join(lines)
+
+
+# Long-term memory (/memory) and the buttons under replies that act on a dialog.
+
+COMMANDS.update({"memory": "Что помнит персонаж"})
+MEMORY_CLEAR_BUTTON = "🧹 Забыть"
+MEMORY_CLEARED = "Готово: память очищена. Последние сообщения персонаж всё ещё видит."
+NOT_YOUR_DIALOG = "Это не твой диалог: кнопка работает только у того, кто его ведёт."
+
+
+def memory_empty(name: str, window: int) -> str:
+    return (
+        f"В долгой памяти персонажа {name} пока пусто: она появляется, когда разговор "
+        f"становится длиннее {window} сообщений."
+    )
+
+
+def memory_text(name: str, summary: str) -> str:
+    return f"Что {name} помнит о вашем разговоре:\n\n{summary}"

@@ -52,6 +52,11 @@ PAYLOADS: dict[TaskType, dict[str, Any]] = {
     TaskType.GENERATE_REPLY: {"system_prompt": "s", "dialog_id": 1, "user_message": "hi"},
     TaskType.GENERATE_IMAGE_PROMPT: {"girl_name": "a", "girl_description": "b"},
     TaskType.GENERATE_IMAGE: {"prompt": "girl in a cafe"},
+    TaskType.SUMMARIZE_DIALOG: {
+        "dialog_id": 1,
+        "upto": 1,
+        "turns": [{"role": "user", "content": "hi"}],
+    },
 }
 
 

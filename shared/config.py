@@ -154,6 +154,7 @@ class Settings:
     max_concurrent_image_generations: int = bounded(5, ge=1)
     max_concurrent_reply_generations: int = bounded(10, ge=1)
     max_concurrent_prompt_generations: int = bounded(10, ge=1)
+    max_concurrent_summaries: int = bounded(2, ge=1)
 
     # Scheduling across all consumers (shared/limits.py has the syntax).
     provider_limits: dict[str, int] = field(default_factory=dict)

@@ -23,6 +23,7 @@ class TaskType(StrEnum):
     GENERATE_IMAGE = "generate_image"
     GENERATE_REPLY = "generate_reply"
     GENERATE_IMAGE_PROMPT = "generate_image_prompt"
+    SUMMARIZE_DIALOG = "summarize_dialog"
 
 
 class TaskStatus(StrEnum):
@@ -84,6 +85,9 @@ class ReplyPayload:
     history: list[ChatTurn] = field(default_factory=list)
     dialog_id: int
     user_message: str
+    # The dialog's long-term memory (what summarize_dialog folded from turns that left the
+    # history window); sent to the model after the character's prompt.
+    summary: str | None = None
 
     @classmethod
     def from_json(cls, data: object) -> ReplyPayload:
@@ -93,6 +97,7 @@ class ReplyPayload:
             history=checks.items(d, "history", ChatTurn.from_json, default=True),
             dialog_id=checks.required(d, "dialog_id", int),
             user_message=checks.text(d, "user_message", min_length=1),
+            summary=checks.maybe(d, "summary", str),
         )
 
 
@@ -109,6 +114,30 @@ class ImagePromptPayload:
             girl_name=checks.required(d, "girl_name", str),
             girl_description=checks.required(d, "girl_description", str),
             recent_dialogue=checks.items(d, "recent_dialogue", ChatTurn.from_json, default=True),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryPayload:
+    """Fold `turns` (the dialog's messages up to message id `upto`, which left the history
+    window) into `summary`, the dialog's memory so far (None: nothing yet)."""
+
+    dialog_id: int
+    upto: int
+    summary: str | None = None
+    turns: list[ChatTurn] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: object) -> SummaryPayload:
+        d = checks.as_object(data)
+        turns = checks.items(d, "turns", ChatTurn.from_json)
+        if not turns:
+            raise InvalidDataError("turns", "must hold at least one turn")
+        return cls(
+            dialog_id=checks.required(d, "dialog_id", int),
+            upto=checks.required(d, "upto", int),
+            summary=checks.maybe(d, "summary", str),
+            turns=turns,
         )
 
 
@@ -159,8 +188,26 @@ class ImagePromptResult:
         return cls(prompt=checks.required(checks.as_object(data), "prompt", str))
 
 
-Payload = ImagePayload | ReplyPayload | ImagePromptPayload
-TaskResult = ImageResult | ReplyResult | ImagePromptResult
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryResult:
+    """The dialog's new memory, covering its messages up to id `upto` (echoed)."""
+
+    summary: str
+    dialog_id: int
+    upto: int
+
+    @classmethod
+    def from_json(cls, data: object) -> SummaryResult:
+        d = checks.as_object(data)
+        return cls(
+            summary=checks.text(d, "summary", min_length=1),
+            dialog_id=checks.required(d, "dialog_id", int),
+            upto=checks.required(d, "upto", int),
+        )
+
+
+Payload = ImagePayload | ReplyPayload | ImagePromptPayload | SummaryPayload
+TaskResult = ImageResult | ReplyResult | ImagePromptResult | SummaryResult
 
 
 class ProviderKind(StrEnum):
@@ -201,6 +248,12 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         result=ImagePromptResult,
         provider=ProviderKind.LLM,
         concurrency=lambda s: s.max_concurrent_prompt_generations,
+    ),
+    TaskType.SUMMARIZE_DIALOG: TaskSpec(
+        payload=SummaryPayload,
+        result=SummaryResult,
+        provider=ProviderKind.LLM,
+        concurrency=lambda s: s.max_concurrent_summaries,
     ),
 }
 
@@ -248,7 +301,7 @@ def validate_payload(
     return to_json(parse_payload(task_type, data, task_id))
 
 
-P = TypeVar("P", ImagePayload, ReplyPayload, ImagePromptPayload)
+P = TypeVar("P", ImagePayload, ReplyPayload, ImagePromptPayload, SummaryPayload)
 
 
 def now() -> datetime:

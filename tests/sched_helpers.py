@@ -24,6 +24,11 @@ PAYLOADS: dict[TaskType, dict[str, Any]] = {
     },
     TaskType.GENERATE_IMAGE_PROMPT: {"girl_name": "Мира", "girl_description": "бариста"},
     TaskType.GENERATE_IMAGE: {"prompt": "portrait", "dialog_id": 1, "girl_id": 1},
+    TaskType.SUMMARIZE_DIALOG: {
+        "dialog_id": 1,
+        "upto": 1,
+        "turns": [{"role": "user", "content": "меня зовут Вася"}],
+    },
 }
 
 

@@ -31,11 +31,17 @@ PAYLOADS: dict[TaskType, dict[str, Any]] = {
         "girl_description": "бариста",
         "recent_dialogue": [{"role": "assistant", "content": "Привет!"}],
     },
+    TaskType.SUMMARIZE_DIALOG: {
+        "dialog_id": 3,
+        "upto": 7,
+        "turns": [{"role": "user", "content": "Меня зовут Вася"}],
+    },
 }
 RESULTS: dict[TaskType, dict[str, Any]] = {
     TaskType.GENERATE_IMAGE: {"image_base64": "aGk=", "image_size": 2, "dialog_id": 3},
     TaskType.GENERATE_REPLY: {"reply": "Отлично!", "dialog_id": 3},
     TaskType.GENERATE_IMAGE_PROMPT: {"prompt": "1girl, cafe"},
+    TaskType.SUMMARIZE_DIALOG: {"summary": "- зовут Вася", "dialog_id": 3, "upto": 7},
 }
 
 

@@ -16,6 +16,20 @@ from shared.tasks import QueueTask, ReplyPayload, ReplyResult, to_json
 
 log = structlog.get_logger(__name__)
 
+# Introduces the dialog's memory to the model, right after the character's own prompt.
+MEMORY_INTRO = "What you remember from the earlier part of this conversation:\n"
+
+
+def reply_messages(payload: ReplyPayload) -> list[dict[str, str]]:
+    """The chat request of a reply: the character, its memory of the dialog, the recent
+    turns and the user's message."""
+    messages = [{"role": "system", "content": payload.system_prompt}]
+    if payload.summary:
+        messages.append({"role": "system", "content": MEMORY_INTRO + payload.summary})
+    messages += [to_json(turn) for turn in payload.history]
+    messages.append({"role": "user", "content": payload.user_message})
+    return messages
+
 
 class ReplyHandler:
     def __init__(self, llm: LLMClient) -> None:
@@ -23,9 +37,7 @@ class ReplyHandler:
 
     async def __call__(self, task: QueueTask, run: TaskRun) -> ReplyResult:
         payload = task.payload_as(ReplyPayload)
-        messages = [{"role": "system", "content": payload.system_prompt}]
-        messages += [to_json(turn) for turn in payload.history]
-        messages.append({"role": "user", "content": payload.user_message})
+        messages = reply_messages(payload)
         live = run.live
         cut = False
         try:

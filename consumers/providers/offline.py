@@ -27,6 +27,11 @@ _MOODS = ("gentle smile", "playful wink", "thoughtful look", "bright laugh", "sh
 # A request mentioning these asks for an image prompt rather than an in-character reply.
 _PROMPT_MARKERS = ("prompt", "промпт", "stable diffusion")
 _ECHO_CHARS = 200
+# A first system message with this phrase asks to fold turns into a dialog's memory.
+_SUMMARY_MARKER = "long-term memory"
+# The offline memory: one line per user turn, the oldest dropped past this size.
+_FACT_CHARS = 80
+_MEMORY_CHARS = 1500
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -55,6 +60,8 @@ class OfflineLLMClient:
         system = "\n".join(m.get("content", "") for m in messages if m.get("role") == "system")
         users = [m.get("content", "") for m in messages if m.get("role") == "user"]
         last_user = users[-1] if users else ""
+        if messages and _SUMMARY_MARKER in messages[0].get("content", ""):
+            return _memory(last_user)
         digest = _digest(system, last_user)
         if any(marker in f"{system}\n{last_user}".lower() for marker in _PROMPT_MARKERS):
             return _image_prompt(digest)
@@ -78,6 +85,25 @@ class OfflineLLMClient:
 
     async def aclose(self) -> None:
         return None
+
+
+def _memory(request: str) -> str:
+    """A deterministic memory: the lines of the memory so far (`- …`) and one line per new
+    user turn (`user: …`); past _MEMORY_CHARS the oldest go, except the first (how the
+    user introduced themselves)."""
+    lines: list[str] = []
+    for line in request.splitlines():
+        if line.startswith("- "):
+            fact = line
+        elif line.startswith("user: "):
+            fact = "- " + line.removeprefix("user: ").strip()[:_FACT_CHARS]
+        else:
+            continue
+        if fact not in lines:
+            lines.append(fact)
+    while len(lines) > 2 and len("\n".join(lines)) > _MEMORY_CHARS:
+        lines.pop(1)
+    return "\n".join(lines) or "- (nothing yet)"
 
 
 def _image_prompt(digest: bytes) -> str:

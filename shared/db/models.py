@@ -139,6 +139,12 @@ class Dialog(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=NOW
     )
+    # Long-term memory (shared.db.memory): the summary of the messages up to id
+    # `summary_upto`, and the one summary task in flight, asked at `summary_asked_at`.
+    summary: Mapped[str | None] = mapped_column(Text)
+    summary_upto: Mapped[int | None] = mapped_column(BigInteger)
+    summary_task_id: Mapped[str | None] = mapped_column(String(64))
+    summary_asked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ChatMessage(Base):
