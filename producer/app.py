@@ -24,6 +24,7 @@ from producer.handlers import (
     shop,
     shop_admin,
     start,
+    steer,
     stop,
     unknown_buttons,
 )
@@ -106,8 +107,8 @@ def build_dispatcher(services: Services) -> Dispatcher:
     dispatcher.update.outer_middleware(ChatTurnMiddleware(services.turns))
     # Commands first, the free-text dialogue and the presses nobody took last; the errors
     # router sees every failure.
-    routers = [start, stop, account, admin, shop, shop_admin, generate, photo, memory, dialogue]
-    routers += [unknown_buttons, errors]
+    routers = [start, stop, account, admin, shop, shop_admin, generate, photo, memory, steer]
+    routers += [dialogue, unknown_buttons, errors]
     for module in routers:
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)

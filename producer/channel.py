@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +29,16 @@ _BOUNDARIES = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyButtons:
+    """The buttons under a delivered reply: a photo of its dialog (📷), the reply asked
+    again (🔄) and, under a cut or stopped reply, continued (▶️)."""
+
+    dialog_id: int
+    task_id: str
+    can_continue: bool = False
+
+
 class ChatAction(StrEnum):
     TYPING = "typing"
     UPLOAD_PHOTO = "upload_photo"
@@ -37,7 +48,7 @@ class Sender(Protocol):
     """Everything the conversation needs from a transport (Telegram, the console)."""
 
     async def send_text(
-        self, chat_id: int, text: str, photo_dialog: int | None = None
+        self, chat_id: int, text: str, buttons: ReplyButtons | None = None
     ) -> None: ...
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None: ...

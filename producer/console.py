@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
-from producer.channel import ChatAction, image_extension
+from producer.channel import ChatAction, ReplyButtons, image_extension
 from producer.console_shop import ConsoleShop
 from producer.conversation import Incoming, Profile
 from producer.services import Services, build_services
@@ -50,9 +50,11 @@ class ConsoleSender:
         self._out.write(line + "\n")
         self._out.flush()
 
-    async def send_text(self, chat_id: int, text: str, photo_dialog: int | None = None) -> None:
+    async def send_text(
+        self, chat_id: int, text: str, buttons: ReplyButtons | None = None
+    ) -> None:
         self._print(texts.console_message(text))
-        if photo_dialog is not None:
+        if buttons is not None:
             self._print(texts.CONSOLE_PHOTO_HINT)
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:
@@ -93,12 +95,12 @@ class ConsoleReplyView:
         self._printed = text
         return 0.0
 
-    async def deliver(self, text: str, photo_dialog: int | None) -> None:
+    async def deliver(self, text: str, buttons: ReplyButtons | None) -> None:
         if self._printed and text.startswith(self._printed):
             self._write(text[len(self._printed) :] + "\n")
         else:
             self._write(("\n" if self._printed else "") + texts.console_message(text) + "\n")
-        if photo_dialog is not None:
+        if buttons is not None:
             self._write(texts.CONSOLE_PHOTO_HINT + "\n")
 
 

@@ -19,8 +19,9 @@ from producer import texts
 from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
-from producer.memory import Memory, Recall
+from producer.memory import Memory, Recall, fit_history
 from producer.outcomes import Verdict
+from producer.steering import Steering
 from producer.submit import Submitted, enqueue_retrying
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
@@ -68,17 +69,6 @@ class Incoming:
     user: Profile
 
 
-def fit_history(turns: list[ChatTurn], budget: int) -> list[ChatTurn]:
-    """The newest turns whose UTF-8 size fits `budget` bytes, oldest first."""
-    kept: list[ChatTurn] = []
-    for turn in reversed(turns):
-        budget -= len(turn.content.encode()) + 32
-        if budget < 0:
-            break
-        kept.append(turn)
-    return kept[::-1]
-
-
 async def _dialog_character(
     session: AsyncSession, user_id: int, dialog_id: int | None = None
 ) -> tuple[Dialog, Character] | None:
@@ -115,6 +105,12 @@ class Conversation:
         self._photo_lock = photo_lock
         self._charging = asyncio.Semaphore(settings.charges_at_once)
         self.memory = Memory(settings, db, queue, deliveries)
+        self.steering = Steering(
+            settings=settings,
+            deliveries=deliveries,
+            in_transaction=self._in_transaction,
+            enqueue=self._enqueue,
+        )
 
     # Plain requests.
 
@@ -376,7 +372,7 @@ class Conversation:
         stays away the task may still exist (an attempt ran and its reply was lost), so the
         delivery stays open: the watcher finds its record, or refunds it as lost once.
         """
-        action = ChatAction.TYPING if job.kind is DeliveryKind.REPLY else ChatAction.UPLOAD_PHOTO
+        action = ChatAction.TYPING if job.is_reply else ChatAction.UPLOAD_PHOTO
         async with chat_action_kept(self._sender, job.chat_id, action, delay=_ACTION_DELAY):
             submitted = await enqueue_retrying(
                 self._queue,

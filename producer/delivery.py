@@ -27,10 +27,10 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer import texts
-from producer.channel import ChatAction, Sender, chat_action_kept
+from producer.channel import ChatAction, ReplyButtons, Sender, chat_action_kept
 from producer.jobs import DeliveryKind, Job, decode_kind
 from producer.outcomes import Applied, Outcomes, Verdict, verdict_of
-from producer.stream_records import StreamRecords
+from producer.stream_records import StreamRecords, ViewMode
 from producer.streaming import LiveFeed, PlainReplyView, Presenter, ReplyView
 from producer.throttle import PhotoLock
 from shared.closing import stop_loops
@@ -93,7 +93,7 @@ class Deliveries:
         without waiting. Replies are sent in the order they are watched, per chat.
         """
         previous = done = None
-        if job.kind is DeliveryKind.REPLY:
+        if job.is_reply:
             previous = self._last_reply.get(job.chat_id)
             done = asyncio.get_running_loop().create_future()
             self._last_reply[job.chat_id] = done
@@ -212,10 +212,24 @@ class Deliveries:
             await self.tell_queue_place(job.chat_id)
             await self._deliver(applied.next_job)
 
+    async def show_in_message(self, job: Job, message_id: int) -> None:
+        """Show `job`'s reply in the message `message_id` (edited in place), not a new one:
+        a regenerated reply takes the place of the one it replaces. Call before enqueueing."""
+        try:
+            state = await self._records.open(job.chat_id, job.task_id, ViewMode.EDIT)
+            if state.message_id is None:
+                state.message_id = message_id
+                await self._records.save(state)
+        except (RedisError, OSError) as exc:  # it comes as a new message instead
+            log.warning("stream_view_unavailable", error=redact(str(exc)))
+
     async def _open_view(self, job: Job) -> ReplyView | None:
         """The view a reply is shown on while it is written; its record (a restart continues
         the same draft or message, /stop and the stop button find the task) is in Redis."""
-        if self._live is None or job.kind is not DeliveryKind.REPLY:
+        if not job.is_reply:
+            return None
+        # Without streaming a regenerated reply still replaces the old one's message.
+        if self._live is None and job.kind is not DeliveryKind.REGENERATE:
             return None
         mode = self._sender.view_mode(job.chat_id)
         try:
@@ -273,7 +287,7 @@ class Deliveries:
             await presenter.first_text()
 
     def _wait_budget(self, job: Job) -> float:
-        if job.kind is DeliveryKind.REPLY:
+        if job.is_reply:
             return self._settings.reply_wait_seconds
         return self._settings.image_wait_seconds
 
@@ -284,11 +298,7 @@ class Deliveries:
             try:
                 if presenter is not None:  # the presenter shows what there is to show
                     return await self._wait(job, remaining)
-                action = (
-                    ChatAction.TYPING
-                    if job.kind is DeliveryKind.REPLY
-                    else ChatAction.UPLOAD_PHOTO
-                )
+                action = ChatAction.TYPING if job.is_reply else ChatAction.UPLOAD_PHOTO
                 async with chat_action_kept(self._sender, job.chat_id, action):
                     return await self._wait(job, remaining)
             except TaskTimeoutError:
@@ -351,9 +361,13 @@ class Deliveries:
         result = applied.result
         if applied.verdict is Verdict.COMPLETED and isinstance(result, ReplyResult):
             text = texts.marked_reply(result.reply, result.stopped, result.cut)
-            await view.deliver(text, photo_dialog=result.dialog_id)
+            can_continue = result.stopped or result.cut
+            await view.deliver(text, ReplyButtons(result.dialog_id, job.task_id, can_continue))
+        elif job.kind is DeliveryKind.REGENERATE:  # the reply it would replace stays shown
+            failed = PlainReplyView(self._sender, job.chat_id)
+            await failed.deliver(_failure_text(job, applied.verdict), None)
         else:
-            await view.deliver(_failure_text(job, applied.verdict), photo_dialog=None)
+            await view.deliver(_failure_text(job, applied.verdict), None)
 
     async def _release_photo(self, job: Job, user_id: int | None) -> None:
         """Free the user's photo lock (keyed by the user, not the chat: groups differ)."""

@@ -25,6 +25,10 @@ class DeliveryKind(StrEnum):
     PHOTO_PROMPT = "photo_prompt"
     # A dialog's long-term memory: nothing is sent, the outcome only updates the dialog.
     SUMMARY = "summary"
+    # The latest reply asked again (🔄): replaces it in the chat and in the history.
+    REGENERATE = "regenerate"
+    # A cut or stopped reply continued (▶️): appended to it in the history.
+    CONTINUE = "continue"
 
 
 _TASK_TYPES = {
@@ -32,8 +36,12 @@ _TASK_TYPES = {
     DeliveryKind.IMAGE: TaskType.GENERATE_IMAGE,
     DeliveryKind.PHOTO_PROMPT: TaskType.GENERATE_IMAGE_PROMPT,
     DeliveryKind.SUMMARY: TaskType.SUMMARIZE_DIALOG,
+    DeliveryKind.REGENERATE: TaskType.GENERATE_REPLY,
+    DeliveryKind.CONTINUE: TaskType.GENERATE_REPLY,
 }
 PHOTO_KINDS = frozenset({DeliveryKind.IMAGE, DeliveryKind.PHOTO_PROMPT})
+# Replies the character writes: shown while written, sent in order, stoppable.
+REPLY_KINDS = frozenset({DeliveryKind.REPLY, DeliveryKind.REGENERATE, DeliveryKind.CONTINUE})
 
 
 def task_id_for(*parts: object) -> str:
@@ -85,6 +93,10 @@ class Job:
     @property
     def is_photo(self) -> bool:
         return self.kind in PHOTO_KINDS
+
+    @property
+    def is_reply(self) -> bool:
+        return self.kind in REPLY_KINDS
 
     @property
     def is_silent(self) -> bool:

@@ -18,6 +18,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from pydantic import BeforeValidator, Field
 
 from producer import texts
+from producer.channel import ReplyButtons
 from shared.db.models import Character
 
 _INT32_MAX = 2**31 - 1
@@ -79,12 +80,6 @@ def characters_keyboard(characters: Iterable[Character]) -> InlineKeyboardMarkup
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def photo_keyboard(dialog_id: int) -> InlineKeyboardMarkup:
-    data = PhotoCallback(dialog_id=dialog_id).pack()
-    button = InlineKeyboardButton(text=texts.PHOTO_BUTTON, callback_data=data)
-    return InlineKeyboardMarkup(inline_keyboard=[[button]])
-
-
 def stop_keyboard(task_id: str) -> InlineKeyboardMarkup:
     button = InlineKeyboardButton(
         text=texts.STOP_BUTTON, callback_data=StopCallback(task_id=task_id).pack()
@@ -111,3 +106,36 @@ def memory_keyboard(dialog_id: int) -> InlineKeyboardMarkup:
         text=texts.MEMORY_CLEAR_BUTTON, callback_data=MemoryCallback(dialog_id=dialog_id).pack()
     )
     return InlineKeyboardMarkup(inline_keyboard=[[button]])
+
+
+class RegenerateCallback(CallbackData, prefix="regen"):
+    """🔄 under a reply, naming its task; only the dialog's user may press it."""
+
+    task_id: TaskId
+
+
+class ContinueCallback(CallbackData, prefix="cont"):
+    """▶️ under a cut or stopped reply, naming its task; only the dialog's user may press it."""
+
+    task_id: TaskId
+
+
+def reply_keyboard(buttons: ReplyButtons) -> InlineKeyboardMarkup:
+    """📷 of the reply's dialog; 🔄 and, under a cut or stopped reply, ▶️ name the reply."""
+    photo = InlineKeyboardButton(
+        text=texts.PHOTO_BUTTON, callback_data=PhotoCallback(dialog_id=buttons.dialog_id).pack()
+    )
+    steer = [
+        InlineKeyboardButton(
+            text=texts.REGENERATE_BUTTON,
+            callback_data=RegenerateCallback(task_id=buttons.task_id).pack(),
+        )
+    ]
+    if buttons.can_continue:
+        steer.append(
+            InlineKeyboardButton(
+                text=texts.CONTINUE_BUTTON,
+                callback_data=ContinueCallback(task_id=buttons.task_id).pack(),
+            )
+        )
+    return InlineKeyboardMarkup(inline_keyboard=[[photo], steer])

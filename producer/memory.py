@@ -56,6 +56,17 @@ class MemoryView:
     summary: str | None
 
 
+def fit_history(turns: list[ChatTurn], budget: int) -> list[ChatTurn]:
+    """The newest turns whose UTF-8 size fits `budget` bytes, oldest first."""
+    kept: list[ChatTurn] = []
+    for turn in reversed(turns):
+        budget -= len(turn.content.encode()) + 32
+        if budget < 0:
+            break
+        kept.append(turn)
+    return kept[::-1]
+
+
 def fit_fold(turns: list[StoredTurn], budget: int) -> list[StoredTurn]:
     """The oldest turns whose UTF-8 size fits `budget` bytes (at least one, cut to fit):
     a fold always moves forward, and what does not fit waits for the next one."""

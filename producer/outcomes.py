@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from producer.jobs import DeliveryKind, Job, encode_kind, image_task_id
 from producer.submit import Submitted, enqueue_retrying
 from shared.config import Settings
-from shared.db import memory
+from shared.db import memory, steering
 from shared.db import repositories as repo
 from shared.db.models import Dialog
 from shared.db.retry import retry_transient
@@ -235,6 +235,8 @@ class Outcomes:
 
 _RESULTS: dict[DeliveryKind, type[Result]] = {
     DeliveryKind.REPLY: ReplyResult,
+    DeliveryKind.REGENERATE: ReplyResult,
+    DeliveryKind.CONTINUE: ReplyResult,
     DeliveryKind.IMAGE: ImageResult,
     DeliveryKind.SUMMARY: SummaryResult,
 }
@@ -277,12 +279,32 @@ async def _save_result(session: AsyncSession, job: Job, task: QueueTask, result:
     """The effect of a completed task; each is idempotent by the task id."""
     if isinstance(result, SummaryResult):  # applied by _settle_summary
         return
+    if isinstance(result, ReplyResult) and job.kind in _REVISIONS:
+        await _revise(session, job, task, result)
+        return
     if isinstance(result, ReplyResult):
         await repo.save_assistant_reply(session, result.dialog_id, job.task_id, result.reply)
         return
     dialog_id = result.dialog_id or task.data.get("dialog_id")
     if isinstance(dialog_id, int):
         await repo.bump_photo_counter(session, dialog_id, job.task_id)
+
+
+_REVISIONS = {
+    DeliveryKind.REGENERATE: steering.replace_reply,
+    DeliveryKind.CONTINUE: steering.extend_reply,
+}
+
+
+async def _revise(session: AsyncSession, job: Job, task: QueueTask, result: ReplyResult) -> None:
+    """A regenerated reply takes the place of the one it redid; a continuation is appended
+    to it. Once: the old reply's task id names the row until this changes it."""
+    target = task.data.get("replaces")
+    if not isinstance(target, str):
+        log.error("revision_without_target", kind=job.kind)
+        return
+    revised = await _REVISIONS[job.kind](session, target, job.task_id, result.reply)
+    log.info("reply_revised", kind=job.kind, replaced=target, revised=revised)
 
 
 def _reason(verdict: Verdict, task: QueueTask | None) -> str:

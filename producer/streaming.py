@@ -17,7 +17,7 @@ from typing import Protocol
 import structlog
 
 from producer import texts
-from producer.channel import Sender, split_text
+from producer.channel import ReplyButtons, Sender, split_text
 from shared.tasks import TaskType
 
 log = structlog.get_logger(__name__)
@@ -58,14 +58,14 @@ class ReplyView(Protocol):
         """Show the text so far: 0.0 if shown, else the seconds until the chat has a free
         slot (nothing was shown; the caller comes back then, with newer text if any)."""
 
-    async def deliver(self, text: str, photo_dialog: int | None) -> None:
+    async def deliver(self, text: str, buttons: ReplyButtons | None) -> None:
         """Send the reply's final text (or its failure notice); called once, after a claim.
-        With `photo_dialog`, the last message carries the photo button of that dialog."""
+        With `buttons`, the last message carries them (📷 of the reply's dialog, 🔄, ▶️)."""
 
 
 class PlainReplyView:
     """A reply shown only once it is done: its final text as messages, the last with the
-    photo button."""
+    reply's buttons."""
 
     refresh_seconds = None
 
@@ -76,8 +76,8 @@ class PlainReplyView:
     async def show(self, text: str) -> float:
         return 0.0
 
-    async def deliver(self, text: str, photo_dialog: int | None) -> None:
-        await send_parts(self._sender, self._chat_id, final_parts(text), photo_dialog)
+    async def deliver(self, text: str, buttons: ReplyButtons | None) -> None:
+        await send_parts(self._sender, self._chat_id, final_parts(text), buttons)
 
 
 def final_parts(text: str) -> list[str]:
@@ -86,12 +86,11 @@ def final_parts(text: str) -> list[str]:
 
 
 async def send_parts(
-    sender: Sender, chat_id: int, parts: list[str], photo_dialog: int | None
+    sender: Sender, chat_id: int, parts: list[str], buttons: ReplyButtons | None
 ) -> None:
-    """Send `parts` in order; the last one carries the photo button of `photo_dialog`."""
+    """Send `parts` in order; the last one carries the buttons, if any."""
     for number, part in enumerate(parts, start=1):
-        last = number == len(parts)
-        await sender.send_text(chat_id, part, photo_dialog=photo_dialog if last else None)
+        await sender.send_text(chat_id, part, buttons if number == len(parts) else None)
 
 
 def visible_part(text: str) -> str:

@@ -7,8 +7,8 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile
 
-from producer.channel import ChatAction, image_extension
-from producer.keyboards import photo_keyboard
+from producer.channel import ChatAction, ReplyButtons, image_extension
+from producer.keyboards import reply_keyboard
 from producer.send_budget import SendBudget, on_taken_slot
 from producer.stream_records import StreamRecords, ViewMode, ViewState
 from producer.streaming import ReplyView
@@ -28,8 +28,10 @@ class TelegramSender:
         self._bot = bot
         self._budget = budget
 
-    async def send_text(self, chat_id: int, text: str, photo_dialog: int | None = None) -> None:
-        markup = None if photo_dialog is None else photo_keyboard(photo_dialog)
+    async def send_text(
+        self, chat_id: int, text: str, buttons: ReplyButtons | None = None
+    ) -> None:
+        markup = None if buttons is None else reply_keyboard(buttons)
         await self._bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:

@@ -15,8 +15,8 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 
-from producer.channel import Sender
-from producer.keyboards import photo_keyboard, stop_keyboard
+from producer.channel import ReplyButtons, Sender
+from producer.keyboards import reply_keyboard, stop_keyboard
 from producer.send_budget import SendBudget, on_taken_slot
 from producer.stream_records import StreamRecords, ViewMode, ViewState
 from producer.streaming import DRAFT_REFRESH_SECONDS, final_parts, send_parts
@@ -99,21 +99,20 @@ class TelegramReplyView:
         # Kept before the next edit, so a restarted bot edits this message, not a new one.
         await self._records.save(state)
 
-    async def deliver(self, text: str, photo_dialog: int | None) -> None:
+    async def deliver(self, text: str, buttons: ReplyButtons | None) -> None:
         self._delivered = True
         parts = final_parts(text)
         message_id = self._state.message_id
-        last_dialog = photo_dialog if len(parts) == 1 else None
         edited = (
             self._state.mode is ViewMode.EDIT
             and message_id is not None
-            and await self._edit_final(message_id, parts[0], last_dialog)
+            and await self._edit_final(message_id, parts[0], buttons if len(parts) == 1 else None)
         )
         if edited:
             parts = parts[1:]
-        await send_parts(self._sender, self._state.chat_id, parts, photo_dialog)
+        await send_parts(self._sender, self._state.chat_id, parts, buttons)
 
-    async def _edit_final(self, message_id: int, text: str, photo_dialog: int | None) -> bool:
+    async def _edit_final(self, message_id: int, text: str, buttons: ReplyButtons | None) -> bool:
         """Put the final text into the streamed message; False if it cannot be edited (the
         user deleted it): the final text is then sent as a new message."""
         try:
@@ -121,7 +120,7 @@ class TelegramReplyView:
                 chat_id=self._state.chat_id,
                 message_id=message_id,
                 text=text,
-                reply_markup=None if photo_dialog is None else photo_keyboard(photo_dialog),
+                reply_markup=None if buttons is None else reply_keyboard(buttons),
             )
         except TelegramBadRequest as exc:
             if _not_modified(exc):  # a repeat after a crash: the text is already there

@@ -386,3 +386,13 @@ def memory_empty(name: str, window: int) -> str:
 
 def memory_text(name: str, summary: str) -> str:
     return f"Что {name} помнит о вашем разговоре:\n\n{summary}"
+
+
+# Steering a conversation: the reply asked again (🔄) or continued (▶️), /undo.
+
+REGENERATE_BUTTON = "🔄 Ещё раз"
+CONTINUE_BUTTON = "▶️ Продолжить"
+REGENERATING = "Пишу ответ заново…"
+CONTINUING = "Продолжаю…"
+STEERING_ALREADY = "Уже пишу, подожди немного."
+TOO_LATE = "Поздно: это уже не последний ответ в диалоге."

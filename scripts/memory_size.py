@@ -22,8 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consumers.handlers.reply import reply_messages
 from consumers.handlers.summary import cap_summary, summary_request
 from consumers.providers.offline import OfflineLLMClient
-from producer.conversation import fit_history
-from producer.memory import FOLD_MAX_TURNS, fit_fold
+from producer.memory import FOLD_MAX_TURNS, fit_fold, fit_history
 from scripts.seed_characters import CHARACTERS
 from shared.config import load_settings
 from shared.db import memory

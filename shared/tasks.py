@@ -88,6 +88,11 @@ class ReplyPayload:
     # The dialog's long-term memory (what summarize_dialog folded from turns that left the
     # history window); sent to the model after the character's prompt.
     summary: str | None = None
+    # Continue (▶️): the reply so far, sent as the assistant's last turn.
+    prefill: str | None = None
+    # Regenerate or continue: the task id of the reply this one replaces or extends (the bot
+    # applies it to that reply's history row; consumers ignore it).
+    replaces: str | None = None
 
     @classmethod
     def from_json(cls, data: object) -> ReplyPayload:
@@ -98,6 +103,8 @@ class ReplyPayload:
             dialog_id=checks.required(d, "dialog_id", int),
             user_message=checks.text(d, "user_message", min_length=1),
             summary=checks.maybe(d, "summary", str),
+            prefill=checks.maybe(d, "prefill", str),
+            replaces=checks.maybe(d, "replaces", str),
         )
 
 

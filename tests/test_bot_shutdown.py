@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import delete, update
 
 from producer import texts
-from producer.channel import ChatAction
+from producer.channel import ChatAction, ReplyButtons
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind
 from producer.throttle import PhotoLock
@@ -34,7 +34,9 @@ class SlowTransport:
         self.sending = asyncio.Event()
         self.texts: list[str] = []
 
-    async def send_text(self, chat_id: int, text: str, photo_dialog: int | None = None) -> None:
+    async def send_text(
+        self, chat_id: int, text: str, buttons: ReplyButtons | None = None
+    ) -> None:
         self.sending.set()
         await asyncio.sleep(self.delay)
         self.texts.append(text)

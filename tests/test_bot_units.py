@@ -15,7 +15,6 @@ from aiogram.types import BufferedInputFile
 
 from producer import texts
 from producer.channel import split_text
-from producer.conversation import fit_history
 from producer.jobs import (
     DeliveryKind,
     Job,
@@ -24,6 +23,7 @@ from producer.jobs import (
     image_task_id,
     task_id_for,
 )
+from producer.memory import fit_history
 from producer.send_budget import SendBudget
 from producer.telegram_session import FloodControlMiddleware
 from producer.throttle import PhotoLock, RateLimiter

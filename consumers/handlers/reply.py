@@ -22,12 +22,14 @@ MEMORY_INTRO = "What you remember from the earlier part of this conversation:\n"
 
 def reply_messages(payload: ReplyPayload) -> list[dict[str, str]]:
     """The chat request of a reply: the character, its memory of the dialog, the recent
-    turns and the user's message."""
+    turns, the user's message and, to continue a reply, what it said so far."""
     messages = [{"role": "system", "content": payload.system_prompt}]
     if payload.summary:
         messages.append({"role": "system", "content": MEMORY_INTRO + payload.summary})
     messages += [to_json(turn) for turn in payload.history]
     messages.append({"role": "user", "content": payload.user_message})
+    if payload.prefill:
+        messages.append({"role": "assistant", "content": payload.prefill})
     return messages
 
 

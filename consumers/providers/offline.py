@@ -66,6 +66,8 @@ class OfflineLLMClient:
         if any(marker in f"{system}\n{last_user}".lower() for marker in _PROMPT_MARKERS):
             return _image_prompt(digest)
         opening = _REPLY_OPENINGS[digest[0] % len(_REPLY_OPENINGS)]
+        if messages and messages[-1].get("role") == "assistant":  # continue that reply
+            return f"И ещё: {opening.lower()}"
         echo = " ".join(last_user.split())[:_ECHO_CHARS]
         return f"{opening} Ты написал: «{echo}»" if echo else opening
 

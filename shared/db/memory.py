@@ -58,16 +58,20 @@ async def dialog_memory(
     window: int,
     *,
     exclude_message: int | None = None,
+    before: int | None = None,
     fold_max: int = 40,
 ) -> DialogMemory:
     """The dialog's memory for a reply: its summary, the last `window` messages (without the
-    Telegram message `exclude_message`, the one being answered) and up to `fold_max` turns to
-    fold. Turns waiting to be folded are shown too while they are few (half a window)."""
+    Telegram message `exclude_message`, the one being answered, and from before the message
+    id `before` if given) and up to `fold_max` turns to fold. Turns waiting to be folded are
+    shown too while they are few (half a window)."""
     upto = dialog.summary_upto or 0
     columns = (ChatMessage.id, ChatMessage.role, ChatMessage.content)
     mine = [ChatMessage.dialog_id == dialog.id]
     if exclude_message is not None:
         mine.append(ChatMessage.telegram_message_id.is_distinct_from(exclude_message))
+    if before is not None:
+        mine.append(ChatMessage.id < before)
     recent: list[StoredTurn] = []
     older = [*mine, ChatMessage.id > upto]
     if window > 0:

@@ -1,0 +1,55 @@
+"""Steering a conversation: the 🔄 and ▶️ buttons under the latest reply."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.types import CallbackQuery
+
+from producer import texts
+from producer.handlers import chat_of
+from producer.keyboards import ContinueCallback, RegenerateCallback
+from producer.services import Services
+from producer.steering import SteerAnswer
+from shared.errors import PipelineError
+
+_ANSWERS = {
+    SteerAnswer.ALREADY: texts.STEERING_ALREADY,
+    SteerAnswer.TOO_LATE: texts.TOO_LATE,
+    SteerAnswer.NOT_YOURS: texts.NOT_YOUR_DIALOG,
+}
+
+
+async def regenerate(
+    callback: CallbackQuery, callback_data: RegenerateCallback, services: Services
+) -> None:
+    # The pressed message is the one the new reply replaces.
+    message_id = callback.message.message_id if callback.message is not None else None
+    try:
+        answer = await services.conversation.steering.regenerate(
+            chat_of(callback), callback.from_user.id, callback_data.task_id, message_id
+        )
+    except PipelineError:  # not enough energy: the errors router says so in the chat
+        await callback.answer()
+        raise
+    await callback.answer(_ANSWERS.get(answer, texts.REGENERATING))
+
+
+async def continue_reply(
+    callback: CallbackQuery, callback_data: ContinueCallback, services: Services
+) -> None:
+    try:
+        answer = await services.conversation.steering.continue_reply(
+            chat_of(callback), callback.from_user.id, callback_data.task_id
+        )
+    except PipelineError:
+        await callback.answer()
+        raise
+    await callback.answer(_ANSWERS.get(answer, texts.CONTINUING))
+
+
+def create_router() -> Router:
+    """A new Router per Dispatcher (a Router can belong to only one)."""
+    router = Router(name=__name__)
+    router.callback_query.register(regenerate, RegenerateCallback.filter())
+    router.callback_query.register(continue_reply, ContinueCallback.filter())
+    return router
