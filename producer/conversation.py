@@ -107,6 +107,7 @@ class Conversation:
         self.memory = Memory(settings, db, queue, deliveries)
         self.steering = Steering(
             settings=settings,
+            db=db,
             deliveries=deliveries,
             in_transaction=self._in_transaction,
             enqueue=self._enqueue,

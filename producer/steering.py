@@ -1,4 +1,5 @@
-"""Steering a conversation: the latest reply asked again (🔄) or continued (▶️).
+"""Steering a conversation: the latest reply asked again (🔄) or continued (▶️), and the
+last exchange undone (/undo).
 
 Each is a generate_reply task charged like a message (and refunded like one if it fails),
 with the same delivery: shown while written, stoppable, sent once. Its task id comes from the
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, task_id_for
@@ -34,6 +35,14 @@ InTransaction = Callable[[str, Callable[[AsyncSession], Awaitable[T]]], Awaitabl
 Enqueue = Callable[[Job, int, TaskType, Payload], Awaitable[None]]
 # Room left in a task for its envelope (as for a message's reply).
 _ENVELOPE_BYTES = 4096
+
+
+class UndoAnswer(StrEnum):
+    UNDONE = "undone"
+    NOTHING = "nothing"
+    # A reply in the chat is still being written: it would land after the undo.
+    BUSY = "busy"
+    NO_DIALOG = "no_dialog"
 
 
 class SteerAnswer(StrEnum):
@@ -69,11 +78,13 @@ class Steering:
         self,
         *,
         settings: Settings,
+        db: async_sessionmaker[AsyncSession],
         deliveries: Deliveries,
         in_transaction: InTransaction[_Steer | SteerAnswer],
         enqueue: Enqueue,
     ) -> None:
         self._settings = settings
+        self._db = db
         self._deliveries = deliveries
         self._in_transaction = in_transaction
         self._enqueue = enqueue
@@ -99,6 +110,20 @@ class Steering:
             return steered
         await self._enqueue(steered.job, user_id, TaskType.GENERATE_REPLY, steered.payload)
         return SteerAnswer.STARTED
+
+    async def undo(self, chat_id: int, user_id: int) -> UndoAnswer:
+        """/undo: the model no longer sees the active dialog's last exchange (the user's
+        last message and the replies to it are deleted). Refused while a reply in the chat
+        is being written: it would be stored after the undo."""
+        async with self._db.begin() as session:
+            dialog = await repo.active_dialog(session, user_id)
+            if dialog is None:
+                return UndoAnswer.NO_DIALOG
+            if await steering.replies_in_flight(session, chat_id):
+                return UndoAnswer.BUSY
+            removed = await steering.undo_last_exchange(session, dialog.id)
+        log.info("exchange_undone", dialog_id=dialog.id, messages=removed)
+        return UndoAnswer.UNDONE if removed else UndoAnswer.NOTHING
 
     async def _charge(
         self, kind: DeliveryKind, chat_id: int, user_id: int, target: str

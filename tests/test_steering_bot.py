@@ -226,3 +226,43 @@ async def test_a_stopped_reply_is_continued_and_the_continuation_appended(
         await eventually(lambda: _history_is(pg, dialog_id, expected))
         assert await click(bot, user, data, stopped) == texts.TOO_LATE
     assert [kind for kind, _, _ in await ledger(pg, user)] == ["charge"] * 3
+
+
+async def test_undo_removes_the_last_exchange_from_what_the_model_sees(
+    settings: Settings, pg: Sessions, postgresql_backend: Backend, queue: QueueService
+) -> None:
+    user = new_user_id()
+    consumer = ManualConsumer(queue)
+    async with chatting(settings, pg, postgresql_backend, user) as bot:
+        tg = bot.tg
+        await answered(bot, consumer, user, "первое")
+        second = await answered(bot, consumer, user, "второе")
+
+        # While a reply is being written, an undo would miss it: refused.
+        await bot.feed(tg.user_message(user, "третье"))
+        in_flight = await consumer.take(REPLY)
+        await bot.feed(tg.user_message(user, "/undo"))
+        await wait_text(tg, user, texts.UNDO_BUSY)
+        dialog_id: int = in_flight.task.data["dialog_id"]
+        await consumer.complete(in_flight, ReplyResult(reply="ответ: третье", dialog_id=dialog_id))
+        await wait_text(tg, user, "ответ: третье")
+
+        await bot.feed(tg.user_message(user, "/undo"))
+        await wait_text(tg, user, texts.UNDO_DONE)
+        expected = ["первое", "ответ: первое", "второе", "ответ: второе"]
+        assert await dialog_history(pg, dialog_id) == expected
+        # The reply before it is the latest again: it can be regenerated.
+        assert await click(bot, user, button(second, texts.REGENERATE_BUTTON), second) == (
+            texts.REGENERATING
+        )
+        regenerated = await complete(consumer, "ответ заново")
+        assert [t["content"] for t in regenerated.task.data["history"]] == expected[:2]
+        await eventually(lambda: _history_is(pg, dialog_id, [*expected[:3], "ответ заново"]))
+
+        await bot.feed(tg.user_message(user, "/undo"))
+        await bot.feed(tg.user_message(user, "/undo"))
+        await bot.feed(tg.user_message(user, "/undo"))
+        await wait_text(tg, user, texts.UNDO_NOTHING)
+        assert await dialog_history(pg, dialog_id) == []
+        await answered(bot, consumer, user, "заново")
+        assert [kind for kind, _, _ in await ledger(pg, user)] == ["charge"] * 5

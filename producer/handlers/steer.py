@@ -1,15 +1,16 @@
-"""Steering a conversation: the 🔄 and ▶️ buttons under the latest reply."""
+"""Steering a conversation: the 🔄 and ▶️ buttons under the latest reply, /undo."""
 
 from __future__ import annotations
 
 from aiogram import Router
-from aiogram.types import CallbackQuery
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
 
 from producer import texts
-from producer.handlers import chat_of
+from producer.handlers import chat_of, profile_of
 from producer.keyboards import ContinueCallback, RegenerateCallback
 from producer.services import Services
-from producer.steering import SteerAnswer
+from producer.steering import SteerAnswer, UndoAnswer
 from shared.errors import PipelineError
 
 _ANSWERS = {
@@ -17,6 +18,20 @@ _ANSWERS = {
     SteerAnswer.TOO_LATE: texts.TOO_LATE,
     SteerAnswer.NOT_YOURS: texts.NOT_YOUR_DIALOG,
 }
+
+
+_UNDONE = {
+    UndoAnswer.UNDONE: texts.UNDO_DONE,
+    UndoAnswer.NOTHING: texts.UNDO_NOTHING,
+    UndoAnswer.BUSY: texts.UNDO_BUSY,
+    UndoAnswer.NO_DIALOG: texts.NO_DIALOG,
+}
+
+
+async def undo(message: Message, services: Services) -> None:
+    user_id = profile_of(message.from_user).user_id
+    answer = await services.conversation.steering.undo(message.chat.id, user_id)
+    await message.answer(_UNDONE[answer])
 
 
 async def regenerate(
@@ -52,4 +67,5 @@ def create_router() -> Router:
     router = Router(name=__name__)
     router.callback_query.register(regenerate, RegenerateCallback.filter())
     router.callback_query.register(continue_reply, ContinueCallback.filter())
+    router.message.register(undo, Command("undo"))
     return router

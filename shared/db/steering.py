@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import ChatMessage, MessageRole
+from shared.db.models import ChatMessage, Delivery, MessageRole
 
 _NO_SPACE_BEFORE = ".,!?;:…)»"
 
@@ -75,6 +75,19 @@ async def extend_reply(
     reply.task_id = new_task_id
     await session.flush()
     return True
+
+
+async def replies_in_flight(session: AsyncSession, chat_id: int) -> bool:
+    """A reply (or its regeneration or continuation) owed to the chat is not applied yet."""
+    kinds = ("reply", "regenerate", "continue")
+    found = await session.scalar(
+        select(Delivery.task_id)
+        .where(
+            Delivery.chat_id == chat_id, Delivery.delivered_at.is_(None), Delivery.kind.in_(kinds)
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 async def undo_last_exchange(session: AsyncSession, dialog_id: int) -> int:
