@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from producer import texts
 from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.delivery import Deliveries
+from producer.dialogs import Dialogs
 from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
 from producer.memory import Memory, Recall, fit_history
 from producer.outcomes import Verdict
@@ -105,6 +106,7 @@ class Conversation:
         self._photo_lock = photo_lock
         self._charging = asyncio.Semaphore(settings.charges_at_once)
         self.memory = Memory(settings, db, queue, deliveries)
+        self.dialogs = Dialogs(db)
         self.steering = Steering(
             settings=settings,
             db=db,

@@ -139,3 +139,18 @@ def reply_keyboard(buttons: ReplyButtons) -> InlineKeyboardMarkup:
             )
         )
     return InlineKeyboardMarkup(inline_keyboard=[[photo], steer])
+
+
+class DialogCallback(CallbackData, prefix="dialog"):
+    """Resumes a dialog listed by /dialogs; only its user may press it."""
+
+    dialog_id: DialogId
+
+
+def dialogs_keyboard(buttons: list[tuple[str, int]]) -> InlineKeyboardMarkup:
+    """One button per (text, dialog id)."""
+    rows = [
+        [InlineKeyboardButton(text=text, callback_data=DialogCallback(dialog_id=dialog).pack())]
+        for text, dialog in buttons
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=rows)

@@ -400,3 +400,26 @@ COMMANDS.update({"undo": "Отменить последний обмен соо�
 UNDO_DONE = "Последний обмен сообщениями удалён: персонаж его больше не видит."
 UNDO_NOTHING = "Отменять нечего: в этом диалоге ещё нет сообщений."
 UNDO_BUSY = "Ответ ещё пишется: дождись его или останови (/stop), потом отменяй."
+
+# Past dialogs (/dialogs).
+
+COMMANDS.update({"dialogs": "Мои диалоги: продолжить прежний"})
+DIALOGS_EMPTY = "Диалогов пока нет. Выбери персонажа: /characters"
+DIALOGS_TITLE = "Твои диалоги (нажми, чтобы продолжить):"
+DIALOG_NOT_STARTED = "ещё не начат"
+
+
+def dialog_line(
+    number: int, name: str, day: str, *, first_words: str | None, photos: int, active: bool
+) -> str:
+    words = f"«{first_words}»" if first_words else DIALOG_NOT_STARTED
+    now = " — сейчас" if active else ""
+    return f"{number}. {name} · {day} · {words} · 📷 {photos}{now}"
+
+
+def dialog_button(number: int, name: str) -> str:
+    return f"{number}. {name}"
+
+
+def dialog_resumed(name: str) -> str:
+    return f"Продолжаем диалог с {name}. Напиши что-нибудь!"

@@ -1,0 +1,37 @@
+"""The user's dialogs: `/dialogs` lists them (character, date, first words, photos), a button
+resumes one. `/reset` and choosing another character keep the old dialog in the list."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db import dialogs
+from shared.db import repositories as repo
+from shared.db.dialogs import DialogLine
+
+log = structlog.get_logger(__name__)
+
+# Dialogs `/dialogs` shows (one button each).
+LISTED_DIALOGS = 10
+
+
+class Dialogs:
+    def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
+        self._db = db
+
+    async def listed(self, user_id: int) -> list[DialogLine]:
+        async with self._db() as session:
+            return await dialogs.list_dialogs(session, user_id, LISTED_DIALOGS)
+
+    async def resume(self, user_id: int, dialog_id: int) -> str | None:
+        """Make the dialog the active one; its character's name, or None if the dialog is
+        not the user's (the button's data comes from the client)."""
+        async with self._db.begin() as session:
+            dialog = await dialogs.resume_dialog(session, user_id, dialog_id)
+            if dialog is None:
+                log.info("dialog_resume_refused", dialog_id=dialog_id)
+                return None
+            character = await repo.get_character(session, dialog.character_id)
+        log.info("dialog_resumed", dialog_id=dialog_id)
+        return character.name if character is not None else ""
