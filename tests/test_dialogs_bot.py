@@ -4,21 +4,25 @@ old dialog listed."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 
 from producer import texts
-from producer.keyboards import CharacterCallback, DialogCallback
+from producer.keyboards import CharacterCallback, DialogCallback, PhotoCallback
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
+from shared.db.models import Character, Dialog
 from shared.db.repositories import active_dialog, bump_photo_counter
 from shared.queue import QueueService, TaskType
-from shared.tasks import ReplyResult
+from shared.tasks import ImagePromptResult, ImageResult, ReplyResult
 from tests.bot_feed import FedBot, fed_bot, open_deliveries, press
 from tests.bot_harness import ManualConsumer, bot_settings, wait_text
 from tests.bot_world import eventually
+from tests.consumer_helpers import ledger
+from tests.fakes.http import make_png
 from tests.fakes.telegram import FakeTelegram, Request
 from tests.fixtures_db import Backend, Sessions, new_user_id
 
@@ -122,3 +126,53 @@ async def test_dialogs_lists_every_dialog_and_resumes_the_one_pressed(
 
 async def _answered(tg: FakeTelegram, text: str) -> bool:
     return any(params.get("text") == text for params in tg.answered_callbacks.values())
+
+
+async def test_the_photo_button_draws_its_own_dialog_after_a_switch_and_only_for_its_owner(
+    settings: Settings, pg: Sessions, postgresql_backend: Backend, queue: QueueService
+) -> None:
+    user, stranger = new_user_id(), new_user_id()
+    consumer = ManualConsumer(queue)
+    async with chatting(settings, pg, postgresql_backend, user) as bot:
+        tg = bot.tg
+        first = await say(bot, consumer, user, "Сфотографируйся")
+        reply = await wait_text(tg, user, "ответ: Сфотографируйся")
+        photo = reply.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        assert PhotoCallback.unpack(photo).dialog_id == first
+        async with pg() as session:
+            first_character = await session.get(Dialog, first)
+            assert first_character is not None
+            character = await session.get(Character, first_character.character_id)
+            assert character is not None
+
+        greeting = await wait_text(tg, user, "Привет")
+        other = greeting.params["reply_markup"]["inline_keyboard"][1][0]["callback_data"]
+        await bot.feed(press(tg, user, other))
+        await wait_text(tg, user, "Твой собеседник", timeout=10)
+
+        await bot.feed(press(tg, stranger, photo))
+        await eventually(lambda: _answered(tg, texts.NOT_YOUR_BUTTON))
+
+        await bot.feed(press(tg, user, photo, chat_id=user))
+        prompt = await consumer.take(TaskType.GENERATE_IMAGE_PROMPT)
+        assert prompt.task.data["girl_name"] == character.name
+        await consumer.complete(prompt, ImagePromptResult(prompt="portrait, cafe"))
+        image = await consumer.take(TaskType.GENERATE_IMAGE)
+        assert (image.task.data["dialog_id"], image.task.data["girl_id"]) == (first, character.id)
+        png = make_png(4, 4)
+        await consumer.complete(
+            image,
+            ImageResult(image_base64=base64.b64encode(png).decode(), image_size=len(png)),
+        )
+        await tg.wait_for("sendPhoto", timeout=10)
+        assert await bot.services.deliveries.wait_idle(10)
+
+        listed = await dialogs_list(bot, user)
+        lines = str(listed.params["text"]).splitlines()
+        assert lines[1].endswith(f"{texts.DIALOG_NOT_STARTED} · 📷 0 — сейчас")
+        assert lines[2].endswith("«Сфотографируйся» · 📷 1")
+    assert [kind for kind, _, _ in await ledger(pg, stranger)] == []
+    assert [(kind, amount) for kind, amount, _ in await ledger(pg, user)] == [
+        ("charge", -1),
+        ("charge", -1),
+    ]
