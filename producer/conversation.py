@@ -19,6 +19,7 @@ from producer import texts
 from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.delivery import Deliveries
 from producer.dialogs import Dialogs
+from producer.edits import Edits
 from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
 from producer.memory import Memory, Recall, fit_history
 from producer.outcomes import Verdict
@@ -107,6 +108,12 @@ class Conversation:
         self._charging = asyncio.Semaphore(settings.charges_at_once)
         self.memory = Memory(settings, db, queue, deliveries)
         self.dialogs = Dialogs(db)
+        self.edits = Edits(
+            settings=settings,
+            queue=queue,
+            in_transaction=self._in_transaction,
+            enqueue=self._enqueue,
+        )
         self.steering = Steering(
             settings=settings,
             db=db,

@@ -29,6 +29,8 @@ class DeliveryKind(StrEnum):
     REGENERATE = "regenerate"
     # A cut or stopped reply continued (▶️): appended to it in the history.
     CONTINUE = "continue"
+    # The reply to a message the user edited: replaces the reply to the text before.
+    EDIT = "edit"
 
 
 _TASK_TYPES = {
@@ -38,10 +40,13 @@ _TASK_TYPES = {
     DeliveryKind.SUMMARY: TaskType.SUMMARIZE_DIALOG,
     DeliveryKind.REGENERATE: TaskType.GENERATE_REPLY,
     DeliveryKind.CONTINUE: TaskType.GENERATE_REPLY,
+    DeliveryKind.EDIT: TaskType.GENERATE_REPLY,
 }
 PHOTO_KINDS = frozenset({DeliveryKind.IMAGE, DeliveryKind.PHOTO_PROMPT})
 # Replies the character writes: shown while written, sent in order, stoppable.
-REPLY_KINDS = frozenset({DeliveryKind.REPLY, DeliveryKind.REGENERATE, DeliveryKind.CONTINUE})
+REPLY_KINDS = frozenset(
+    {DeliveryKind.REPLY, DeliveryKind.REGENERATE, DeliveryKind.CONTINUE, DeliveryKind.EDIT}
+)
 
 
 def task_id_for(*parts: object) -> str:

@@ -237,6 +237,7 @@ _RESULTS: dict[DeliveryKind, type[Result]] = {
     DeliveryKind.REPLY: ReplyResult,
     DeliveryKind.REGENERATE: ReplyResult,
     DeliveryKind.CONTINUE: ReplyResult,
+    DeliveryKind.EDIT: ReplyResult,
     DeliveryKind.IMAGE: ImageResult,
     DeliveryKind.SUMMARY: SummaryResult,
 }

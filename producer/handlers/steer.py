@@ -1,12 +1,14 @@
-"""Steering a conversation: the 🔄 and ▶️ buttons under the latest reply, /undo."""
+"""Steering a conversation: the 🔄 and ▶️ buttons under the latest reply, /undo, and
+editing the last message."""
 
 from __future__ import annotations
 
-from aiogram import Router
+from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
 from producer import texts
+from producer.edits import Edit
 from producer.handlers import chat_of, profile_of
 from producer.keyboards import ContinueCallback, RegenerateCallback
 from producer.services import Services
@@ -32,6 +34,17 @@ async def undo(message: Message, services: Services) -> None:
     user_id = profile_of(message.from_user).user_id
     answer = await services.conversation.steering.undo(message.chat.id, user_id)
     await message.answer(_UNDONE[answer])
+
+
+async def edited(message: Message, services: Services) -> None:
+    """An edited text message: answered again if it is the user's last one."""
+    text = message.text or ""
+    if text.startswith("/") or len(text) > services.settings.max_message_chars:
+        return
+    edited_at = message.edit_date or 0
+    user_id = profile_of(message.from_user).user_id
+    edit = Edit(message.chat.id, message.message_id, user_id, text, edited_at)
+    await services.conversation.edits.edit(edit)
 
 
 async def regenerate(
@@ -68,4 +81,5 @@ def create_router() -> Router:
     router.callback_query.register(regenerate, RegenerateCallback.filter())
     router.callback_query.register(continue_reply, ContinueCallback.filter())
     router.message.register(undo, Command("undo"))
+    router.edited_message.register(edited, F.text)
     return router

@@ -165,6 +165,8 @@ class ChatMessage(Base):
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
     # Task ids are uuids, unique across the whole pipeline.
     task_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # A user message the user edited: the task whose reply answers the edited text.
+    reply_task_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class PhotoEvent(Base):

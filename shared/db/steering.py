@@ -77,9 +77,46 @@ async def extend_reply(
     return True
 
 
+async def user_message(
+    session: AsyncSession, dialog_id: int, telegram_message_id: int
+) -> ChatMessage | None:
+    found: ChatMessage | None = await session.scalar(
+        select(ChatMessage).where(
+            ChatMessage.dialog_id == dialog_id,
+            ChatMessage.telegram_message_id == telegram_message_id,
+            ChatMessage.role == MessageRole.USER,
+        )
+    )
+    return found
+
+
+async def is_last_user_message(session: AsyncSession, message: ChatMessage) -> bool:
+    newest = await session.scalar(
+        select(func.max(ChatMessage.id)).where(
+            ChatMessage.dialog_id == message.dialog_id, ChatMessage.role == MessageRole.USER
+        )
+    )
+    return newest == message.id
+
+
+async def drop_replies_after(session: AsyncSession, message: ChatMessage) -> int:
+    """Delete the replies stored after `message` (the dialog's last user message): the
+    model no longer sees them; return how many."""
+    gone = await session.scalars(
+        delete(ChatMessage)
+        .where(
+            ChatMessage.dialog_id == message.dialog_id,
+            ChatMessage.id > message.id,
+            ChatMessage.role == MessageRole.ASSISTANT,
+        )
+        .returning(ChatMessage.id)
+    )
+    return len(gone.all())
+
+
 async def replies_in_flight(session: AsyncSession, chat_id: int) -> bool:
     """A reply (or its regeneration or continuation) owed to the chat is not applied yet."""
-    kinds = ("reply", "regenerate", "continue")
+    kinds = ("reply", "regenerate", "continue", "edit")
     found = await session.scalar(
         select(Delivery.task_id)
         .where(

@@ -331,6 +331,18 @@ class FakeTelegram:
         message = self._store_message(user_id if chat_id is None else chat_id, user, content)
         return self.push_update({"message": message})
 
+    def edit_message(
+        self, user_id: int, message_id: int, text: str, *, chat_id: int | None = None
+    ) -> int:
+        """Queue the user's edit of their message `message_id` (an `edited_message` update
+        with the new text and an edit date); returns its update_id."""
+        chat_id = user_id if chat_id is None else chat_id
+        message = self._messages[(chat_id, message_id)]
+        message["text"] = text
+        message.pop("entities", None)
+        message["edit_date"] = int(time.time())
+        return self.push_update({"edited_message": copy.deepcopy(message)})
+
     def callback(
         self,
         user_id: int,

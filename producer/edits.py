@@ -1,0 +1,170 @@
+"""Editing the last message: the reply is produced again for the edited text.
+
+Telegram's `edited_message` of the user's last message (in the active dialog), before or
+after its reply: in one transaction the reply that answered the old text is superseded (its
+delivery row claimed for good, so its outcome, whenever it comes, is neither saved, sent nor
+refunded), its charge refunded and its stored reply dropped; the message takes the new text
+and a new reply task is charged. After the commit the old task is cancelled and the new one
+queued. So the turn is charged once, and an edit racing the first reply ends with one reply,
+for the edited text. Its task id comes from the edit (chat, message, edit date, text): the
+same update handled twice charges and enqueues once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from producer.jobs import DeliveryKind, Job, task_id_for
+from producer.memory import fit_history
+from shared.config import Settings
+from shared.db import memory, steering
+from shared.db import repositories as repo
+from shared.db.models import ChatMessage, Currency, Dialog
+from shared.queue import QueueService
+from shared.redact import redact
+from shared.tasks import ChatTurn, Payload, ReplyPayload, TaskType
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+InTransaction = Callable[[str, Callable[[AsyncSession], Awaitable[T]]], Awaitable[T]]
+Enqueue = Callable[[Job, int, TaskType, Payload], Awaitable[None]]
+_ENVELOPE_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """The user's edit of message `message_id` in `chat_id`, made at `edited_at` (epoch s)."""
+
+    chat_id: int
+    message_id: int
+    user_id: int
+    text: str
+    edited_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Redo:
+    job: Job
+    payload: ReplyPayload
+    # The task whose reply answered the text before (None on a retried step: done then).
+    superseded: str | None
+
+
+class Edits:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        queue: QueueService,
+        in_transaction: InTransaction[_Redo | None],
+        enqueue: Enqueue,
+    ) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._in_transaction = in_transaction
+        self._enqueue = enqueue
+
+    async def edit(self, edit: Edit) -> bool:
+        """Answer the edited text instead; False if the edit changes nothing (not the last
+        message of the active dialog, the same text, or this edit was handled already)."""
+        # The text too: two edits within one second share their edit date.
+        task_id = task_id_for("edit", edit.chat_id, edit.message_id, edit.edited_at, edit.text)
+        job = Job(task_id, DeliveryKind.EDIT, edit.chat_id)
+        # The attempt that superseded the old reply: a retry after its lost commit reply
+        # finds the message already answered by this task, and that is no second update.
+        ours: list[str | None] = []
+
+        async def redo(session: AsyncSession) -> _Redo | None:
+            found = await self._edited(session, edit)
+            if found is None:
+                return None
+            dialog, asked = found
+            if asked.reply_task_id == task_id:
+                if not ours:
+                    return None
+            elif asked.content == edit.text:
+                return None
+            else:
+                ours.append(await _supersede(session, asked, edit, task_id))
+            payload = await self._payload(session, dialog, asked, edit.text)
+            if payload is None:
+                return None
+            job.dialog_id = dialog.id
+            cost = self._settings.reply_energy_cost
+            await repo.charge(
+                session, edit.user_id, Currency.ENERGY, cost, charge_id=task_id, reason="edit"
+            )
+            await repo.record_pending_delivery(session, task_id, edit.chat_id, job.kind)
+            return _Redo(job, payload, ours[0])
+
+        redone = await self._in_transaction("charge_edit", redo)
+        if redone is None:
+            log.info("edit_ignored", message_id=edit.message_id)
+            return False
+        if redone.superseded is not None:
+            await self._stop(redone.superseded)
+        await self._enqueue(job, edit.user_id, TaskType.GENERATE_REPLY, redone.payload)
+        return True
+
+    async def _edited(
+        self, session: AsyncSession, edit: Edit
+    ) -> tuple[Dialog, ChatMessage] | None:
+        """The active dialog and its message that was edited, if it is the last one and
+        its text changed (or this edit is already applied to it)."""
+        dialog = await repo.active_dialog(session, edit.user_id)
+        if dialog is None:
+            return None
+        asked = await steering.user_message(session, dialog.id, edit.message_id)
+        if asked is None or not await steering.is_last_user_message(session, asked):
+            return None
+        return dialog, asked
+
+    async def _payload(
+        self, session: AsyncSession, dialog: Dialog, asked: ChatMessage, text: str
+    ) -> ReplyPayload | None:
+        character = await repo.get_character(session, dialog.character_id)
+        if character is None:
+            return None
+        window = self._settings.history_messages
+        found = await memory.dialog_memory(session, dialog, window, before=asked.id)
+        budget = self._settings.max_payload_bytes - _ENVELOPE_BYTES
+        for part in (character.system_prompt, text, found.summary):
+            budget -= len((part or "").encode())
+        turns = [ChatTurn.from_json(turn.as_turn()) for turn in found.turns]
+        return ReplyPayload(
+            system_prompt=character.system_prompt,
+            history=fit_history(turns, budget),
+            dialog_id=dialog.id,
+            user_message=text,
+            summary=found.summary,
+        )
+
+    async def _stop(self, task_id: str) -> None:
+        """Stop the superseded reply's model call (its outcome is ignored either way)."""
+        try:
+            await self._queue.cancel(TaskType.GENERATE_REPLY, task_id)
+        except (RedisError, OSError) as exc:
+            log.warning("superseded_stop_failed", task_id=task_id, error=redact(str(exc)))
+
+
+async def _supersede(session: AsyncSession, asked: ChatMessage, edit: Edit, task_id: str) -> str:
+    """Retire the reply that answered the text before; return its task id."""
+    before = asked.reply_task_id or task_id_for("reply", edit.chat_id, edit.message_id)
+    # Claimed for good (and marked sent, so no restart sends it): its outcome finds the
+    # row taken and applies nothing. A reply already applied keeps its claim.
+    if await repo.claim_delivery(session, before, uuid.UUID(task_id).hex):
+        await repo.confirm_delivery(session, before)
+    refund = await repo.refund(session, before, "replaced by an edit")
+    dropped = await steering.drop_replies_after(session, asked)
+    asked.content = edit.text
+    asked.reply_task_id = task_id
+    log.info("reply_superseded", superseded=before, refund=str(refund), dropped=dropped)
+    return before
