@@ -77,8 +77,8 @@ async def dialog_memory(
     if window > 0:
         latest = select(*columns).where(*mine).order_by(ChatMessage.id.desc()).limit(window)
         recent = _turns_of((await session.execute(latest)).all())[::-1]
-        if not recent:
-            return DialogMemory(dialog.summary, upto, [], [])
+        if len(recent) < window:  # the whole dialog fits: nothing left the window
+            return DialogMemory(dialog.summary, upto, recent, [])
         older.append(ChatMessage.id < recent[0].id)
     between = select(*columns).where(*older).order_by(ChatMessage.id).limit(fold_max)
     fold = _turns_of((await session.execute(between)).all())
