@@ -23,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from producer.jobs import DeliveryKind, Job, task_id_for
 from producer.memory import fit_history
+from producer.steering import attempt_id
 from shared.config import Settings
 from shared.db import memory, steering
 from shared.db import repositories as repo
-from shared.db.models import ChatMessage, Currency, Dialog
+from shared.db.models import ChatMessage, Currency, Delivery, Dialog
 from shared.queue import QueueService
 from shared.redact import redact
 from shared.tasks import ChatTurn, Payload, ReplyPayload, TaskType
@@ -54,8 +55,9 @@ class Edit:
 class _Redo:
     job: Job
     payload: ReplyPayload
-    # The task whose reply answered the text before (None on a retried step: done then).
-    superseded: str | None
+    # The tasks whose replies answered the text before, or were redoing them (none on a
+    # retried step: done by the attempt before).
+    superseded: list[str]
 
 
 class Edits:
@@ -80,7 +82,7 @@ class Edits:
         job = Job(task_id, DeliveryKind.EDIT, edit.chat_id)
         # The attempt that superseded the old reply: a retry after its lost commit reply
         # finds the message already answered by this task, and that is no second update.
-        ours: list[str | None] = []
+        ours: list[list[str]] = []
 
         async def redo(session: AsyncSession) -> _Redo | None:
             found = await self._edited(session, edit)
@@ -103,14 +105,14 @@ class Edits:
                 session, edit.user_id, Currency.ENERGY, cost, charge_id=task_id, reason="edit"
             )
             await repo.record_pending_delivery(session, task_id, edit.chat_id, job.kind)
-            return _Redo(job, payload, ours[0])
+            return _Redo(job, payload, ours[0] if ours else [])
 
         redone = await self._in_transaction("charge_edit", redo)
         if redone is None:
             log.info("edit_ignored", message_id=edit.message_id)
             return False
-        if redone.superseded is not None:
-            await self._stop(redone.superseded)
+        for superseded in redone.superseded:
+            await self._stop(superseded)
         await self._enqueue(job, edit.user_id, TaskType.GENERATE_REPLY, redone.payload)
         return True
 
@@ -155,16 +157,27 @@ class Edits:
             log.warning("superseded_stop_failed", task_id=task_id, error=redact(str(exc)))
 
 
-async def _supersede(session: AsyncSession, asked: ChatMessage, edit: Edit, task_id: str) -> str:
-    """Retire the reply that answered the text before; return its task id."""
+async def _supersede(
+    session: AsyncSession, asked: ChatMessage, edit: Edit, task_id: str
+) -> list[str]:
+    """Retire the reply that answered the text before, and any regeneration or
+    continuation of it in flight; return their task ids."""
     before = asked.reply_task_id or task_id_for("reply", edit.chat_id, edit.message_id)
-    # Claimed for good (and marked sent, so no restart sends it): its outcome finds the
-    # row taken and applies nothing. A reply already applied keeps its claim.
-    if await repo.claim_delivery(session, before, uuid.UUID(task_id).hex):
-        await repo.confirm_delivery(session, before)
-    refund = await repo.refund(session, before, "replaced by an edit")
     dropped = await steering.drop_replies_after(session, asked)
+    retired = [before]
+    for reply in dropped:
+        for kind in (DeliveryKind.REGENERATE, DeliveryKind.CONTINUE):
+            redoing = await attempt_id(session, kind, reply)
+            if await session.get(Delivery, redoing) is not None:
+                retired.append(redoing)
+    token = uuid.UUID(task_id).hex
+    for retiring in retired:
+        # Claimed for good (and marked sent, so no restart sends it): its outcome finds
+        # the row taken and applies nothing. One already applied keeps its claim.
+        if await repo.claim_delivery(session, retiring, token):
+            await repo.confirm_delivery(session, retiring)
+        refund = await repo.refund(session, retiring, "replaced by an edit")
+        log.info("reply_superseded", superseded=retiring, refund=str(refund))
     asked.content = edit.text
     asked.reply_task_id = task_id
-    log.info("reply_superseded", superseded=before, refund=str(refund), dropped=dropped)
-    return before
+    return retired

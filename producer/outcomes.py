@@ -263,7 +263,10 @@ def _read_prompt(task: QueueTask) -> str | None:
 async def _settle_summary(session: AsyncSession, job: Job, result: SummaryResult | None) -> None:
     """Store a dialog's new summary, or free the dialog for the next summary task; both only
     if this task is still the dialog's one in flight (idempotent by the task id)."""
-    dialog_id = result.dialog_id if result is not None else job.dialog_id
+    # The bot's own record of the dialog first: a result only echoes it.
+    dialog_id = job.dialog_id
+    if dialog_id is None and result is not None:
+        dialog_id = result.dialog_id
     if dialog_id is None:
         log.error("summary_without_dialog")
         return

@@ -62,9 +62,10 @@ class _Steer:
     payload: ReplyPayload
 
 
-async def _attempt_id(session: AsyncSession, kind: DeliveryKind, target: str) -> str:
-    """The task id of this attempt at redoing `target`: derived from it, and from the
-    attempts before that ended without replacing it (failed, refunded)."""
+async def attempt_id(session: AsyncSession, kind: DeliveryKind, target: str) -> str:
+    """The task id of the current attempt at redoing `target` (in flight if its delivery
+    row exists): derived from it, and from the attempts before that ended without replacing
+    it (failed, refunded)."""
     task_id = task_id_for(kind.value, target)
     while (row := await session.get(Delivery, task_id)) is not None and row.delivered_at:
         task_id = task_id_for(task_id, "again")
@@ -138,7 +139,7 @@ class Steering:
             if isinstance(found, SteerAnswer):
                 return found
             dialog, reply, asked = found
-            task_id = await _attempt_id(session, kind, target)
+            task_id = await attempt_id(session, kind, target)
             if await session.get(Delivery, task_id) is not None and task_id not in ours:
                 return SteerAnswer.ALREADY
             ours.add(task_id)

@@ -16,7 +16,7 @@ from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import ChatMessage
 from shared.queue import QueueService, TaskStatus, TaskType
 from shared.tasks import ReplyResult
-from tests.bot_feed import FedBot, fed_bot, open_deliveries
+from tests.bot_feed import FedBot, fed_bot, open_deliveries, press
 from tests.bot_harness import ManualConsumer, balances, bot_settings, texts_to, wait_text
 from tests.bot_world import eventually
 from tests.consumer_helpers import ledger
@@ -136,4 +136,36 @@ async def test_an_edit_racing_the_first_reply_ends_with_one_reply_for_the_edited
     assert not [text for text in texts_to(tg, user) if "сколко" in text]
     assert texts_to(tg, user).count("ответ: сколько времени?") == 1
     assert [kind for kind, _, _ in await ledger(pg, user)] == ["charge", "refund", "charge"]
+    assert await balances(pg, user) == (9, 2)
+
+
+async def test_an_edit_supersedes_a_regeneration_in_flight_too(
+    settings: Settings, pg: Sessions, postgresql_backend: Backend, queue: QueueService
+) -> None:
+    user = new_user_id()
+    consumer = ManualConsumer(queue)
+    async with chatting(settings, pg, postgresql_backend, user) as bot:
+        tg = bot.tg
+        sent = tg.user_message(user, "прывет")
+        await bot.feed(sent)
+        first = await consumer.take(REPLY)
+        dialog_id: int = first.task.data["dialog_id"]
+        await consumer.complete(first, ReplyResult(reply="ответ: прывет", dialog_id=dialog_id))
+        reply = await wait_text(tg, user, "ответ: прывет")
+        regenerate = reply.params["reply_markup"]["inline_keyboard"][1][0]["callback_data"]
+        await bot.feed(press(tg, user, regenerate))
+        regenerating = await consumer.take(REPLY)
+
+        await bot.feed(tg.edit_message(user, message_id_of(bot, sent), "привет"))
+        redo = await consumer.take(REPLY)
+        await consumer.complete(
+            regenerating, ReplyResult(reply="ответ заново: прывет", dialog_id=dialog_id)
+        )
+        await consumer.complete(redo, ReplyResult(reply="ответ: привет", dialog_id=dialog_id))
+        await wait_text(tg, user, "ответ: привет")
+        await eventually(lambda: _history_is(pg, dialog_id, ["привет", "ответ: привет"]))
+        assert await bot.services.deliveries.wait_idle(10)
+    assert not [r for r in tg.sent("editMessageText") if "заново" in str(r.params["text"])]
+    kinds = [kind for kind, _, _ in await ledger(pg, user)]
+    assert kinds == ["charge", "charge", "refund", "refund", "charge"]
     assert await balances(pg, user) == (9, 2)

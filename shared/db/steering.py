@@ -99,9 +99,9 @@ async def is_last_user_message(session: AsyncSession, message: ChatMessage) -> b
     return newest == message.id
 
 
-async def drop_replies_after(session: AsyncSession, message: ChatMessage) -> int:
+async def drop_replies_after(session: AsyncSession, message: ChatMessage) -> list[str]:
     """Delete the replies stored after `message` (the dialog's last user message): the
-    model no longer sees them; return how many."""
+    model no longer sees them; return the task ids that named them."""
     gone = await session.scalars(
         delete(ChatMessage)
         .where(
@@ -109,9 +109,9 @@ async def drop_replies_after(session: AsyncSession, message: ChatMessage) -> int
             ChatMessage.id > message.id,
             ChatMessage.role == MessageRole.ASSISTANT,
         )
-        .returning(ChatMessage.id)
+        .returning(ChatMessage.task_id)
     )
-    return len(gone.all())
+    return [task_id for task_id in gone.all() if task_id is not None]
 
 
 async def replies_in_flight(session: AsyncSession, chat_id: int) -> bool:
