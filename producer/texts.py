@@ -373,12 +373,11 @@ def console_shop(items: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-# Long-term memory (/memory) and the buttons under replies that act on a dialog.
+# Long-term memory (/memory).
 
 COMMANDS.update({"memory": "Что помнит персонаж"})
 MEMORY_CLEAR_BUTTON = "🧹 Забыть"
 MEMORY_CLEARED = "Готово: память очищена. Последние сообщения персонаж всё ещё видит."
-NOT_YOUR_DIALOG = "Это не твой диалог: кнопка работает только у того, кто его ведёт."
 
 
 def memory_empty(name: str, window: int) -> str:

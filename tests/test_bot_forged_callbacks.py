@@ -4,6 +4,7 @@ it was. A button under someone else's message in a group is refused to everyone 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
@@ -14,7 +15,15 @@ from structlog.testing import capture_logs
 
 from producer import texts
 from producer.app import build_bot, build_dispatcher
-from producer.keyboards import LEGACY_PHOTO_DATA, CharacterCallback, DeleteCallback
+from producer.keyboards import (
+    LEGACY_PHOTO_DATA,
+    CharacterCallback,
+    ContinueCallback,
+    DeleteCallback,
+    DialogCallback,
+    MemoryCallback,
+    RegenerateCallback,
+)
 from producer.services import build_services
 from producer.telegram_sender import telegram_sender
 from shared.config import Settings
@@ -48,6 +57,17 @@ FORGED = [
     "delete:5:maybe",
     "stop:not-a-task",
     "stop:" + "x" * 300,
+    "regen:not-a-task",
+    "regen:" + str(uuid.UUID(int=2**128 - 1)).upper(),  # task ids have one spelling too
+    "regen:",
+    "cont:" + "1" * 36,
+    "cont:abc:def",
+    "memory:0",
+    "memory:abc",
+    "memory:" + str(2**63),  # past the dialogs' id column
+    "dialog:-1",
+    "dialog:1e3",
+    "dialog:" + "9" * 25,
     "",
     "нет такой кнопки",
     "\x00\n\t",
@@ -199,6 +219,57 @@ async def test_the_photo_button_under_a_reply_is_only_for_its_dialogs_user(
     assert [t["content"] for t in prompt.task.data["recent_dialogue"]][:1] == ["Как дела?"]
     await consumer.fail(prompt)
     await wait_text(bot.tg, group, texts.IMAGE_FAILED)
+    await all_sent(db, asker, other, group)
+
+
+async def test_the_buttons_that_steer_a_dialog_are_only_for_its_user(
+    bot: FedBot, db: Sessions, queue: QueueService
+) -> None:
+    asker, other, group = new_user_id(), new_user_id(), -(10**12) - new_user_id()
+    await bot.choose_character(asker)
+    await bot.choose_character(other)
+    consumer = ManualConsumer(queue)
+    await bot.feed(bot.tg.user_message(asker, "Расскажи сказку", chat_id=group))
+    task = await consumer.take(TaskType.GENERATE_REPLY)
+    dialog_id = task.task.data["dialog_id"]
+    await consumer.complete(task, ReplyResult(reply="Жила-была", dialog_id=dialog_id, cut=True))
+    shown = await wait_text(bot.tg, group, "Жила-была")
+    rows = shown.params["reply_markup"]["inline_keyboard"]
+    regen, cont = (button["callback_data"] for button in rows[1])
+    assert RegenerateCallback.unpack(regen).task_id == task.task.task_id
+    assert ContinueCallback.unpack(cont).task_id == task.task.task_id
+    # A summary and a past-dialogs list show these two to whoever sees the chat.
+    memory = MemoryCallback(dialog_id=dialog_id).pack()
+    resume = DialogCallback(dialog_id=dialog_id).pack()
+    gone = 2**63 - 1
+    unknown = str(uuid.uuid4())
+    before = await snapshot(db, asker, other)
+
+    with capture_logs() as logs:
+        refused = [await press(bot, other, data, chat_id=group) for data in (regen, cont)]
+        refused += [await press(bot, other, data, chat_id=group) for data in (memory, resume)]
+        stale = [
+            await press(bot, asker, data, chat_id=group)
+            for data in (f"memory:{gone}", f"dialog:{gone}")
+        ]
+        late = [
+            await press(bot, asker, data, chat_id=group)
+            for data in (f"regen:{unknown}", f"cont:{unknown}")
+        ]
+
+    assert [(a or {}).get("text") for a in refused] == [texts.NOT_YOUR_BUTTON] * 4
+    assert [(a or {}).get("text") for a in stale] == [texts.BUTTON_OUTDATED] * 2
+    assert [(a or {}).get("text") for a in late] == [texts.TOO_LATE] * 2
+    assert errors_in(logs) == []
+    assert await snapshot(db, asker, other) == before
+    assert (await queue.get_queue_depth(TaskType.GENERATE_REPLY)).unfinished == 0
+
+    # The asker's own press asks again, for that reply.
+    assert (await press(bot, asker, regen, chat_id=group) or {}).get("text") == texts.REGENERATING
+    again = await consumer.take(TaskType.GENERATE_REPLY)
+    assert again.task.data["replaces"] == task.task.task_id
+    await consumer.fail(again)
+    await wait_text(bot.tg, group, texts.REPLY_FAILED)
     await all_sent(db, asker, other, group)
 
 

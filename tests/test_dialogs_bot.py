@@ -109,7 +109,7 @@ async def test_dialogs_lists_every_dialog_and_resumes_the_one_pressed(
         # Someone else's press (a group, forged data) resumes nothing.
         first_button = DialogCallback(dialog_id=first).pack()
         await bot.feed(press(tg, stranger, first_button))
-        await eventually(lambda: _answered(tg, texts.NOT_YOUR_DIALOG))
+        await eventually(lambda: _answered(tg, texts.NOT_YOUR_BUTTON))
         await bot.feed(press(tg, user, first_button))
         await wait_text(tg, user, "Продолжаем диалог")
         await bot.feed(tg.user_message(user, "А вот и я"))

@@ -212,7 +212,7 @@ async def test_memory_shows_the_summary_and_only_its_owner_can_clear_it(
 
         # Someone else pressing it (a forwarded message, a group, forged data) changes nothing.
         await bot.feed(press(tg, stranger, data))
-        await eventually(lambda: _answered(tg, texts.NOT_YOUR_DIALOG))
+        await eventually(lambda: _answered(tg, texts.NOT_YOUR_BUTTON))
         assert (await dialog_of(pg, dialog_id)).summary == "- любит кофе"
 
         await bot.feed(press(tg, user, data))

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from producer import texts
 from producer.keyboards import ContinueCallback, RegenerateCallback
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
-from shared.db.models import ChatMessage
+from shared.db.models import ChatMessage, User
 from shared.queue import Delivery, QueueService, TaskType
 from shared.tasks import ReplyResult
 from tests.bot_feed import FedBot, fed_bot, open_deliveries, press
@@ -160,9 +160,31 @@ async def test_only_the_dialogs_owner_can_regenerate_or_continue(
         await bot.choose_character(stranger)
         last = await answered(bot, consumer, user, "привет", cut=True)
         for text in (texts.REGENERATE_BUTTON, texts.CONTINUE_BUTTON):
-            assert await click(bot, stranger, button(last, text), last) == texts.NOT_YOUR_DIALOG
+            assert await click(bot, stranger, button(last, text), last) == texts.NOT_YOUR_BUTTON
         assert (await queue.get_queue_depth(REPLY)).unfinished == 0
     assert [kind for kind, _, _ in await ledger(pg, stranger)] == []
+
+
+async def test_a_press_without_energy_is_answered_and_charges_nothing(
+    settings: Settings, pg: Sessions, postgresql_backend: Backend, queue: QueueService
+) -> None:
+    user = new_user_id()
+    consumer = ManualConsumer(queue)
+    async with chatting(settings, pg, postgresql_backend, user) as bot:
+        last = await answered(bot, consumer, user, "привет", cut=True)
+        async with pg.begin() as session:
+            await session.execute(update(User).where(User.id == user).values(energy=0))
+        shortage = texts.not_enough("energy", 0, settings.reply_energy_cost)
+
+        def told(request: Request) -> bool:
+            return request.chat_id == user and request.params.get("text") == shortage
+
+        # The errors router answers the press (no spinner is left) and points to the shop.
+        for number, text in enumerate((texts.REGENERATE_BUTTON, texts.CONTINUE_BUTTON), 1):
+            assert await click(bot, user, button(last, text), last) == str(None)
+            await bot.tg.wait_for("sendMessage", told, count=number)
+        assert (await queue.get_queue_depth(REPLY)).unfinished == 0
+    assert [kind for kind, _, _ in await ledger(pg, user)] == ["charge"]
 
 
 async def test_a_failed_regeneration_is_refunded_and_keeps_the_old_reply(

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import structlog
 from aiogram.types import CallbackQuery, Message, User
 
+from producer import texts
 from producer.conversation import Incoming, Profile
+
+if TYPE_CHECKING:
+    from producer.services import Services
+
+log = structlog.get_logger(__name__)
 
 
 def profile_of(user: User | None) -> Profile:
@@ -24,3 +33,17 @@ def chat_of(callback: CallbackQuery) -> int:
     if callback.message is not None:
         return callback.message.chat.id
     return callback.from_user.id
+
+
+async def refused_for_dialog(
+    callback: CallbackQuery, dialog_id: int, services: Services, event: str
+) -> bool:
+    """Refuse (with an answer, logged as `event`) a press of a button naming someone else's
+    dialog, or a deleted one: in a group everyone sees a reply's buttons, a forwarded list
+    keeps them, and callback data can be forged. The owner is read from the database."""
+    owner = await services.conversation.dialog_owner(dialog_id)
+    if owner == callback.from_user.id:
+        return False
+    log.info(event, dialog_id=dialog_id, owner_id=owner)
+    await callback.answer(texts.BUTTON_OUTDATED if owner is None else texts.NOT_YOUR_BUTTON)
+    return True

@@ -7,7 +7,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
 from producer import texts
-from producer.handlers import chat_of, profile_of
+from producer.handlers import chat_of, profile_of, refused_for_dialog
 from producer.keyboards import DialogCallback, dialogs_keyboard
 from producer.services import Services
 
@@ -40,11 +40,13 @@ async def resume(
     callback: CallbackQuery, callback_data: DialogCallback, services: Services
 ) -> None:
     # Only the dialog's owner: in a group anyone can press, and data can be forged.
-    name = await services.conversation.dialogs.resume(
-        callback.from_user.id, callback_data.dialog_id
-    )
+    dialog_id = callback_data.dialog_id
+    if await refused_for_dialog(callback, dialog_id, services, "dialog_button_refused"):
+        return
+    # Checked again as it is switched to: None, the dialog was deleted since (/delete_me).
+    name = await services.conversation.dialogs.resume(callback.from_user.id, dialog_id)
     if name is None:
-        await callback.answer(texts.NOT_YOUR_DIALOG)
+        await callback.answer(texts.BUTTON_OUTDATED)
         return
     # Answered once the switch is stored: a message right after must find the dialog.
     await callback.answer()

@@ -7,7 +7,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
 from producer import texts
-from producer.handlers import chat_of, profile_of
+from producer.handlers import chat_of, profile_of, refused_for_dialog
 from producer.keyboards import MemoryCallback, memory_keyboard
 from producer.services import Services
 
@@ -28,11 +28,13 @@ async def show_memory(message: Message, services: Services) -> None:
 async def clear_memory(
     callback: CallbackQuery, callback_data: MemoryCallback, services: Services
 ) -> None:
-    # The dialog id comes from the button: only its owner may clear it (in a group anyone
-    # can press it).
-    memory = services.conversation.memory
-    cleared = await memory.clear(callback.from_user.id, callback_data.dialog_id)
-    await callback.answer(texts.MEMORY_CLEARED if cleared else texts.NOT_YOUR_DIALOG)
+    # The dialog id comes from the button: only its owner may clear it.
+    dialog_id = callback_data.dialog_id
+    if await refused_for_dialog(callback, dialog_id, services, "memory_button_refused"):
+        return
+    # Checked again as it is cleared: not cleared, the dialog was deleted since (/delete_me).
+    cleared = await services.conversation.memory.clear(callback.from_user.id, dialog_id)
+    await callback.answer(texts.MEMORY_CLEARED if cleared else texts.BUTTON_OUTDATED)
     if cleared:
         await services.sender.send_text(chat_of(callback), texts.MEMORY_CLEARED)
 

@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import structlog
 from aiogram import F, Router
 from aiogram.types import CallbackQuery
 
-from producer import texts
-from producer.handlers import chat_of, profile_of
+from producer.handlers import chat_of, profile_of, refused_for_dialog
 from producer.keyboards import LEGACY_PHOTO_DATA, PhotoCallback
 from producer.services import Services
 
-log = structlog.get_logger(__name__)
-
 
 async def photo(callback: CallbackQuery, callback_data: PhotoCallback, services: Services) -> None:
+    # The presser would pay for a photo of another's dialog.
     dialog_id = callback_data.dialog_id
-    if dialog_id is not None and await _refused(callback, dialog_id, services):
+    if dialog_id is not None and await refused_for_dialog(
+        callback, dialog_id, services, "photo_button_refused"
+    ):
         return
     await _make_photo(callback, services, dialog_id)
 
 
 async def legacy_photo(callback: CallbackQuery, services: Services) -> None:
     await _make_photo(callback, services, None)
-
-
-async def _refused(callback: CallbackQuery, dialog_id: int, services: Services) -> bool:
-    """Refuse (with an answer) a press on someone else's dialog, or on a deleted one: in a
-    group everyone sees the button, and the presser would pay for another's photo."""
-    owner = await services.conversation.dialog_owner(dialog_id)
-    if owner == callback.from_user.id:
-        return False
-    log.info("photo_button_refused", dialog_id=dialog_id, owner_id=owner)
-    await callback.answer(texts.BUTTON_OUTDATED if owner is None else texts.NOT_YOUR_BUTTON)
-    return True
 
 
 async def _make_photo(callback: CallbackQuery, services: Services, dialog_id: int | None) -> None:

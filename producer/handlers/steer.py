@@ -13,12 +13,11 @@ from producer.handlers import chat_of, profile_of
 from producer.keyboards import ContinueCallback, RegenerateCallback
 from producer.services import Services
 from producer.steering import SteerAnswer, UndoAnswer
-from shared.errors import PipelineError
 
 _ANSWERS = {
     SteerAnswer.ALREADY: texts.STEERING_ALREADY,
     SteerAnswer.TOO_LATE: texts.TOO_LATE,
-    SteerAnswer.NOT_YOURS: texts.NOT_YOUR_DIALOG,
+    SteerAnswer.NOT_YOURS: texts.NOT_YOUR_BUTTON,
 }
 
 
@@ -52,26 +51,20 @@ async def regenerate(
 ) -> None:
     # The pressed message is the one the new reply replaces.
     message_id = callback.message.message_id if callback.message is not None else None
-    try:
-        answer = await services.conversation.steering.regenerate(
-            chat_of(callback), callback.from_user.id, callback_data.task_id, message_id
-        )
-    except PipelineError:  # not enough energy: the errors router says so in the chat
-        await callback.answer()
-        raise
+    # The owner is read from the reply's dialog, never from the button. Not enough energy
+    # raises: the errors router answers the press and says so in the chat.
+    answer = await services.conversation.steering.regenerate(
+        chat_of(callback), callback.from_user.id, callback_data.task_id, message_id
+    )
     await callback.answer(_ANSWERS.get(answer, texts.REGENERATING))
 
 
 async def continue_reply(
     callback: CallbackQuery, callback_data: ContinueCallback, services: Services
 ) -> None:
-    try:
-        answer = await services.conversation.steering.continue_reply(
-            chat_of(callback), callback.from_user.id, callback_data.task_id
-        )
-    except PipelineError:
-        await callback.answer()
-        raise
+    answer = await services.conversation.steering.continue_reply(
+        chat_of(callback), callback.from_user.id, callback_data.task_id
+    )
     await callback.answer(_ANSWERS.get(answer, texts.CONTINUING))
 
 
