@@ -8,7 +8,7 @@ dialog), asked at `summary_asked_at`. Only that task's result is stored, once.
 the one before it (NULL: the message's own reply task answers it).
 
 Revision ID: 0006_dialog_memory
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-08
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_dialog_memory"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
