@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -84,8 +84,8 @@ def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
 class ConsumerFleet:
     """`python -m consumers` processes, logging to files (a pipe could fill up and stall one)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir = env, log_dir
+    def __init__(self, env: dict[str, str], log_dir: Path, args: Sequence[str] = ()) -> None:
+        self.env, self.log_dir, self.args = env, log_dir, list(args)
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self, count: int) -> None:
@@ -93,7 +93,7 @@ class ConsumerFleet:
             name = f"drill-{uuid.uuid4().hex[:6]}-{i}"
             with (self.log_dir / f"{name}.log").open("ab") as log:
                 proc = await asyncio.create_subprocess_exec(
-                    *(sys.executable, "-m", "consumers", "--name", name),
+                    *(sys.executable, "-m", "consumers", "--name", name, *self.args),
                     cwd=ROOT,
                     env=self.env,
                     stdout=log,
@@ -325,9 +325,9 @@ async def run_drill(
     the promoted replica by that consumer's finish step, record and all.
     """
     env = consumer_env(settings, OFFLINE_DELAY_SECONDS=str(TASK_SECONDS))
-    for kind in ("IMAGE", "REPLY", "PROMPT"):
-        env[f"MAX_CONCURRENT_{kind}_GENERATIONS"] = str(CONSUMER_SLOTS)
-    fleet = ConsumerFleet(env, log_dir)
+    # Every type, the ones added later included, gets the same slots.
+    slots = [arg for t in TaskType for arg in ("--concurrency", f"{t}={CONSUMER_SLOTS}")]
+    fleet = ConsumerFleet(env, log_dir, slots)
     queue = QueueService(settings, client_name=f"drill:{settings.redis_queue_prefix}")
     await queue.connect()
     await fleet.start(consumers)
