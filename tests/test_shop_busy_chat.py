@@ -89,6 +89,9 @@ async def test_pre_checkout_does_not_wait_behind_a_slow_handler_of_the_chat(
     assert terms.status is None  # the chat was busy all along
     tg.slow_down("sendMessage", 0)
     await wait_text(tg, user, "Оплата прошла")
+    # The slow /terms handler finishes before the bot is torn down: left running, it would
+    # leave its chat's turn on a connection opened after the queue closed.
+    assert await app.services.turns.wait_idle(BUSY_SECONDS * 2)
 
 
 async def test_pre_checkout_does_not_wait_for_another_process_holding_the_chat(
