@@ -155,6 +155,9 @@ async def in_process_bot(settings: Settings, tg: FakeTelegram) -> AsyncIterator[
         polling = asyncio.create_task(
             dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
         )
+        # Runs after polling stops and before the backends close: a handler still at work
+        # (a slow send) would otherwise reach Redis through a pool that was already closed.
+        stack.push_async_callback(services.turns.wait_idle, 30.0)
         stack.push_async_callback(_stop_polling, dispatcher, polling)
         await tg.wait_for("getUpdates")
         yield InProcessBot(tg, settings, db, queue, bot, services, dispatcher)
