@@ -12,10 +12,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.engine import create_sessionmaker, engine_for
 from producer.console import run_console
 from producer.startup import StartupError
 from shared.config import Settings
-from shared.db.engine import create_sessionmaker, engine_for
 from shared.queue import QueueService
 from shared.queue.live import LiveReader
 from shared.redact import error_line, redact

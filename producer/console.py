@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.models import Character
 from producer import texts
 from producer.channel import ChatAction, ReplyButtons, image_extension
 from producer.console_shop import ConsoleShop
@@ -31,7 +32,6 @@ from producer.stop import Presser, StopAnswer
 from producer.stream_records import StreamRecords, ViewMode, ViewState
 from producer.streaming import LiveFeed, ReplyView
 from shared.config import Settings
-from shared.db.models import Character
 from shared.errors import InsufficientBalanceError, PipelineError
 from shared.queue import QueueService
 

@@ -15,6 +15,10 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import payments
+from db import repositories as repo
+from db.models import Character, Currency, Dialog, User
+from db.retry import retry_transient
 from producer import texts
 from producer.channel import ChatAction, Sender, chat_action_kept
 from producer.delivery import Deliveries
@@ -27,10 +31,6 @@ from producer.steering import Steering
 from producer.submit import Submitted, enqueue_retrying
 from producer.throttle import PhotoLock, RateLimiter
 from shared.config import Settings
-from shared.db import payments
-from shared.db import repositories as repo
-from shared.db.models import Character, Currency, Dialog, User
-from shared.db.retry import retry_transient
 from shared.queue import QueueDepth, QueueService
 from shared.tasks import (
     ChatTurn,

@@ -26,6 +26,8 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import repositories as repo
+from db.retry import retry_transient
 from producer import texts
 from producer.channel import ChatAction, ReplyButtons, Sender, chat_action_kept
 from producer.jobs import DeliveryKind, Job, decode_kind
@@ -35,8 +37,6 @@ from producer.streaming import LiveFeed, PlainReplyView, Presenter, ReplyView
 from producer.throttle import PhotoLock
 from shared.closing import stop_loops
 from shared.config import Settings
-from shared.db import repositories as repo
-from shared.db.retry import retry_transient
 from shared.errors import TaskTimeoutError
 from shared.queue import QueueService
 from shared.queue.keys import BotKeys

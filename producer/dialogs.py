@@ -6,9 +6,9 @@ from __future__ import annotations
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import dialogs
-from shared.db import repositories as repo
-from shared.db.dialogs import DialogLine
+from db import dialogs
+from db import repositories as repo
+from db.dialogs import DialogLine
 
 log = structlog.get_logger(__name__)
 

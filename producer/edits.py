@@ -21,13 +21,13 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db import memory, steering
+from db import repositories as repo
+from db.models import ChatMessage, Currency, Delivery, Dialog
 from producer.jobs import DeliveryKind, Job, task_id_for
 from producer.memory import fit_history
 from producer.steering import attempt_id
 from shared.config import Settings
-from shared.db import memory, steering
-from shared.db import repositories as repo
-from shared.db.models import ChatMessage, Currency, Delivery, Dialog
 from shared.queue import QueueService
 from shared.redact import redact
 from shared.tasks import ChatTurn, Payload, ReplyPayload, TaskType

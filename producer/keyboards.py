@@ -17,9 +17,9 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from pydantic import BeforeValidator, Field
 
+from db.models import Character
 from producer import texts
 from producer.channel import ReplyButtons
-from shared.db.models import Character
 
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1

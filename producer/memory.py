@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import memory
+from db import repositories as repo
+from db.memory import StoredTurn
+from db.models import Character, Dialog
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind, task_id_for
 from producer.outcomes import Verdict
 from producer.submit import Submitted, enqueue_retrying
 from shared.config import Settings
-from shared.db import memory
-from shared.db import repositories as repo
-from shared.db.memory import StoredTurn
-from shared.db.models import Character, Dialog
 from shared.queue import QueueService
 from shared.tasks import ChatTurn, SummaryPayload, TaskType
 

@@ -18,13 +18,13 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import memory, steering
+from db import repositories as repo
+from db.models import Dialog
+from db.retry import retry_transient
 from producer.jobs import DeliveryKind, Job, encode_kind, image_task_id
 from producer.submit import Submitted, enqueue_retrying
 from shared.config import Settings
-from shared.db import memory, steering
-from shared.db import repositories as repo
-from shared.db.models import Dialog
-from shared.db.retry import retry_transient
 from shared.errors import InvalidDataError
 from shared.queue import QueueService
 from shared.redact import redact

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import structlog
 
+from db.retry import is_transient
 from producer.payment_spool import EntryKind, PaymentSpool, SpoolEntry
 from producer.shop import PaymentOutcome, Shop
 from producer.shop_refunds import RawPayment, RefundOutcome
 from shared.config import Settings
-from shared.db.retry import is_transient
 from shared.errors import ConfigError
 from shared.redact import error_line
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import orjson
 import structlog
 
+from db.payments import Receipt
 from producer.conversation import Profile
 from producer.shop_refunds import RawPayment
-from shared.db.payments import Receipt
 
 log = structlog.get_logger(__name__)
 

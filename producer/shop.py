@@ -18,15 +18,15 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import payments
+from db import repositories as repo
+from db.models import Currency, LedgerKind, Order, OrderState, StarPayment, User, utcnow
+from db.payments import STARS, Receipt
+from db.retry import retry_transient
 from producer import shop_refunds as refunds
 from producer.conversation import Profile
 from producer.shop_refunds import RawPayment, RefundOutcome, RefundStatus
 from shared.config import Settings, ShopPack
-from shared.db import payments
-from shared.db import repositories as repo
-from shared.db.models import Currency, LedgerKind, Order, OrderState, StarPayment, User, utcnow
-from shared.db.payments import STARS, Receipt
-from shared.db.retry import retry_transient
 
 log = structlog.get_logger(__name__)
 

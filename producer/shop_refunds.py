@@ -16,11 +16,11 @@ from enum import StrEnum
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db import payments
+from db import repositories as repo
+from db.models import Currency, LedgerKind, StarPayment
+from db.payments import Receipt
 from producer.conversation import Profile
-from shared.db import payments
-from shared.db import repositories as repo
-from shared.db.models import Currency, LedgerKind, StarPayment
-from shared.db.payments import Receipt
 
 log = structlog.get_logger(__name__)
 

@@ -11,9 +11,9 @@ from datetime import datetime
 from aiogram import Bot
 from aiogram.types import StarTransaction, TransactionPartnerUser
 
+from db.payments import STARS, Receipt
 from producer.conversation import Profile
 from producer.shop_refunds import RawPayment
-from shared.db.payments import STARS, Receipt
 
 PAGE_SIZE = 100
 

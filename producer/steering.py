@@ -19,13 +19,13 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import memory, steering
+from db import repositories as repo
+from db.models import ChatMessage, Currency, Delivery, Dialog, MessageRole
 from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, task_id_for
 from producer.memory import fit_history
 from shared.config import Settings
-from shared.db import memory, steering
-from shared.db import repositories as repo
-from shared.db.models import ChatMessage, Currency, Delivery, Dialog, MessageRole
 from shared.tasks import ChatTurn, Payload, ReplyPayload, TaskType
 
 log = structlog.get_logger(__name__)

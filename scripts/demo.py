@@ -26,11 +26,11 @@ from types import FrameType
 from sqlalchemy.engine import make_url
 
 from consumers.providers.factory import choose_image_provider
+from db.engine import create_engine, create_sessionmaker
+from db.migrate import upgrade
 from scripts.runtime import OUTAGES, OperationsError, open_queue
 from scripts.seed_characters import seed_characters
 from shared.config import Settings, load_settings
-from shared.db.engine import create_engine, create_sessionmaker
-from shared.db.migrate import upgrade
 from shared.errors import ConfigError
 from shared.redact import redact
 

@@ -11,9 +11,9 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.engine import create_engine, create_sessionmaker
+from db.repositories import upsert_character
 from shared.config import Settings, load_settings
-from shared.db.engine import create_engine, create_sessionmaker
-from shared.db.repositories import upsert_character
 from shared.logging import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -125,7 +125,7 @@ async def run(settings: Settings) -> int:
         # The usual cause: a database nobody has migrated yet.
         print(
             f"cannot seed characters: {type(exc.orig).__name__}; "
-            "is the schema there? run `python -m shared.db.migrate` first",
+            "is the schema there? run `python -m db.migrate` first",
             file=sys.stderr,
         )
         return 2

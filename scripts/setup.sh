@@ -27,7 +27,7 @@ ensure_uv() {
   link_uv
   uv sync --frozen --quiet --compile-bytecode
   # Compiled modules load without the compiler: faster starts and a smaller consumer (RSS).
-  uv run python -m compileall -q -j 0 producer consumers shared scripts >/dev/null
+  uv run python -m compileall -q -j 0 producer consumers shared db dashboard scripts bench >/dev/null
 }
 
 link_uv() { # $1 = a directory on every new shell's PATH (default /usr/local/bin)

@@ -21,6 +21,9 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import StarTransaction
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import payments
+from db.engine import create_sessionmaker, engine_for
+from db.models import LedgerKind, StarPayment
 from producer.app import build_bot
 from producer.star_transactions import (
     PAGE_SIZE,
@@ -33,9 +36,6 @@ from scripts.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationsError, r
 from scripts.stars_repair import Repairs, repair, repairs_json, repairs_text
 from scripts.tables import print_json, print_text, table, timestamp
 from shared.config import Settings, load_settings
-from shared.db import payments
-from shared.db.engine import create_sessionmaker, engine_for
-from shared.db.models import LedgerKind, StarPayment
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 

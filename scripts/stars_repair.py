@@ -23,6 +23,8 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import payments
+from db.models import StarPayment
 from producer import texts
 from producer.payment_intake import PaymentIntake
 from producer.payment_replayer import replay_notice
@@ -30,8 +32,6 @@ from producer.shop import Shop
 from producer.star_transactions import ListedPayment, TelegramSide
 from scripts.tables import table, timestamp
 from shared.config import Settings
-from shared.db import payments
-from shared.db.models import StarPayment
 
 log = structlog.get_logger(__name__)
 

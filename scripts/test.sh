@@ -12,5 +12,5 @@ ensure_promtool
 # Installed above, so the browser tests must run, not skip.
 export REQUIRE_BROWSER=1
 echo "== ruff"; uv run ruff check . && uv run ruff format --check .
-echo "== mypy"; uv run mypy --strict producer consumers shared scripts tests
+echo "== mypy"; uv run mypy --strict producer consumers shared db dashboard scripts bench tests
 echo "== pytest"; uv run pytest -n 2 -p no:cacheprovider "$@"

@@ -15,13 +15,17 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from scripts.private_cluster import PrivateCluster
 from shared.config import Settings, load_settings
 from shared.queue import QueueService
 from shared.queue.connection import RedisClient
-from tests.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.private_cluster import PrivateCluster
 
-pytest_plugins = ["tests.fixtures_db", "tests.dashboard_helpers", "tests.bot_world"]
+pytest_plugins = [
+    "tests.support.fixtures_db",
+    "tests.support.dashboard_helpers",
+    "tests.support.bot_world",
+]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SINGLE, CLUSTER = "single", "cluster"

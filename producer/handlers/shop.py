@@ -11,6 +11,8 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, LabeledPrice, Message, PreCheckoutQuery
 from sqlalchemy.exc import SQLAlchemyError
 
+from db.models import Order
+from db.payments import STARS, Receipt
 from producer import texts
 from producer.handlers import chat_of, profile_of
 from producer.payment_intake import PaymentIntake
@@ -18,8 +20,6 @@ from producer.services import Services
 from producer.shop import Refusal, Shop
 from producer.shop_keyboards import BuyCallback, ShopCallback, is_shop_data, packs_keyboard
 from producer.shop_refunds import RawPayment
-from shared.db.models import Order
-from shared.db.payments import STARS, Receipt
 from shared.redact import error_line
 
 log = structlog.get_logger(__name__)

@@ -8,6 +8,8 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
+from db.models import StarPayment
+from db.payments import Receipt
 from producer import texts
 from producer.admin_args import parse_charge_id, parse_grant
 from producer.conversation import Profile
@@ -15,8 +17,6 @@ from producer.handlers.shop import intake_of, shop_of
 from producer.services import Services
 from producer.shop_refunds import RawPayment, RefundOutcome, RefundStatus
 from producer.star_transactions import find_payment
-from shared.db.models import StarPayment
-from shared.db.payments import Receipt
 
 log = structlog.get_logger(__name__)
 

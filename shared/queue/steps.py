@@ -1,5 +1,5 @@
 """Typed calls of the Lua steps (scripts in `lua.py`): each class declares its script's KEYS
-and ARGV by name and builds them from its fields; tests/test_step_contracts.py checks the
+and ARGV by name and builds them from its fields; tests/queue/test_step_contracts.py checks the
 declaration against the builders and the script. Every step, the bot's too, runs through
 `scripts.Scripts`. Not frozen: a step is built per task on the hot path, and a frozen
 dataclass takes several times longer to build (each field goes through object.__setattr__).

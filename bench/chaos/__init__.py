@@ -1,0 +1,1 @@
+"""Chaos drill: a fleet of consumers and Redis killed while paid tasks flow."""

@@ -1,0 +1,1 @@
+"""Test support: fake external servers, private Redis/PostgreSQL servers, harnesses."""
