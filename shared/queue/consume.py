@@ -30,18 +30,10 @@ from shared.queue.records import (
     Malformed,
     parse_entry,
 )
+from shared.queue.recovery_steps import Claim, ForgetConsumers, Heartbeat, Renew, Requeue
 from shared.queue.scripts import Scripts
 from shared.queue.step_batches import run_steps
-from shared.queue.steps import (
-    Claim,
-    ForgetConsumers,
-    Heartbeat,
-    Read,
-    Renew,
-    Requeue,
-    Start,
-    Step,
-)
+from shared.queue.steps import Read, Start, Step
 from shared.tasks import TaskStatus, TaskType
 
 log = structlog.get_logger(__name__)

@@ -10,8 +10,8 @@ import orjson
 
 from shared.queue.connection import RedisClient
 from shared.queue.keys import Keys
+from shared.queue.recovery_steps import ReplayDead
 from shared.queue.scripts import Scripts
-from shared.queue.steps import ReplayDead
 from shared.tasks import TaskType, loads
 
 PAGE = 500

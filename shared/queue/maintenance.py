@@ -14,8 +14,8 @@ from shared.queue.consume import StreamConsumer, forget_step
 from shared.queue.inspect import ConsumerInfo, heartbeats
 from shared.queue.keys import GROUP, Keys, Priority
 from shared.queue.records import Delivery, Malformed, parse_entry
+from shared.queue.recovery_steps import DeleteConsumer, Requeue
 from shared.queue.scripts import Scripts
-from shared.queue.steps import DeleteConsumer, Requeue
 from shared.tasks import FINAL_STATUSES, TaskType
 
 GONE_REASON = "entry deleted while pending"

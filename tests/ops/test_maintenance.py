@@ -16,7 +16,7 @@ from scripts.reclaim_stuck import reclaim_pass
 from shared.queue import QueueService
 from shared.queue.keys import GROUP
 from shared.queue.maintenance import Result, gone_consumers, remove_gone_consumers
-from shared.queue.steps import DeleteConsumer
+from shared.queue.recovery_steps import DeleteConsumer
 from shared.tasks import TaskStatus, TaskType
 from tests.support.consumer_helpers import ledger, make_world
 from tests.support.fixtures_db import Backend, Sessions

@@ -17,7 +17,7 @@ from scripts.reclaim_stuck import reclaim_pass
 from shared.errors import InvalidPayloadError
 from shared.queue import Delivery, Outcome, Priority, QueueService, StreamConsumer
 from shared.queue.keys import GROUP
-from shared.queue.steps import Claim
+from shared.queue.recovery_steps import Claim
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType, dumps
 
 PROMPT = TaskType.GENERATE_IMAGE_PROMPT
