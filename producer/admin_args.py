@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from db.models import Currency
-from shared.config import MAX_PACK_AMOUNT
+from shared.shop_packs import MAX_PACK_AMOUNT
 
 # Telegram user ids fit in 52 bits; the users.id column (BIGINT) takes up to 2**63 - 1.
 MAX_USER_ID = 2**63 - 1

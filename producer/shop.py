@@ -26,7 +26,8 @@ from db.retry import retry_transient
 from producer import shop_refunds as refunds
 from producer.conversation import Profile
 from producer.shop_refunds import RawPayment, RefundOutcome, RefundStatus
-from shared.config import Settings, ShopPack
+from shared.config import Settings
+from shared.shop_packs import ShopPack
 
 log = structlog.get_logger(__name__)
 

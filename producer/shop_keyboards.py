@@ -8,7 +8,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from producer import texts
-from shared.config import ShopPack
+from shared.shop_packs import ShopPack
 
 
 class ShopCallback(CallbackData, prefix="shop"):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from db.models import Currency
 from producer.admin_args import MAX_USER_ID, parse_charge_id, parse_grant, parse_number
-from shared.config import MAX_PACK_AMOUNT
+from shared.shop_packs import MAX_PACK_AMOUNT
 
 
 @pytest.mark.parametrize(
