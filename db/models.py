@@ -210,9 +210,11 @@ class LedgerEntry(Base):
 
 
 class Delivery(Base):
-    """A result the bot must send: delivered_at is set by the one claimer, sent_at once the
-    message went out (a claim never confirmed belongs to a process that died mid-send).
-    claim_token is the claimer's own, so it can retry a claim whose commit reply was lost."""
+    """A result the bot must apply once and send: applied_at is set by the one transaction
+    that applied it, sent_at once the message went out (applied and never sent: its process
+    died mid-send). apply_id is that transaction's own, so it can retry after a lost commit
+    reply. The columns keep their first names (delivered_at, claim_token): a rename would
+    break a bot of the previous version running during a deploy."""
 
     __tablename__ = "deliveries"
 
@@ -220,9 +222,9 @@ class Delivery(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
-    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column("delivered_at", UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    claim_token: Mapped[str | None] = mapped_column(String(32))
+    apply_id: Mapped[str | None] = mapped_column("claim_token", String(32))
 
 
 # The shop (Telegram Stars).

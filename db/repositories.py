@@ -8,11 +8,10 @@ both), so a redelivered task or a repeated Telegram update reports "already done
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -24,7 +23,6 @@ from db.models import (
     Character,
     ChatMessage,
     Currency,
-    Delivery,
     Dialog,
     LedgerEntry,
     LedgerKind,
@@ -374,64 +372,3 @@ async def refund(session: AsyncSession, charge_id: str, reason: str) -> RefundOu
         update(User).where(User.id == charged.user_id).values({column: column - charged.amount})
     )
     return RefundOutcome.REFUNDED
-
-
-# Deliveries: who applies and sends a task's result (applied once, sent at least once).
-
-
-async def record_pending_delivery(
-    session: AsyncSession, task_id: str, chat_id: int, kind: str
-) -> None:
-    """Remember that `task_id`'s result must reach `chat_id`; repeating it is a no-op."""
-    await insert_new(session, Delivery, ["task_id"], task_id=task_id, chat_id=chat_id, kind=kind)
-
-
-async def claim_delivery(session: AsyncSession, task_id: str, token: str) -> bool:
-    """Mark the delivery done; True only for the one caller that flipped it, False if absent.
-
-    A caller claiming again with the same `token` gets True again: it may be retrying a
-    claim whose commit went through but whose reply was lost.
-    """
-    claimed = await session.scalar(
-        update(Delivery)
-        .where(
-            Delivery.task_id == task_id,
-            or_(Delivery.delivered_at.is_(None), Delivery.claim_token == token),
-        )
-        .values(delivered_at=utcnow(), claim_token=token)
-        .returning(Delivery.task_id)
-    )
-    return claimed is not None
-
-
-async def confirm_delivery(session: AsyncSession, task_id: str) -> None:
-    """Record that the claimed delivery's message went out."""
-    await session.execute(
-        update(Delivery).where(Delivery.task_id == task_id).values(sent_at=utcnow())
-    )
-
-
-async def unsent_claims(session: AsyncSession, claimed_before: datetime) -> list[Delivery]:
-    """Deliveries claimed before `claimed_before` and never confirmed: their sender died."""
-    return list(
-        await session.scalars(
-            select(Delivery)
-            .where(
-                Delivery.delivered_at.is_not(None),
-                Delivery.delivered_at < claimed_before,
-                Delivery.sent_at.is_(None),
-            )
-            .order_by(Delivery.delivered_at, Delivery.task_id)
-        )
-    )
-
-
-async def undelivered(session: AsyncSession) -> list[Delivery]:
-    """Deliveries not yet claimed, oldest first."""
-    return list(
-        await session.scalars(
-            select(Delivery)
-            .where(Delivery.delivered_at.is_(None))
-            .order_by(Delivery.created_at, Delivery.task_id)
-        )
-    )

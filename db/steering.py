@@ -120,7 +120,7 @@ async def replies_in_flight(session: AsyncSession, chat_id: int) -> bool:
     found = await session.scalar(
         select(Delivery.task_id)
         .where(
-            Delivery.chat_id == chat_id, Delivery.delivered_at.is_(None), Delivery.kind.in_(kinds)
+            Delivery.chat_id == chat_id, Delivery.applied_at.is_(None), Delivery.kind.in_(kinds)
         )
         .limit(1)
     )

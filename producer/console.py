@@ -1,7 +1,7 @@
 """`python -m producer --console`: one user's chat on stdin/stdout, on the bot's own code path.
 
 Messages go through the same Conversation and Deliveries as on Telegram (charge, enqueue,
-pub/sub wait, claimed delivery); only the Sender differs: text is printed, photos are written
+pub/sub wait, applied delivery); only the Sender differs: text is printed, photos are written
 to files whose paths are printed.
 """
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import payments
+from db import delivery_rows, payments
 from db import repositories as repo
 from db.models import Character, Currency, Dialog, User
 from db.retry import retry_transient
@@ -246,7 +246,7 @@ class Conversation:
                 reason="reply",
             )
             await repo.save_user_message(session, dialog.id, message.text, message.message_id)
-            await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
+            await delivery_rows.expect(session, job.task_id, job.chat_id, job.kind)
             return dialog, character, recall
 
         charged = await self._in_transaction("charge_reply", charge)
@@ -301,7 +301,7 @@ class Conversation:
             await self._charge_diamonds(session, profile.user_id, job, "photo")
             job.dialog_id = dialog.id
             kind = encode_kind(job.kind, dialog.id)
-            await repo.record_pending_delivery(session, job.task_id, job.chat_id, kind)
+            await delivery_rows.expect(session, job.task_id, job.chat_id, kind)
             return character, recent
 
         charged = await self._in_transaction("charge_photo", charge)
@@ -349,7 +349,7 @@ class Conversation:
             if found is None:
                 return None
             await self._charge_diamonds(session, user_id, job, "generate")
-            await repo.record_pending_delivery(session, job.task_id, job.chat_id, job.kind)
+            await delivery_rows.expect(session, job.task_id, job.chat_id, job.kind)
             return found[1]
 
         return await self._in_transaction("charge_generate", charge)

@@ -1,15 +1,17 @@
-"""Delivery of task results: background waits, claims, recovery, reply order.
+"""Delivery of task results: background waits, applying once, recovery, reply order.
 
 Every task the bot enqueues has a `deliveries` row written in the same transaction as its
 charge. Whatever learns how the task ended (the live wait, a second bot process, this process
 after a restart, the recheck that finds a task lost) hands it to `Outcomes.apply`, which
-claims the row and applies the outcome in one transaction; only the claimer sends. A chat's
-replies are sent in the order their messages were handled; photos are not held behind them.
+marks the row applied as it applies the outcome, in one transaction; only the applier sends.
+A chat's replies are sent in the order their messages were handled; photos are not held
+behind them.
 
 The outcome is applied once; the message is sent at least once. Telegram takes no idempotency
 key and a send cannot share the database's transaction: a process that dies after Telegram
-accepted a message and before the row is marked sent leaves a claim that the next start sends
-again once it is older than CLAIM_LEASE, so the user may see that message twice.
+accepted a message and before the row is marked sent leaves a row applied and not sent, which
+the next start sends again once it is older than UNSENT_AFTER, so the user may see that
+message twice.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import repositories as repo
+from db import delivery_rows
 from db.retry import retry_transient
 from producer import texts
 from producer.channel import ChatAction, ReplyButtons, Sender, chat_action_kept
@@ -45,12 +47,12 @@ from shared.tasks import ImageResult, QueueTask, ReplyResult, TaskType, now
 
 log = structlog.get_logger(__name__)
 
-# On shutdown, a message whose delivery is already claimed gets this long to be sent: the
-# claim means nobody else will send it, so cancelling it would lose it.
+# On shutdown, a message whose delivery is already applied gets this long to be sent: the
+# mark means nobody else will send it, so cancelling it would lose it.
 SEND_GRACE_SECONDS = 15.0
-# A claim not confirmed as sent after this long belongs to a process that died mid-send
+# A delivery applied and not marked sent after this long belongs to a process that died mid-send
 # (sending, retries included, takes seconds): the next start sends that message again.
-CLAIM_LEASE = timedelta(minutes=2)
+UNSENT_AFTER = timedelta(minutes=2)
 # A streamed reply shows "typing" only if no text came this soon: a chat action takes the
 # chat's slot, and the first text should not wait behind it.
 STREAM_TYPING_DELAY = 1.0
@@ -104,15 +106,15 @@ class Deliveries:
         task.add_done_callback(self._tasks.discard)
 
     async def resume(self) -> int:
-        """Watch every delivery an earlier run left unclaimed, or claimed and never sent
+        """Watch every delivery an earlier run left unapplied, or applied and never sent
         (it died mid-send: at-least-once beats losing a paid message); return how many."""
         async with self._db.begin() as session:
-            rows = await repo.undelivered(session)
-            unsent = await repo.unsent_claims(session, now() - CLAIM_LEASE)
-        for row, claimed in [(r, False) for r in rows] + [(r, True) for r in unsent]:
+            rows = await delivery_rows.waiting(session)
+            unsent = await delivery_rows.applied_unsent(session, now() - UNSENT_AFTER)
+        for row, applied in [(r, False) for r in rows] + [(r, True) for r in unsent]:
             kind, dialog_id = decode_kind(row.kind)
             job = Job(row.task_id, kind, row.chat_id, dialog_id, row.created_at, notified=True)
-            job.claimed = claimed
+            job.applied = applied
             self.watch(job)
         log.info("deliveries_resumed", count=len(rows), resent=len(unsent))
         return len(rows) + len(unsent)
@@ -125,9 +127,9 @@ class Deliveries:
         return not pending
 
     async def close(self) -> None:
-        """Stop waiting; unclaimed rows stay in the database for the next start.
+        """Stop waiting; unapplied rows stay in the database for the next start.
 
-        Deliveries already claimed are in the middle of sending: they may finish (bounded by
+        Deliveries already applied are in the middle of sending: they may finish (bounded by
         SEND_GRACE_SECONDS), because nobody else would send them after a restart.
         """
         # The flag as well as the cancels: a waiting loop whose cancel was lost inside a call
@@ -202,12 +204,12 @@ class Deliveries:
             applied = await self._outcomes.apply(job, verdict, task)
             if applied is not None and applied.next_job is None:
                 await self._send(job, applied, view)
-                await self._confirm(job.task_id)
+                await self._mark_sent(job.task_id)
                 log.info("outcome_sent", kind=job.kind, verdict=applied.verdict)
         if view is not None:
             await self._close_view(job)
         if applied is None:
-            log.info("delivery_already_claimed", kind=job.kind)
+            log.info("delivery_already_applied", kind=job.kind)
         elif applied.next_job is not None:
             await self.tell_queue_place(job.chat_id)
             await self._deliver(applied.next_job)
@@ -331,13 +333,13 @@ class Deliveries:
             return False
         return (now() - job.created_at).total_seconds() > self._settings.lost_grace_seconds
 
-    async def _confirm(self, task_id: str) -> None:
-        """Mark the message sent; retried, since a claim left unconfirmed is sent again by
-        the next start."""
+    async def _mark_sent(self, task_id: str) -> None:
+        """Mark the message sent; retried, since a delivery applied and never marked sent is
+        sent again by the next start."""
 
         async def confirm() -> None:
             async with self._db.begin() as session:
-                await repo.confirm_delivery(session, task_id)
+                await delivery_rows.mark_sent(session, task_id)
 
         await retry_transient(confirm, "confirm_sent", self._settings.db_retry_seconds)
 

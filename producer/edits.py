@@ -2,7 +2,7 @@
 
 Telegram's `edited_message` of the user's last message (in the active dialog), before or
 after its reply: in one transaction the reply that answered the old text is superseded (its
-delivery row claimed for good, so its outcome, whenever it comes, is neither saved, sent nor
+delivery row applied for good, so its outcome, whenever it comes, is neither saved, sent nor
 refunded), its charge refunded and its stored reply dropped; the message takes the new text
 and a new reply task is charged. After the commit the old task is cancelled and the new one
 queued. So the turn is charged once, and an edit racing the first reply ends with one reply,
@@ -21,7 +21,7 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db import memory, steering
+from db import delivery_rows, memory, steering
 from db import repositories as repo
 from db.models import ChatMessage, Currency, Delivery, Dialog
 from producer.jobs import DeliveryKind, Job, task_id_for
@@ -104,7 +104,7 @@ class Edits:
             await repo.charge(
                 session, edit.user_id, Currency.ENERGY, cost, charge_id=task_id, reason="edit"
             )
-            await repo.record_pending_delivery(session, task_id, edit.chat_id, job.kind)
+            await delivery_rows.expect(session, task_id, edit.chat_id, job.kind)
             return _Redo(job, payload, ours[0] if ours else [])
 
         redone = await self._in_transaction("charge_edit", redo)
@@ -172,10 +172,10 @@ async def _supersede(
                 retired.append(redoing)
     token = uuid.UUID(task_id).hex
     for retiring in retired:
-        # Claimed for good (and marked sent, so no restart sends it): its outcome finds
-        # the row taken and applies nothing. One already applied keeps its claim.
-        if await repo.claim_delivery(session, retiring, token):
-            await repo.confirm_delivery(session, retiring)
+        # Applied for good (and marked sent, so no restart sends it): its outcome finds
+        # the row taken and applies nothing. One already applied stays applied.
+        if await delivery_rows.mark_applied(session, retiring, token):
+            await delivery_rows.mark_sent(session, retiring)
         refund = await repo.refund(session, retiring, "replaced by an edit")
         log.info("reply_superseded", superseded=retiring, refund=str(refund))
     asked.content = edit.text

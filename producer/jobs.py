@@ -80,10 +80,10 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     # Set once the user was told it takes longer; recovered jobs start silent.
     notified: bool = False
-    # Claimed by a process that died before sending: this job sends without claiming again.
-    claimed: bool = False
-    # This job's own claim: a claim retried after its commit reply was lost matches it.
-    claim_token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Applied by a process that died before sending: this job sends without applying again.
+    applied: bool = False
+    # This job's own mark: a retry after its commit reply was lost matches it.
+    apply_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def task_type(self) -> TaskType:

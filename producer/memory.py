@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import memory
+from db import delivery_rows, memory
 from db import repositories as repo
 from db.memory import StoredTurn
 from db.models import Character, Dialog
@@ -122,7 +122,7 @@ class Memory:
         if not await memory.ask_summary(session, dialog.id, task_id):
             return Recall(found.summary, turns)  # one is in flight: the next message asks
         kind = encode_kind(DeliveryKind.SUMMARY, dialog.id)
-        await repo.record_pending_delivery(session, task_id, chat_id, kind)
+        await delivery_rows.expect(session, task_id, chat_id, kind)
         # Silent from the start: no chat action or "takes longer" for a summary.
         job = Job(task_id, DeliveryKind.SUMMARY, chat_id, dialog.id, notified=True)
         payload = SummaryPayload(

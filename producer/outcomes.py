@@ -1,12 +1,12 @@
-"""Applying how a task ended, once: the claim and the database effect in one transaction.
+"""Applying how a task ended, once: the delivery's mark and the effect in one transaction.
 
 Every path that learns a task's outcome (the live wait, resume on start, the periodic
 recheck, lost detection, a refused enqueue) goes through `Outcomes.apply`: the one place
 where a reply is saved, a photo counted, a photo chain continued or a charge refunded. The
-delivery row is claimed in the same transaction as the effect, so exactly one caller applies
-and then sends; every effect is idempotent by its own key as well (task id, charge id), so a
-claim resent after a crash repeats no database effect (its message may go out again: sending
-is at least once, see producer.delivery).
+delivery row is marked applied in the same transaction as the effect, so exactly one caller
+applies and then sends; every effect is idempotent by its own key as well (task id, charge
+id), so a delivery sent again after a crash repeats no database effect (its message may go
+out again: sending is at least once, see producer.delivery).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import memory, steering
+from db import delivery_rows, memory, steering
 from db import repositories as repo
 from db.models import Dialog
 from db.retry import retry_transient
@@ -126,30 +126,30 @@ class Outcomes:
                 result = _read_result(job, task)
             if result is None:
                 verdict = Verdict.FAILED
-        claimed, user_id = await retry_transient(
-            lambda: self._claim_and_apply(job, verdict, task, result),
+        applied, user_id = await retry_transient(
+            lambda: self._apply(job, verdict, task, result),
             "apply_outcome",
             self._settings.db_retry_seconds,
         )
-        if not claimed:
+        if not applied:
             return None
-        job.claimed = True
+        job.applied = True
         log.info("outcome_applied", kind=job.kind, verdict=verdict)
         if task is not None and task.status in {TaskStatus.FAILED, TaskStatus.CANCELLED}:
             await self._mark_settled(job)
         return Applied(verdict, user_id, result)
 
-    async def _claim_and_apply(
+    async def _apply(
         self,
         job: Job,
         verdict: Verdict,
         task: QueueTask | None,
         result: Result | None,
     ) -> tuple[bool, int | None]:
-        """One transaction: (claimed, who paid). Safe to run again: the claim matches its own
+        """One transaction: (applied, who paid). Safe to run again: the mark matches its own
         token, and saving a result or refunding a charge is idempotent by its key."""
         async with self._db.begin() as session:
-            if not await self._claim(session, job):
+            if not await self._mark_applied(session, job):
                 return False, None
             if job.kind is DeliveryKind.SUMMARY:  # nobody paid for it: nothing to refund
                 summary = result if isinstance(result, SummaryResult) else None
@@ -163,8 +163,8 @@ class Outcomes:
             log.info("task_refunded", charge_id=job.charge_id, outcome=str(refund))
             return True, user_id
 
-    async def _claim(self, session: AsyncSession, job: Job) -> bool:
-        return job.claimed or await repo.claim_delivery(session, job.task_id, job.claim_token)
+    async def _mark_applied(self, session: AsyncSession, job: Job) -> bool:
+        return job.applied or await delivery_rows.mark_applied(session, job.task_id, job.apply_id)
 
     async def _continue_chain(self, job: Job, task: QueueTask, prompt: str) -> Applied | None:
         """Enqueue the photo's image step, then hand the delivery row over to it."""
@@ -180,7 +180,7 @@ class Outcomes:
             negative_prompt=self._settings.image_default_negative_prompt,
             **await self._photo_context(job.dialog_id),
         )
-        # Enqueue before claiming: if we crash in between, the prompt row is still open and
+        # Enqueue before applying: if we crash in between, the prompt row is still open and
         # the restart enqueues the same image id again, which adds nothing.
         submitted = await enqueue_retrying(
             self._queue,
@@ -199,18 +199,18 @@ class Outcomes:
         )
         if not handed_over:
             return None  # another process continues this chain
-        job.claimed = True
+        job.applied = True
         log.info("photo_chain_continued", image_task_id=image.task_id, enqueue=str(submitted))
         return Applied(Verdict.COMPLETED, task.user_id, next_job=image)
 
     async def _hand_over(self, job: Job, image: Job) -> bool:
         """Claim the prompt step's row and owe the chat the image step instead (idempotent)."""
         async with self._db.begin() as session:
-            if not await self._claim(session, job):
+            if not await self._mark_applied(session, job):
                 return False
-            # The prompt step sends no message: its claim is confirmed with the hand-over.
-            await repo.confirm_delivery(session, job.task_id)
-            await repo.record_pending_delivery(
+            # The prompt step sends no message: it is marked sent with the hand-over.
+            await delivery_rows.mark_sent(session, job.task_id)
+            await delivery_rows.expect(
                 session, image.task_id, job.chat_id, encode_kind(DeliveryKind.IMAGE)
             )
         return True

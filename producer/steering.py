@@ -19,7 +19,7 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import memory, steering
+from db import delivery_rows, memory, steering
 from db import repositories as repo
 from db.models import ChatMessage, Currency, Delivery, Dialog, MessageRole
 from producer.delivery import Deliveries
@@ -67,7 +67,7 @@ async def attempt_id(session: AsyncSession, kind: DeliveryKind, target: str) -> 
     row exists): derived from it, and from the attempts before that ended without replacing
     it (failed, refunded)."""
     task_id = task_id_for(kind.value, target)
-    while (row := await session.get(Delivery, task_id)) is not None and row.delivered_at:
+    while (row := await session.get(Delivery, task_id)) is not None and row.applied_at:
         task_id = task_id_for(task_id, "again")
     return task_id
 
@@ -151,7 +151,7 @@ class Steering:
             await repo.charge(
                 session, user_id, Currency.ENERGY, cost, charge_id=job.charge_id, reason=kind
             )
-            await repo.record_pending_delivery(session, task_id, chat_id, kind)
+            await delivery_rows.expect(session, task_id, chat_id, kind)
             return _Steer(job, payload)
 
         steered = await self._in_transaction(f"charge_{kind}", charge)

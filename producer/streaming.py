@@ -59,7 +59,7 @@ class ReplyView(Protocol):
         slot (nothing was shown; the caller comes back then, with newer text if any)."""
 
     async def deliver(self, text: str, buttons: ReplyButtons | None) -> None:
-        """Send the reply's final text (or its failure notice); called once, after a claim.
+        """Send the reply's final text (or its failure notice); called once, by its applier.
         With `buttons`, the last message carries them (📷 of the reply's dialog, 🔄, ▶️)."""
 
 

@@ -91,7 +91,7 @@ class FloodControlMiddleware(BaseRequestMiddleware):
 def _retry_delay(exc: Exception, attempt: int) -> float:
     """Flood control says how long to wait; a network error or a 5xx backs off exponentially.
 
-    A paid reply or photo whose delivery is already claimed must not be dropped on one
+    A paid reply or photo whose delivery is already applied must not be dropped on one
     transient failure; a repeat after a lost response is the lesser harm.
     """
     jitter = random.uniform(0, JITTER_SECONDS)

@@ -112,7 +112,7 @@ async def test_a_lost_database_reply_still_sends_once_and_marks_sent(
     assert proxy.cuts == 1
     assert transport.texts == ["Дошло один раз"]
     row = await _row(direct_db, task_id)
-    assert row.delivered_at is not None and row.sent_at is not None
+    assert row.applied_at is not None and row.sent_at is not None
     assert await count_replies(direct_db, world.dialog_id) == (1, 1)
 
 

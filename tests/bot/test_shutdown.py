@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy import delete, update
 
+from db import delivery_rows
 from db import repositories as repo
 from db.models import Delivery as DeliveryRow
 from producer import texts
@@ -58,7 +59,7 @@ async def completed_reply(queue: QueueService, db: Sessions, world: World, text:
     }
     task_id = await queue.enqueue_task(TaskType.GENERATE_REPLY, world.user_id, payload)
     async with db.begin() as session:
-        await repo.record_pending_delivery(
+        await delivery_rows.expect(
             session, task_id, world.user_id, encode_kind(DeliveryKind.REPLY)
         )
     consumer = queue.consumer("c1")
@@ -92,7 +93,7 @@ async def test_stopping_bot_finishes_a_claimed_delivery(
     assert transport.texts == ["Уже бегу!"]
     async with db.begin() as session:
         row = await session.get(DeliveryRow, task_id)
-    assert row is not None and row.delivered_at is not None and row.sent_at is not None
+    assert row is not None and row.applied_at is not None and row.sent_at is not None
 
 
 async def test_a_claim_whose_sender_died_is_sent_again_on_start(
@@ -104,12 +105,12 @@ async def test_a_claim_whose_sender_died_is_sent_again_on_start(
     async with db.begin() as session:
         # One process claimed both and died before sending; the second claim is recent,
         # as if a live process were sending it right now.
-        assert await repo.claim_delivery(session, orphan, "dead-process")
-        assert await repo.claim_delivery(session, in_progress, "dead-process")
+        assert await delivery_rows.mark_applied(session, orphan, "dead-process")
+        assert await delivery_rows.mark_applied(session, in_progress, "dead-process")
         await session.execute(
             update(DeliveryRow)
             .where(DeliveryRow.task_id == orphan)
-            .values(delivered_at=datetime.now(UTC) - timedelta(minutes=3))
+            .values(applied_at=datetime.now(UTC) - timedelta(minutes=3))
         )
     transport = SlowTransport(delay=0)
     deliveries = deliveries_for(settings, db, queue, redis_client, transport)
@@ -118,7 +119,7 @@ async def test_a_claim_whose_sender_died_is_sent_again_on_start(
     await deliveries.close()
     assert transport.texts == ["Я тут!"]
     async with db.begin() as session:
-        assert await repo.unsent_claims(session, datetime.now(UTC)) == [
+        assert await delivery_rows.applied_unsent(session, datetime.now(UTC)) == [
             await session.get(DeliveryRow, in_progress)
         ]
         # Leave no open delivery: other tests on this database resume every one they find.
@@ -133,7 +134,7 @@ async def test_closing_while_a_late_task_is_rechecked_keeps_its_row_for_the_next
     payload["user_message"] = "Ты тут?"
     task_id = await queue.enqueue_task(TaskType.GENERATE_REPLY, world.user_id, payload)
     async with db.begin() as session:
-        await repo.record_pending_delivery(
+        await delivery_rows.expect(
             session, task_id, world.user_id, encode_kind(DeliveryKind.REPLY)
         )
     late = settings.replace(reply_wait_seconds=0.2, delivery_recheck_seconds=0.3)
@@ -150,7 +151,7 @@ async def test_closing_while_a_late_task_is_rechecked_keeps_its_row_for_the_next
     assert transport.texts == [texts.TAKES_LONGER]
     async with db.begin() as session:
         row = await session.get(DeliveryRow, task_id)
-        assert row is not None and row.delivered_at is None  # neither claimed nor refunded
+        assert row is not None and row.applied_at is None  # neither claimed nor refunded
         assert await repo.balance(session, world.user_id) == (100, 100)
 
     # The next start finds the row and delivers the reply once it is written.

@@ -8,16 +8,14 @@ from datetime import UTC
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db import delivery_rows
 from db.models import Character, Delivery
 from db.repositories import (
     balance,
-    claim_delivery,
     get_character,
     get_or_create_user,
     get_user,
     list_characters,
-    record_pending_delivery,
-    undelivered,
 )
 from scripts.seed_characters import CHARACTERS, seed_characters
 from tests.support.fixtures_db import Sessions, new_task_id, new_user_id
@@ -36,9 +34,9 @@ async def _character_ids(session: AsyncSession) -> dict[str, int]:
     return {row.name: row.id for row in rows}
 
 
-async def _claim(db: Sessions, task_id: str, token: str) -> bool:
+async def _apply(db: Sessions, task_id: str, apply_id: str) -> bool:
     async with db.begin() as session:
-        return await claim_delivery(session, task_id, token)
+        return await delivery_rows.mark_applied(session, task_id, apply_id)
 
 
 async def test_user_is_created_once_with_start_balances(db: Sessions) -> None:
@@ -88,28 +86,28 @@ async def test_seed_characters_is_idempotent(db: Sessions) -> None:
     assert alice.appearance.endswith("anime style")
 
 
-async def test_delivery_is_recorded_once_and_claimed_once(db: Sessions) -> None:
+async def test_delivery_is_recorded_once_and_applied_once(db: Sessions) -> None:
     task_id, other = new_task_id(), new_task_id()
     async with db.begin() as session:
-        await record_pending_delivery(session, task_id, 12345, "reply")
-        await record_pending_delivery(session, task_id, 12345, "reply")
-        await record_pending_delivery(session, other, 12345, "image")
-        pending = {delivery.task_id for delivery in await undelivered(session)}
+        await delivery_rows.expect(session, task_id, 12345, "reply")
+        await delivery_rows.expect(session, task_id, 12345, "reply")
+        await delivery_rows.expect(session, other, 12345, "image")
+        pending = {delivery.task_id for delivery in await delivery_rows.waiting(session)}
     assert {task_id, other} <= pending
 
-    tokens = [f"claimer-{n}" for n in range(4)]
-    claims = await asyncio.gather(*(_claim(db, task_id, token) for token in tokens))
+    apply_ids = [f"applier-{n}" for n in range(4)]
+    applied = await asyncio.gather(*(_apply(db, task_id, a) for a in apply_ids))
 
-    assert sorted(claims) == [False, False, False, True]
+    assert sorted(applied) == [False, False, False, True]
     async with db.begin() as session:
-        pending = {delivery.task_id for delivery in await undelivered(session)}
-        assert not await claim_delivery(session, new_task_id(), "anyone")
+        pending = {delivery.task_id for delivery in await delivery_rows.waiting(session)}
+        assert not await delivery_rows.mark_applied(session, new_task_id(), "anyone")
     assert task_id not in pending
     assert other in pending
-    # The winner may claim again (its commit reply was lost); the others still may not.
-    winner = tokens[claims.index(True)]
-    assert await _claim(db, task_id, winner)
-    assert [await _claim(db, task_id, token) for token in tokens if token != winner] == [
+    # The winner may apply again (its commit reply was lost); the others still may not.
+    winner = apply_ids[applied.index(True)]
+    assert await _apply(db, task_id, winner)
+    assert [await _apply(db, task_id, a) for a in apply_ids if a != winner] == [
         False,
         False,
         False,

@@ -162,5 +162,5 @@ def test_sending_is_called_at_least_once_and_the_duplicate_case_is_named() -> No
     guarantees = (DOCS / "guarantees.md").read_text()
     sending = guarantees.split("**Sending: at least once", 1)[1].split("\n- **", 1)[0]
     # The crash window, the lease after which the next start resends, and what it costs.
-    for words in ("CLAIM_LEASE", "2 min", "twice", "crash", "marked sent"):
+    for words in ("UNSENT_AFTER", "2 min", "twice", "crash", "marked sent"):
         assert words in sending, words
