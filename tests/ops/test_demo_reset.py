@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.demo import DemoError, parse_args, reset_database
+from scripts.demo import parse_args, reset_database
+from scripts.demo_children import DemoError
 
 
 def test_reset_deletes_the_sqlite_file_and_its_journals(tmp_path: Path) -> None:
