@@ -77,7 +77,7 @@ return 1
 """
 
 # Chat turns. KEYS: turns (sorted set of update ids), leases (hash: update id ->
-# "deadline_ms:token"). ARGV: update id, token, lease ms. 1 if the update may run now, else 0.
+# "deadline_ms:holder"). ARGV: update id, holder, lease ms. 1 if the update may run now, else 0.
 TURN_ENTER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -100,7 +100,7 @@ while true do
 end
 """
 
-# KEYS and ARGV as for TURN_ENTER. Extends the lease if this token still holds it; 1 if so.
+# KEYS and ARGV as for TURN_ENTER. Extends the lease if this holder still holds it; 1 if so.
 TURN_RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -112,7 +112,7 @@ redis.call('PEXPIRE', KEYS[2], 10 * tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS as for TURN_ENTER. ARGV: update id, token. Removes the update if this token holds it.
+# KEYS as for TURN_ENTER. ARGV: update id, holder. Removes the update if this holder holds it.
 TURN_LEAVE = """
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if not held or string.match(held, '^%d+:(.*)$') ~= ARGV[2] then return 0 end

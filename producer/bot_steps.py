@@ -72,11 +72,11 @@ class TurnEnter(BotStep):
 
     script: ClassVar[str] = "bot_turn_enter"
     key_names = names("turns leases")
-    arg_names = names("update_id token lease_ms")
+    arg_names = names("update_id holder lease_ms")
     turns: str
     leases: str
     update_id: int
-    token: str
+    holder: str
     lease_ms: int
 
 
@@ -86,11 +86,11 @@ class TurnRenew(BotStep):
 
     script: ClassVar[str] = "bot_turn_renew"
     key_names = names("turns leases")
-    arg_names = names("update_id token lease_ms")
+    arg_names = names("update_id holder lease_ms")
     turns: str
     leases: str
     update_id: int
-    token: str
+    holder: str
     lease_ms: int
 
 
@@ -100,11 +100,11 @@ class TurnLeave(BotStep):
 
     script: ClassVar[str] = "bot_turn_leave"
     key_names = names("turns leases")
-    arg_names = names("update_id token")
+    arg_names = names("update_id holder")
     turns: str
     leases: str
     update_id: int
-    token: str
+    holder: str
 
 
 @dataclass(frozen=True, slots=True)

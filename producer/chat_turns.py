@@ -62,7 +62,7 @@ class ChatTurns:
         self._poll = poll_seconds
         self._max_wait = max_wait_seconds
         # Tells this process's leases from other processes' (and from itself after a restart).
-        self._token = uuid.uuid4().hex
+        self._holder = uuid.uuid4().hex
         self._lines: dict[int, _Line] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -136,7 +136,7 @@ class ChatTurns:
         """Wait for the Redis turn; False if it could not be taken (Redis away, or another
         process held the chat for too long), and the update runs in process order only."""
         turns, leases = self._keys.turns(chat_id), self._keys.turn_leases(chat_id)
-        enter = TurnEnter(turns, leases, update_id, self._token, self._lease_ms)
+        enter = TurnEnter(turns, leases, update_id, self._holder, self._lease_ms)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
         try:
@@ -159,7 +159,7 @@ class ChatTurns:
 
     async def _keep(self, chat_id: int, update_id: int, stop: asyncio.Event) -> None:
         turns, leases = self._keys.turns(chat_id), self._keys.turn_leases(chat_id)
-        renew = TurnRenew(turns, leases, update_id, self._token, self._lease_ms)
+        renew = TurnRenew(turns, leases, update_id, self._holder, self._lease_ms)
         while not stop.is_set():
             await pause(stop, self._lease_ms / 3000)
             if stop.is_set():
@@ -174,6 +174,6 @@ class ChatTurns:
     async def _give_back(self, chat_id: int, update_id: int) -> None:
         turns, leases = self._keys.turns(chat_id), self._keys.turn_leases(chat_id)
         try:
-            await self._scripts.run(TurnLeave(turns, leases, update_id, self._token))
+            await self._scripts.run(TurnLeave(turns, leases, update_id, self._holder))
         except (RedisError, OSError) as exc:  # the lease runs out by itself
             log.warning("chat_turn_leave_failed", error=redact(str(exc)))
