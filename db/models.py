@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -101,6 +102,9 @@ class User(Base):
     energy: Mapped[int] = mapped_column(Integer)
     diamonds: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    # The answer to "are you 18 or older?": None until asked and answered.
+    is_adult: Mapped[bool | None] = mapped_column(Boolean)
+    adult_answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Character(Base):
@@ -113,6 +117,16 @@ class Character(Base):
     appearance: Mapped[str] = mapped_column(Text)
     avatar_url: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    # The first message of a new dialog (a card's first_mes); `{{user}}` is the user's name.
+    greeting: Mapped[str | None] = mapped_column(Text)
+    # The card's PNG, sent with the greeting; deferred: lists never load it.
+    avatar: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # An imported card's stable key (creator and name): importing it again updates this row.
+    card_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # An adult character: listed and chosen only by users who confirmed they are 18 or older.
+    nsfw: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A TTS voice name for this character (None: the configured default).
+    voice: Mapped[str | None] = mapped_column(String(100))
 
 
 class Dialog(Base):

@@ -16,6 +16,7 @@ from producer.delivery import SEND_GRACE_SECONDS
 from producer.handlers import (
     account,
     admin,
+    cards,
     dialogs,
     dialogue,
     errors,
@@ -108,8 +109,8 @@ def build_dispatcher(services: Services) -> Dispatcher:
     dispatcher.update.outer_middleware(ChatTurnMiddleware(services.turns))
     # Commands first, the free-text dialogue and the presses nobody took last; the errors
     # router sees every failure.
-    routers = [start, stop, account, admin, shop, shop_admin, generate, photo, memory, steer]
-    routers += [dialogs, dialogue, unknown_buttons, errors]
+    routers = [start, stop, account, admin, cards, shop, shop_admin, generate, photo, memory]
+    routers += [steer, dialogs, dialogue, unknown_buttons, errors]
     for module in routers:
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)

@@ -36,6 +36,8 @@ from shared.errors import InsufficientBalanceError, PipelineError
 from shared.queue import QueueService
 
 _NUMBER = re.compile(r"[+-]?\d+")
+# The console numbers the whole list: no pages there.
+_EVERY_CHARACTER = 10_000
 
 
 class ConsoleSender:
@@ -165,12 +167,13 @@ class Console:
         await self._services.sender.send_text(self._chat_id, text)
 
     async def _start(self, _: str) -> None:
-        user, characters = await self._services.conversation.start(self._profile)
+        user, listing = await self._services.characters.start(self._profile, _EVERY_CHARACTER)
         await self._say(texts.greeting(self._profile.name, user.energy, user.diamonds))
-        await self._list(characters)
+        await self._list(listing.page.characters)
 
     async def _characters(self, _: str) -> None:
-        await self._list(await self._services.conversation.characters())
+        listing = await self._services.characters.listing(self._profile, 0, _EVERY_CHARACTER)
+        await self._list(listing.page.characters)
 
     async def _list(self, characters: list[Character]) -> None:
         self._listed = characters
@@ -184,11 +187,13 @@ class Console:
             await self._say(texts.UNKNOWN_CHARACTER)
             return
         chosen = self._listed[number - 1]
-        character = await self._services.conversation.choose_character(self._profile, chosen.id)
-        if character is None:
+        choice = await self._services.characters.choose(self._profile, chosen.id)
+        if choice.character is None:
             await self._say(texts.UNKNOWN_CHARACTER)
             return
-        await self._say(texts.character_chosen(character.name, character.description))
+        await self._say(texts.character_chosen(choice.character.name, choice.description))
+        if choice.greeting is not None:
+            await self._say(choice.greeting)
 
     async def _photo(self, _: str) -> None:
         await self._services.conversation.photo(self._chat_id, self._profile, uuid.uuid4().hex)
@@ -201,8 +206,13 @@ class Console:
         await self._say(texts.balance(energy, diamonds))
 
     async def _reset(self, _: str) -> None:
-        character = await self._services.conversation.reset(self._profile.user_id)
-        await self._say(texts.NO_DIALOG if character is None else texts.reset_done(character.name))
+        opened = await self._services.characters.reset(self._profile.user_id)
+        if opened is None or opened.character is None:
+            await self._say(texts.NO_DIALOG)
+            return
+        await self._say(texts.reset_done(opened.character.name))
+        if opened.greeting is not None:
+            await self._say(opened.greeting)
 
     async def _help(self, _: str) -> None:
         settings = self._services.settings

@@ -15,6 +15,7 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import characters as cast
 from db import delivery_rows, payments
 from db import repositories as repo
 from db.models import Character, Currency, Dialog, User
@@ -124,7 +125,8 @@ class Conversation:
 
     # Plain requests.
 
-    async def _user(self, session: AsyncSession, profile: Profile) -> User:
+    async def user_of(self, session: AsyncSession, profile: Profile) -> User:
+        """The user, registered on first sight with the start balances."""
         user = await repo.get_or_create_user(
             session,
             profile.user_id,
@@ -137,44 +139,15 @@ class Conversation:
         await payments.top_up_daily(session, user, self._settings.daily_energy)
         return user
 
-    async def start(self, profile: Profile) -> tuple[User, list[Character]]:
-        """Register the user on first sight (with the start balances); list the characters."""
-        async with self._db.begin() as session:
-            user = await self._user(session, profile)
-            return user, await repo.list_characters(session)
-
-    async def characters(self) -> list[Character]:
-        async with self._db.begin() as session:
-            return await repo.list_characters(session)
-
-    async def choose_character(self, profile: Profile, character_id: int) -> Character | None:
-        """Start or resume the dialog with the character; None if there is no such character
-        (a stale or forged button: nothing is written)."""
-        async with self._db.begin() as session:
-            character = await repo.get_character(session, character_id)
-            if character is None:
-                return None
-            await self._user(session, profile)
-            await repo.start_dialog(session, profile.user_id, character_id)
-            return character
-
     async def dialog_owner(self, dialog_id: int) -> int | None:
         """The user whose dialog it is; None if there is no such dialog (deleted)."""
         async with self._db.begin() as session:
             dialog = await session.get(Dialog, dialog_id)
             return None if dialog is None else dialog.user_id
 
-    async def reset(self, user_id: int) -> Character | None:
-        """A fresh dialog with the same character; None if the user has no dialog."""
-        async with self._db.begin() as session:
-            dialog = await repo.reset_dialog(session, user_id)
-            if dialog is None:
-                return None
-            return await repo.get_character(session, dialog.character_id)
-
     async def balance(self, profile: Profile) -> tuple[int, int]:
         async with self._db.begin() as session:
-            user = await self._user(session, profile)
+            user = await self.user_of(session, profile)
             return user.energy, user.diamonds
 
     async def delete_data(self, user_id: int) -> int:
@@ -228,12 +201,13 @@ class Conversation:
         settings = self._settings
         user_id = message.user.user_id
 
-        async def charge(session: AsyncSession) -> tuple[Dialog, Character, Recall] | None:
-            await self._user(session, message.user)
+        async def charge(session: AsyncSession) -> tuple[Dialog, str, Recall] | None:
+            await self.user_of(session, message.user)
             found = await _dialog_character(session, user_id)
             if found is None:
                 return None
             dialog, character = found
+            prompt = await cast.persona_prompt(session, character, user_id)
             # Without the message being answered: a retry after a lost commit reply finds
             # it stored already, and it goes to the model as the user's message.
             recall = await self.memory.recall(session, dialog, job.chat_id, message.message_id)
@@ -247,17 +221,17 @@ class Conversation:
             )
             await repo.save_user_message(session, dialog.id, message.text, message.message_id)
             await delivery_rows.expect(session, job.task_id, job.chat_id, job.kind)
-            return dialog, character, recall
+            return dialog, prompt, recall
 
         charged = await self._in_transaction("charge_reply", charge)
         if charged is None:
             return None
-        dialog, character, recall = charged
+        dialog, prompt, recall = charged
         budget = settings.max_payload_bytes - _ENVELOPE_BYTES
-        budget -= len(character.system_prompt.encode()) + len(message.text.encode())
+        budget -= len(prompt.encode()) + len(message.text.encode())
         budget -= len((recall.summary or "").encode())
         payload = ReplyPayload(
-            system_prompt=character.system_prompt,
+            system_prompt=prompt,
             history=fit_history(recall.turns, budget),
             dialog_id=dialog.id,
             user_message=message.text,
@@ -292,7 +266,7 @@ class Conversation:
         self, profile: Profile, job: Job, dialog_id: int | None
     ) -> ImagePromptPayload | None:
         async def charge(session: AsyncSession) -> tuple[Character, list[dict[str, str]]] | None:
-            await self._user(session, profile)
+            await self.user_of(session, profile)
             found = await _dialog_character(session, profile.user_id, dialog_id)
             if found is None:
                 return None
@@ -344,7 +318,7 @@ class Conversation:
         user_id = message.user.user_id
 
         async def charge(session: AsyncSession) -> Character | None:
-            await self._user(session, message.user)
+            await self.user_of(session, message.user)
             found = await _dialog_character(session, user_id)
             if found is None:
                 return None

@@ -21,6 +21,7 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db import characters as cast
 from db import delivery_rows, memory, steering
 from db import repositories as repo
 from db.models import ChatMessage, Currency, Delivery, Dialog
@@ -135,14 +136,15 @@ class Edits:
         character = await repo.get_character(session, dialog.character_id)
         if character is None:
             return None
+        prompt = await cast.persona_prompt(session, character, dialog.user_id)
         window = self._settings.history_messages
         found = await memory.dialog_memory(session, dialog, window, before=asked.id)
         budget = self._settings.max_payload_bytes - _ENVELOPE_BYTES
-        for part in (character.system_prompt, text, found.summary):
+        for part in (prompt, text, found.summary):
             budget -= len((part or "").encode())
         turns = [ChatTurn.from_json(turn.as_turn()) for turn in found.turns]
         return ReplyPayload(
-            system_prompt=character.system_prompt,
+            system_prompt=prompt,
             history=fit_history(turns, budget),
             dialog_id=dialog.id,
             user_message=text,

@@ -38,6 +38,8 @@ def _plain_number(value: object) -> object:
 CharacterId = Annotated[int, BeforeValidator(_plain_number), Field(ge=1, le=_INT32_MAX)]
 DialogId = Annotated[int, BeforeValidator(_plain_number), Field(ge=1, le=_INT64_MAX)]
 UserId = Annotated[int, BeforeValidator(_plain_number), Field(ge=1, le=_INT64_MAX)]
+# A list of at most a few thousand characters has fewer pages than this.
+PageNumber = Annotated[int, BeforeValidator(_plain_number), Field(ge=0, le=9999)]
 TaskId = Annotated[str, Field(pattern=_UUID)]
 
 
@@ -67,7 +69,23 @@ class StopCallback(CallbackData, prefix="stop"):
     task_id: TaskId
 
 
-def characters_keyboard(characters: Iterable[Character]) -> InlineKeyboardMarkup:
+class CharacterPageCallback(CallbackData, prefix="chars"):
+    """← and → under the character list: the page to show (past the end: the last one)."""
+
+    page: PageNumber
+
+
+class AdultCallback(CallbackData, prefix="adult"):
+    """The answer to "are you 18 or older?"; only the user who was asked may give it."""
+
+    user_id: UserId
+    confirmed: bool
+
+
+def characters_keyboard(
+    characters: Iterable[Character], page: int = 0, has_next: bool = False
+) -> InlineKeyboardMarkup:
+    """One button per character; ← and → when there are pages before or after this one."""
     rows = [
         [
             InlineKeyboardButton(
@@ -77,7 +95,29 @@ def characters_keyboard(characters: Iterable[Character]) -> InlineKeyboardMarkup
         ]
         for character in characters
     ]
+    turns = []
+    if page > 0:
+        back = CharacterPageCallback(page=page - 1).pack()
+        turns.append(InlineKeyboardButton(text=texts.PREVIOUS_PAGE_BUTTON, callback_data=back))
+    if has_next:
+        forward = CharacterPageCallback(page=page + 1).pack()
+        turns.append(InlineKeyboardButton(text=texts.NEXT_PAGE_BUTTON, callback_data=forward))
+    if turns:
+        rows.append(turns)
     return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def _yes_no(yes: tuple[str, str], no: tuple[str, str]) -> InlineKeyboardMarkup:
+    """One row: the (text, callback data) of "yes", then of "no"."""
+    buttons = [InlineKeyboardButton(text=text, callback_data=data) for text, data in (yes, no)]
+    return InlineKeyboardMarkup(inline_keyboard=[buttons])
+
+
+def adult_keyboard(user_id: int) -> InlineKeyboardMarkup:
+    return _yes_no(
+        (texts.ADULT_YES_BUTTON, AdultCallback(user_id=user_id, confirmed=True).pack()),
+        (texts.ADULT_NO_BUTTON, AdultCallback(user_id=user_id, confirmed=False).pack()),
+    )
 
 
 def stop_keyboard(task_id: str) -> InlineKeyboardMarkup:
@@ -88,13 +128,10 @@ def stop_keyboard(task_id: str) -> InlineKeyboardMarkup:
 
 
 def delete_keyboard(user_id: int) -> InlineKeyboardMarkup:
-    yes = DeleteCallback(user_id=user_id, confirmed=True).pack()
-    no = DeleteCallback(user_id=user_id, confirmed=False).pack()
-    buttons = [
-        InlineKeyboardButton(text=texts.DELETE_CONFIRM_BUTTON, callback_data=yes),
-        InlineKeyboardButton(text=texts.DELETE_CANCEL_BUTTON, callback_data=no),
-    ]
-    return InlineKeyboardMarkup(inline_keyboard=[buttons])
+    return _yes_no(
+        (texts.DELETE_CONFIRM_BUTTON, DeleteCallback(user_id=user_id, confirmed=True).pack()),
+        (texts.DELETE_CANCEL_BUTTON, DeleteCallback(user_id=user_id, confirmed=False).pack()),
+    )
 
 
 class MemoryCallback(CallbackData, prefix="memory"):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from producer.channel import Sender
+from producer.characters import Characters
 from producer.chat_turns import ChatTurns
 from producer.conversation import Conversation
 from producer.delivery import Deliveries
@@ -32,6 +33,7 @@ class Services:
     conversation: Conversation
     turns: ChatTurns
     stopper: Stopper
+    characters: Characters
 
 
 def build_services(
@@ -60,4 +62,7 @@ def build_services(
     )
     turns = ChatTurns(queue.scripts, keys)
     stopper = Stopper(queue, StreamRecords(queue.redis, keys))
-    return Services(settings, db, queue, sender, deliveries, conversation, turns, stopper)
+    characters = Characters(settings=settings, db=db, user_of=conversation.user_of)
+    return Services(
+        settings, db, queue, sender, deliveries, conversation, turns, stopper, characters
+    )

@@ -19,6 +19,7 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import characters as cast
 from db import delivery_rows, memory, steering
 from db import repositories as repo
 from db.models import ChatMessage, Currency, Delivery, Dialog, MessageRole
@@ -189,15 +190,16 @@ class Steering:
         character = await repo.get_character(session, dialog.character_id)
         if character is None:
             return None
+        prompt = await cast.persona_prompt(session, character, dialog.user_id)
         window = self._settings.history_messages
         found = await memory.dialog_memory(session, dialog, window, before=asked.id)
         prefill = reply.content if kind is DeliveryKind.CONTINUE else None
         budget = self._settings.max_payload_bytes - _ENVELOPE_BYTES
-        for text in (character.system_prompt, asked.content, found.summary, prefill):
+        for text in (prompt, asked.content, found.summary, prefill):
             budget -= len((text or "").encode())
         turns = [ChatTurn.from_json(turn.as_turn()) for turn in found.turns]
         return ReplyPayload(
-            system_prompt=character.system_prompt,
+            system_prompt=prompt,
             history=fit_history(turns, budget),
             dialog_id=dialog.id,
             user_message=asked.content,

@@ -426,3 +426,41 @@ def dialog_button(number: int, name: str) -> str:
 
 def dialog_resumed(name: str) -> str:
     return f"Продолжаем диалог с {name}. Напиши что-нибудь!"
+
+
+# Characters from cards, the list's pages and the 18+ question.
+
+COMMANDS.update({"adult": "Персонажи 18+: подтвердить возраст"})
+PREVIOUS_PAGE_BUTTON = "←"
+NEXT_PAGE_BUTTON = "→"
+ADULT_QUESTION = (
+    "Среди персонажей есть персонажи для взрослых (18+). Они показываются только тем, "
+    "кому уже исполнилось 18 лет. Тебе есть 18?"
+)
+ADULT_YES_BUTTON = "Да, мне есть 18"
+ADULT_NO_BUTTON = "Нет"
+ADULT_CONFIRMED = "Спасибо! Теперь в списке есть и персонажи 18+."
+ADULT_DECLINED = "Хорошо, персонажей 18+ в списке не будет. Передумаешь — отправь /adult."
+ADULT_ONLY = "Этот персонаж только для взрослых. Подтвердить возраст: /adult"
+NO_ADULT_CHARACTERS = "Персонажей 18+ сейчас нет."
+TERMS_ADULT = (
+    "\n\nПерсонажи 18+:\n"
+    "• Перед тем как показать персонажей для взрослых, бот спрашивает, есть ли тебе 18 лет, "
+    "и запоминает ответ. Пока возраст не подтверждён, такие персонажи не показываются и не "
+    "выбираются.\n"
+    "• Изменить ответ: /adult."
+)
+TERMS += TERMS_ADULT
+CARD_NOT_A_CARD = "Это не карточка персонажа: пришли PNG или JSON-файл карточки."
+CARD_TOO_BIG = "Файл слишком большой для карточки персонажа."
+
+
+def card_imported(name: str, created: bool, adult: bool, avatar: bool) -> str:
+    what = "добавлен" if created else "обновлён"
+    notes = [note for note, on in (("18+", adult), ("с аватаром", avatar)) if on]
+    extra = f" ({', '.join(notes)})" if notes else ""
+    return f"Персонаж «{name}» {what}{extra}."
+
+
+def card_refused(reason: str) -> str:
+    return f"Карточку не удалось загрузить: {reason}"

@@ -23,6 +23,7 @@ from shared.config_values import (
     bounded,
     check_bounds,
     coerce,
+    enum_or_class_path,
     split_list,
     to_int,
     to_str,
@@ -110,7 +111,8 @@ class Settings:
     use_live3d: bool = False
     use_replicate: bool = False
     llm_provider: LLMProvider = LLMProvider.VENICE
-    image_provider: ImageProvider | None = None
+    # One of ImageProvider, or `module:Class` (an image plugin, see docs/image-plugins.md).
+    image_provider: ImageProvider | str | None = None
     image_default_negative_prompt: str = (
         "lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, "
         "fewer digits, cropped, worst quality, low quality, jpeg artifacts, signature, "
@@ -122,6 +124,12 @@ class Settings:
     venice_image_model: str = "wai-Illustrious"
     venice_safe_mode: bool = True
     image_api_url: str = "http://127.0.0.1:7860"
+    # What the local Stable Diffusion WebUI is asked for (txt2img).
+    sd_steps: int = bounded(25, ge=1, le=150)
+    sd_width: int = bounded(512, ge=64, le=2048)
+    sd_height: int = bounded(768, ge=64, le=2048)
+    sd_sampler: str = "Euler a"
+    sd_cfg_scale: float = bounded(7.0, ge=1, le=30)
     replicate_api_token: Secret | None = None
     replicate_model: str = "black-forest-labs/flux-schnell"
     replicate_base_url: str = "https://api.replicate.com"
@@ -284,6 +292,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "image_api_url": to_url,
     "replicate_base_url": to_url,
     "telegram_api_url": _optional_url,
+    "image_provider": lambda value: enum_or_class_path(ImageProvider, value),
     "webhook_url": _optional_url,
     "log_level": _level,
     "provider_limits": _limits,

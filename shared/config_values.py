@@ -7,6 +7,7 @@ value must be; `load_settings` prefixes it with the variable's name.
 
 from __future__ import annotations
 
+import re
 import types
 from dataclasses import Field, field
 from enum import Enum
@@ -84,6 +85,24 @@ def _enum(kind: type[Enum], value: Any) -> Enum:
     except ValueError:
         choices = ", ".join(str(member.value) for member in kind)
         raise ValueError(f"must be one of {choices}") from None
+
+
+# `module:Class`: a dotted module path, a colon, a class name (see docs/image-plugins.md).
+_CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def enum_or_class_path(kind: type[Enum], value: Any) -> Enum | str | None:
+    """A member of `kind`, or the `module:Class` of a plugin (imported where it is used)."""
+    if value is None or isinstance(value, kind):
+        return value
+    text = to_str(value).strip()
+    if _CLASS_PATH.fullmatch(text):
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise ValueError(f"must be one of {choices}, or module:Class of a plugin") from None
 
 
 def to_bool(value: Any) -> bool:

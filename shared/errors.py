@@ -100,3 +100,8 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     # Unknown errors (database restarts, network blips) are retried by the queue up to its cap.
     return not isinstance(exc, PipelineError)
+
+
+class InvalidCardError(PipelineError):
+    """A character card that cannot be imported (bad PNG, base64, JSON, field types or sizes);
+    the message says what is wrong, never echoing the card's content."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from consumers.providers.base import ImageClient, LLMClient, RetryPolicy
 from consumers.providers.live3d import NO_API_MESSAGE
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.providers.plugins import is_plugin, load_image_plugin
 from consumers.providers.replicate import ReplicateImageClient
 from consumers.providers.sd import SDImageClient
 from consumers.providers.venice import VeniceClient
@@ -40,7 +41,7 @@ def build_llm_client(settings: Settings, *, retry: RetryPolicy | None = None) ->
 def choose_image_provider(settings: Settings) -> str:
     """IMAGE_PROVIDER wins; otherwise the seed's order: USE_LIVE3D, USE_REPLICATE, local SD."""
     if settings.image_provider is not None:
-        return settings.image_provider.value
+        return str(settings.image_provider)
     if settings.use_live3d:
         return LIVE3D
     if settings.use_replicate:
@@ -56,10 +57,13 @@ def provider_for(settings: Settings, task_type: TaskType) -> str:
 
 
 def build_image_client(settings: Settings, *, retry: RetryPolicy | None = None) -> ImageClient:
-    """Raise ConfigError for Live3D or a chosen provider whose credentials are missing."""
+    """Raise ConfigError for Live3D, a chosen provider whose credentials are missing, or a
+    plugin (`module:Class`) that cannot be loaded."""
     choice = choose_image_provider(settings)
     if choice == LIVE3D:
         raise ConfigError(f"USE_LIVE3D=true: {NO_API_MESSAGE}")
+    if is_plugin(choice):
+        return load_image_plugin(choice)
     builders: dict[str, Callable[[Settings, RetryPolicy], ImageClient]] = {
         ImageProvider.LOCAL.value: _build_sd,
         ImageProvider.REPLICATE.value: _build_replicate,
@@ -75,6 +79,11 @@ def _build_sd(settings: Settings, retry: RetryPolicy) -> ImageClient:
     return SDImageClient(
         base_url=settings.image_api_url,
         default_negative_prompt=settings.image_default_negative_prompt,
+        steps=settings.sd_steps,
+        width=settings.sd_width,
+        height=settings.sd_height,
+        cfg_scale=settings.sd_cfg_scale,
+        sampler_name=settings.sd_sampler,
         timeout=settings.provider_timeout_seconds,
         retry=retry,
     )

@@ -7,7 +7,8 @@ from shared.errors import ProviderNotImplementedError
 ALTERNATIVES = "IMAGE_PROVIDER=local|replicate|venice|offline"
 NO_API_MESSAGE = (
     "Live3D has no public API (only reverse-engineered browser endpoints), so it is not "
-    f"supported; choose a working provider with {ALTERNATIVES} (it overrides USE_LIVE3D)"
+    f"supported; choose a working provider with {ALTERNATIVES} (it overrides USE_LIVE3D), "
+    "or plug in a client of your own with IMAGE_PROVIDER=module:Class (docs/image-plugins.md)"
 )
 
 

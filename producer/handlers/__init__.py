@@ -5,15 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message, User
 
 from producer import texts
 from producer.conversation import Incoming, Profile
 
 if TYPE_CHECKING:
+    from producer.characters import Choice
     from producer.services import Services
 
 log = structlog.get_logger(__name__)
+
+# Telegram's limit for a photo's caption, in UTF-16 code units.
+CAPTION_LIMIT = 1024
 
 
 def profile_of(user: User | None) -> Profile:
@@ -47,3 +52,21 @@ async def refused_for_dialog(
     log.info(event, dialog_id=dialog_id, owner_id=owner)
     await callback.answer(texts.BUTTON_OUTDATED if owner is None else texts.NOT_YOUR_BUTTON)
     return True
+
+
+async def send_greeting(services: Services, chat_id: int, choice: Choice) -> None:
+    """The character's first message of a new dialog, if it has one: under its avatar where
+    there is one (as the caption if it fits), else as text."""
+    greeting = choice.greeting
+    if greeting is None:
+        return
+    if choice.avatar is not None:
+        fits = len(greeting.encode("utf-16-le")) // 2 <= CAPTION_LIMIT
+        try:
+            await services.sender.send_photo(chat_id, choice.avatar, greeting if fits else None)
+        except TelegramBadRequest as exc:  # a picture Telegram will not take as a photo
+            log.warning("avatar_refused", error=exc.message)
+        else:
+            if fits:
+                return
+    await services.sender.send_text(chat_id, greeting)

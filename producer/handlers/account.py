@@ -8,7 +8,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
 from producer import texts
-from producer.handlers import chat_of, profile_of
+from producer.handlers import chat_of, profile_of, send_greeting
 from producer.keyboards import DeleteCallback, delete_keyboard
 from producer.services import Services
 
@@ -21,9 +21,12 @@ async def balance(message: Message, services: Services) -> None:
 
 
 async def reset(message: Message, services: Services) -> None:
-    character = await services.conversation.reset(profile_of(message.from_user).user_id)
-    text = texts.NO_DIALOG if character is None else texts.reset_done(character.name)
-    await message.answer(text)
+    opened = await services.characters.reset(profile_of(message.from_user).user_id)
+    if opened is None or opened.character is None:
+        await message.answer(texts.NO_DIALOG)
+        return
+    await message.answer(texts.reset_done(opened.character.name))
+    await send_greeting(services, message.chat.id, opened)
 
 
 async def help_command(message: Message, services: Services) -> None:

@@ -68,6 +68,13 @@ FORGED = [
     "dialog:-1",
     "dialog:1e3",
     "dialog:" + "9" * 25,
+    "chars:-1",  # a page of the character list
+    "chars:abc",
+    "chars:10000",
+    "chars:1:2",
+    "adult:1",  # the 18+ question's buttons name who was asked
+    "adult:abc:1",
+    "adult:5:maybe",
     "",
     "нет такой кнопки",
     "\x00\n\t",

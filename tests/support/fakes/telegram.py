@@ -381,6 +381,29 @@ class FakeTelegram:
         )
         return callback_id
 
+    def user_document(
+        self,
+        user_id: int,
+        data: bytes,
+        filename: str,
+        mime_type: str = "application/octet-stream",
+        *,
+        first_name: str = "Анна",
+    ) -> int:
+        """Queue a file a user sends as a document in their private chat (served by getFile
+        and the file URL, as the real server does); returns its update_id."""
+        user = self._remember_user(user_id, first_name, "ru", None)
+        stored = self._store_file(data, filename, "documents")
+        document = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_name": filename,
+            "mime_type": mime_type,
+            "file_size": len(data),
+        }
+        message = self._store_message(user_id, user, {"document": document})
+        return self.push_update({"message": message})
+
     def fail_next(
         self,
         method: str,
