@@ -19,6 +19,7 @@ from db import repositories as repo
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from db.models import ChatMessage
+from producer.dialogs import Dialogs
 from shared.errors import InvalidCardError
 from tests.characters.card_files import v2, v2_png
 from tests.support.fixtures_db import (
@@ -107,6 +108,29 @@ async def test_adult_characters_are_listed_and_chosen_only_after_a_yes(db: Sessi
     pages, hidden = await everything(db, user)
     assert adult in [i for page in pages for i in page]
     assert not hidden
+
+
+async def test_an_adult_dialog_resumes_only_while_the_user_says_they_are_adult(
+    db: Sessions,
+) -> None:
+    """/dialogs cannot reopen an adult character's dialog after a later "no" to /adult."""
+    adult = await add(db, f"Adult {uuid.uuid4().hex[:6]}", tags=["NSFW"])
+    plain = await add(db, f"Plain {uuid.uuid4().hex[:6]}")
+    user = await make_user(db)
+    async with db.begin() as session:
+        await cast.answer_adult(session, user, True)
+        adult_dialog = (await repo.start_dialog(session, user, adult)).id
+        await repo.start_dialog(session, user, plain)
+    resumer = Dialogs(db)
+    assert await resumer.resume(user, adult_dialog) is not None
+    async with db.begin() as session:
+        await repo.start_dialog(session, user, plain)
+        await cast.answer_adult(session, user, False)
+
+    assert await resumer.resume(user, adult_dialog) is None
+    async with db() as session:
+        active = await repo.active_dialog(session, user)
+    assert active is not None and active.character_id == plain
 
 
 async def test_a_page_past_the_end_is_the_last_page(db: Sessions) -> None:
