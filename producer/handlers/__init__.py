@@ -26,7 +26,8 @@ def profile_of(user: User | None) -> Profile:
     # handlers here, so a missing user is a bug worth the errors router's log line.
     if user is None:
         raise LookupError("update without a sender")
-    return Profile(user.id, user.full_name, user.language_code)
+    # The first name: what a character calls the user ({{user}} in a card) and /start greets.
+    return Profile(user.id, user.first_name, user.language_code)
 
 
 def incoming(message: Message, text: str) -> Incoming:

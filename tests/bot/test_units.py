@@ -11,10 +11,11 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramRetryAfter
-from aiogram.types import BufferedInputFile
+from aiogram.types import BufferedInputFile, User
 
 from producer import texts
 from producer.channel import split_text
+from producer.handlers import profile_of
 from producer.jobs import (
     DeliveryKind,
     Job,
@@ -164,3 +165,9 @@ async def test_flood_retries_are_bounded(tg: FakeTelegram, budget: SendBudget) -
         with pytest.raises(TelegramRetryAfter):
             await bot.send_message(chat_id=5, text="Привет")
     assert len(tg.sent("sendMessage")) == 2
+
+
+def test_a_user_is_known_by_their_first_name() -> None:
+    """{{user}} in a character card is the user's first name, not their full name."""
+    user = User(id=7, is_bot=False, first_name="Аня", last_name="Котова", language_code="ru")
+    assert profile_of(user).name == "Аня"
