@@ -77,10 +77,10 @@ async def throughput(settings: Settings, per_type: int, consumers: int) -> float
     await queue.connect()
     try:
         start = time.perf_counter()
-        per = await asyncio.gather(*(_enqueue_type(queue, t, per_type) for t in TaskType))
+        per = await asyncio.gather(*(_enqueue_type(queue, t, per_type) for t in PAYLOADS))
         waits = [
             queue.wait_for_task_result(task_id, 300, task_type)
-            for task_type, ids in zip(TaskType, per, strict=True)
+            for task_type, ids in zip(PAYLOADS, per, strict=True)
             for task_id in ids
         ]
         await asyncio.gather(*waits)

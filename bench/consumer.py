@@ -16,12 +16,14 @@ import sys
 
 from consumers.gates import attach_gates, build_gates
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.providers.offline_audio import OfflineSpeaker, OfflineTranscriber
 from consumers.registry import Providers, TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner
 from consumers.task_run import TaskRun
 from shared.config import load_settings
 from shared.logging import configure_logging
 from shared.queue import QueueService
+from shared.queue.audio import AudioStore
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskType
 
 
@@ -34,12 +36,17 @@ class NoopHandler:
 
 async def serve(name: str, concurrency: int) -> None:
     settings = load_settings()
-    real: dict[TaskType, TaskHandler] = build_handlers(
-        list(TaskType), Providers(llm=OfflineLLMClient(), images=OfflineImageClient())
-    )
-    handlers: dict[TaskType, TaskHandler] = dict.fromkeys(real, NoopHandler())
     queue = QueueService(settings, client_name=f"bench-consumer:{name}")
     await queue.connect()
+    providers = Providers(
+        llm=OfflineLLMClient(),
+        images=OfflineImageClient(),
+        stt=OfflineTranscriber(),
+        tts=OfflineSpeaker(),
+        audio=AudioStore(queue.redis, settings),
+    )
+    real: dict[TaskType, TaskHandler] = build_handlers(list(TaskType), providers)
+    handlers: dict[TaskType, TaskHandler] = dict.fromkeys(real, NoopHandler())
     options = ConsumerRunner.options_from(settings, dict.fromkeys(TaskType, concurrency))
     gates = build_gates(settings, list(TaskType))
     attach_gates(gates, queue, name)

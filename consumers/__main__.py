@@ -18,13 +18,20 @@ from consumers.gates import ProviderGate, attach_gates, build_gates
 from consumers.metrics import Metrics, serve_metrics, watch_streams
 from consumers.preflight import check_providers
 from consumers.providers.base import RetryPolicy
-from consumers.providers.factory import build_image_client, build_llm_client, retry_policy
+from consumers.providers.factory import (
+    build_image_client,
+    build_llm_client,
+    build_stt_client,
+    build_tts_client,
+    retry_policy,
+)
 from consumers.registry import Providers, build_handlers, provider_kinds
 from consumers.runner import ConsumerRunner
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError, UnknownTaskTypeError
 from shared.logging import configure_logging
 from shared.queue import QueueService
+from shared.queue.audio import AudioStore
 from shared.tasks import TASK_SPECS, ProviderKind, TaskType, parse_task_type
 
 log = structlog.get_logger("consumers")
@@ -121,6 +128,7 @@ def build_clients(
     settings: Settings,
     types: list[TaskType],
     gates: dict[TaskType, ProviderGate] | None = None,
+    name: str = "consumer",
 ) -> Providers:
     """Build only the providers the served types need; a misconfigured one stops the start."""
     gates = gates or {}
@@ -140,6 +148,13 @@ def build_clients(
         images=build_image_client(settings, retry=policy(ProviderKind.IMAGE))
         if ProviderKind.IMAGE in kinds
         else None,
+        stt=build_stt_client(settings, retry=policy(ProviderKind.STT))
+        if ProviderKind.STT in kinds
+        else None,
+        tts=build_tts_client(settings, retry=policy(ProviderKind.TTS))
+        if ProviderKind.TTS in kinds
+        else None,
+        audio=AudioStore.connect(settings, name) if ProviderKind.STT in kinds else None,
     )
 
 
@@ -163,7 +178,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     metrics = serve_metrics(port, settings.metrics_host) if port else Metrics.disabled()
     gates = build_gates(settings, types, metrics)
-    clients = build_clients(settings, types, gates)
+    clients = build_clients(settings, types, gates, f"consumer:{args.name}")
     queue = QueueService(settings, client_name=f"consumer:{args.name}")
     try:
         handlers = build_handlers(types, clients)
@@ -185,7 +200,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         await runner.run()
         watcher.cancel()
     finally:
-        for client in (clients.llm, clients.images):
+        for client in (clients.llm, clients.images, clients.stt, clients.tts, clients.audio):
             if client is not None:
                 await client.aclose()
         await queue.close()

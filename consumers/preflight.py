@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from consumers.providers.factory import choose_image_provider
+from consumers.providers.factory import choose_image_provider, voice_endpoint, voice_provider
 from shared.config import ImageProvider, LLMProvider, Preflight, Settings
 from shared.config_values import Secret
 from shared.errors import ConfigError
@@ -95,6 +95,52 @@ async def check_venice(client: httpx.AsyncClient, settings: Settings) -> list[Fi
     return [trouble or Finding("venice", f"{shown} answers", ok=True)]
 
 
+def _check_voice(kind: str, base_url: str, key: Secret | None) -> Check:
+    """GET {base}/models with the voice provider's key (STT_* or TTS_*, else Venice's)."""
+
+    async def check(client: httpx.AsyncClient, settings: Settings) -> list[Finding]:
+        base = base_url.rstrip("/")
+        shown = _redact(base)
+        models = await _get(client, f"{base}/models", _auth(key))
+        if isinstance(models, str):
+            message = f"{kind}_BASE_URL {shown} does not answer: {models}"
+            return [Finding(kind.lower(), message, fatal=True)]
+        if models.status_code in _REFUSED:
+            return [_refused(kind.lower(), f"{kind}_API_KEY", shown, models)]
+        trouble = _server_trouble(kind.lower(), shown, models)
+        return [trouble or Finding(kind.lower(), f"{shown} answers", ok=True)]
+
+    return check
+
+
+def _voice_checks(settings: Settings, kinds: set[ProviderKind]) -> dict[str, Check]:
+    """A voice endpoint that is Venice's own is checked once, as Venice."""
+    chosen = {
+        ProviderKind.STT: (
+            "STT",
+            settings.stt_provider,
+            settings.stt_base_url,
+            settings.stt_api_key,
+        ),
+        ProviderKind.TTS: (
+            "TTS",
+            settings.tts_provider,
+            settings.tts_base_url,
+            settings.tts_api_key,
+        ),
+    }
+    checks: dict[str, Check] = {}
+    for kind, (name, provider, url, key) in chosen.items():
+        if kind not in kinds or voice_provider(settings, provider) is not LLMProvider.VENICE:
+            continue
+        base, secret = voice_endpoint(settings, url, key)
+        if base == settings.venice_base_url and secret == settings.venice_api_key:
+            checks["venice"] = check_venice
+        else:
+            checks[name.lower()] = _check_voice(name, base, secret)
+    return checks
+
+
 def _sd_missing(settings: Settings, reason: str) -> str:
     url = _redact(settings.image_api_url)
     why = (
@@ -154,6 +200,7 @@ def planned_checks(settings: Settings, types: Sequence[TaskType]) -> dict[str, C
         }
         if image in by_choice:
             checks[image if image != ImageProvider.LOCAL.value else "sd"] = by_choice[image]
+    checks.update(_voice_checks(settings, kinds))
     return checks
 
 

@@ -11,9 +11,12 @@ from consumers.handlers.image import ImageHandler
 from consumers.handlers.image_prompt import ImagePromptHandler
 from consumers.handlers.reply import ReplyHandler
 from consumers.handlers.summary import SummaryHandler
+from consumers.handlers.voice import SpeechHandler, TranscribeHandler
+from consumers.providers.audio import SpeechToTextClient, TextToSpeechClient
 from consumers.providers.base import ImageClient, LLMClient
 from consumers.task_run import TaskRun
 from shared.errors import ConfigError
+from shared.queue.audio import AudioStore
 from shared.tasks import TASK_SPECS, ProviderKind, QueueTask, TaskResult, TaskType
 
 
@@ -27,12 +30,22 @@ class Providers:
 
     llm: LLMClient | None = None
     images: ImageClient | None = None
+    stt: SpeechToTextClient | None = None
+    tts: TextToSpeechClient | None = None
+    # Where transcribe_voice reads its audio (built with the STT client).
+    audio: AudioStore | None = None
 
     def need_llm(self) -> LLMClient:
         return _need(self.llm, ProviderKind.LLM)
 
     def need_images(self) -> ImageClient:
         return _need(self.images, ProviderKind.IMAGE)
+
+    def need_stt(self) -> tuple[SpeechToTextClient, AudioStore]:
+        return _need(self.stt, ProviderKind.STT), _need(self.audio, ProviderKind.STT)
+
+    def need_tts(self) -> TextToSpeechClient:
+        return _need(self.tts, ProviderKind.TTS)
 
 
 C = TypeVar("C")
@@ -50,6 +63,8 @@ HANDLERS: dict[TaskType, Callable[[Providers], TaskHandler]] = {
     TaskType.GENERATE_IMAGE_PROMPT: lambda p: ImagePromptHandler(p.need_llm()),
     TaskType.GENERATE_IMAGE: lambda p: ImageHandler(p.need_images()),
     TaskType.SUMMARIZE_DIALOG: lambda p: SummaryHandler(p.need_llm()),
+    TaskType.TRANSCRIBE_VOICE: lambda p: TranscribeHandler(*p.need_stt()),
+    TaskType.SYNTHESIZE_VOICE: lambda p: SpeechHandler(p.need_tts()),
 }
 
 

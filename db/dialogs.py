@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Character, ChatMessage, Dialog, MessageRole, User, utcnow
+from db.repositories import active_dialog, get_character
 
 # How much of a dialog's first message the list shows.
 FIRST_WORDS_CHARS = 40
@@ -83,3 +84,18 @@ async def resume_dialog(session: AsyncSession, user_id: int, dialog_id: int) -> 
     dialog.is_active = True
     await session.flush()
     return dialog
+
+
+async def dialog_and_character(
+    session: AsyncSession, user_id: int, dialog_id: int | None = None
+) -> tuple[Dialog, Character] | None:
+    """The user's dialog `dialog_id` (default: the active one) and its character; None if
+    the user has no such dialog (none chosen yet, deleted, or someone else's)."""
+    if dialog_id is None:
+        dialog = await active_dialog(session, user_id)
+    else:
+        dialog = await session.get(Dialog, dialog_id)
+    if dialog is None or dialog.user_id != user_id:
+        return None
+    character = await get_character(session, dialog.character_id)
+    return None if character is None else (dialog, character)

@@ -29,6 +29,7 @@ from producer.handlers import (
     steer,
     stop,
     unknown_buttons,
+    voice,
 )
 from producer.payment_replayer import PaymentReplayer
 from producer.services import Services
@@ -110,7 +111,7 @@ def build_dispatcher(services: Services) -> Dispatcher:
     # Commands first, the free-text dialogue and the presses nobody took last; the errors
     # router sees every failure.
     routers = [start, stop, account, admin, cards, shop, shop_admin, generate, photo, memory]
-    routers += [steer, dialogs, dialogue, unknown_buttons, errors]
+    routers += [steer, dialogs, voice, dialogue, unknown_buttons, errors]
     for module in routers:
         dispatcher.include_router(module.create_router())
     dispatcher.startup.register(_on_startup)

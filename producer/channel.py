@@ -42,6 +42,7 @@ class ReplyButtons:
 class ChatAction(StrEnum):
     TYPING = "typing"
     UPLOAD_PHOTO = "upload_photo"
+    RECORD_VOICE = "record_voice"
 
 
 class Sender(Protocol):
@@ -52,6 +53,9 @@ class Sender(Protocol):
     ) -> None: ...
 
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None: ...
+
+    async def send_voice(self, chat_id: int, data: bytes) -> None:
+        """An OGG/Opus voice note."""
 
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None: ...
 

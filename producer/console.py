@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Character
-from producer import texts
+from producer import shop_texts, texts
 from producer.channel import ChatAction, ReplyButtons, image_extension
 from producer.console_shop import ConsoleShop
 from producer.conversation import Incoming, Profile
@@ -65,6 +65,12 @@ class ConsoleSender:
         path = (self._photo_dir / name).resolve()
         await asyncio.to_thread(path.write_bytes, data)
         self._print(texts.console_photo(str(path)))
+
+    async def send_voice(self, chat_id: int, data: bytes) -> None:
+        self._photo_dir.mkdir(parents=True, exist_ok=True)
+        path = (self._photo_dir / f"voice-{int(time.time())}-{next(self._photos)}.ogg").resolve()
+        await asyncio.to_thread(path.write_bytes, data)
+        self._print(texts.console_voice(str(path)))
 
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
         return None
@@ -140,7 +146,7 @@ class Console:
         except PipelineError as exc:
             await self._say(texts.error_text(exc))
             if isinstance(exc, InsufficientBalanceError):
-                await self._say(texts.CONSOLE_SHOP_HINT)
+                await self._say(shop_texts.CONSOLE_SHOP_HINT)
         return True
 
     async def _dispatch(self, line: str, command: str, rest: str) -> None:

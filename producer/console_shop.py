@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
-from producer import texts
+from producer import shop_texts
 from producer.conversation import Profile
 from producer.services import Services
 from producer.shop import Shop
@@ -30,23 +30,23 @@ class ConsoleShop:
     async def show(self, _: str = "") -> None:
         packs = self._shop.packs()
         if not packs:
-            await self._say(texts.SHOP_CLOSED)
+            await self._say(shop_texts.SHOP_CLOSED)
             return
-        items = [(p.id, texts.pack_button(p.currency, p.amount, p.price)) for p in packs]
-        await self._say(texts.console_shop(items))
+        items = [(p.id, shop_texts.pack_button(p.currency, p.amount, p.price)) for p in packs]
+        await self._say(shop_texts.console_shop(items))
 
     async def buy(self, pack_id: str) -> None:
         if not pack_id:
-            await self._say(texts.CONSOLE_BUY_USAGE)
+            await self._say(shop_texts.CONSOLE_BUY_USAGE)
             return
         opened = await self._shop.open_order(self._profile, pack_id, uuid.uuid4().hex)
         if opened is None:
-            await self._say(texts.PACK_GONE)
+            await self._say(shop_texts.PACK_GONE)
             return
-        await self._say(texts.CONSOLE_TEST_PAYMENT)
+        await self._say(shop_texts.CONSOLE_TEST_PAYMENT)
         outcome = await self._shop.simulate_payment(self._profile, opened.order)
         if outcome.credit is None:
-            await self._say(texts.SHOP_UNAVAILABLE)
+            await self._say(shop_texts.SHOP_UNAVAILABLE)
             return
         credit = outcome.credit
-        await self._say(texts.payment_done(credit.currency, credit.amount, credit.balance))
+        await self._say(shop_texts.payment_done(credit.currency, credit.amount, credit.balance))

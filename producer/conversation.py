@@ -16,12 +16,12 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import characters as cast
-from db import delivery_rows, payments
+from db import delivery_rows, dialogs, payments
 from db import repositories as repo
 from db.models import Character, Currency, Dialog, User
 from db.retry import retry_transient
 from producer import texts
-from producer.channel import ChatAction, Sender, chat_action_kept
+from producer.channel import Sender, chat_action_kept
 from producer.delivery import Deliveries
 from producer.dialogs import Dialogs
 from producer.edits import Edits
@@ -72,21 +72,6 @@ class Incoming:
     user: Profile
 
 
-async def _dialog_character(
-    session: AsyncSession, user_id: int, dialog_id: int | None = None
-) -> tuple[Dialog, Character] | None:
-    """The user's dialog `dialog_id` (default: the active one) and its character; None if
-    the user has no such dialog (none chosen yet, deleted, or someone else's)."""
-    if dialog_id is None:
-        dialog = await repo.active_dialog(session, user_id)
-    else:
-        dialog = await session.get(Dialog, dialog_id)
-    if dialog is None or dialog.user_id != user_id:
-        return None
-    character = await repo.get_character(session, dialog.character_id)
-    return None if character is None else (dialog, character)
-
-
 class Conversation:
     def __init__(
         self,
@@ -112,15 +97,15 @@ class Conversation:
         self.edits = Edits(
             settings=settings,
             queue=queue,
-            in_transaction=self._in_transaction,
-            enqueue=self._enqueue,
+            in_transaction=self.in_transaction,
+            enqueue=self.enqueue,
         )
         self.steering = Steering(
             settings=settings,
             db=db,
             deliveries=deliveries,
-            in_transaction=self._in_transaction,
-            enqueue=self._enqueue,
+            in_transaction=self.in_transaction,
+            enqueue=self.enqueue,
         )
 
     # Plain requests.
@@ -164,24 +149,29 @@ class Conversation:
     async def reply(self, message: Incoming) -> None:
         """Charge energy, store the message and queue the character's reply."""
         if len(message.text) > self._settings.max_message_chars:
-            await self._say(
+            await self.say(
                 message.chat_id, texts.message_too_long(self._settings.max_message_chars)
             )
             return
         if not await self._limiter.allow(message.user.user_id):
-            await self._say(message.chat_id, texts.THROTTLED)
+            await self.say(message.chat_id, texts.THROTTLED)
             return
         task_id = task_id_for("reply", message.chat_id, message.message_id)
-        job = Job(task_id, DeliveryKind.REPLY, message.chat_id)
+        if not await self.answer(message, Job(task_id, DeliveryKind.REPLY, message.chat_id)):
+            await self.say(message.chat_id, texts.NO_DIALOG)
+
+    async def answer(self, message: Incoming, job: Job) -> bool:
+        """Charge `job` (once per its charge id: a voice message's was taken already),
+        store the message and queue the reply; False if the user has no dialog."""
         prepared = await self._prepare_reply(message, job)
         if prepared is None:
-            await self._say(message.chat_id, texts.NO_DIALOG)
-            return
+            return False
         payload, recall = prepared
-        await self._enqueue(job, message.user.user_id, TaskType.GENERATE_REPLY, payload)
+        await self.enqueue(job, message.user.user_id, TaskType.GENERATE_REPLY, payload)
         await self.memory.submit(recall, message.user.user_id)
+        return True
 
-    async def _in_transaction(self, what: str, body: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def in_transaction(self, what: str, body: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `body` in one transaction, again through a database restart or lock: every
         write of a charging step is idempotent by its key (charge id, Telegram message id,
         task id), so a retry after a commit whose reply was lost repeats nothing.
@@ -203,7 +193,7 @@ class Conversation:
 
         async def charge(session: AsyncSession) -> tuple[Dialog, str, Recall] | None:
             await self.user_of(session, message.user)
-            found = await _dialog_character(session, user_id)
+            found = await dialogs.dialog_and_character(session, user_id)
             if found is None:
                 return None
             dialog, character = found
@@ -223,7 +213,7 @@ class Conversation:
             await delivery_rows.expect(session, job.task_id, job.chat_id, job.kind)
             return dialog, prompt, recall
 
-        charged = await self._in_transaction("charge_reply", charge)
+        charged = await self.in_transaction("charge_reply", charge)
         if charged is None:
             return None
         dialog, prompt, recall = charged
@@ -247,7 +237,7 @@ class Conversation:
         prompt_id = task_id_for("photo", chat_id, request_id)
         job = Job(prompt_id, DeliveryKind.PHOTO_PROMPT, chat_id)
         if not await self._photo_lock.acquire(profile.user_id, job.charge_id):
-            await self._say(chat_id, texts.PHOTO_IN_PROGRESS)
+            await self.say(chat_id, texts.PHOTO_IN_PROGRESS)
             return
         charged = False
         try:
@@ -257,17 +247,17 @@ class Conversation:
             if not charged:
                 await self._photo_lock.release(profile.user_id, job.charge_id)
         if payload is None:
-            await self._say(chat_id, texts.NO_DIALOG)
+            await self.say(chat_id, texts.NO_DIALOG)
             return
         # From here the photo's outcome releases the lock: sent, failed or refunded.
-        await self._enqueue(job, profile.user_id, TaskType.GENERATE_IMAGE_PROMPT, payload)
+        await self.enqueue(job, profile.user_id, TaskType.GENERATE_IMAGE_PROMPT, payload)
 
     async def _prepare_photo(
         self, profile: Profile, job: Job, dialog_id: int | None
     ) -> ImagePromptPayload | None:
         async def charge(session: AsyncSession) -> tuple[Character, list[dict[str, str]]] | None:
             await self.user_of(session, profile)
-            found = await _dialog_character(session, profile.user_id, dialog_id)
+            found = await dialogs.dialog_and_character(session, profile.user_id, dialog_id)
             if found is None:
                 return None
             dialog, character = found
@@ -278,7 +268,7 @@ class Conversation:
             await delivery_rows.expect(session, job.task_id, job.chat_id, kind)
             return character, recent
 
-        charged = await self._in_transaction("charge_photo", charge)
+        charged = await self.in_transaction("charge_photo", charge)
         if charged is None:
             return None
         character, recent = charged
@@ -292,25 +282,23 @@ class Conversation:
         """/generate <text>: the character's appearance plus the user's words, as a photo."""
         text = message.text.strip()
         if not text:
-            await self._say(message.chat_id, texts.GENERATE_USAGE)
+            await self.say(message.chat_id, texts.GENERATE_USAGE)
             return
         if len(text) > self._settings.max_prompt_chars:
-            await self._say(
-                message.chat_id, texts.prompt_too_long(self._settings.max_prompt_chars)
-            )
+            await self.say(message.chat_id, texts.prompt_too_long(self._settings.max_prompt_chars))
             return
         image_id = task_id_for("generate", message.chat_id, message.message_id)
         job = Job(image_id, DeliveryKind.IMAGE, message.chat_id)
         character = await self._charge_generate(message, job)
         if character is None:
-            await self._say(message.chat_id, texts.NO_DIALOG)
+            await self.say(message.chat_id, texts.NO_DIALOG)
             return
         payload = ImagePayload(
             prompt=f"{character.appearance}, {text}",
             negative_prompt=self._settings.image_default_negative_prompt,
             girl_id=character.id,
         )
-        await self._enqueue(
+        await self.enqueue(
             job, message.user.user_id, TaskType.GENERATE_IMAGE, payload, tell_place=True
         )
 
@@ -319,14 +307,14 @@ class Conversation:
 
         async def charge(session: AsyncSession) -> Character | None:
             await self.user_of(session, message.user)
-            found = await _dialog_character(session, user_id)
+            found = await dialogs.dialog_and_character(session, user_id)
             if found is None:
                 return None
             await self._charge_diamonds(session, user_id, job, "generate")
             await delivery_rows.expect(session, job.task_id, job.chat_id, job.kind)
             return found[1]
 
-        return await self._in_transaction("charge_generate", charge)
+        return await self.in_transaction("charge_generate", charge)
 
     async def _charge_diamonds(
         self, session: AsyncSession, user_id: int, job: Job, reason: str
@@ -340,7 +328,7 @@ class Conversation:
             reason=reason,
         )
 
-    async def _enqueue(
+    async def enqueue(
         self,
         job: Job,
         user_id: int,
@@ -356,7 +344,7 @@ class Conversation:
         stays away the task may still exist (an attempt ran and its reply was lost), so the
         delivery stays open: the watcher finds its record, or refunds it as lost once.
         """
-        action = ChatAction.TYPING if job.is_reply else ChatAction.UPLOAD_PHOTO
+        action = job.chat_action
         async with chat_action_kept(self._sender, job.chat_id, action, delay=_ACTION_DELAY):
             submitted = await enqueue_retrying(
                 self._queue,
@@ -373,5 +361,5 @@ class Conversation:
             await self._deliveries.tell_queue_place(job.chat_id)
         self._deliveries.watch(job)
 
-    async def _say(self, chat_id: int, text: str) -> None:
+    async def say(self, chat_id: int, text: str) -> None:
         await self._sender.send_text(chat_id, text)

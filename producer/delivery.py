@@ -37,10 +37,12 @@ from producer.outcomes import Applied, Outcomes, Verdict, verdict_of
 from producer.stream_records import StreamRecords, ViewMode
 from producer.streaming import LiveFeed, PlainReplyView, Presenter, ReplyView
 from producer.throttle import PhotoLock
+from producer.voice_sends import VOICE_KINDS, VoiceSends
 from shared.closing import stop_loops
 from shared.config import Settings
 from shared.errors import TaskTimeoutError
 from shared.queue import QueueService
+from shared.queue.audio import AudioStore
 from shared.queue.keys import BotKeys
 from shared.redact import redact
 from shared.tasks import ImageResult, QueueTask, ReplyResult, TaskType, now
@@ -82,6 +84,7 @@ class Deliveries:
         self._live = live
         self._records = StreamRecords(queue.redis, BotKeys.from_settings(settings))
         self._outcomes = Outcomes(settings, db, queue)
+        self.voice = VoiceSends(sender, AudioStore(queue.redis, settings))
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending: set[asyncio.Task[Any]] = set()
         # Per chat, the last reply watched: the next reply is sent only after it.
@@ -104,6 +107,12 @@ class Deliveries:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def delivered(self, task_id: str, timeout: float) -> None:
+        """Wait, at most `timeout`, until this process's delivery of `task_id` has ended."""
+        running = {task for task in self._tasks if task.get_name() == f"deliver-{task_id}"}
+        if running:
+            await asyncio.wait(running, timeout=timeout)
 
     async def resume(self) -> int:
         """Watch every delivery an earlier run left unapplied, or applied and never sent
@@ -289,7 +298,7 @@ class Deliveries:
             await presenter.first_text()
 
     def _wait_budget(self, job: Job) -> float:
-        if job.is_reply:
+        if job.is_reply or job.kind is DeliveryKind.TRANSCRIPT:
             return self._settings.reply_wait_seconds
         return self._settings.image_wait_seconds
 
@@ -300,8 +309,7 @@ class Deliveries:
             try:
                 if presenter is not None:  # the presenter shows what there is to show
                     return await self._wait(job, remaining)
-                action = ChatAction.TYPING if job.is_reply else ChatAction.UPLOAD_PHOTO
-                async with chat_action_kept(self._sender, job.chat_id, action):
+                async with chat_action_kept(self._sender, job.chat_id, job.chat_action):
                     return await self._wait(job, remaining)
             except TaskTimeoutError:
                 job.notified = True
@@ -346,7 +354,9 @@ class Deliveries:
     async def _send(self, job: Job, applied: Applied, view: ReplyView | None) -> None:
         if job.is_silent:
             return
-        if not job.is_photo:
+        if job.kind in VOICE_KINDS:
+            await self.voice.send(job, applied)
+        elif not job.is_photo:
             await self._send_reply(job, applied, view or PlainReplyView(self._sender, job.chat_id))
         elif applied.verdict is not Verdict.COMPLETED:
             await self._release_photo(job, applied.user_id)

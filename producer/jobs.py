@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from producer.channel import ChatAction
 from shared.tasks import TaskType, now
 
 _NAMESPACE = uuid.UUID("5d0c1f3e-9a61-4c55-8a8e-0b6f3c1d2e7a")
@@ -31,6 +32,11 @@ class DeliveryKind(StrEnum):
     CONTINUE = "continue"
     # The reply to a message the user edited: replaces the reply to the text before.
     EDIT = "edit"
+    # A voice message's transcript: shown, then answered as a typed message (the reply
+    # task's id derives from it and is the charge id of both steps).
+    TRANSCRIPT = "transcript"
+    # A reply read aloud (🔊): sent as a voice note.
+    VOICE = "voice"
 
 
 _TASK_TYPES = {
@@ -41,6 +47,8 @@ _TASK_TYPES = {
     DeliveryKind.REGENERATE: TaskType.GENERATE_REPLY,
     DeliveryKind.CONTINUE: TaskType.GENERATE_REPLY,
     DeliveryKind.EDIT: TaskType.GENERATE_REPLY,
+    DeliveryKind.TRANSCRIPT: TaskType.TRANSCRIBE_VOICE,
+    DeliveryKind.VOICE: TaskType.SYNTHESIZE_VOICE,
 }
 PHOTO_KINDS = frozenset({DeliveryKind.IMAGE, DeliveryKind.PHOTO_PROMPT})
 # Replies the character writes: shown while written, sent in order, stoppable.
@@ -57,6 +65,11 @@ def task_id_for(*parts: object) -> str:
 def image_task_id(prompt_task_id: str) -> str:
     """The image step of a photo chain; also the chain's charge id."""
     return task_id_for(prompt_task_id, "image")
+
+
+def voice_reply_task_id(transcript_task_id: str) -> str:
+    """The reply to a voice message; also the charge id of its transcription."""
+    return task_id_for(transcript_task_id, "reply")
 
 
 def encode_kind(kind: DeliveryKind, dialog_id: int | None = None) -> str:
@@ -93,7 +106,16 @@ class Job:
     def charge_id(self) -> str:
         if self.kind is DeliveryKind.PHOTO_PROMPT:
             return image_task_id(self.task_id)
+        if self.kind is DeliveryKind.TRANSCRIPT:
+            return voice_reply_task_id(self.task_id)
         return self.task_id
+
+    @property
+    def chat_action(self) -> ChatAction:
+        """What the chat shows while the task is being made."""
+        if self.is_photo:
+            return ChatAction.UPLOAD_PHOTO
+        return ChatAction.RECORD_VOICE if self.kind is DeliveryKind.VOICE else ChatAction.TYPING
 
     @property
     def is_photo(self) -> bool:

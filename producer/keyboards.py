@@ -157,10 +157,19 @@ class ContinueCallback(CallbackData, prefix="cont"):
     task_id: TaskId
 
 
+class VoiceCallback(CallbackData, prefix="voice"):
+    """🔊 under a reply, naming its task; only the dialog's user may press it."""
+
+    task_id: TaskId
+
+
 def reply_keyboard(buttons: ReplyButtons) -> InlineKeyboardMarkup:
-    """📷 of the reply's dialog; 🔄 and, under a cut or stopped reply, ▶️ name the reply."""
+    """📷 of the reply's dialog; 🔊, 🔄 and, under a cut or stopped reply, ▶️ name the reply."""
     photo = InlineKeyboardButton(
         text=texts.PHOTO_BUTTON, callback_data=PhotoCallback(dialog_id=buttons.dialog_id).pack()
+    )
+    voice = InlineKeyboardButton(
+        text=texts.VOICE_BUTTON, callback_data=VoiceCallback(task_id=buttons.task_id).pack()
     )
     steer = [
         InlineKeyboardButton(
@@ -175,7 +184,7 @@ def reply_keyboard(buttons: ReplyButtons) -> InlineKeyboardMarkup:
                 callback_data=ContinueCallback(task_id=buttons.task_id).pack(),
             )
         )
-    return InlineKeyboardMarkup(inline_keyboard=[[photo], steer])
+    return InlineKeyboardMarkup(inline_keyboard=[[photo, voice], steer])
 
 
 class DialogCallback(CallbackData, prefix="dialog"):

@@ -38,6 +38,7 @@ from shared.tasks import (
     TaskStatus,
     TaskType,
 )
+from shared.voice_tasks import SpeechResult, TranscriptResult
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +46,7 @@ log = structlog.get_logger(__name__)
 _REASON_CHARS = 255
 
 # What a completed task leaves for the bot to apply.
-Result = ReplyResult | ImageResult | SummaryResult
+Result = ReplyResult | ImageResult | SummaryResult | TranscriptResult | SpeechResult
 
 
 class Verdict(StrEnum):
@@ -240,6 +241,8 @@ _RESULTS: dict[DeliveryKind, type[Result]] = {
     DeliveryKind.EDIT: ReplyResult,
     DeliveryKind.IMAGE: ImageResult,
     DeliveryKind.SUMMARY: SummaryResult,
+    DeliveryKind.TRANSCRIPT: TranscriptResult,
+    DeliveryKind.VOICE: SpeechResult,
 }
 
 
@@ -281,7 +284,9 @@ async def _settle_summary(session: AsyncSession, job: Job, result: SummaryResult
 
 async def _save_result(session: AsyncSession, job: Job, task: QueueTask, result: Result) -> None:
     """The effect of a completed task; each is idempotent by the task id."""
-    if isinstance(result, SummaryResult):  # applied by _settle_summary
+    # A summary is applied by _settle_summary; a transcript is answered after the claim
+    # (producer.voice), and a voice note only sent: neither changes the database here.
+    if isinstance(result, SummaryResult | TranscriptResult | SpeechResult):
         return
     if isinstance(result, ReplyResult) and job.kind in _REVISIONS:
         await _revise(session, job, task, result)

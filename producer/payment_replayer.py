@@ -7,7 +7,7 @@ import asyncio
 
 import structlog
 
-from producer import texts
+from producer import shop_texts
 from producer.channel import Sender
 from producer.payment_intake import PaymentIntake, Replayed
 from producer.shop import PaymentOutcome
@@ -26,10 +26,10 @@ def replay_notice(replayed: Replayed) -> str | None:
             return None  # applied before, and told then
         credit = outcome.credit
         if credit is None:
-            return texts.PAYMENT_WITHOUT_ORDER
-        return texts.payment_done(credit.currency, credit.amount, credit.balance)
+            return shop_texts.PAYMENT_WITHOUT_ORDER
+        return shop_texts.payment_done(credit.currency, credit.amount, credit.balance)
     if outcome.first_message and outcome.currency is not None:
-        return texts.refund_notice(outcome.currency, outcome.taken, outcome.balance)
+        return shop_texts.refund_notice(outcome.currency, outcome.taken, outcome.balance)
     return None
 
 

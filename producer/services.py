@@ -15,6 +15,7 @@ from producer.stop import Stopper
 from producer.stream_records import StreamRecords
 from producer.streaming import LiveFeed
 from producer.throttle import PhotoLock, RateLimiter
+from producer.voice import Voice
 from shared.config import Settings
 from shared.queue import QueueService
 from shared.queue.keys import BotKeys
@@ -34,6 +35,7 @@ class Services:
     turns: ChatTurns
     stopper: Stopper
     characters: Characters
+    voice: Voice
 
 
 def build_services(
@@ -63,6 +65,7 @@ def build_services(
     turns = ChatTurns(queue.scripts, keys)
     stopper = Stopper(queue, StreamRecords(queue.redis, keys))
     characters = Characters(settings=settings, db=db, user_of=conversation.user_of)
+    voice = Voice(conversation, settings, db, queue, deliveries, limiter=limiter)
     return Services(
-        settings, db, queue, sender, deliveries, conversation, turns, stopper, characters
+        settings, db, queue, sender, deliveries, conversation, turns, stopper, characters, voice
     )

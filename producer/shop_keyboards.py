@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from producer import texts
+from producer import shop_texts
 from shared.shop_packs import ShopPack
 
 
@@ -29,7 +29,7 @@ def is_shop_data(data: str) -> bool:
 
 def buy_keyboard(currency: str = "") -> InlineKeyboardMarkup:
     button = InlineKeyboardButton(
-        text=texts.SHOP_BUTTON, callback_data=ShopCallback(currency=currency).pack()
+        text=shop_texts.SHOP_BUTTON, callback_data=ShopCallback(currency=currency).pack()
     )
     return InlineKeyboardMarkup(inline_keyboard=[[button]])
 
@@ -38,7 +38,7 @@ def packs_keyboard(packs: Iterable[ShopPack]) -> InlineKeyboardMarkup:
     rows = [
         [
             InlineKeyboardButton(
-                text=texts.pack_button(pack.currency, pack.amount, pack.price),
+                text=shop_texts.pack_button(pack.currency, pack.amount, pack.price),
                 callback_data=BuyCallback(pack_id=pack.id).pack(),
             )
         ]

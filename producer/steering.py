@@ -73,6 +73,33 @@ async def attempt_id(session: AsyncSession, kind: DeliveryKind, target: str) -> 
     return task_id
 
 
+async def new_attempt(
+    session: AsyncSession, kind: DeliveryKind, target: str, ours: set[str]
+) -> str | None:
+    """The task id of a press on `target`'s button, None if an attempt is in flight. `ours`
+    holds the ids this press found free: a retry after its lost commit reply finds its own
+    delivery row, which is no second press."""
+    task_id = await attempt_id(session, kind, target)
+    if await session.get(Delivery, task_id) is not None and task_id not in ours:
+        return None
+    ours.add(task_id)
+    return task_id
+
+
+async def owned_reply(
+    session: AsyncSession, user_id: int, target: str
+) -> tuple[Dialog, ChatMessage] | SteerAnswer:
+    """The reply a button names and its dialog, if the presser owns the dialog (the owner is
+    read here, never from the button)."""
+    reply = await steering.reply_by_task(session, target)
+    if reply is None:
+        return SteerAnswer.TOO_LATE
+    dialog = await session.get(Dialog, reply.dialog_id)
+    if dialog is None or dialog.user_id != user_id:
+        return SteerAnswer.NOT_YOURS
+    return dialog, reply
+
+
 class Steering:
     """The steering use cases of one bot process."""
 
@@ -131,8 +158,6 @@ class Steering:
         self, kind: DeliveryKind, chat_id: int, user_id: int, target: str
     ) -> _Steer | SteerAnswer:
         """Check the press and charge it, in one transaction (retried like a message's)."""
-        # Set by the attempt that found no delivery row: a retry after its lost commit
-        # reply finds its own row, which is no second press.
         ours: set[str] = set()
 
         async def charge(session: AsyncSession) -> _Steer | SteerAnswer:
@@ -140,10 +165,9 @@ class Steering:
             if isinstance(found, SteerAnswer):
                 return found
             dialog, reply, asked = found
-            task_id = await attempt_id(session, kind, target)
-            if await session.get(Delivery, task_id) is not None and task_id not in ours:
+            task_id = await new_attempt(session, kind, target, ours)
+            if task_id is None:
                 return SteerAnswer.ALREADY
-            ours.add(task_id)
             job = Job(task_id, kind, chat_id, dialog.id)
             payload = await self._payload(session, dialog, reply, asked, kind)
             if payload is None:
@@ -164,12 +188,10 @@ class Steering:
     ) -> tuple[Dialog, ChatMessage, ChatMessage] | SteerAnswer:
         """The reply a button names, its dialog and the user message it answers, if the
         presser owns the dialog and the reply is its latest message."""
-        reply = await steering.reply_by_task(session, target)
-        if reply is None:
-            return SteerAnswer.TOO_LATE
-        dialog = await session.get(Dialog, reply.dialog_id)
-        if dialog is None or dialog.user_id != user_id:
-            return SteerAnswer.NOT_YOURS
+        found = await owned_reply(session, user_id, target)
+        if isinstance(found, SteerAnswer):
+            return found
+        dialog, reply = found
         if not await steering.is_latest(session, reply):
             return SteerAnswer.TOO_LATE
         asked = await steering.message_before(session, reply)

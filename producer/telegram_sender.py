@@ -38,6 +38,9 @@ class TelegramSender:
         photo = BufferedInputFile(data, filename=f"photo{image_extension(data)}")
         await self._bot.send_photo(chat_id=chat_id, photo=photo, caption=caption)
 
+    async def send_voice(self, chat_id: int, data: bytes) -> None:
+        await self._bot.send_voice(chat_id=chat_id, voice=BufferedInputFile(data, "voice.ogg"))
+
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
         # Only a hint: skipped when the chat has no free slot, never holding a message back.
         if await self._budget.try_take(chat_id) > 0:

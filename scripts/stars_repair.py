@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import payments
 from db.models import StarPayment
-from producer import texts
+from producer import shop_texts
 from producer.payment_intake import PaymentIntake
 from producer.payment_replayer import replay_notice
 from producer.shop import Shop
@@ -108,7 +108,7 @@ async def _credit(shop: Shop, bot: Bot, listed: ListedPayment, repairs: Repairs)
     if not outcome.applied or credit is None:
         return  # the bot applied it meanwhile (and told the user)
     repairs.credited.append(Repaired(listed, f"+{credit.amount} {credit.currency}"))
-    text = texts.payment_done(credit.currency, credit.amount, credit.balance)
+    text = shop_texts.payment_done(credit.currency, credit.amount, credit.balance)
     await _tell(bot, listed.user_id, text)
 
 

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from shared.config_parsers import (
+    caps,
+    limits,
+    log_level,
+    networks,
+    optional_url,
+    packs,
+    rates,
+    sentinels,
+)
 from shared.config_values import (
     Secret,
     bounded,
@@ -26,11 +34,10 @@ from shared.config_values import (
     enum_or_class_path,
     split_list,
     to_int,
-    to_str,
     to_url,
 )
 from shared.errors import ConfigError
-from shared.limits import Rate, parse_limits, parse_rate, parse_rates, parse_user_caps
+from shared.limits import Rate
 from shared.shop_packs import DEFAULT_SHOP_PACKS, ShopPack, parse_packs
 
 
@@ -55,7 +62,6 @@ class Preflight(StrEnum):
 
 
 # A Sentinel's host: a name or IPv4 address, or an IPv6 address in brackets.
-_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +106,8 @@ class Settings:
     max_concurrent_reply_generations: int = bounded(10, ge=1)
     max_concurrent_prompt_generations: int = bounded(10, ge=1)
     max_concurrent_summaries: int = bounded(2, ge=1)
+    max_concurrent_transcriptions: int = bounded(4, ge=1)
+    max_concurrent_syntheses: int = bounded(4, ge=1)
 
     # Scheduling across all consumers (shared/limits.py has the syntax).
     provider_limits: dict[str, int] = field(default_factory=dict)
@@ -137,6 +145,16 @@ class Settings:
     offline_delay_seconds: float = bounded(0.0, ge=0)
     # The offline LLM streams word by word with this pause between words.
     offline_stream_delay_ms: float = bounded(15.0, ge=0)
+    # Voice in and out, OpenAI-compatible; unset: as LLM_PROVIDER, Venice's URL and key.
+    stt_provider: LLMProvider | None = None
+    stt_base_url: str | None = None
+    stt_api_key: Secret | None = None
+    stt_model: str = "openai/whisper-large-v3"
+    tts_provider: LLMProvider | None = None
+    tts_base_url: str | None = None
+    tts_api_key: Secret | None = None
+    tts_model: str = "tts-kokoro"
+    tts_voice: str = "af_sky"
     provider_timeout_seconds: float = bounded(120.0, gt=0)
     provider_retry_seconds: float = bounded(20.0, ge=0)
     provider_preflight: Preflight = Preflight.STRICT
@@ -161,6 +179,12 @@ class Settings:
     admin_ids: list[int] = field(default_factory=list)
     reply_energy_cost: int = bounded(1, ge=0)
     image_diamond_cost: int = bounded(1, ge=0)
+    tts_diamond_cost: int = bounded(1, ge=0)
+    # Voice messages longer or bigger than this are refused before anything is charged.
+    voice_max_seconds: int = bounded(120, ge=1)
+    voice_max_bytes: int = bounded(2_000_000, ge=1)
+    # Replies longer than this are read aloud up to it.
+    tts_max_chars: int = bounded(1500, ge=1)
     reply_wait_seconds: float = bounded(60.0, gt=0)
     image_wait_seconds: float = bounded(180.0, gt=0)
     history_messages: int = bounded(20, ge=0)
@@ -226,79 +250,26 @@ class Settings:
         return _build(current | changes, self.chosen | changes.keys())
 
 
-def _sentinels(value: Any) -> list[str]:
-    addresses = [to_str(address) for address in split_list(value)]
-    for number, address in enumerate(addresses, 1):
-        host, _, port = address.rpartition(":")
-        if not _HOST.fullmatch(host) or not port.isdigit():
-            # Not quoted: a URL with credentials pasted here would put them in the error.
-            raise ValueError(f"entry {number} is not host:port (a host name or address)")
-    return addresses
-
-
-def _optional_url(value: Any) -> str | None:
-    return None if value is None else to_url(value)
-
-
-def _networks(value: Any) -> list[str]:
-    networks = [to_str(item) for item in split_list(value)]
-    for network in networks:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise ValueError(f"{network!r} is not an IP address or network") from None
-    return networks
-
-
-def _level(value: Any) -> str:
-    level = to_str(value).upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    return level
-
-
-def _rates(value: Any) -> dict[str, Rate]:
-    if isinstance(value, str):
-        return parse_rates(value)
-    return {k: parse_rate(v) if isinstance(v, str) else v for k, v in dict(value).items()}
-
-
-def _packs(value: Any) -> tuple[ShopPack, ...]:
-    if isinstance(value, str):
-        return parse_packs(value)
-    return tuple(p if isinstance(p, ShopPack) else ShopPack(**p) for p in value)
-
-
-def _caps(value: Any) -> dict[str, int]:
-    if isinstance(value, str):
-        return parse_user_caps(value)
-    return {str(k): to_int(v) for k, v in dict(value).items()}
-
-
-def _limits(value: Any) -> dict[str, int]:
-    if isinstance(value, str):
-        return parse_limits(value)
-    return {str(k): to_int(v) for k, v in dict(value).items()}
-
-
 # Settings whose value is more than a scalar, or has a rule of its own.
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "admin_ids": lambda value: [to_int(item) for item in split_list(value)],
-    "redis_sentinels": _sentinels,
-    "dashboard_trusted_proxies": _networks,
+    "redis_sentinels": sentinels,
+    "dashboard_trusted_proxies": networks,
     "redis_url": to_url,
     "database_url": to_url,
     "venice_base_url": to_url,
     "image_api_url": to_url,
     "replicate_base_url": to_url,
-    "telegram_api_url": _optional_url,
+    "stt_base_url": optional_url,
+    "tts_base_url": optional_url,
+    "telegram_api_url": optional_url,
     "image_provider": lambda value: enum_or_class_path(ImageProvider, value),
-    "webhook_url": _optional_url,
-    "log_level": _level,
-    "provider_limits": _limits,
-    "provider_rates": _rates,
-    "user_max_in_flight": _caps,
-    "shop_packs": _packs,
+    "webhook_url": optional_url,
+    "log_level": log_level,
+    "provider_limits": limits,
+    "provider_rates": rates,
+    "user_max_in_flight": caps,
+    "shop_packs": packs,
 }
 
 

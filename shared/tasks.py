@@ -12,6 +12,7 @@ import orjson
 
 from shared import checks
 from shared.errors import InvalidDataError, InvalidPayloadError, UnknownTaskTypeError
+from shared.voice_tasks import SpeechPayload, SpeechResult, TranscribePayload, TranscriptResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,6 +25,8 @@ class TaskType(StrEnum):
     GENERATE_REPLY = "generate_reply"
     GENERATE_IMAGE_PROMPT = "generate_image_prompt"
     SUMMARIZE_DIALOG = "summarize_dialog"
+    TRANSCRIBE_VOICE = "transcribe_voice"
+    SYNTHESIZE_VOICE = "synthesize_voice"
 
 
 class TaskStatus(StrEnum):
@@ -213,8 +216,17 @@ class SummaryResult:
         )
 
 
-Payload = ImagePayload | ReplyPayload | ImagePromptPayload | SummaryPayload
-TaskResult = ImageResult | ReplyResult | ImagePromptResult | SummaryResult
+Payload = (
+    ImagePayload
+    | ReplyPayload
+    | ImagePromptPayload
+    | SummaryPayload
+    | TranscribePayload
+    | SpeechPayload
+)
+TaskResult = (
+    ImageResult | ReplyResult | ImagePromptResult | SummaryResult | TranscriptResult | SpeechResult
+)
 
 
 class ProviderKind(StrEnum):
@@ -222,6 +234,8 @@ class ProviderKind(StrEnum):
 
     LLM = "llm"
     IMAGE = "image"
+    STT = "stt"
+    TTS = "tts"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +275,18 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         result=SummaryResult,
         provider=ProviderKind.LLM,
         concurrency=lambda s: s.max_concurrent_summaries,
+    ),
+    TaskType.TRANSCRIBE_VOICE: TaskSpec(
+        payload=TranscribePayload,
+        result=TranscriptResult,
+        provider=ProviderKind.STT,
+        concurrency=lambda s: s.max_concurrent_transcriptions,
+    ),
+    TaskType.SYNTHESIZE_VOICE: TaskSpec(
+        payload=SpeechPayload,
+        result=SpeechResult,
+        provider=ProviderKind.TTS,
+        concurrency=lambda s: s.max_concurrent_syntheses,
     ),
 }
 
@@ -308,7 +334,15 @@ def validate_payload(
     return to_json(parse_payload(task_type, data, task_id))
 
 
-P = TypeVar("P", ImagePayload, ReplyPayload, ImagePromptPayload, SummaryPayload)
+P = TypeVar(
+    "P",
+    ImagePayload,
+    ReplyPayload,
+    ImagePromptPayload,
+    SummaryPayload,
+    TranscribePayload,
+    SpeechPayload,
+)
 
 
 def now() -> datetime:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from consumers.providers.audio import (
+    OpenAISpeaker,
+    OpenAITranscriber,
+    SpeechToTextClient,
+    TextToSpeechClient,
+)
 from consumers.providers.base import ImageClient, LLMClient, RetryPolicy
 from consumers.providers.live3d import NO_API_MESSAGE
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.providers.offline_audio import OfflineSpeaker, OfflineTranscriber
 from consumers.providers.plugins import is_plugin, load_image_plugin
 from consumers.providers.replicate import ReplicateImageClient
 from consumers.providers.sd import SDImageClient
@@ -50,10 +58,68 @@ def choose_image_provider(settings: Settings) -> str:
 
 
 def provider_for(settings: Settings, task_type: TaskType) -> str:
-    """The provider a task type's handler calls: LLM_PROVIDER, or the image provider."""
-    if TASK_SPECS[task_type].provider is ProviderKind.IMAGE:
+    """The provider a task type's handler calls: LLM_PROVIDER, the image provider, or the
+    voice providers (named like LLM_PROVIDER's, so `venice` bounds them all together)."""
+    kind = TASK_SPECS[task_type].provider
+    if kind is ProviderKind.IMAGE:
         return choose_image_provider(settings)
+    if kind is ProviderKind.STT:
+        return voice_provider(settings, settings.stt_provider).value
+    if kind is ProviderKind.TTS:
+        return voice_provider(settings, settings.tts_provider).value
     return settings.llm_provider.value
+
+
+def voice_provider(settings: Settings, chosen: LLMProvider | None) -> LLMProvider:
+    """STT_PROVIDER or TTS_PROVIDER; unset, the same as LLM_PROVIDER."""
+    return settings.llm_provider if chosen is None else chosen
+
+
+def voice_endpoint(
+    settings: Settings, base_url: str | None, api_key: Secret | None
+) -> tuple[str, Secret | None]:
+    """A voice provider's base URL and key; each unset one is Venice's."""
+    return base_url or settings.venice_base_url, api_key or settings.venice_api_key
+
+
+def build_stt_client(
+    settings: Settings, *, retry: RetryPolicy | None = None
+) -> SpeechToTextClient:
+    """STT_PROVIDER=venice (any OpenAI-compatible server) needs a key; offline nothing."""
+    if voice_provider(settings, settings.stt_provider) is LLMProvider.OFFLINE:
+        return OfflineTranscriber(settings.offline_delay_seconds)
+    return OpenAITranscriber(
+        **_voice_client(settings, "STT", settings.stt_base_url, settings.stt_api_key, retry),
+        model=settings.stt_model,
+    )
+
+
+def build_tts_client(
+    settings: Settings, *, retry: RetryPolicy | None = None
+) -> TextToSpeechClient:
+    """TTS_PROVIDER=venice (any OpenAI-compatible server) needs a key; offline nothing."""
+    if voice_provider(settings, settings.tts_provider) is LLMProvider.OFFLINE:
+        return OfflineSpeaker(settings.offline_delay_seconds)
+    return OpenAISpeaker(
+        **_voice_client(settings, "TTS", settings.tts_base_url, settings.tts_api_key, retry),
+        model=settings.tts_model,
+    )
+
+
+def _voice_client(
+    settings: Settings,
+    kind: str,
+    base_url: str | None,
+    api_key: Secret | None,
+    retry: RetryPolicy | None,
+) -> dict[str, Any]:
+    base, key = voice_endpoint(settings, base_url, api_key)
+    return {
+        "api_key": _require(key, f"{kind}_API_KEY (or VENICE_API_KEY)", f"{kind}_PROVIDER=venice"),
+        "base_url": base,
+        "timeout": settings.provider_timeout_seconds,
+        "retry": retry or retry_policy(settings),
+    }
 
 
 def build_image_client(settings: Settings, *, retry: RetryPolicy | None = None) -> ImageClient:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db.models import Order
 from db.payments import STARS, Receipt
-from producer import texts
+from producer import shop_texts
 from producer.handlers import chat_of, profile_of
 from producer.payment_intake import PaymentIntake
 from producer.services import Services
@@ -40,11 +40,11 @@ def shop_of(services: Services) -> Shop:
 async def _send_shop(bot: Bot, chat_id: int, shop: Shop, currency: str) -> None:
     packs = shop.packs(currency)
     if not packs:
-        await bot.send_message(chat_id=chat_id, text=texts.SHOP_CLOSED)
+        await bot.send_message(chat_id=chat_id, text=shop_texts.SHOP_CLOSED)
         return
-    lines = [texts.pack_button(p.currency, p.amount, p.price) for p in packs]
+    lines = [shop_texts.pack_button(p.currency, p.amount, p.price) for p in packs]
     await bot.send_message(
-        chat_id=chat_id, text=texts.shop_intro(lines), reply_markup=packs_keyboard(packs)
+        chat_id=chat_id, text=shop_texts.shop_intro(lines), reply_markup=packs_keyboard(packs)
     )
 
 
@@ -75,26 +75,26 @@ async def buy(
         )
     except Exception as exc:  # noqa: BLE001 - the press is answered whatever went wrong
         log.error("order_not_opened", error=error_line(exc))
-        await callback.answer(texts.SHOP_UNAVAILABLE)
+        await callback.answer(shop_texts.SHOP_UNAVAILABLE)
         return
     if opened is None:
-        await callback.answer(texts.PACK_GONE_SHORT)
-        await bot.send_message(chat_id=chat_id, text=texts.PACK_GONE)
+        await callback.answer(shop_texts.PACK_GONE_SHORT)
+        await bot.send_message(chat_id=chat_id, text=shop_texts.PACK_GONE)
         return
     if not opened.send_invoice:
-        await callback.answer(texts.INVOICE_ALREADY_SENT)
+        await callback.answer(shop_texts.INVOICE_ALREADY_SENT)
         return
     await callback.answer()
     await _send_invoice(bot, chat_id, opened.order)
 
 
 async def _send_invoice(bot: Bot, chat_id: int, order: Order) -> None:
-    title = texts.invoice_title(order.currency, order.amount)
+    title = shop_texts.invoice_title(order.currency, order.amount)
     # Stars: currency XTR, exactly one price, and no provider token.
     await bot.send_invoice(
         chat_id=chat_id,
         title=title,
-        description=texts.invoice_description(order.currency, order.amount),
+        description=shop_texts.invoice_description(order.currency, order.amount),
         payload=order.id,
         currency=STARS,
         prices=[LabeledPrice(label=title, amount=order.price)],
@@ -106,8 +106,8 @@ async def stale_button(callback: CallbackQuery, bot: Bot) -> None:
     """A shop button whose data no longer parses (an old keyboard, or forged): answered, so
     no spinner is left turning, and pointed at the current shop."""
     log.info("shop_button_unknown", data=(callback.data or "")[:64])
-    await callback.answer(texts.PACK_GONE_SHORT)
-    await bot.send_message(chat_id=chat_of(callback), text=texts.PACK_GONE)
+    await callback.answer(shop_texts.PACK_GONE_SHORT)
+    await bot.send_message(chat_id=chat_of(callback), text=shop_texts.PACK_GONE)
 
 
 async def _decide(query: PreCheckoutQuery, services: Services) -> Refusal | None:
@@ -127,7 +127,7 @@ async def pre_checkout(query: PreCheckoutQuery, services: Services) -> None:
     if refusal is None:
         await query.answer(ok=True)
     else:
-        await query.answer(ok=False, error_message=texts.CHECKOUT_REFUSALS[refusal])
+        await query.answer(ok=False, error_message=shop_texts.CHECKOUT_REFUSALS[refusal])
     log.info(
         "pre_checkout_answered",
         ok=refusal is None,
@@ -156,15 +156,15 @@ async def paid(message: Message, services: Services) -> None:
     outcome = await intake_of(services).payment(RawPayment(profile, receipt))
     if outcome is None:
         # Journaled: a replay credits it once the database is back, and tells the user.
-        await message.answer(texts.PAYMENT_DELAYED)
+        await message.answer(shop_texts.PAYMENT_DELAYED)
         return
     if not outcome.applied:
         return  # told when it was applied, by whichever update or process did it
     credit = outcome.credit
     if credit is None:
-        await message.answer(texts.PAYMENT_WITHOUT_ORDER)
+        await message.answer(shop_texts.PAYMENT_WITHOUT_ORDER)
         return
-    await message.answer(texts.payment_done(credit.currency, credit.amount, credit.balance))
+    await message.answer(shop_texts.payment_done(credit.currency, credit.amount, credit.balance))
 
 
 async def refunded(message: Message, services: Services) -> None:
@@ -185,7 +185,9 @@ async def refunded(message: Message, services: Services) -> None:
         RawPayment(profile, receipt), "refunded_payment", from_message=True
     )
     if outcome is not None and outcome.first_message and outcome.currency is not None:
-        await message.answer(texts.refund_notice(outcome.currency, outcome.taken, outcome.balance))
+        await message.answer(
+            shop_texts.refund_notice(outcome.currency, outcome.taken, outcome.balance)
+        )
 
 
 async def paysupport(message: Message, services: Services) -> None:
@@ -194,11 +196,11 @@ async def paysupport(message: Message, services: Services) -> None:
         (p.paid_at.strftime("%Y-%m-%d"), p.telegram_payment_charge_id, p.total_amount)
         for p in found
     ]
-    await message.answer(texts.paysupport(services.settings.paysupport_contact, items))
+    await message.answer(shop_texts.paysupport(services.settings.paysupport_contact, items))
 
 
 async def terms(message: Message) -> None:
-    await message.answer(texts.TERMS)
+    await message.answer(shop_texts.TERMS)
 
 
 def create_router() -> Router:

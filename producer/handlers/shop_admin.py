@@ -10,7 +10,7 @@ from aiogram.types import Message
 
 from db.models import StarPayment
 from db.payments import Receipt
-from producer import texts
+from producer import shop_texts
 from producer.admin_args import parse_charge_id, parse_grant
 from producer.conversation import Profile
 from producer.handlers.shop import intake_of, shop_of
@@ -57,7 +57,7 @@ async def refund(message: Message, command: CommandObject, services: Services, b
     admin_id = _admin_id(message)
     charge_id = parse_charge_id(command.args)
     if charge_id is None:
-        await message.answer(texts.REFUND_USAGE)
+        await message.answer(shop_texts.REFUND_USAGE)
         return
     log.info("admin_refund_requested", admin_id=admin_id, charge_id=charge_id)
     payment = await shop_of(services).payment(charge_id)
@@ -70,11 +70,11 @@ async def refund(message: Message, command: CommandObject, services: Services, b
         error = await _refund_stars(bot, payment.user_id, charge_id)
         if error not in (None, ALREADY_REFUNDED):
             log.warning("refund_refused_by_telegram", charge_id=charge_id, error=error)
-            await message.answer(texts.refund_refused(error))
+            await message.answer(shop_texts.refund_refused(error))
             return
     outcome = await intake_of(services).refund(_raw(payment), f"admin {admin_id}")
     if outcome is None:
-        await message.answer(texts.REFUND_SPOOLED)
+        await message.answer(shop_texts.REFUND_SPOOLED)
         return
     await message.answer(_report(outcome, _status(outcome.status, error)))
 
@@ -91,7 +91,9 @@ def _status(status: RefundStatus, error: str | None) -> RefundStatus:
 
 def _report(outcome: RefundOutcome, status: RefundStatus) -> str:
     currency = str(outcome.currency or "")
-    return texts.refund_report(status, outcome.user_id, currency, outcome.taken, outcome.shortfall)
+    return shop_texts.refund_report(
+        status, outcome.user_id, currency, outcome.taken, outcome.shortfall
+    )
 
 
 def _raw(payment: StarPayment) -> RawPayment:
@@ -119,10 +121,10 @@ async def _refund_unrecorded(
     try:
         found = await find_payment(bot, charge_id)
     except TelegramAPIError as exc:
-        await message.answer(texts.refund_lookup_failed(exc.message))
+        await message.answer(shop_texts.refund_lookup_failed(exc.message))
         return
     if found is None:
-        await message.answer(texts.refund_unknown(charge_id))
+        await message.answer(shop_texts.refund_unknown(charge_id))
         return
     listed, refunded_there = found
     error: str | None = ALREADY_REFUNDED
@@ -130,13 +132,15 @@ async def _refund_unrecorded(
         error = await _refund_stars(bot, listed.user_id, charge_id)
     if error not in (None, ALREADY_REFUNDED):
         log.warning("refund_refused_by_telegram", charge_id=charge_id, error=error)
-        await message.answer(texts.refund_refused(error))
+        await message.answer(shop_texts.refund_refused(error))
         return
     outcome = await intake_of(services).refund(listed.raw, f"admin {_admin_id(message)}")
     if outcome is None:
-        await message.answer(texts.REFUND_SPOOLED)
+        await message.answer(shop_texts.REFUND_SPOOLED)
     elif outcome.status is RefundStatus.NOTHING_CREDITED:
-        await message.answer(texts.refund_unrecorded(listed.user_id, already=error is not None))
+        await message.answer(
+            shop_texts.refund_unrecorded(listed.user_id, already=error is not None)
+        )
     else:
         # Applied meanwhile (a replayed journal entry): taken back like any recorded payment.
         await message.answer(_report(outcome, outcome.status))
@@ -145,7 +149,7 @@ async def _refund_unrecorded(
 async def grant(message: Message, command: CommandObject, services: Services) -> None:
     parsed = parse_grant(command.args)
     if parsed is None:
-        await message.answer(texts.GRANT_USAGE)
+        await message.answer(shop_texts.GRANT_USAGE)
         return
     user_id, amount, currency = parsed
     # One grant per admin message: a re-delivered update finds its ledger line.
@@ -154,13 +158,15 @@ async def grant(message: Message, command: CommandObject, services: Services) ->
         _admin_id(message), request_id, user_id, amount, currency
     )
     if outcome is None:
-        await message.answer(texts.GRANT_UNKNOWN_USER)
+        await message.answer(shop_texts.GRANT_UNKNOWN_USER)
         return
     await message.answer(
-        texts.grant_done(user_id, currency, amount, outcome.balance, outcome.repeated)
+        shop_texts.grant_done(user_id, currency, amount, outcome.balance, outcome.repeated)
     )
     if not outcome.repeated:
-        await _tell_user(services, user_id, texts.grant_notice(currency, amount, outcome.balance))
+        await _tell_user(
+            services, user_id, shop_texts.grant_notice(currency, amount, outcome.balance)
+        )
 
 
 async def _tell_user(services: Services, user_id: int, text: str) -> None:

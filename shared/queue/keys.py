@@ -105,6 +105,10 @@ class Keys:
         """Stream of a running task's text deltas (fields `d`, then a last `end`)."""
         return f"{self.queue_prefix}{{{task_type}}}:live:{task_id}"
 
+    def audio(self, task_type: TaskType, task_id: str) -> str:
+        """A voice task's audio, kept out of its entry (shared.queue.audio)."""
+        return f"{self.queue_prefix}{{{task_type}}}:audio:{task_id}"
+
     def cancels(self, task_type: TaskType) -> str:
         """Pub/sub channel of cancel requests (task ids) for the type's consumers."""
         return f"{self.queue_prefix}{{{task_type}}}:cancel"

@@ -45,6 +45,9 @@ class SlowTransport:
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> None:
         raise AssertionError("no photo in this test")
 
+    async def send_voice(self, chat_id: int, data: bytes) -> None:
+        raise AssertionError("no voice in this test")
+
     async def chat_action(self, chat_id: int, kind: ChatAction) -> None:
         return None
 

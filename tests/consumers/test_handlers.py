@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.providers.offline_audio import OfflineSpeaker, OfflineTranscriber
 from consumers.providers.venice import VeniceClient
 from consumers.registry import Providers, TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
@@ -23,6 +24,7 @@ from shared.config import Settings
 from shared.config_values import Secret
 from shared.errors import ProviderUnavailableError
 from shared.queue import Delivery, QueueService
+from shared.queue.audio import AudioStore
 from shared.queue.connection import RedisClient
 from shared.tasks import ImagePromptResult, QueueTask, TaskStatus, TaskType, dumps
 from tests.support.consumer_helpers import SlowVenice, World, count_replies, ledger, make_world
@@ -37,8 +39,15 @@ def options(limit: int = 10, **kw: Any) -> RunnerOptions:
     return RunnerOptions(limits=dict.fromkeys(TaskType, limit), burst=True, **kw)
 
 
-def offline_handlers(db: Sessions) -> dict[TaskType, TaskHandler]:
-    return build_handlers(ALL, Providers(llm=OfflineLLMClient(), images=OfflineImageClient()))
+def offline_handlers(queue: QueueService) -> dict[TaskType, TaskHandler]:
+    providers = Providers(
+        llm=OfflineLLMClient(),
+        images=OfflineImageClient(),
+        stt=OfflineTranscriber(),
+        tts=OfflineSpeaker(),
+        audio=AudioStore(queue.redis, queue.settings),
+    )
+    return build_handlers(ALL, providers)
 
 
 def reply_payload(world: World, text: str = "Привет!") -> dict[str, Any]:
@@ -76,7 +85,7 @@ async def test_each_task_type_end_to_end(queue: QueueService, db: Sessions) -> N
         world.user_id,
         {"prompt": "girl in a cafe", "dialog_id": world.dialog_id, "girl_id": world.character_id},
     )
-    runner = ConsumerRunner(queue.consumer("c1"), offline_handlers(db), options())
+    runner = ConsumerRunner(queue.consumer("c1"), offline_handlers(queue), options())
     await runner.run()
     reply = await queue.wait_for_task_result(reply_id, timeout=5)
     assert reply.status is TaskStatus.COMPLETED and reply.result
@@ -177,7 +186,7 @@ async def test_poison_entries_are_dead_lettered_while_good_ones_flow(
         good.append(
             await queue.enqueue_task(TaskType.GENERATE_REPLY, 1, reply_payload(world, f"m{i}"))
         )
-    await ConsumerRunner(queue.consumer("c1"), offline_handlers(db), options()).run()
+    await ConsumerRunner(queue.consumer("c1"), offline_handlers(queue), options()).run()
     for task_id in good:
         task = await queue.wait_for_task_result(task_id, timeout=5)
         assert task.status is TaskStatus.COMPLETED

@@ -7,9 +7,11 @@ import pytest
 
 from consumers.__main__ import build_clients, concurrency, parse_args
 from consumers.providers.offline import OfflineImageClient, OfflineLLMClient
+from consumers.providers.offline_audio import OfflineSpeaker, OfflineTranscriber
 from consumers.registry import HANDLERS, Providers, build_handlers, provider_kinds
 from shared.config import load_settings
 from shared.errors import ConfigError, InvalidPayloadError, UnknownTaskTypeError
+from shared.queue.audio import AudioStore
 from shared.tasks import TASK_SPECS, ProviderKind, TaskType, parse_payload
 
 OFFLINE = {"_env_file": None, "llm_provider": "offline", "image_provider": "offline"}
@@ -20,15 +22,21 @@ def test_every_task_type_has_one_contract_and_one_handler() -> None:
     assert set(HANDLERS) == set(TaskType)
 
 
-def test_each_handler_is_built_from_its_kind_of_provider_only() -> None:
+async def test_each_handler_is_built_from_its_kind_of_provider_only() -> None:
+    audio = AudioStore.connect(load_settings(**OFFLINE), "registry-test")  # never connects
     for task_type, spec in TASK_SPECS.items():
+        stt = spec.provider is ProviderKind.STT
         only = Providers(
             llm=OfflineLLMClient() if spec.provider is ProviderKind.LLM else None,
             images=OfflineImageClient() if spec.provider is ProviderKind.IMAGE else None,
+            stt=OfflineTranscriber() if stt else None,
+            tts=OfflineSpeaker() if spec.provider is ProviderKind.TTS else None,
+            audio=audio if stt else None,
         )
         assert task_type in build_handlers([task_type], only)
         with pytest.raises(ConfigError, match=spec.provider.value):
             build_handlers([task_type], Providers())
+    await audio.aclose()
 
 
 def test_a_consumer_builds_clients_only_for_the_kinds_its_types_call() -> None:

@@ -32,7 +32,6 @@ OVER_THE_BAR = frozenset(
         "bench/pipeline.py",
         "bench/streaming.py",
         "consumers/runner.py",
-        "producer/texts.py",
         "shared/queue/consume.py",
     }
 )

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from db.models import LedgerEntry, Order, StarPayment
-from producer import texts
+from producer import shop_texts, texts
 from producer.app import build_bot
 from producer.handlers.shop import pre_checkout
 from producer.services import build_services
@@ -179,10 +179,13 @@ async def test_pre_checkout_is_refused_for_a_paid_foreign_mispriced_or_unknown_o
     mispriced = await tg.payments.pay(owner, total_amount=1)
     unknown = await tg.payments.pay(owner, Invoice(owner, 0, "x", "f" * 32, "XTR", 50))
 
-    assert (again.ok, again.error_message) == (False, texts.CHECKOUT_REFUSALS["already_paid"])
-    assert (foreign.ok, foreign.error_message) == (False, texts.CHECKOUT_REFUSALS["foreign_order"])
-    assert mispriced.error_message == texts.CHECKOUT_REFUSALS["price_mismatch"]
-    assert unknown.error_message == texts.CHECKOUT_REFUSALS["unknown_order"]
+    assert (again.ok, again.error_message) == (False, shop_texts.CHECKOUT_REFUSALS["already_paid"])
+    assert (foreign.ok, foreign.error_message) == (
+        False,
+        shop_texts.CHECKOUT_REFUSALS["foreign_order"],
+    )
+    assert mispriced.error_message == shop_texts.CHECKOUT_REFUSALS["price_mismatch"]
+    assert unknown.error_message == shop_texts.CHECKOUT_REFUSALS["unknown_order"]
     assert len(tg.payments.charges) == 1  # only the first payment took Stars
     assert await balances(app.db, owner) == (5, 12)
 
@@ -236,9 +239,9 @@ async def test_admin_grants_once_per_command(app: InProcessBot, tg: FakeTelegram
     await wait_text(tg, ADMIN, "Эта выдача уже сделана")
 
     tg.user_message(ADMIN, "/grant 1 5 gold")
-    await wait_text(tg, ADMIN, texts.GRANT_USAGE)
+    await wait_text(tg, ADMIN, shop_texts.GRANT_USAGE)
     tg.user_message(ADMIN, f"/grant {new_user_id()} 5 energy")
-    await wait_text(tg, ADMIN, texts.GRANT_UNKNOWN_USER)
+    await wait_text(tg, ADMIN, shop_texts.GRANT_UNKNOWN_USER)
     assert await balances(app.db, user) == (5, 7)
     assert len(messages_with(tg, user, "Подарок")) == 1
 
@@ -260,7 +263,7 @@ async def test_a_balance_that_runs_out_offers_the_shop(
 
         refusal = await wait_text(tg, user, "Не хватает алмазов")
         button = refusal.params["reply_markup"]["inline_keyboard"][0][0]
-        assert button["text"] == texts.SHOP_BUTTON
+        assert button["text"] == shop_texts.SHOP_BUTTON
         assert ShopCallback.unpack(button["callback_data"]).currency == "diamonds"
         tg.callback(user, button["callback_data"])
         shop = await wait_text(tg, user, "Магазин")
@@ -331,7 +334,10 @@ async def test_pre_checkout_says_no_at_once_when_the_database_is_down(
     finally:
         await engine.dispose()
 
-    assert (attempt.ok, attempt.error_message) == (False, texts.CHECKOUT_REFUSALS["unavailable"])
+    assert (attempt.ok, attempt.error_message) == (
+        False,
+        shop_texts.CHECKOUT_REFUSALS["unavailable"],
+    )
 
 
 async def test_refund_of_a_payment_the_ledger_never_recorded(
@@ -385,7 +391,7 @@ async def test_pressing_buy_again_and_again_reuses_the_order_and_its_invoice(
 
     answers = await _answers(tg, presses)
 
-    assert sorted(answers.values()) == [texts.INVOICE_ALREADY_SENT] * 6
+    assert sorted(answers.values()) == [shop_texts.INVOICE_ALREADY_SENT] * 6
     assert len(tg.sent("sendInvoice", user)) == 1
     async with app.db() as session:
         orders = await session.scalars(select(Order.id).where(Order.user_id == user))
@@ -409,9 +415,9 @@ async def test_a_stale_or_forged_shop_button_is_answered_cleanly(
     pressed = tg.callback(user, data)
 
     answers = await _answers(tg, [pressed])
-    await wait_text(tg, user, texts.PACK_GONE)
+    await wait_text(tg, user, shop_texts.PACK_GONE)
 
-    assert answers == {pressed: texts.PACK_GONE_SHORT}
+    assert answers == {pressed: shop_texts.PACK_GONE_SHORT}
     assert tg.sent("sendInvoice", user) == []
     async with app.db() as session:
         assert list(await session.scalars(select(Order.id).where(Order.user_id == user))) == []
@@ -444,7 +450,7 @@ async def test_grant_refuses_anything_but_plain_numbers_in_range(
     tg.user_message(ADMIN, f"/grant {args.format(user=user)}")
     answer = await tg.wait_for("sendMessage", lambda r: r.chat_id == ADMIN, count=sent + 1)
 
-    assert answer[-1].params["text"] == texts.GRANT_USAGE
+    assert answer[-1].params["text"] == shop_texts.GRANT_USAGE
     assert await balances(app.db, user) == (5, 2)
 
 
@@ -455,5 +461,5 @@ async def test_refund_refuses_a_malformed_charge_id(
     sent = len(tg.sent("sendMessage", ADMIN))
     tg.user_message(ADMIN, f"/refund {args}")
     answer = await tg.wait_for("sendMessage", lambda r: r.chat_id == ADMIN, count=sent + 1)
-    assert answer[-1].params["text"] == texts.REFUND_USAGE
+    assert answer[-1].params["text"] == shop_texts.REFUND_USAGE
     assert tg.sent("getStarTransactions") == []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from db.migrate import upgrade
-from producer import texts
+from producer import shop_texts
 from shared.config import Settings
 from tests.support.bot_feed import fed_bot
 from tests.support.bot_harness import InProcessBot, migrated_sqlite, wait_text
@@ -81,7 +81,7 @@ async def test_pre_checkout_does_not_wait_behind_a_slow_handler_of_the_chat(
     # chat's turn (in this process and in Redis) all that time.
     tg.slow_down("sendMessage", BUSY_SECONDS)
     tg.user_message(user, "/terms")
-    terms = (await tg.wait_for("sendMessage", lambda r: r.params["text"] == texts.TERMS))[0]
+    terms = (await tg.wait_for("sendMessage", lambda r: r.params["text"] == shop_texts.TERMS))[0]
 
     elapsed = await _pay_timed(tg, user)
 

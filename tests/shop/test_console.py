@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from db.repositories import balance
-from producer import texts
+from producer import shop_texts, texts
 from producer.console import Console, ConsoleSender
 from producer.conversation import Profile
 from producer.services import build_services
@@ -32,12 +32,12 @@ async def test_console_shop_sells_with_a_test_payment(
 
     shown = out.getvalue()
     assert "Не хватает алмазов" in shown
-    assert texts.CONSOLE_SHOP_HINT in shown
+    assert shop_texts.CONSOLE_SHOP_HINT in shown
     assert "оплата симулируется, это тест" in shown
     assert "10 💎 алмазов — 50 ⭐: /buy d10" in shown
-    assert texts.CONSOLE_BUY_USAGE in shown
-    assert texts.PACK_GONE in shown
-    assert texts.CONSOLE_TEST_PAYMENT in shown
+    assert shop_texts.CONSOLE_BUY_USAGE in shown
+    assert shop_texts.PACK_GONE in shown
+    assert shop_texts.CONSOLE_TEST_PAYMENT in shown
     assert "Начислено 10 💎 алмазов. Теперь у тебя 10 💎 алмазов." in shown
     async with db() as session:
         assert await balance(session, user_id) == (3, 10)

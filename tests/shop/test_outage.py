@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from db.models import LedgerEntry
-from producer import texts
+from producer import shop_texts
 from shared.config import Settings
 from tests.support.bot_harness import balances, wait_text
 from tests.support.fakes.redis_proxy import RedisProxy
@@ -213,7 +213,7 @@ async def test_a_payment_past_the_retry_budget_is_kept_and_the_next_start_applie
         charge_id, message = await _paid_but_undelivered(tg, user)
         await faulty.gate.break_(Fault.REFUSE)  # down for longer than the bot retries
         tg.push_update({"message": message})
-        await wait_text(tg, user, texts.PAYMENT_DELAYED, timeout=20)
+        await wait_text(tg, user, shop_texts.PAYMENT_DELAYED, timeout=20)
     await faulty.gate.mend()
     entries = _backdate(spool, 120)
     assert len(entries) == 1

@@ -45,6 +45,7 @@ _STRING_FIELDS = frozenset(
         "file_id",
         "photo",
         "document",
+        "voice",
         "secret_token",
         "ip_address",
         "emoji",
@@ -199,6 +200,8 @@ class FakeTelegram:
         }
         self.requests: list[Request] = []
         self.files: dict[str, StoredFile] = {}
+        # File paths whose download answers 404 although getFile knows them.
+        self.lost_downloads: set[str] = set()
         self.blocked_users: set[int] = set()
         self.answered_callbacks: dict[str, JsonDict] = {}
         self.webhook_url = ""
@@ -248,6 +251,10 @@ class FakeTelegram:
 
         self.streaming = Streaming(self)
         self._methods.update(self.streaming.methods())
+        from tests.support.fakes.telegram_voice import VoiceNotes  # noqa: PLC0415
+
+        self.voice = VoiceNotes(self)
+        self._methods.update(self.voice.methods())
         # Update id -> when a getUpdates call first handed it to the bot (wall time).
         self.handed_out: dict[int, float] = {}
 
@@ -553,7 +560,7 @@ class FakeTelegram:
 
     def _download(self, token: str, path: str) -> web.StreamResponse:
         stored = next((f for f in self.files.values() if f.file_path == path), None)
-        if token != self.token or stored is None:
+        if token != self.token or stored is None or path in self.lost_downloads:
             return _error_response(BotApiError(404, "Not Found"))
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
