@@ -48,6 +48,7 @@ async def store_card(session: AsyncSession, card: Card, persona: Persona) -> tup
         "greeting": persona.greeting,
         "avatar": card.avatar,
         "nsfw": card.nsfw,
+        "voice": card.voice,
     }
     if found is not None:
         await session.execute(update(Character).where(Character.id == found.id).values(values))

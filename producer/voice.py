@@ -180,11 +180,14 @@ class Voice:
         """🔊 under the reply `target`: read it aloud, charged once per press."""
         ours: set[str] = set()
 
-        async def charge(session: AsyncSession) -> tuple[Job, str] | SteerAnswer:
+        async def charge(session: AsyncSession) -> tuple[Job, str, str] | SteerAnswer:
             found = await owned_reply(session, user_id, target)
             if isinstance(found, SteerAnswer):
                 return found
             dialog, reply = found
+            # The character's own voice where it has one (a card or an admin set it).
+            character = await repo.get_character(session, dialog.character_id)
+            voice = (character.voice if character else None) or self._settings.tts_voice
             task_id = await new_attempt(session, DeliveryKind.VOICE, target, ours)
             if task_id is None:
                 return SteerAnswer.ALREADY
@@ -194,16 +197,14 @@ class Voice:
                 session, user_id, Currency.DIAMONDS, cost, charge_id=job.charge_id, reason="voice"
             )
             await delivery_rows.expect(session, task_id, chat_id, job.kind)
-            return job, reply.content
+            return job, reply.content, voice
 
         charged = await self._conversation.in_transaction("charge_speech", charge)
         log.info("speech_pressed", target=target, answer=getattr(charged, "value", "started"))
         if isinstance(charged, SteerAnswer):
             return charged
-        job, text = charged
-        payload = SpeechPayload(
-            text=readable(text, self._settings.tts_max_chars), voice=self._settings.tts_voice
-        )
+        job, text, voice = charged
+        payload = SpeechPayload(text=readable(text, self._settings.tts_max_chars), voice=voice)
         await self._conversation.enqueue(job, user_id, TaskType.SYNTHESIZE_VOICE, payload)
         return SteerAnswer.STARTED
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,9 @@ _TEXT_FIELDS = (
     "creator",
 )
 
+# A voice name as TTS servers take it (e.g. af_sky), short and plain.
+_VOICE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
 
 @dataclass(frozen=True, slots=True)
 class Card:
@@ -54,6 +58,8 @@ class Card:
     creator: str = ""
     tags: tuple[str, ...] = ()
     version: int = 1
+    # A text-to-speech voice for 🔊 (`extensions.voice`, this bot's own extension field).
+    voice: str | None = None
     # The PNG's picture without its text chunks; None for a JSON card or an unusable size.
     avatar: bytes | None = None
 
@@ -130,6 +136,7 @@ def _fields(body: Mapping[str, Any], version: int) -> Card:
         creator=texts["creator"].strip(),
         tags=_tags(body),
         version=version,
+        voice=_voice(body),
     )
 
 
@@ -155,6 +162,16 @@ def _tags(body: Mapping[str, Any]) -> tuple[str, ...]:
     if len(tags) > MAX_TAGS:
         raise InvalidCardError(f"more than {MAX_TAGS} tags")
     return tuple(tag[:100] for tag in tags)
+
+
+def _voice(body: Mapping[str, Any]) -> str | None:
+    extensions = body.get("extensions")
+    voice = extensions.get("voice") if isinstance(extensions, Mapping) else None
+    if voice is None:
+        return None
+    if not isinstance(voice, str) or not _VOICE.fullmatch(voice):
+        raise InvalidCardError("`extensions.voice` must be a voice name (letters, digits, _ - .)")
+    return voice
 
 
 def _kind(value: object) -> str:

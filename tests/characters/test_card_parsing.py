@@ -105,6 +105,15 @@ def test_a_card_without_a_greeting_has_none() -> None:
     assert persona_of(parse_card(orjson.dumps(v1()))).greeting is None
 
 
+def test_a_card_may_name_its_voice_and_a_bad_name_is_refused() -> None:
+    card = parse_card(orjson.dumps(v2(extensions={"voice": "af_nicole", "other": 1})))
+    assert card.voice == "af_nicole"
+    assert parse_card(orjson.dumps(v2(extensions={"other": 1}))).voice is None
+    for bad in ("", "a voice", "x" * 101, 7):
+        with pytest.raises(InvalidCardError, match=r"extensions\.voice"):
+            parse_card(orjson.dumps(v2(extensions={"voice": bad})))
+
+
 def _png_with(*chunks: bytes) -> bytes:
     return SIGNATURE + b"".join(chunks)
 

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from consumers.providers.offline_audio import silent_ogg_opus
+from db import repositories as repo
+from db.models import Character
 from producer import texts
 from producer.jobs import task_id_for
 from shared.config import Settings
@@ -197,3 +200,39 @@ async def test_the_voice_button_sends_a_voice_note_priced_and_only_for_its_owner
     assert charges == [("charge", -1), ("charge", -1), ("charge", -1), ("refund", 1)]
     assert await balances(pg, user) == (9, 1)
     assert await ledger(pg, stranger) == []
+
+
+async def test_the_voice_button_speaks_in_the_characters_own_voice(world: VoiceWorld) -> None:
+    """A character's own voice (a card's `extensions.voice`) is the one 🔊 asks for; without
+    one, TTS_VOICE."""
+    user = new_user_id()
+    async with world.chat(user) as bot:
+        tg = bot.tg
+        await bot.feed(tg.user_message(user, "раз"))
+        first = await wait_text(tg, user, "Ты написал: «раз»", timeout=20)
+        assert await click(bot, user, button(first, texts.VOICE_BUTTON)) == (
+            texts.VOICE_OUT_STARTED
+        )
+        await tg.wait_for("sendVoice", timeout=20)
+        async with world.pg() as session:
+            dialog = await repo.active_dialog(session, user)
+        assert dialog is not None
+        await _set_voice(world.pg, dialog.character_id, "af_nicole")
+        try:
+            await bot.feed(tg.user_message(user, "два"))
+            second = await wait_text(tg, user, "Ты написал: «два»", timeout=20)
+            assert await click(bot, user, button(second, texts.VOICE_BUTTON)) == (
+                texts.VOICE_OUT_STARTED
+            )
+            await tg.wait_for("sendVoice", lambda _: len(tg.voice.sent(user)) == 2, timeout=20)
+        finally:
+            await _set_voice(world.pg, dialog.character_id, None)
+    voices = [synthesis.json["voice"] for synthesis in world.audio.syntheses]
+    assert voices == [world.settings.tts_voice, "af_nicole"]
+
+
+async def _set_voice(pg: Sessions, character_id: int, voice: str | None) -> None:
+    async with pg.begin() as session:
+        await session.execute(
+            sa.update(Character).where(Character.id == character_id).values(voice=voice)
+        )
