@@ -36,7 +36,7 @@ from bench.failover import (
     run_drill,
     sentinel_target,
 )
-from bench.pipeline import Consumers
+from bench.fleet import Consumers, delete_run
 from shared.config import Settings, load_settings
 from shared.logging import configure_logging
 from shared.queue import QueueService
@@ -90,17 +90,6 @@ async def throughput(settings: Settings, per_type: int, consumers: int) -> float
         await queue.close()
         await fleet.stop()
     return round(3 * per_type / elapsed)
-
-
-async def delete_run(queue: QueueService) -> None:
-    """Delete a round's keys, so later rounds and drills start from the same empty state (a
-    replica that rejoins resyncs the whole shard: its data decides how long that takes)."""
-    settings = queue.settings
-    for prefix in (settings.redis_queue_prefix, settings.redis_result_prefix):
-        pipe = queue.redis.pipeline(transaction=False)
-        async for key in queue.redis.scan_iter(match=f"{prefix}*", count=1000):
-            pipe.delete(key)  # one DEL per key: on a cluster the keys live in different slots
-        await pipe.execute()
 
 
 async def enqueue_latency(settings: Settings, calls: int) -> dict[str, float]:

@@ -15,26 +15,19 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from bench.pipeline import SYSTEMS, Consumers, child_env, delete_prefix, settings_for, throughput
+from bench.fleet import Consumers, process_cpu
+from bench.pipeline import SYSTEMS, child_env, delete_prefix, settings_for, throughput
 from shared.logging import configure_logging
 from tests.support.private_redis import run_on_redis
 
 MEASURED = ("pipeline", "floor")
 WARMUP_TASKS = 1000
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a child process so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 async def redis_cpu(admin: Redis) -> float:

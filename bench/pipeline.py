@@ -23,9 +23,11 @@ from typing import Any, Protocol
 import orjson
 from redis.asyncio import Redis
 
+from bench.fleet import Consumers
 from bench.floor import FloorProducer
-from bench.memory import bytes_per_task, drain_with_consumer, producer_start, rss_mb
+from bench.memory import bytes_per_task, drain_with_consumer, producer_start
 from bench.report import summarize, table
+from bench.scale import scale
 from bench.seed import SeedQueueService
 from shared.config import Settings, load_settings
 from shared.logging import configure_logging
@@ -113,54 +115,6 @@ SYSTEMS = {
     "seed_design": ("bench.seed", seed_producer),
     "floor": ("bench.floor", floor_producer),
 }
-
-
-class Consumers:
-    """Consumer processes of one system; peak RSS read from /proc before they stop."""
-
-    def __init__(self, module: str, env: dict[str, str]) -> None:
-        self.module, self.env = module, env
-        self.procs: list[asyncio.subprocess.Process] = []
-
-    async def add(self, name: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            self.module,
-            "--name",
-            name,
-            cwd=ROOT,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        if proc.stdout is None:
-            raise RuntimeError("no stdout pipe")
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        if line.strip() != b"ready":
-            raise RuntimeError(f"{self.module} did not start: {line!r}")
-        self.procs.append(proc)
-
-    def rss_mb(self) -> float:
-        return max(rss_mb(proc.pid) for proc in self.procs)
-
-    def peak_rss_mb(self) -> float:
-        peaks = []
-        for proc in self.procs:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peaks.append(int(status.split("VmHWM:")[1].split()[0]) / 1024)
-        return round(max(peaks), 1)
-
-    def stop(self) -> asyncio.Task[None]:
-        """SIGTERM all; the returned task finishes when they exited (a consumer may sit up
-        to one blocking read before it notices)."""
-        for proc in self.procs:
-            proc.terminate()
-
-        async def wait_all() -> None:
-            for proc in self.procs:
-                await asyncio.wait_for(proc.wait(), 30)
-
-        return asyncio.create_task(wait_all())
 
 
 async def throughput(producer: Producer, n: int, single_call: bool) -> float:
@@ -364,10 +318,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backlog", type=int, metavar="N", help="also drain a backlog of N tasks (1,000,000)"
     )
+    parser.add_argument(
+        "--scale-counts", default="1,2,4", help="consumer processes for the scale points"
+    )
     parser.add_argument("--json", type=Path, help="write the report as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.tasks, args.round_trips, args.memory_tasks = 1, 2000, 100, 10_000
+    args.scale_counts = [int(n) for n in str(args.scale_counts).split(",") if n]
     return args
 
 
@@ -390,6 +348,7 @@ async def bench(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     report["ranges"] = ranges
     report["pipeline"].update(await bytes_per_task(settings_for, redis_url, args.memory_tasks))
     report["producer_start"] = await producer_start(ROOT)
+    report["scale"] = await scale(redis_url, args.tasks, args.scale_counts)
     if args.backlog:
         small = max(10_000, args.backlog // 50)
         report["backlog_small"] = await drain_with_consumer(

@@ -35,7 +35,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from bench.pipeline import Consumers, child_env, delete_prefix, settings_for
+from bench.fleet import Consumers
+from bench.pipeline import child_env, delete_prefix, settings_for
 from shared.logging import configure_logging
 from shared.queue import QueueService
 from shared.tasks import TaskType

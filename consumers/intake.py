@@ -17,7 +17,7 @@ import structlog
 from consumers.gates import ProviderGate
 from shared.queue import Delivery, Malformed, Priority, StreamConsumer
 from shared.queue.connection import BLOCK_MS
-from shared.queue.consume import ReadBatch
+from shared.queue.reads import ReadBatch
 from shared.tasks import TaskType
 
 log = structlog.get_logger(__name__)

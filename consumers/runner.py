@@ -18,23 +18,19 @@ from redis.exceptions import RedisError
 from consumers.cancels import CancelListener
 from consumers.completer import Completer
 from consumers.gates import ProviderGate
+from consumers.handling import Handling, HandlingOptions, Running
 from consumers.intake import Intake, IntakeOptions, Ref
 from consumers.metrics import Metrics
 from consumers.registry import TaskHandler
+from consumers.starts import StartCall
 from consumers.task_run import TaskRun
 from shared.config import Settings
-from shared.errors import is_retryable
-from shared.queue import Delivery, Malformed, Outcome, Priority, StreamConsumer
+from shared.queue import Delivery, Malformed, Priority, StreamConsumer
 from shared.queue.connection import cancel_requested
 from shared.queue.fairness import user_cap
-from shared.tasks import TaskResult, TaskStatus, TaskType, dumps, to_json
+from shared.tasks import TaskType
 
 log = structlog.get_logger(__name__)
-
-# What the start step answers for a task whose record is already final, and for a task
-# whose cancel was requested before it started.
-ALREADY_FINAL = -1
-CANCELLED_BEFORE_START = -2
 
 
 @dataclass(slots=True)
@@ -52,21 +48,10 @@ class RunnerOptions:
 
 
 @dataclass(slots=True)
-class _Running:
-    delivery: Delivery
-    lease: str | None  # the provider lease the handler runs under (gated types)
-    run: TaskRun
-    task: asyncio.Task[None] = field(init=False)
-    # The scope the handler runs in while it runs: a stop expires it, cancelling the handler
-    # alone (an asyncio task per handler did the same at a task's cost per run).
-    scope: asyncio.Timeout | None = None
-
-
-@dataclass(slots=True)
 class _TypeState:
     limit: int
     intake: Intake
-    running: dict[Ref, _Running] = field(default_factory=dict)
+    running: dict[Ref, Running] = field(default_factory=dict)
     slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -104,6 +89,17 @@ class ConsumerRunner:
         )
         self._stopping = asyncio.Event()
         self._stopped_at: float | None = None
+        handling = HandlingOptions(
+            options.max_deliveries, options.retry_base_seconds, self._early_finish
+        )
+        self._handling = Handling(
+            consumer,
+            handlers,
+            handling,
+            self._metrics,
+            stopping=self._stopping,
+            return_lease=self._return_lease,
+        )
 
     def _intake(self, task_type: TaskType, gate: ProviderGate | None) -> Intake:
         options = IntakeOptions(
@@ -171,6 +167,7 @@ class ConsumerRunner:
                 for gate in set(self._gates.values()):
                     await gate.aclose()
                 await self._cancels.aclose()
+                await self.consumer.close_pipes()
                 await self._retire()
 
     async def _type_loop(self, task_type: TaskType) -> None:
@@ -187,6 +184,10 @@ class ConsumerRunner:
                     await self._release_unstarted(state, taken.leases, entries)
                     break
                 await self._dispatch(task_type, entries, taken.leases)
+                if entries:
+                    # The handlers take their first step (an instant one ends and its finish
+                    # goes behind the start) before this loop spends the turn on the next read.
+                    await asyncio.sleep(0)
             except Exception as exc:  # noqa: BLE001 - one bad step must not end the type loop
                 # Entries read but not started stay in our pending list; the claim pass
                 # (ours or another consumer's) picks them up once they are idle.
@@ -214,26 +215,30 @@ class ConsumerRunner:
         entries: list[Delivery | Malformed],
         leases: Mapping[Ref, str],
     ) -> None:
-        """Fail the malformed entries and start the others, each under its lease; if that
-        fails, the leases go back (the entries stay pending and are claimed later)."""
+        """Fail the malformed entries and start the others, each under its lease; if the
+        start could not be sent, the leases go back (the entries stay pending and are
+        claimed later). Handlers run once the start is written, not answered."""
         state = self._states[task_type]
         try:
-            started, attempts = await self._start(task_type, entries)
+            start = await self._start(task_type, entries)
         except BaseException:
             self._return_leases(state, leases.values())
             raise
-        deliveries = [e for e in entries if isinstance(e, Delivery)]
+        if start is None:
+            return
         writer = self.consumer.live_writer
-        for delivery, attempt in zip(deliveries, attempts, strict=True):
-            live = functools.partial(writer, task_type, delivery.task.task_id, attempt)
-            running = _Running(delivery, leases.get(delivery.ref), TaskRun(attempt, live))
-            running.task = asyncio.create_task(self._run_one(running, started))
+        cap = self._opts.max_deliveries
+        for delivery, answer in zip(start.deliveries, start.answers, strict=True):
+            live = functools.partial(writer, task_type, delivery.task.task_id)
+            run = TaskRun(answer, live, max_attempts=cap)
+            running = Running(delivery, leases.get(delivery.ref), run, start)
+            running.task = asyncio.create_task(self._run_one(running))
             state.running[delivery.ref] = running
         self._metrics.set_in_flight(task_type, len(state.running))
 
     async def _start(
         self, task_type: TaskType, entries: list[Delivery | Malformed]
-    ) -> tuple[float, list[int]]:
+    ) -> StartCall | None:
         deliveries = [e for e in entries if isinstance(e, Delivery)]
         malformed = [e for e in entries if isinstance(e, Malformed)]
         for bad in malformed:
@@ -248,10 +253,19 @@ class ConsumerRunner:
             # Its task (when the entry still names one) fails at once, with the reason.
             await self.consumer.fail([bad], bad.reason)
             self._metrics.dead_lettered(task_type)
-        started = time.time()
         if not deliveries:
-            return started, []
-        return started, await self.consumer.start(deliveries, started)
+            return None
+        start = StartCall(self.consumer, deliveries, time.time())
+        await start.send()
+        return start
+
+    def _early_finish(self, task_type: TaskType) -> bool:
+        """Whether a completion may go behind its start before the start answered: not
+        under a user cap (its finish updates the user's count) nor a replica wait."""
+        return self._opts.max_deliveries >= 1 and self.consumer.may_finish_early(task_type)
+
+    def _return_lease(self, task_type: TaskType, lease: str | None) -> None:
+        self._return_leases(self._states[task_type], [lease], used=True)
 
     def _return_leases(
         self, state: _TypeState, leases: Iterable[str | None], used: bool = False
@@ -261,7 +275,7 @@ class ConsumerRunner:
                 if lease is not None:
                     state.intake.gate.release(lease, used=used)
 
-    async def _run_one(self, running: _Running, started: float) -> None:
+    async def _run_one(self, running: Running) -> None:
         delivery = running.delivery
         task = delivery.task
         structlog.contextvars.bind_contextvars(
@@ -269,7 +283,7 @@ class ConsumerRunner:
         )
         state = self._states[task.type]
         try:
-            outcome = await self._outcome(running, started)
+            outcome = await self._handling.outcome(running)
             if outcome is not None:
                 await self._completer.submit(outcome)
         finally:
@@ -278,77 +292,6 @@ class ConsumerRunner:
             state.running.pop(delivery.ref, None)
             state.slot_freed.set()
             self._metrics.set_in_flight(task.type, len(state.running))
-
-    async def _call(self, running: _Running) -> TaskResult | None:
-        """Run the handler; its provider lease goes back the moment the call ends."""
-        task = running.delivery.task
-        try:
-            return await self._handle(running)
-        finally:
-            lease, running.lease = running.lease, None
-            self._return_leases(self._states[task.type], [lease], used=True)
-
-    def _not_to_run(self, delivery: Delivery, attempt: int, started: float) -> Outcome | None:
-        """The outcome of an entry the start step says must not run, else None."""
-        if attempt == CANCELLED_BEFORE_START:
-            log.info("task_cancelled_before_start")
-            return Outcome(delivery, TaskStatus.CANCELLED, 0, started)
-        if attempt == ALREADY_FINAL:  # finished, or cancelled while waiting: ack and delete
-            log.info("task_already_final_skipped")
-            return Outcome(delivery, TaskStatus.COMPLETED, 0, started)
-        if attempt > self._opts.max_deliveries:
-            reason = f"delivered {attempt} times, limit {self._opts.max_deliveries}"
-            return self._final_failure(delivery, attempt, started, reason)
-        return None
-
-    async def _outcome(self, running: _Running, started: float) -> Outcome | None:
-        delivery, run = running.delivery, running.run
-        task, attempt = delivery.task, run.attempt
-        if (skipped := self._not_to_run(delivery, attempt, started)) is not None:
-            return skipped
-        log.info("task_processing", attempt=attempt)
-        t0 = time.perf_counter()
-        try:
-            result = await self._call(running)
-        except Exception as exc:  # noqa: BLE001 - every failure must end acked, retried or dead
-            if run.stop_requested:  # it failed while being stopped: the stop wins
-                return self._stopped(delivery, run, started)
-            return await self._failed(delivery, attempt, started, exc)
-        if result is None:
-            return self._stopped(delivery, run, started)
-        elapsed = time.perf_counter() - t0
-        self._metrics.processed(task.type, elapsed)
-        log.info("task_completed", duration_ms=round(elapsed * 1000, 2))
-        result_json = dumps(to_json(result))
-        return Outcome(delivery, TaskStatus.COMPLETED, attempt, started, result_json=result_json)
-
-    async def _handle(self, running: _Running) -> TaskResult | None:
-        """The handler's result, or None when a user's stop cancelled it.
-
-        The handler runs in a scope of its own so a stop cancels it alone (the scope turns
-        its own cancellation into TimeoutError); the runner's own cancellation (shutdown)
-        still reaches it and is re-raised.
-        """
-        delivery, run = running.delivery, running.run
-        if run.stop_requested:  # the stop came between the read and now: it never starts
-            return None
-        scope = asyncio.timeout(None)
-        try:
-            async with scope:
-                running.scope = scope
-                return await self._handlers[delivery.task_type](delivery.task, run)
-        except TimeoutError:
-            if scope.expired():  # only a stop expires it
-                return None
-            raise
-        finally:
-            running.scope = None
-
-    def _stopped(self, delivery: Delivery, run: TaskRun, started: float) -> Outcome:
-        partial = run.partial
-        log.info("task_stopped", kept_partial=partial is not None)
-        result_json = dumps(to_json(partial)) if partial is not None else None
-        return Outcome(delivery, TaskStatus.CANCELLED, run.attempt, started, result_json)
 
     def request_stop(self, task_type: TaskType, task_id: str) -> None:
         """Stop the task if it runs here (a user cancelled it); unknown ids are ignored."""
@@ -375,29 +318,6 @@ class ConsumerRunner:
             if ids:
                 for task_id in await self.consumer.cancel_requested(task_type, ids):
                     self.request_stop(task_type, task_id)
-
-    async def _failed(
-        self, delivery: Delivery, attempt: int, started: float, exc: Exception
-    ) -> Outcome | None:
-        error = f"{type(exc).__name__}: {exc}"
-        if is_retryable(exc) and attempt < self._opts.max_deliveries:
-            delay = min(self._opts.retry_base_seconds * 2 ** (attempt - 1), 30.0)
-            log.warning("task_retry", error=error, attempt=attempt, retry_in=delay)
-            self._metrics.retried(delivery.task_type)
-            if not self._stopping.is_set():
-                await asyncio.sleep(delay)
-            await self.consumer.hand_back([delivery])
-            return None
-        log.error("task_failed", error=error, attempt=attempt)
-        return self._final_failure(delivery, attempt, started, error)
-
-    def _final_failure(
-        self, delivery: Delivery, attempt: int, started: float, reason: str
-    ) -> Outcome:
-        """Fail and dead-letter; the bot refunds when it applies the announced failure."""
-        self._metrics.failed(delivery.task_type)
-        self._metrics.dead_lettered(delivery.task_type)
-        return Outcome(delivery, TaskStatus.FAILED, attempt, started, error=reason)
 
     async def _keep(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
         """Run `step` every `interval` seconds until cancelled, whatever it raises."""

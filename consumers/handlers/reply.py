@@ -40,6 +40,7 @@ class ReplyHandler:
     async def __call__(self, task: QueueTask, run: TaskRun) -> ReplyResult:
         payload = task.payload_as(ReplyPayload)
         messages = reply_messages(payload)
+        await run.admitted()  # the live writer is keyed by the attempt the start counted
         live = run.live
         cut = False
         try:

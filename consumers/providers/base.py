@@ -25,6 +25,7 @@ from tenacity import (
     stop_before_delay,
 )
 
+from consumers.task_run import wait_for_admission
 from shared.config_values import Secret
 from shared.errors import ProviderError, ProviderRejectedError, ProviderUnavailableError
 
@@ -246,7 +247,10 @@ class ProviderHttp:
         """One attempt; a non-2xx answer or a transport failure becomes a ProviderError.
 
         With `stream`, a 2xx response comes back unread: the caller reads and closes it.
+        Every request of a task's handler waits here for its start step to admit the run
+        (`NotAdmittedError` if it refused): the one door of every provider call.
         """
+        await wait_for_admission()
         where = f"{request.method} {request.url.path}"
         with self.mapped_errors(where):
             response = await self.client.send(request, stream=stream)

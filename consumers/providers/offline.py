@@ -10,6 +10,7 @@ import zlib
 from collections.abc import AsyncGenerator, Sequence
 
 from consumers.providers.placeholder import LABEL, draw_label
+from consumers.task_run import wait_for_admission
 
 _REPLY_OPENINGS = (
     "Ой, как интересно!",
@@ -55,6 +56,7 @@ class OfflineLLMClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> str:
+        await wait_for_admission()  # a stand-in for a provider: gated like one
         if self._delay:
             await asyncio.sleep(self._delay)
         system = "\n".join(m.get("content", "") for m in messages if m.get("role") == "system")
@@ -126,6 +128,7 @@ class OfflineImageClient:
         self._delay = delay
 
     async def generate(self, prompt: str, negative_prompt: str | None = None) -> bytes:
+        await wait_for_admission()  # a stand-in for a provider: gated like one
         if self._delay:
             await asyncio.sleep(self._delay)
         digest = _digest(prompt, negative_prompt or "")

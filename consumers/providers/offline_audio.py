@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import struct
 
+from consumers.task_run import wait_for_admission
+
 OFFLINE_TRANSCRIPT = "Привет! Это голосовое сообщение."
 VENDOR = b"ai-girls offline"
 SAMPLE_RATE = 48_000
@@ -95,6 +97,7 @@ class OfflineTranscriber:
         self._transcript = transcript
 
     async def transcribe(self, audio: bytes, filename: str, mime_type: str) -> str:
+        await wait_for_admission()  # a stand-in for a provider: gated like one
         if self._delay:
             await asyncio.sleep(self._delay)
         return self._transcript
@@ -112,6 +115,7 @@ class OfflineSpeaker:
         self._delay = delay
 
     async def synthesize(self, text: str, voice: str) -> bytes:
+        await wait_for_admission()  # a stand-in for a provider: gated like one
         if self._delay:
             await asyncio.sleep(self._delay)
         return silent_ogg_opus(min(30.0, max(1.0, len(text) * 0.06)))

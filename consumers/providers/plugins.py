@@ -22,6 +22,7 @@ import inspect
 from typing import cast
 
 from consumers.providers.base import ImageClient
+from consumers.task_run import wait_for_admission
 from shared.errors import ConfigError
 
 _METHODS = ("generate", "aclose")
@@ -50,7 +51,23 @@ def load_image_plugin(spec: str) -> ImageClient:
     except Exception as exc:  # noqa: BLE001 - as above: the operator's code, any fault
         raise ConfigError(f"{where}: {class_name}() failed: {type(exc).__name__}: {exc}") from None
     _check_shape(where, client)
-    return cast(ImageClient, client)
+    return GatedPlugin(cast(ImageClient, client))
+
+
+class GatedPlugin:
+    """The plugin behind the start step's gate, as every built-in provider is: it is called
+    only once the run is admitted (a task cancelled while it waited never reaches it)."""
+
+    def __init__(self, plugin: ImageClient) -> None:
+        self.name = plugin.name
+        self._plugin = plugin
+
+    async def generate(self, prompt: str, negative_prompt: str | None = None) -> bytes:
+        await wait_for_admission()
+        return await self._plugin.generate(prompt, negative_prompt)
+
+    async def aclose(self) -> None:
+        await self._plugin.aclose()
 
 
 def _check_shape(where: str, client: object) -> None:

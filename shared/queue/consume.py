@@ -1,7 +1,6 @@
-"""Consumer-side stream primitives: read, claim, start, finish or fail, renew, hand back.
-
-Each task type has two streams, normal and high priority, under one group name; every step
-on an entry names the entry's own stream (`Delivery.priority`).
+"""Consumer-side steps on entries read (`reads.py`): start, finish or fail, renew, hand back,
+heartbeat; the start and the finishes that may follow it at once go on a held connection
+(`step_pipe.py`) so a handler need not wait for the start's answer.
 """
 
 from __future__ import annotations
@@ -10,9 +9,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 from redis.asyncio.client import Pipeline
@@ -25,262 +22,27 @@ from shared.queue.fairness import sweep, user_cap
 from shared.queue.keys import GROUP, Keys, Priority
 from shared.queue.live import LiveWriter
 from shared.queue.outcomes import Entry, Outcome, outcome_step
-from shared.queue.records import (
-    Delivery,
-    Malformed,
-    parse_entry,
-)
-from shared.queue.recovery_steps import Claim, ForgetConsumers, Heartbeat, Renew, Requeue
+from shared.queue.reads import EntryReads
+from shared.queue.records import Delivery
+from shared.queue.recovery_steps import ForgetConsumers, Heartbeat, Renew
 from shared.queue.scripts import Scripts
-from shared.queue.step_batches import run_steps
-from shared.queue.steps import Read, Start, Step
+from shared.queue.step_batches import BATCH_LIMIT, FinishEarly, run_steps
+from shared.queue.step_pipe import Answer, StepPipe
+from shared.queue.steps import (
+    Finish,
+    Start,
+    Step,
+)
 from shared.tasks import TaskStatus, TaskType
 
 log = structlog.get_logger(__name__)
 
 # The per-minute completion chart keeps two hours.
 COMPLETIONS_TTL = 7200
-# A read repeated after a lost reply finds its first answer this long.
-READ_MEMO_MS = 60_000
-# Entries one read may look at beyond its count, parking those of users at their cap.
-READ_EXAMINE = 200
 
 
-@dataclass(slots=True)
-class ReadBatch:
-    """New entries, and when there were none, each stream's last delivered id (to wait on)."""
-
-    entries: list[Entry]
-    last_ids: dict[str, Any] | None = None
-    recovered: bool = False  # the group was missing and is made again: nothing to wait for
-
-
-async def ensure_group(redis: RedisClient, keys: Keys, task_type: TaskType) -> None:
-    """Create the type's two streams and their group if missing (idempotent)."""
-    for stream in keys.streams(task_type).values():
-        try:
-            await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-
-def _lost_group(exc: ResponseError) -> bool:
-    return "NOGROUP" in str(exc) or "no such key" in str(exc)
-
-
-class StreamConsumer:
+class StreamConsumer(EntryReads):
     """The stream operations of one named consumer; one instance per consumer process."""
-
-    def __init__(
-        self, redis: RedisClient, scripts: Scripts, settings: Settings, name: str
-    ) -> None:
-        self.redis = redis
-        self.name = name
-        self._scripts = scripts
-        self._keys = Keys.from_settings(settings)
-        self._settings = settings
-        # XAUTOCLAIM cursors survive between calls so stale entries behind many healthy
-        # in-flight ones are still reached.
-        self._cursors: dict[tuple[TaskType, Priority], str] = {
-            (t, p): "0-0" for t in TaskType for p in Priority
-        }
-
-    def _parse(
-        self, task_type: TaskType, entries: Sequence[Any], priority: Priority = Priority.NORMAL
-    ) -> list[Entry]:
-        limit = self._settings.max_payload_bytes
-        return [
-            parse_entry(task_type, eid, fields, limit, priority)
-            for eid, fields in entries
-            if fields
-        ]
-
-    def _other(self, task_type: TaskType, priority: Priority) -> str:
-        other = Priority.NORMAL if priority is Priority.HIGH else Priority.HIGH
-        return self._keys.stream(task_type, other)
-
-    async def _recover_group(self, task_type: TaskType, exc: ResponseError) -> None:
-        if not _lost_group(exc):
-            raise exc
-        log.error("consumer_group_missing", task_type=task_type, action="recreated")
-        await ensure_group(self.redis, self._keys, task_type)
-
-    async def take(
-        self, task_type: TaskType, count: int, normal_first: int = 0, *, waits: bool = True
-    ) -> ReadBatch:
-        """Read at most `count` new entries without blocking, high priority first except for
-        the first `normal_first` slots; entries of users at their cap are parked meanwhile.
-        With `waits`, an empty batch carries the last delivered ids to `wait_for_new` on.
-
-        Safe to repeat: a repeat after a lost reply answers with the same entries.
-        """
-        if count <= 0:
-            return ReadBatch([])
-        streams = self._keys.streams(task_type)
-        step = Read(
-            normal=streams[Priority.NORMAL],
-            high=streams[Priority.HIGH],
-            memo=self._keys.read_memo(task_type, self.name),
-            users_running=self._keys.users_running(task_type),
-            users_parked=self._keys.users_parked(task_type),
-            group=GROUP,
-            consumer=self.name,
-            count=count,
-            normal_first=normal_first,
-            token=uuid.uuid4().hex[:12],
-            memo_ttl_ms=READ_MEMO_MS,
-            user_cap=user_cap(self._settings, task_type),
-            records=self._keys.record_prefix(task_type),
-            users=self._keys.user_prefix(task_type),
-            examine=READ_EXAMINE + count,
-            want_last_ids=waits,
-        )
-        try:
-            reply = await self._scripts.run(step)
-        except ResponseError as exc:
-            await self._recover_group(task_type, exc)
-            return ReadBatch([], recovered=True)
-        entries: list[Entry] = []
-        for flag, eid, flat in reply[0]:
-            priority = Priority.HIGH if flag == b"h" else Priority.NORMAL
-            fields = dict(zip(flat[::2], flat[1::2], strict=False))
-            entries += self._parse(task_type, [(eid, fields)], priority)
-        if len(reply) < 3:
-            return ReadBatch(entries)
-        last = {streams[Priority.NORMAL]: reply[1], streams[Priority.HIGH]: reply[2]}
-        return ReadBatch(entries, last)
-
-    async def read(
-        self, task_type: TaskType, count: int, block_ms: int, normal_first: int = 0
-    ) -> list[Entry]:
-        """At most `count` new entries (the caller's free slots), waiting up to `block_ms`."""
-        if count <= 0:
-            return []
-        fair = bool(user_cap(self._settings, task_type))
-        batch = await self.take(task_type, count, normal_first, waits=fair)
-        if batch.entries or not block_ms or batch.recovered:
-            return batch.entries
-        if batch.last_ids is not None:
-            # A blocking XREADGROUP would skip the parking of users at their cap: wait for
-            # new entries without taking them, then read through the read step.
-            await self.wait_for_new(batch.last_ids, block_ms)
-            return (await self.take(task_type, count, normal_first)).entries
-        return await self.read_blocking(task_type, count, block_ms)
-
-    async def wait_for_new(self, last_ids: dict[str, Any], block_ms: int) -> None:
-        """Block until either stream has an entry past its last delivered id; takes nothing."""
-        streams: Any = last_ids
-        await self.redis.xread(streams, count=1, block=block_ms)
-
-    async def read_blocking(
-        self, task_type: TaskType, count: int, block_ms: int, limit: int | None = None
-    ) -> list[Entry]:
-        """XREADGROUP both streams, waiting up to `block_ms`: up to `count` entries from each,
-        at most `limit` (default `count`) kept; a surplus goes back at once."""
-        limit = count if limit is None else limit
-        streams = self._keys.streams(task_type)
-        try:
-            reply: Any = await self.redis.xreadgroup(
-                GROUP,
-                self.name,
-                {streams[Priority.HIGH]: ">", streams[Priority.NORMAL]: ">"},
-                count=count,
-                block=block_ms,
-            )
-        except ResponseError as exc:
-            await self._recover_group(task_type, exc)
-            return []
-        high = _text(streams[Priority.HIGH])
-        entries = [
-            e
-            for stream, rows in reply or []
-            for e in self._parse(
-                task_type, rows, Priority.HIGH if _text(stream) == high else Priority.NORMAL
-            )
-        ]
-        # COUNT applies per stream: when both got entries during the wait, the surplus goes
-        # back at once rather than waiting here for a slot.
-        surplus = [e for e in entries[limit:] if isinstance(e, Delivery)]
-        if surplus:
-            await self.hand_back(surplus)
-        return entries[:limit] + [e for e in entries[limit:] if isinstance(e, Malformed)]
-
-    async def claim(self, task_type: TaskType, count: int, min_idle_ms: int) -> list[Entry]:
-        """Take over the entries of dead consumers at once, else entries idle `min_idle_ms`,
-        high priority first.
-
-        A consumer is dead when its heartbeat is older than CONSUMER_DEAD_SECONDS; a dead
-        consumer that owns nothing is deleted in the same step.
-        """
-        entries: list[Entry] = []
-        for priority in (Priority.HIGH, Priority.NORMAL):
-            if count - len(entries) > 0:
-                entries += await self._claim(
-                    task_type, priority, count - len(entries), min_idle_ms
-                )
-        return entries
-
-    async def _claim(
-        self, task_type: TaskType, priority: Priority, count: int, min_idle_ms: int
-    ) -> list[Entry]:
-        step = Claim(
-            stream=self._keys.stream(task_type, priority),
-            alive=self._keys.alive(task_type),
-            group=GROUP,
-            consumer=self.name,
-            min_idle_ms=min_idle_ms,
-            cursor=self._cursors[task_type, priority],
-            count=count,
-            dead_ms=int(self._settings.consumer_dead_seconds * 1000),
-            other=self._other(task_type, priority),
-        )
-        try:
-            cursor, entries, forgotten = await self._scripts.run(step)
-        except ResponseError as exc:
-            await self._recover_group(task_type, exc)
-            return []
-        self._cursors[task_type, priority] = cursor.decode()
-        for name in forgotten:
-            log.info("dead_consumer_removed", task_type=task_type, name=name.decode())
-        # Lua hands back entry fields as flat lists.
-        pairs = [(eid, dict(zip(f[::2], f[1::2], strict=False))) for eid, f in entries if f]
-        return self._parse(task_type, pairs, priority)
-
-    async def adopt(
-        self,
-        task_type: TaskType,
-        count: int,
-        running: Collection[tuple[Priority, str]] = (),
-    ) -> list[Entry]:
-        """At start: take back entries still pending under this consumer's own name.
-
-        They belong to an earlier process with the same name that died; its heartbeat now
-        looks alive again (it is ours), so no peer would ever take them by liveness. Entries
-        in `running` are this process's own work, never taken twice.
-        """
-        entries: list[Entry] = []
-        for priority, stream in self._keys.streams(task_type).items():
-            want = count - len(entries)
-            if want <= 0:
-                break
-            try:
-                rows = await self.redis.xpending_range(
-                    stream, GROUP, "-", "+", want + len(running), self.name
-                )
-            except ResponseError as exc:
-                await self._recover_group(task_type, exc)
-                return entries
-            ids: list[Any] = [
-                row["message_id"]
-                for row in rows
-                if (priority, _text(row["message_id"])) not in running
-            ][:want]
-            if ids:
-                claimed: Any = await self.redis.xclaim(stream, GROUP, self.name, 0, ids)
-                pairs = [(eid, fields) for eid, fields in claimed if fields]
-                entries += self._parse(task_type, pairs, priority)
-        return entries
 
     async def heartbeat(self, task_types: Sequence[TaskType]) -> None:
         """Say this consumer is alive, for each type it serves (concurrently)."""
@@ -305,23 +67,95 @@ class StreamConsumer:
             if isinstance(result, BaseException):
                 raise result
 
-    async def start(self, deliveries: Sequence[Delivery], started_at: float) -> list[int]:
-        """Mark tasks processing and count the attempt; -1 marks one that already finished.
+    def __init__(
+        self, redis: RedisClient, scripts: Scripts, settings: Settings, name: str
+    ) -> None:
+        super().__init__(redis, scripts, settings, name)
+        self._pipes: dict[TaskType, StepPipe] = {}
 
-        Safe to repeat: the batch's token makes a retried call count no second attempt.
-        """
-        if not deliveries:
-            return []
+    def _start_step(self, deliveries: Sequence[Delivery], started_at: float, token: str) -> Start:
         task_type = deliveries[0].task_type
-        step = Start(
+        return Start(
             records=[self._keys.record(task_type, d.task.task_id) for d in deliveries],
             entries=[d.raw for d in deliveries],
             consumer=self.name,
             started_at=started_at,
             task_ttl=self._settings.redis_task_ttl,
-            token=uuid.uuid4().hex[:12],
+            token=token,
         )
+
+    async def start(
+        self, deliveries: Sequence[Delivery], started_at: float, token: str | None = None
+    ) -> list[int]:
+        """Mark tasks processing and count the attempt; -1 marks one that already finished,
+        -2 one whose cancel was requested (see lua_runs.START).
+
+        Safe to repeat: the batch's token makes a retried call count no second attempt (pass
+        the token of a start sent by `send_start` to learn what that one answered).
+        """
+        if not deliveries:
+            return []
+        step = self._start_step(deliveries, started_at, token or uuid.uuid4().hex[:12])
         return [int(n) for n in await self._scripts.run(step)]
+
+    async def send_start(
+        self, deliveries: Sequence[Delivery], started_at: float, token: str
+    ) -> Answer:
+        """Write the start step on the type's held connection and return once it is written;
+        the future gets its answer ([per task what `start` returns], or an error in place).
+        Raises RedisError or OSError when it could not be written."""
+        step = self._start_step(deliveries, started_at, token)
+        return await self._pipe(deliveries[0].task_type).send([step])
+
+    async def finish_early(
+        self, outcomes: Sequence[Outcome], start_token: str, attempt: int
+    ) -> list[int]:
+        """Send finishes behind their start on its connection, before its answer came; per
+        outcome -1 when that start did not admit the run as `attempt` (nothing was done:
+        finish it with `finish` once the start answered), else 1 wrote or 0 already final.
+
+        Only completions without a user cap (plain finishes); raises on any error, after
+        which the outcomes may or may not have been written (`finish` is safe either way).
+        """
+        steps = [outcome_step(self._keys, self._settings, self.name, o) for o in outcomes]
+        by_stream: dict[str, list[tuple[int, Finish]]] = {}
+        for i, step in enumerate(steps):
+            if not isinstance(step, Finish) or step.user is not None:
+                raise ValueError("only plain finishes can be sent early")
+            by_stream.setdefault(step.stream, []).append((i, step))
+        calls: list[tuple[FinishEarly, list[int]]] = []
+        for group in by_stream.values():
+            for first in range(0, len(group), BATCH_LIMIT):
+                chunk = group[first : first + BATCH_LIMIT]
+                call = FinishEarly([s for _, s in chunk], start_token, attempt)
+                calls.append((call, [i for i, _ in chunk]))
+        pipe = self._pipe(outcomes[0].entry.task_type)
+        replies = await (await pipe.send([call for call, _ in calls]))
+        results = [-1] * len(outcomes)
+        for (_, indexes), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            for i, n in zip(indexes, reply, strict=True):
+                results[i] = int(n)
+        return results
+
+    def may_finish_early(self, task_type: TaskType) -> bool:
+        """Whether `finish_early` serves the type: its finishes are plain (no user cap) and
+        need no replica acknowledgement (REDIS_WAIT_REPLICAS), which it does not wait for."""
+        return self._scripts.acks is None and not user_cap(self._settings, task_type)
+
+    def _pipe(self, task_type: TaskType) -> StepPipe:
+        pipe = self._pipes.get(task_type)
+        if pipe is None:
+            slot_key = self._keys.stream(task_type, Priority.NORMAL)
+            pipe = self._pipes[task_type] = StepPipe(self.redis, self._scripts, slot_key)
+        return pipe
+
+    async def close_pipes(self) -> None:
+        """Give back the held connections of `send_start` and `finish_early`."""
+        pipes, self._pipes = list(self._pipes.values()), {}
+        for pipe in pipes:
+            await pipe.aclose()
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Store each result or failure, ack, delete and announce; one round trip for all
@@ -355,9 +189,6 @@ class StreamConsumer:
         Only Redis changes; whoever owns the money (the bot) acts on the announcement.
         """
         return await self.finish([Outcome(e, TaskStatus.FAILED, error=reason) for e in entries])
-
-    async def _run_all(self, steps: Sequence[Step], durable: bool = False) -> list[bool]:
-        return [bool(n) for n in await self._scripts.run_all(steps, durable=durable)]
 
     @property
     def settings(self) -> Settings:
@@ -397,30 +228,6 @@ class StreamConsumer:
         if moved:
             log.info("parked_tasks_released", task_type=task_type, count=moved)
         return moved
-
-    async def hand_back(self, deliveries: Sequence[Delivery]) -> int:
-        """Give unfinished entries back to the group at once (shutdown); returns how many.
-
-        A task of a type with a user cap keeps its place in its user's count: it is the next
-        of that user's tasks to run, and none of the user's newer ones may pass it.
-        """
-        steps = [
-            Requeue(
-                stream=self._keys.stream(d.task_type, d.priority),
-                record=self._keys.record(d.task_type, d.task.task_id),
-                group=GROUP,
-                entry_id=d.entry_id,
-                owner=self.name,
-                min_idle_ms=0,
-                entry=d.raw,
-            )
-            for d in deliveries
-        ]
-        return sum(await self._run_all(steps))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def forget_step(

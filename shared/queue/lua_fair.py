@@ -13,7 +13,7 @@ tag, so they always live in the slot of the declared keys.
 
 from __future__ import annotations
 
-# Needs `final()` from lua._FINAL.
+# Needs `final()` from lua_runs.FINAL.
 # t: the type's keys {normal, high, load, waiting, records (prefix)};
 # u: one user's {running, parked, uid, cap} (cap 0 = no cap).
 FAIR = """
@@ -56,7 +56,13 @@ local function fair_fill(t, u)
     zbump(t.waiting, u.uid, -1)
     local flag, id, raw = string.match(item, '^([hn])|([%w_.:%-]+)|(.+)$')
     if not raw then flag, id, raw = 'n', nil, item end
-    local entry = redis.call('XADD', flag == 'h' and t.high or t.normal, '*', 'task', raw)
+    local stream = flag == 'h' and t.high or t.normal
+    local entry
+    if id and tonumber(redis.call('HGET', t.records .. id, 'attempts') or 0) > 0 then
+      entry = redis.call('XADD', stream, '*', 'task', raw, 'again', '1')  -- see REQUEUE
+    else
+      entry = redis.call('XADD', stream, '*', 'task', raw)
+    end
     local who, uid = fair_who(raw)
     if id and who == id and uid == u.uid then fair_add(t, u, id) end
     if id then

@@ -1,7 +1,7 @@
 """Lua scripts that take work over from a consumer that stopped or stalled, and keep a live
 one's work its own: hand an entry back (requeue), renew, heartbeat, claim, delete or forget a
 consumer, replay a dead letter. Same rules as `lua.py`: one task type's keys, retry-safe.
-`REQUEUE` runs with `lua._FINAL` in front of it (see `lua.SCRIPTS`).
+`REQUEUE` runs with `lua_runs.FINAL` in front of it (see `lua.SCRIPTS`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 # Hands an entry back to the group as a fresh entry, atomically: a live consumer blocked in
 # XREADGROUP gets it at once. Skipped when the entry is no longer pending for that owner
 # (someone acked or renewed it meanwhile); a finished task is only acked. The record keeps
-# the move, so a repeated call answers with the same new entry id.
+# the move, so a repeated call answers with the same new entry id. The new entry is marked
+# `again`: a consumer waits for its start step's answer before running it (it may have used
+# up its deliveries; see docs/guarantees.md).
 REQUEUE = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], ARGV[2], ARGV[2], 1)
 if #p == 0 then
@@ -24,7 +26,7 @@ local st = redis.call('HGET', KEYS[2], 'status')
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if final(st) then return false end
-local new_id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[5])
+local new_id = redis.call('XADD', KEYS[1], '*', 'task', ARGV[5], 'again', '1')
 if st then
   redis.call('HSET', KEYS[2], 'status', 'pending', 'moved_from', ARGV[2], 'entry', new_id)
 end

@@ -131,6 +131,10 @@ class Delivery:
     raw: bytes
     # The stream it came from: every step on the entry names that stream.
     priority: Priority = Priority.NORMAL
+    # Read new (not claimed or adopted) and not marked `again` (handed back, or unparked
+    # after a start): its task never started, so its handler may run before its start step
+    # answers (docs/guarantees.md, "The start step off the latency path").
+    first: bool = False
 
     @property
     def ref(self) -> tuple[Priority, str]:
@@ -225,6 +229,8 @@ def parse_entry(
     fields: dict[bytes, bytes],
     max_bytes: int,
     priority: Priority = Priority.NORMAL,
+    *,
+    new: bool = False,
 ) -> Delivery | Malformed:
     """Parse one stream entry; anything wrong with it becomes a Malformed with a reason.
 
@@ -243,4 +249,4 @@ def parse_entry(
     except Exception as exc:  # noqa: BLE001 - see the docstring: any failure means a bad entry
         reason = f"malformed entry: {type(exc).__name__}: {exc}"[:500]
         return Malformed(eid, task_type, fields, reason, _task_id_of(raw), priority)
-    return Delivery(eid, task_type, task, raw, priority)
+    return Delivery(eid, task_type, task, raw, priority, new and b"again" not in fields)

@@ -13,11 +13,12 @@ from shared.config import Settings, load_settings
 from shared.errors import InvalidPayloadError
 from shared.queue.batching import ScriptBatcher
 from shared.queue.connection import RedisClient, create_redis
-from shared.queue.consume import StreamConsumer, ensure_group
+from shared.queue.consume import StreamConsumer
 from shared.queue.failover import through_failover
 from shared.queue.fairness import sweep, user_cap
 from shared.queue.inspect import QueueDepth, queue_depth
 from shared.queue.keys import Keys, Priority
+from shared.queue.reads import ensure_group
 from shared.queue.records import Delivery, Malformed, new_entry, parse_entry, task_from_record
 from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts

@@ -57,17 +57,46 @@ class FinishBatch(Step):
         first = self.steps[0]
         args: list[Arg] = [first.group, first.result_ttl, first.channel]
         for step in self.steps:
-            args += (
-                step.entry_id,
-                step.status,
-                repr(step.finished_at),
-                step.result,
-                step.error,
-                step.message,
-                step.entry,
-                step.token,
-            )
+            args += _per_task(step)
         return args
+
+
+@dataclass(slots=True)
+class FinishEarly(Step):
+    """Finishes without fairness sharing stream, group, result TTL and channel, sent behind
+    their start step before it answered: each applies only if that start (`start_token`)
+    admitted its run as attempt `attempt` (see lua_runs.FINISH_EARLY)."""
+
+    script: ClassVar[str] = "finish_early"
+    key_names = names("stream records...")
+    arg_names = names("group result_ttl channel start_token per_task...")
+    steps: list[Finish]
+    start_token: str
+    attempt: int
+
+    def keys(self) -> list[str]:
+        return [self.steps[0].stream, *(step.record for step in self.steps)]
+
+    def args(self) -> list[Arg]:
+        first = self.steps[0]
+        args: list[Arg] = [first.group, first.result_ttl, first.channel, self.start_token]
+        for step in self.steps:
+            args += (*_per_task(step), self.attempt)
+        return args
+
+
+def _per_task(step: Finish) -> tuple[Arg, ...]:
+    """What a batch of finishes passes per task, in the order the batch scripts read it."""
+    return (
+        step.entry_id,
+        step.status,
+        repr(step.finished_at),
+        step.result,
+        step.error,
+        step.message,
+        step.entry,
+        step.token,
+    )
 
 
 Batch = EnqueueBatch | FinishBatch

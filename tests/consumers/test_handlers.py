@@ -17,7 +17,7 @@ from consumers.providers.offline_audio import OfflineSpeaker, OfflineTranscriber
 from consumers.providers.venice import VeniceClient
 from consumers.registry import Providers, TaskHandler, build_handlers
 from consumers.runner import ConsumerRunner, RunnerOptions
-from consumers.task_run import TaskRun
+from consumers.task_run import TaskRun, wait_for_admission
 from db import repositories as repo
 from db.models import Currency, Dialog
 from shared.config import Settings
@@ -123,13 +123,18 @@ async def test_concurrency_limit_bounds_parallel_provider_calls(
 
 
 class Flaky:
-    """Fails the first `failures` calls as a provider outage, then answers."""
+    """A provider call that fails the first `failures` times as an outage, then answers.
+
+    Its calls pass the gate every provider request passes (ProviderHttp.send): the handler
+    may start before its start step answered, its provider call may not.
+    """
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.calls = 0
 
     async def __call__(self, task: QueueTask, run: TaskRun) -> ImagePromptResult:
+        await wait_for_admission()
         self.calls += 1
         if self.calls <= self.failures:
             raise ProviderUnavailableError("upstream 503", "fake", 503)

@@ -57,7 +57,8 @@ def test_scripts_announce_through_the_topologys_publish_and_never_by_hand() -> N
     """Completions and cancels go by SPUBLISH on a cluster, PUBLISH otherwise: every script
     announces through the `publish()` the runner defines, none names either command."""
     announcing = {name for name, body in SCRIPTS.items() if "publish(" in body}
-    assert announcing == {"finish", "finish_batch", "fail", "cancel", "finish_fair", "fail_fair"}
+    finishes = {"finish", "finish_batch", "finish_early", "finish_fair"}
+    assert announcing == {*finishes, "fail", "cancel", "fail_fair"}
     for name, body in SCRIPTS.items():
         assert not _PUBLISH_BY_HAND.search(body), name
         sharded, plain = script_text(body, sharded=True), script_text(body)

@@ -333,7 +333,7 @@ async def test_a_stop_whose_cancel_is_lost_still_ends_the_reply_at_the_next_delt
     task_id = await queue.enqueue_task(REPLY, 1, payload())
     consumer = queue.consumer("c1")
     [delivery] = [e for e in await consumer.read(REPLY, 1, 1000) if isinstance(e, Delivery)]
-    run = TaskRun(1, lambda: consumer.live_writer(REPLY, task_id, 1))
+    run = TaskRun.admitted_as(1, lambda attempt: consumer.live_writer(REPLY, task_id, attempt))
     handler = build_handlers([REPLY], Providers(llm=llm))[REPLY]
     running = asyncio.create_task(handler(delivery.task, run))
     await until(lambda: _true(bool(venice.streams) and venice.streams[0].chunks_sent >= 3))

@@ -5,6 +5,8 @@ command ran.
 `marker` is forwarded to Redis, Redis runs it and answers, and the proxy drops that answer and
 closes the client's connection. The client sees a connection error for a command that did
 happen, which is exactly when a blind retry can repeat a side effect.
+`delay_reply_after(marker, seconds)` only holds that reply back for a while, and
+`hold_requests_from(marker)` keeps that request from Redis altogether.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 @dataclass
 class _Link:
     cut_next_reply: bool = False
+    delay_next_reply: float = 0.0
+    holding: bool = False  # requests stop here: Redis never sees them
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     def close(self) -> None:
@@ -29,6 +33,9 @@ class RedisProxy:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._armed: list[bytes] = []
+        self._delayed: list[tuple[bytes, float]] = []
+        self._held: list[bytes] = []
+        self.held = 0
         self._links: set[asyncio.Task[None]] = set()
         self.cuts = 0
         self.port = 0
@@ -51,6 +58,16 @@ class RedisProxy:
 
     def cut_reply_after(self, marker: bytes) -> None:
         self._armed.append(marker)
+
+    def hold_requests_from(self, marker: bytes) -> None:
+        """The next request containing `marker`, and everything after it on its connection,
+        never reaches Redis (until the connection closes)."""
+        self._held.append(marker)
+
+    def delay_reply_after(self, marker: bytes, seconds: float) -> None:
+        """The next reply after a request containing `marker` (and whatever comes with it)
+        reaches the client `seconds` late; Redis ran the command at once."""
+        self._delayed.append((marker, seconds))
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -81,6 +98,17 @@ class RedisProxy:
                 if marker in data:
                     self._armed.remove(marker)
                     link.cut_next_reply = True
+            for marker in list(self._held):
+                if marker in data:
+                    self._held.remove(marker)
+                    link.holding = True
+                    self.held += 1
+            if link.holding:
+                continue
+            for marker, seconds in list(self._delayed):
+                if marker in data:
+                    self._delayed.remove((marker, seconds))
+                    link.delay_next_reply = seconds
             up.write(data)
             await up.drain()
         link.close()
@@ -95,6 +123,9 @@ class RedisProxy:
                 with contextlib.suppress(OSError):
                     link.close()
                 return
+            if link.delay_next_reply:
+                delay, link.delay_next_reply = link.delay_next_reply, 0.0
+                await asyncio.sleep(delay)
             writer.write(data)
             await writer.drain()
         link.close()
