@@ -64,11 +64,11 @@ async def _load(queue: QueueService, per_type: int) -> None:
             ids += await queue.enqueue_many(task_type, items[: per_type - first])
         return ids
 
-    per = await asyncio.gather(*(one_type(t) for t in TaskType))
+    per = await asyncio.gather(*(one_type(t) for t in PAYLOADS))
     await asyncio.gather(
         *(
             queue.wait_for_task_result(task_id, 300, task_type)
-            for task_type, ids in zip(TaskType, per, strict=True)
+            for task_type, ids in zip(PAYLOADS, per, strict=True)
             for task_id in ids
         )
     )
@@ -78,7 +78,7 @@ async def measure(
     settings: Settings, consumers: int, tasks: int, redis_urls: Sequence[str]
 ) -> dict[str, Any]:
     """One point: `tasks` tasks (spread over the types) through `consumers` processes."""
-    per_type = max(1, tasks // len(TaskType))
+    per_type = max(1, tasks // len(PAYLOADS))
     fleet = Consumers("bench.consumer", consumer_env(settings))
     for i in range(consumers):
         await fleet.add(f"scale-{i}")
@@ -97,7 +97,7 @@ async def measure(
         await fleet.stop()
         await delete_run(queue)
         await queue.close()
-    done = per_type * len(TaskType)
+    done = per_type * len(PAYLOADS)
     producer, consumer, redis = (
         round((a - b) * 1e6 / done, 1) for a, b in zip(after, before, strict=True)
     )
