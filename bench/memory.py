@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.queue import Delivery, Outcome, QueueService
+from shared.queue import Ending, QueueService, TaskEntry
 from shared.tasks import TaskStatus, TaskType, dumps
 
 TASK_TYPE = TaskType.GENERATE_IMAGE_PROMPT
@@ -52,11 +52,11 @@ async def drain_in_process(queue: QueueService, n: int) -> None:
     consumer = queue.consumer("memory")
     done = 0
     while done < n:
-        entries = [e for e in await consumer.read(TASK_TYPE, 500, 100) if isinstance(e, Delivery)]
+        entries = [e for e in await consumer.read(TASK_TYPE, 500, 100) if isinstance(e, TaskEntry)]
         started = time.time()
         attempts = await consumer.start(entries, started)
         outcomes = [
-            Outcome(e, TaskStatus.COMPLETED, a, started, result_json=dumps({"prompt": "p"}))
+            Ending(e, TaskStatus.COMPLETED, a, started, result_json=dumps({"prompt": "p"}))
             for e, a in zip(entries, attempts, strict=True)
         ]
         await consumer.finish(outcomes)

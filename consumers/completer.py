@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import structlog
 from redis.exceptions import RedisError
 
-from shared.queue import Outcome, StreamConsumer
+from shared.queue import Ending, StreamConsumer
 from shared.queue.connection import cancel_requested
 from shared.tasks import TaskType
 
@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 class _Lane:
     """The outcomes of one task type waiting for their flush."""
 
-    pending: list[tuple[Outcome, asyncio.Future[bool]]] = field(default_factory=list)
+    pending: list[tuple[Ending, asyncio.Future[bool]]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -45,7 +45,7 @@ class Completer:
         for task_type in self._lanes:
             self._lane(task_type)
 
-    async def submit(self, outcome: Outcome) -> bool:
+    async def submit(self, outcome: Ending) -> bool:
         """Store, ack and announce; True if this call wrote the final state."""
         lane = self._lane(outcome.entry.task_type)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()

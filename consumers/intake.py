@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from consumers.gates import ProviderGate
-from shared.queue import Delivery, Malformed, Priority, StreamConsumer
+from shared.queue import Malformed, Priority, StreamConsumer, TaskEntry
 from shared.queue.connection import BLOCK_MS
 from shared.queue.reads import ReadBatch
 from shared.tasks import TaskType
@@ -38,7 +38,7 @@ class IntakeOptions:
 class Taken:
     """Entries to start, and for a gated type the lease each delivery runs under."""
 
-    entries: list[Delivery | Malformed]
+    entries: list[TaskEntry | Malformed]
     leases: dict[Ref, str] = field(default_factory=dict)
     gated: bool = False  # nothing taken for want of a lease: work may still be waiting
 
@@ -76,7 +76,7 @@ class Intake:
         if not leases:
             return Taken([], gated=True)
         try:
-            entries = await self._recover(len(leases), running)
+            entries = await self._claim_or_adopt(len(leases), running)
             batch = ReadBatch(entries) if entries else await self._read(len(leases), True)
         except BaseException:
             for lease in leases:  # held leases are renewed: one never returned would leak
@@ -85,7 +85,7 @@ class Intake:
         entries = batch.entries
         filled = len(entries) >= len(leases)
         self._ask = min(free, 2 * len(leases)) if filled else max(1, len(entries))
-        refs = [e.ref for e in entries if isinstance(e, Delivery)]
+        refs = [e.ref for e in entries if isinstance(e, TaskEntry)]
         for lease in leases[len(refs) :]:
             self.gate.release(lease, used=False)
         if not entries and batch.last_ids is not None:
@@ -93,7 +93,7 @@ class Intake:
         return Taken(entries, dict(zip(refs, leases, strict=False)))
 
     async def _take_ungated(self, free: int, running: Collection[Ref]) -> Taken:
-        entries = await self._recover(free, running)
+        entries = await self._claim_or_adopt(free, running)
         if entries:
             return Taken(entries)
         if self._drained and not self._opts.fair:
@@ -109,7 +109,7 @@ class Intake:
             return Taken([])
         return Taken(await self._block(free))
 
-    async def _block(self, free: int) -> list[Delivery | Malformed]:
+    async def _block(self, free: int) -> list[TaskEntry | Malformed]:
         """Nothing was waiting at the last look: block in XREADGROUP like a plain consumer,
         with no read step in front of each task. Half the free slots per stream, so both
         streams together never bring more than there are slots (but one with one slot)."""
@@ -133,7 +133,9 @@ class Intake:
         first = self._normal_first(count)
         return await self.consumer.take(self.task_type, count, first, waits=waits)
 
-    async def _recover(self, count: int, running: Collection[Ref]) -> list[Delivery | Malformed]:
+    async def _claim_or_adopt(
+        self, count: int, running: Collection[Ref]
+    ) -> list[TaskEntry | Malformed]:
         """Entries left under our own name at start, then dead consumers' (every
         claim_interval); never more than `count`."""
         if self._adopting:

@@ -25,7 +25,7 @@ from consumers.registry import TaskHandler
 from consumers.starts import StartCall
 from consumers.task_run import TaskRun
 from shared.config import Settings
-from shared.queue import Delivery, Malformed, Priority, StreamConsumer
+from shared.queue import Malformed, Priority, StreamConsumer, TaskEntry
 from shared.queue.connection import cancel_requested
 from shared.queue.fairness import user_cap
 from shared.tasks import TaskType
@@ -200,19 +200,19 @@ class ConsumerRunner:
                 break
 
     async def _release_unstarted(
-        self, state: _TypeState, leases: Mapping[Ref, str], entries: list[Delivery | Malformed]
+        self, state: _TypeState, leases: Mapping[Ref, str], entries: list[TaskEntry | Malformed]
     ) -> None:
         if state.intake.gate is not None:
             for lease in leases.values():
                 state.intake.gate.release(lease, used=False)
-        handed = await self.consumer.hand_back([e for e in entries if isinstance(e, Delivery)])
+        handed = await self.consumer.requeue([e for e in entries if isinstance(e, TaskEntry)])
         if handed:
             log.info("entries_handed_back", count=handed, reason="shutdown")
 
     async def _dispatch(
         self,
         task_type: TaskType,
-        entries: list[Delivery | Malformed],
+        entries: list[TaskEntry | Malformed],
         leases: Mapping[Ref, str],
     ) -> None:
         """Fail the malformed entries and start the others, each under its lease; if the
@@ -228,18 +228,18 @@ class ConsumerRunner:
             return
         writer = self.consumer.live_writer
         cap = self._opts.max_deliveries
-        for delivery, answer in zip(start.deliveries, start.answers, strict=True):
-            live = functools.partial(writer, task_type, delivery.task.task_id)
+        for entry, answer in zip(start.entries, start.answers, strict=True):
+            live = functools.partial(writer, task_type, entry.task.task_id)
             run = TaskRun(answer, live, max_attempts=cap)
-            running = Running(delivery, leases.get(delivery.ref), run, start)
+            running = Running(entry, leases.get(entry.ref), run, start)
             running.task = asyncio.create_task(self._run_one(running))
-            state.running[delivery.ref] = running
+            state.running[entry.ref] = running
         self._metrics.set_in_flight(task_type, len(state.running))
 
     async def _start(
-        self, task_type: TaskType, entries: list[Delivery | Malformed]
+        self, task_type: TaskType, entries: list[TaskEntry | Malformed]
     ) -> StartCall | None:
-        deliveries = [e for e in entries if isinstance(e, Delivery)]
+        deliveries = [e for e in entries if isinstance(e, TaskEntry)]
         malformed = [e for e in entries if isinstance(e, Malformed)]
         for bad in malformed:
             log.error(
@@ -276,8 +276,8 @@ class ConsumerRunner:
                     state.intake.gate.release(lease, used=used)
 
     async def _run_one(self, running: Running) -> None:
-        delivery = running.delivery
-        task = delivery.task
+        entry = running.entry
+        task = entry.task
         structlog.contextvars.bind_contextvars(
             task_id=task.task_id, task_type=str(task.type), consumer=self.name
         )
@@ -289,7 +289,7 @@ class ConsumerRunner:
         finally:
             # A lease still here was never used: the handler did not run.
             self._return_leases(state, [running.lease])
-            state.running.pop(delivery.ref, None)
+            state.running.pop(entry.ref, None)
             state.slot_freed.set()
             self._metrics.set_in_flight(task.type, len(state.running))
 
@@ -300,7 +300,7 @@ class ConsumerRunner:
             (
                 r
                 for r in (state.running.values() if state else ())
-                if r.delivery.task.task_id == task_id
+                if r.entry.task.task_id == task_id
             ),
             None,
         )
@@ -314,7 +314,7 @@ class ConsumerRunner:
     async def _check_cancels(self) -> None:
         """Stop running tasks whose cancel flag is set (a cancel message may have been lost)."""
         for task_type, state in self._states.items():
-            ids = [r.delivery.task.task_id for r in state.running.values()]
+            ids = [r.entry.task.task_id for r in state.running.values()]
             if ids:
                 for task_id in await self.consumer.cancel_requested(task_type, ids):
                     self.request_stop(task_type, task_id)
@@ -383,7 +383,7 @@ class ConsumerRunner:
             for r in unfinished:
                 r.task.cancel()
             await asyncio.gather(*(r.task for r in unfinished), return_exceptions=True)
-            handed = await self.consumer.hand_back([r.delivery for r in unfinished])
+            handed = await self.consumer.requeue([r.entry for r in unfinished])
             if handed:
                 log.warning("entries_handed_back", count=handed, reason="grace period over")
         await self._completer.aclose()

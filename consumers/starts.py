@@ -14,7 +14,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from consumers.task_run import LOST
-from shared.queue import Delivery, Outcome, StreamConsumer
+from shared.queue import Ending, StreamConsumer, TaskEntry
 from shared.queue.step_pipe import Answer
 
 log = structlog.get_logger(__name__)
@@ -27,23 +27,23 @@ EARLY_ATTEMPT = 1
 
 
 class StartCall:
-    """The start step of one batch of deliveries (one task type), and its answers.
+    """The start step of one batch of entries (one task type), and its answers.
 
-    `answers[i]` gets what the start answered for `deliveries[i]`: the attempt number, -1
+    `answers[i]` gets what the start answered for `entries[i]`: the attempt number, -1
     (already final), -2 (cancel requested) or LOST (the answer could not be learned).
     """
 
     def __init__(
-        self, consumer: StreamConsumer, deliveries: Sequence[Delivery], started_at: float
+        self, consumer: StreamConsumer, entries: Sequence[TaskEntry], started_at: float
     ) -> None:
         self._consumer = consumer
-        self.deliveries = list(deliveries)
+        self.entries = list(entries)
         self.started_at = started_at
-        self.token = uuid.uuid4().hex[:12]
+        self.start_id = uuid.uuid4().hex[:12]
         loop = asyncio.get_running_loop()
-        self.answers: list[asyncio.Future[int]] = [loop.create_future() for _ in deliveries]
+        self.answers: list[asyncio.Future[int]] = [loop.create_future() for _ in entries]
         self._watch: asyncio.Task[None] | None = None
-        self._early: list[tuple[Outcome, asyncio.Future[int]]] = []
+        self._early: list[tuple[Ending, asyncio.Future[int]]] = []
         self._flush: asyncio.Task[None] | None = None  # the one collecting finishes now
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -52,10 +52,10 @@ class StartCall:
         or, when it could not be written, once it answered through the ordinary call (so no
         handler runs before its start reached Redis). Raises when that failed too."""
         try:
-            answer = await self._consumer.send_start(self.deliveries, self.started_at, self.token)
+            answer = await self._consumer.send_start(self.entries, self.started_at, self.start_id)
         except (RedisError, OSError) as exc:
             log.warning("start_not_pipelined", error=f"{type(exc).__name__}: {exc}")
-            self._answer(await self._consumer.start(self.deliveries, self.started_at, self.token))
+            self._answer(await self._consumer.start(self.entries, self.started_at, self.start_id))
             return
         self._watch = asyncio.create_task(self._wait(answer), name="start-answer")
 
@@ -66,13 +66,13 @@ class StartCall:
                 raise reply
             self._answer([int(n) for n in reply])
         except (RedisError, OSError) as exc:
-            # It may or may not have run: the same token makes asking again count nothing twice.
+            # It may or may not have run: the same start id makes asking again count nothing twice.
             log.warning("start_answer_lost", error=f"{type(exc).__name__}: {exc}")
             await self._ask_again()
 
     async def _ask_again(self) -> None:
         try:
-            attempts = await self._consumer.start(self.deliveries, self.started_at, self.token)
+            attempts = await self._consumer.start(self.entries, self.started_at, self.start_id)
         except (RedisError, OSError) as exc:
             log.error(
                 "start_failed", error=f"{type(exc).__name__}: {exc}", count=len(self.answers)
@@ -88,7 +88,7 @@ class StartCall:
     def answered(self) -> bool:
         return all(future.done() for future in self.answers)
 
-    async def finish_early(self, outcome: Outcome) -> int:
+    async def finish_early(self, outcome: Ending) -> int:
         """Send a completion behind the start, as its first attempt, before the start answered;
         1 wrote, 0 already final, NOT_APPLIED: finish it the usual way once the start answered.
         Completions ending in the same turn of the event loop go in one call."""
@@ -104,7 +104,7 @@ class StartCall:
         batch, self._early, self._flush = self._early, [], None
         outcomes = [outcome for outcome, _ in batch]
         try:
-            results = await self._consumer.finish_early(outcomes, self.token, EARLY_ATTEMPT)
+            results = await self._consumer.finish_early(outcomes, self.start_id, EARLY_ATTEMPT)
         except (RedisError, OSError) as exc:
             log.info("early_finish_not_applied", error=f"{type(exc).__name__}: {exc}")
             results = [NOT_APPLIED] * len(batch)

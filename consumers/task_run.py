@@ -85,8 +85,8 @@ def run_as(run: TaskRun) -> Token[TaskRun | None]:
     return _CURRENT.set(run)
 
 
-def leave_run(token: Token[TaskRun | None]) -> None:
-    _CURRENT.reset(token)
+def leave_run(previous: Token[TaskRun | None]) -> None:
+    _CURRENT.reset(previous)
 
 
 async def wait_for_admission() -> None:

@@ -18,12 +18,12 @@ from redis.exceptions import ResponseError
 
 from shared.config import Settings
 from shared.queue.connection import RedisClient
+from shared.queue.endings import Ending, Entry, ending_step
 from shared.queue.fairness import sweep, user_cap
 from shared.queue.keys import GROUP, Keys, Priority
 from shared.queue.live import LiveWriter
-from shared.queue.outcomes import Entry, Outcome, outcome_step
 from shared.queue.reads import EntryReads
-from shared.queue.records import Delivery
+from shared.queue.records import TaskEntry
 from shared.queue.recovery_steps import ForgetConsumers, Heartbeat, Renew
 from shared.queue.scripts import Scripts
 from shared.queue.step_batches import BATCH_LIMIT, FinishEarly, run_steps
@@ -73,42 +73,42 @@ class StreamConsumer(EntryReads):
         super().__init__(redis, scripts, settings, name)
         self._pipes: dict[TaskType, StepPipe] = {}
 
-    def _start_step(self, deliveries: Sequence[Delivery], started_at: float, token: str) -> Start:
-        task_type = deliveries[0].task_type
+    def _start_step(self, entries: Sequence[TaskEntry], started_at: float, start_id: str) -> Start:
+        task_type = entries[0].task_type
         return Start(
-            records=[self._keys.record(task_type, d.task.task_id) for d in deliveries],
-            entries=[d.raw for d in deliveries],
+            records=[self._keys.record(task_type, d.task.task_id) for d in entries],
+            entries=[d.raw for d in entries],
             consumer=self.name,
             started_at=started_at,
             task_ttl=self._settings.redis_task_ttl,
-            token=token,
+            start_id=start_id,
         )
 
     async def start(
-        self, deliveries: Sequence[Delivery], started_at: float, token: str | None = None
+        self, entries: Sequence[TaskEntry], started_at: float, start_id: str | None = None
     ) -> list[int]:
         """Mark tasks processing and count the attempt; -1 marks one that already finished,
         -2 one whose cancel was requested (see lua_runs.START).
 
-        Safe to repeat: the batch's token makes a retried call count no second attempt (pass
-        the token of a start sent by `send_start` to learn what that one answered).
+        Safe to repeat: the batch's start id makes a retried call count no second attempt (pass
+        the start id of a start sent by `send_start` to learn what that one answered).
         """
-        if not deliveries:
+        if not entries:
             return []
-        step = self._start_step(deliveries, started_at, token or uuid.uuid4().hex[:12])
+        step = self._start_step(entries, started_at, start_id or uuid.uuid4().hex[:12])
         return [int(n) for n in await self._scripts.run(step)]
 
     async def send_start(
-        self, deliveries: Sequence[Delivery], started_at: float, token: str
+        self, entries: Sequence[TaskEntry], started_at: float, start_id: str
     ) -> Answer:
         """Write the start step on the type's held connection and return once it is written;
         the future gets its answer ([per task what `start` returns], or an error in place).
         Raises RedisError or OSError when it could not be written."""
-        step = self._start_step(deliveries, started_at, token)
-        return await self._pipe(deliveries[0].task_type).send([step])
+        step = self._start_step(entries, started_at, start_id)
+        return await self._pipe(entries[0].task_type).send([step])
 
     async def finish_early(
-        self, outcomes: Sequence[Outcome], start_token: str, attempt: int
+        self, outcomes: Sequence[Ending], start_id: str, attempt: int
     ) -> list[int]:
         """Send finishes behind their start on its connection, before its answer came; per
         outcome -1 when that start did not admit the run as `attempt` (nothing was done:
@@ -117,7 +117,7 @@ class StreamConsumer(EntryReads):
         Only completions without a user cap (plain finishes); raises on any error, after
         which the outcomes may or may not have been written (`finish` is safe either way).
         """
-        steps = [outcome_step(self._keys, self._settings, self.name, o) for o in outcomes]
+        steps = [ending_step(self._keys, self._settings, self.name, o) for o in outcomes]
         by_stream: dict[str, list[tuple[int, Finish]]] = {}
         for i, step in enumerate(steps):
             if not isinstance(step, Finish) or step.user is not None:
@@ -127,7 +127,7 @@ class StreamConsumer(EntryReads):
         for group in by_stream.values():
             for first in range(0, len(group), BATCH_LIMIT):
                 chunk = group[first : first + BATCH_LIMIT]
-                call = FinishEarly([s for _, s in chunk], start_token, attempt)
+                call = FinishEarly([s for _, s in chunk], start_id, attempt)
                 calls.append((call, [i for i, _ in chunk]))
         pipe = self._pipe(outcomes[0].entry.task_type)
         replies = await (await pipe.send([call for call, _ in calls]))
@@ -157,7 +157,7 @@ class StreamConsumer(EntryReads):
         for pipe in pipes:
             await pipe.aclose()
 
-    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def finish(self, outcomes: Sequence[Ending]) -> list[bool]:
         """Store each result or failure, ack, delete and announce; one round trip for all
         (finishes of one stream without fairness share one script call).
 
@@ -179,7 +179,7 @@ class StreamConsumer(EntryReads):
                 pipe.hdel(chart, *(str(minute - 120 - i) for i in range(5)))
                 pipe.expire(chart, COMPLETIONS_TTL)
 
-        steps = [outcome_step(self._keys, self._settings, self.name, o) for o in outcomes]
+        steps = [ending_step(self._keys, self._settings, self.name, o) for o in outcomes]
         results = await run_steps(self._scripts, steps, then=count_in_chart)
         return [bool(n) for n in results]
 
@@ -188,7 +188,7 @@ class StreamConsumer(EntryReads):
 
         Only Redis changes; whoever owns the money (the bot) acts on the announcement.
         """
-        return await self.finish([Outcome(e, TaskStatus.FAILED, error=reason) for e in entries])
+        return await self.finish([Ending(e, TaskStatus.FAILED, error=reason) for e in entries])
 
     @property
     def settings(self) -> Settings:

@@ -14,7 +14,7 @@ from typing import Any
 from shared.config import Settings
 from shared.queue.connection import RedisClient
 from shared.queue.keys import Keys, Priority
-from shared.queue.records import Delivery, Malformed
+from shared.queue.records import Malformed, TaskEntry
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Sweep, UserSlot
 from shared.tasks import TaskType
@@ -53,14 +53,14 @@ def attributed(raw: bytes | None) -> tuple[str, str] | None:
     return task_id[1].decode(), user[1].decode()
 
 
-def user_slot(keys: Keys, settings: Settings, entry: Delivery | Malformed) -> UserSlot | None:
+def user_slot(keys: Keys, settings: Settings, entry: TaskEntry | Malformed) -> UserSlot | None:
     """What the finish or fail step of this entry updates; None when its type has no cap or
     the entry counts for nobody."""
     task_type = entry.task_type
     cap = user_cap(settings, task_type)
     if not cap:
         return None
-    raw = entry.raw if isinstance(entry, Delivery) else entry.fields.get(b"task")
+    raw = entry.raw if isinstance(entry, TaskEntry) else entry.fields.get(b"task")
     who = attributed(raw)
     if who is None:
         return None

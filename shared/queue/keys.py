@@ -163,7 +163,7 @@ class BotKeys:
         return f"{self.prefix}chat:{{{chat_id}}}:turns"
 
     def turn_leases(self, chat_id: int) -> str:
-        """Hash: update id -> `deadline_ms:process token` of the chat's turns."""
+        """Hash: update id -> `deadline_ms:holder` of the chat's turns."""
         return f"{self.prefix}chat:{{{chat_id}}}:leases"
 
     def view(self, chat_id: int, task_id: str) -> str:

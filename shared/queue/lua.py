@@ -106,8 +106,8 @@ end
 local uid = redis.call('HGET', KEYS[2], 'user')
 local parked = redis.call('HGET', KEYS[2], 'parked')
 redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel', '1',
-  'final_token', 'cancel')
-redis.call('HDEL', KEYS[2], 'start_token', 'entry', 'moved_from', 'parked')
+  'final_id', 'cancel')
+redis.call('HDEL', KEYS[2], 'start_id', 'entry', 'moved_from', 'parked')
 if uid and ARGV[6] ~= '' then
   local t = {normal = KEYS[1], high = KEYS[3], load = KEYS[4], waiting = KEYS[5],
     records = ARGV[7]}

@@ -115,7 +115,7 @@ end
 """
 
 # KEYS: normal stream, high stream, read memo, users running, users parked.
-# ARGV: group, consumer, count, slots where normal goes first, token, memo ttl ms, user cap
+# ARGV: group, consumer, count, slots where normal goes first, read id, memo ttl ms, user cap
 # (0 = no fairness), records prefix, users prefix, how many entries one call may look at,
 # '1' if the caller will wait without reading (then it needs the last delivered ids).
 # Reads up to `count` new entries with XREADGROUP: the first `normal first` slots from the
@@ -124,15 +124,15 @@ end
 # deleted and parked in the user's list, and the read goes on to the next entry, so one user's
 # backlog never holds the others up. Returns {{flag, id, fields}...} and, when nothing came
 # and the caller asked, each stream's last delivered id (to wait on without reading). The ids
-# it returned are kept under the token, so a repeat after a lost reply answers the same.
+# it returned are kept under the read id, so a repeat after a lost reply answers the same.
 READ = """
 local t = {normal = KEYS[1], high = KEYS[2], load = KEYS[4], waiting = KEYS[5],
   records = ARGV[8]}
-local group, consumer, cap, token = ARGV[1], ARGV[2], tonumber(ARGV[7]), ARGV[5]
+local group, consumer, cap, read_id = ARGV[1], ARGV[2], tonumber(ARGV[7]), ARGV[5]
 local memo = redis.call('GET', KEYS[3])
-if memo and string.sub(memo, 1, #token + 1) == token .. ' ' then
+if memo and string.sub(memo, 1, #read_id + 1) == read_id .. ' ' then
   local out = {}
-  for flag, id in string.gmatch(string.sub(memo, #token + 2), '([hn]):(%S+)') do
+  for flag, id in string.gmatch(string.sub(memo, #read_id + 2), '([hn]):(%S+)') do
     local found = redis.call('XRANGE', flag == 'h' and t.high or t.normal, id, id)
     if #found > 0 then out[#out + 1] = {flag, found[1][1], found[1][2]} end
   end
@@ -197,7 +197,7 @@ take('n', t.normal, math.min(tonumber(ARGV[4]), count))
 take('h', t.high, count - #out)
 take('n', t.normal, count - #out)
 if #out > 0 then
-  redis.call('SET', KEYS[3], token .. ' ' .. table.concat(ids, ' '), 'PX', ARGV[6])
+  redis.call('SET', KEYS[3], read_id .. ' ' .. table.concat(ids, ' '), 'PX', ARGV[6])
   return {out}
 end
 if ARGV[11] ~= '1' then return {out} end

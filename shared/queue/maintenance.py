@@ -13,7 +13,7 @@ from shared.queue.connection import RedisClient
 from shared.queue.consume import StreamConsumer, forget_step
 from shared.queue.inspect import ConsumerInfo, heartbeats
 from shared.queue.keys import GROUP, Keys, Priority
-from shared.queue.records import Delivery, Malformed, parse_entry
+from shared.queue.records import Malformed, TaskEntry, parse_entry
 from shared.queue.recovery_steps import DeleteConsumer, Requeue
 from shared.queue.scripts import Scripts
 from shared.tasks import FINAL_STATUSES, TaskType
@@ -52,7 +52,7 @@ class StuckWork:
 
     task_type: TaskType
     entry: StuckEntry
-    parsed: Delivery | Malformed
+    parsed: TaskEntry | Malformed
     status: str | None
     attempts: int
     action: Action
@@ -62,7 +62,7 @@ class StuckWork:
 
     @property
     def task_id(self) -> str | None:
-        return self.parsed.task.task_id if isinstance(self.parsed, Delivery) else None
+        return self.parsed.task.task_id if isinstance(self.parsed, TaskEntry) else None
 
 
 def _text(value: Any) -> str:
@@ -116,7 +116,7 @@ def _count(raw: Any) -> int:
 def _decide(
     task_type: TaskType,
     stuck: StuckEntry,
-    parsed: Delivery | Malformed,
+    parsed: TaskEntry | Malformed,
     state: Sequence[Any],
     max_deliveries: int,
 ) -> StuckWork:
@@ -158,7 +158,7 @@ async def plan_stuck(
     pipe = redis.pipeline(transaction=False)
     for s in stuck:
         pipe.xrange(keys.stream(task_type, s.priority), min=s.entry_id, max=s.entry_id)
-    parsed: list[Delivery | Malformed] = []
+    parsed: list[TaskEntry | Malformed] = []
     for s, rows in zip(stuck, await pipe.execute(), strict=True):
         if not rows:
             parsed.append(Malformed(s.entry_id, task_type, {}, GONE_REASON, None, s.priority))
@@ -167,11 +167,11 @@ async def plan_stuck(
             parsed.append(parse_entry(task_type, row_id, fields, max_payload_bytes, s.priority))
     pipe = redis.pipeline(transaction=False)
     for p in parsed:
-        if isinstance(p, Delivery):
+        if isinstance(p, TaskEntry):
             pipe.hmget(keys.record(task_type, p.task.task_id), ["status", "attempts"])
     states = iter(await pipe.execute())
     return [
-        _decide(task_type, s, p, next(states) if isinstance(p, Delivery) else (), max_deliveries)
+        _decide(task_type, s, p, next(states) if isinstance(p, TaskEntry) else (), max_deliveries)
         for s, p in zip(stuck, parsed, strict=True)
     ]
 
@@ -190,7 +190,7 @@ async def requeue_stuck(
     meanwhile keeps its entry, and the task is never in neither place nor in both.
     """
     todo = [
-        (w, w.parsed) for w in _planned(works, Action.REQUEUE) if isinstance(w.parsed, Delivery)
+        (w, w.parsed) for w in _planned(works, Action.REQUEUE) if isinstance(w.parsed, TaskEntry)
     ]
     if not todo:
         return
@@ -229,14 +229,14 @@ async def dead_letter_stuck(
         # A deleted entry cannot be claimed (Redis 7 drops it from the pending list on XCLAIM):
         # the fail step only acks it; nobody can run it any more.
         gone = isinstance(parsed, Malformed) and not parsed.fields
-        if not gone and not await _take_over(consumer, keys, work, min_idle_ms):
+        if not gone and not await _claim_stuck(consumer, keys, work, min_idle_ms):
             work.result, work.detail = Result.SKIPPED, "renewed or taken over meanwhile"
             continue
         [wrote] = await consumer.fail([parsed], work.reason)
         work.result = Result.DEAD_LETTERED if wrote else Result.ACKED
 
 
-async def _take_over(consumer: StreamConsumer, keys: Keys, work: StuckWork, idle: int) -> bool:
+async def _claim_stuck(consumer: StreamConsumer, keys: Keys, work: StuckWork, idle: int) -> bool:
     stream = keys.stream(work.task_type, work.entry.priority)
     claimed = await consumer.redis.xclaim(
         stream, GROUP, consumer.name, idle, [work.entry.entry_id], justid=True

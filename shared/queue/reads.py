@@ -2,7 +2,7 @@
 their cap parked), idle or dead consumers' ones taken over, and a dead namesake's adopted.
 
 Each task type has two streams, normal and high priority, under one group name; every entry
-read names its own stream (`Delivery.priority`).
+read names its own stream (`TaskEntry.priority`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from redis.exceptions import ResponseError
 
 from shared.config import Settings
 from shared.queue.connection import RedisClient
+from shared.queue.endings import Entry
 from shared.queue.fairness import user_cap
 from shared.queue.keys import GROUP, Keys, Priority
-from shared.queue.outcomes import Entry
-from shared.queue.records import Delivery, Malformed, parse_entry
+from shared.queue.records import Malformed, TaskEntry, parse_entry
 from shared.queue.recovery_steps import Claim, Requeue
 from shared.queue.scripts import Scripts
 from shared.queue.steps import Read
@@ -122,7 +122,7 @@ class EntryReads:
             consumer=self.name,
             count=count,
             normal_first=normal_first,
-            token=uuid.uuid4().hex[:12],
+            read_id=uuid.uuid4().hex[:12],
             memo_ttl_ms=READ_MEMO_MS,
             user_cap=user_cap(self._settings, task_type),
             records=self._keys.record_prefix(task_type),
@@ -198,9 +198,9 @@ class EntryReads:
         ]
         # COUNT applies per stream: when both got entries during the wait, the surplus goes
         # back at once rather than waiting here for a slot.
-        surplus = [e for e in entries[limit:] if isinstance(e, Delivery)]
+        surplus = [e for e in entries[limit:] if isinstance(e, TaskEntry)]
         if surplus:
-            await self.hand_back(surplus)
+            await self.requeue(surplus)
         return entries[:limit] + [e for e in entries[limit:] if isinstance(e, Malformed)]
 
     async def claim(self, task_type: TaskType, count: int, min_idle_ms: int) -> list[Entry]:
@@ -279,7 +279,7 @@ class EntryReads:
                 entries += self._parse(task_type, pairs, priority)
         return entries
 
-    async def hand_back(self, deliveries: Sequence[Delivery]) -> int:
+    async def requeue(self, entries: Sequence[TaskEntry]) -> int:
         """Give unfinished entries back to the group at once (shutdown); returns how many.
 
         A task of a type with a user cap keeps its place in its user's count: it is the next
@@ -295,7 +295,7 @@ class EntryReads:
                 min_idle_ms=0,
                 entry=d.raw,
             )
-            for d in deliveries
+            for d in entries
         ]
         return sum(bool(n) for n in await self._scripts.run_all(steps))
 

@@ -99,7 +99,7 @@ def task_from_record(fields: dict[bytes, bytes]) -> QueueTask | None:
 
 
 def completion_message(
-    delivery: Delivery, state: dict[str, Any], result_json: bytes | None, limit: int
+    delivery: TaskEntry, state: dict[str, Any], result_json: bytes | None, limit: int
 ) -> bytes:
     """The pub/sub announcement: the whole final task when small, else only its id and status.
 
@@ -122,7 +122,7 @@ def task_from_message(message: dict[str, Any]) -> QueueTask | None:
 
 
 @dataclass(slots=True)
-class Delivery:
+class TaskEntry:
     """One stream entry handed to this consumer, parsed into its task."""
 
     entry_id: str
@@ -231,7 +231,7 @@ def parse_entry(
     priority: Priority = Priority.NORMAL,
     *,
     new: bool = False,
-) -> Delivery | Malformed:
+) -> TaskEntry | Malformed:
     """Parse one stream entry; anything wrong with it becomes a Malformed with a reason.
 
     This is a trust boundary: whatever an entry holds (huge or NaN numbers, wrong types,
@@ -249,4 +249,4 @@ def parse_entry(
     except Exception as exc:  # noqa: BLE001 - see the docstring: any failure means a bad entry
         reason = f"malformed entry: {type(exc).__name__}: {exc}"[:500]
         return Malformed(eid, task_type, fields, reason, _task_id_of(raw), priority)
-    return Delivery(eid, task_type, task, raw, priority, new and b"again" not in fields)
+    return TaskEntry(eid, task_type, task, raw, priority, new and b"again" not in fields)

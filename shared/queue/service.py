@@ -19,7 +19,7 @@ from shared.queue.fairness import sweep, user_cap
 from shared.queue.inspect import QueueDepth, queue_depth
 from shared.queue.keys import Keys, Priority
 from shared.queue.reads import ensure_group
-from shared.queue.records import Delivery, Malformed, new_entry, parse_entry, task_from_record
+from shared.queue.records import Malformed, TaskEntry, new_entry, parse_entry, task_from_record
 from shared.queue.replicas import ReplicaAcks
 from shared.queue.scripts import Scripts
 from shared.queue.step_batches import run_steps
@@ -38,8 +38,8 @@ from shared.tasks import (
 log = structlog.get_logger(__name__)
 
 
-def _task_id(entry: Delivery | Malformed) -> str | None:
-    return entry.task.task_id if isinstance(entry, Delivery) else entry.task_id
+def _task_id(entry: TaskEntry | Malformed) -> str | None:
+    return entry.task.task_id if isinstance(entry, TaskEntry) else entry.task_id
 
 
 def _priority(value: Priority | str) -> Priority:
@@ -207,7 +207,7 @@ class QueueService:
         """An entry's text is not trusted: one that does not parse shows as a task without
         data (it is dead-lettered with the reason when a consumer reads it)."""
         parsed = parse_entry(task_type, "0-0", {b"task": raw}, self.settings.max_payload_bytes)
-        if isinstance(parsed, Delivery):
+        if isinstance(parsed, TaskEntry):
             return raw
         stub = {"task_id": task_id, "type": task_type, "user_id": 0, "data": {}}
         return dumps(stub | {"created_at": time.time(), "charge_id": None})

@@ -64,14 +64,14 @@ class FinishBatch(Step):
 @dataclass(slots=True)
 class FinishEarly(Step):
     """Finishes without fairness sharing stream, group, result TTL and channel, sent behind
-    their start step before it answered: each applies only if that start (`start_token`)
+    their start step before it answered: each applies only if that start (`start_id`)
     admitted its run as attempt `attempt` (see lua_runs.FINISH_EARLY)."""
 
     script: ClassVar[str] = "finish_early"
     key_names = names("stream records...")
-    arg_names = names("group result_ttl channel start_token per_task...")
+    arg_names = names("group result_ttl channel start_id per_task...")
     steps: list[Finish]
-    start_token: str
+    start_id: str
     attempt: int
 
     def keys(self) -> list[str]:
@@ -79,7 +79,7 @@ class FinishEarly(Step):
 
     def args(self) -> list[Arg]:
         first = self.steps[0]
-        args: list[Arg] = [first.group, first.result_ttl, first.channel, self.start_token]
+        args: list[Arg] = [first.group, first.result_ttl, first.channel, self.start_id]
         for step in self.steps:
             args += (*_per_task(step), self.attempt)
         return args
@@ -95,7 +95,7 @@ def _per_task(step: Finish) -> tuple[Arg, ...]:
         step.error,
         step.message,
         step.entry,
-        step.token,
+        step.final_id,
     )
 
 

@@ -117,19 +117,19 @@ class Enqueue(Step):
 class Start(Step):
     script: ClassVar[str] = "start"
     key_names = names("records...")
-    arg_names = names("consumer started_at task_ttl token entries...")
+    arg_names = names("consumer started_at task_ttl start_id entries...")
     records: Sequence[str]
     entries: Sequence[bytes]
     consumer: str
     started_at: float
     task_ttl: int
-    token: str
+    start_id: str
 
     def keys(self) -> list[str]:
         return list(self.records)
 
     def args(self) -> list[Arg]:
-        return [self.consumer, repr(self.started_at), self.task_ttl, self.token, *self.entries]
+        return [self.consumer, repr(self.started_at), self.task_ttl, self.start_id, *self.entries]
 
 
 @dataclass(slots=True)
@@ -137,7 +137,7 @@ class Finish(Step):
     script: ClassVar[str] = "finish"
     key_names = names("stream record user...")
     arg_names = names(
-        "group entry_id status finished_at result error result_ttl channel message entry token "
+        "group entry_id status finished_at result error result_ttl channel message entry final_id "
         "user..."
     )
     stream: str
@@ -152,7 +152,7 @@ class Finish(Step):
     channel: str
     message: bytes
     entry: bytes
-    token: str
+    final_id: str
     user: UserSlot | None = None
 
     def name(self) -> str:
@@ -173,7 +173,7 @@ class Finish(Step):
             self.channel,
             self.message,
             self.entry,
-            self.token,
+            self.final_id,
             *(self.user.args() if self.user else ()),
         ]
 
@@ -183,7 +183,7 @@ class Fail(Step):
     script: ClassVar[str] = "fail"
     key_names = names("stream dead record user...")
     arg_names = names(
-        "group entry_id reason failed_at result_ttl channel message consumer dead_maxlen token "
+        "group entry_id reason failed_at result_ttl channel message consumer dead_maxlen final_id "
         "entry create user_then_dead_fields..."
     )
     stream: str
@@ -198,7 +198,7 @@ class Fail(Step):
     message: bytes
     consumer: str
     dead_maxlen: int
-    token: str
+    final_id: str
     # The task json the failed record keeps (a stub naming the task for an unparsable entry).
     entry: bytes
     # A parsed task may recreate a missing record; an unparsable entry never creates one.
@@ -224,7 +224,7 @@ class Fail(Step):
             self.message,
             self.consumer,
             self.dead_maxlen,
-            self.token,
+            self.final_id,
             self.entry,
             "1" if self.create else "0",
             *(self.user.args() if self.user else ("", "", "", "")),
@@ -239,7 +239,7 @@ class Read(Step):
     script: ClassVar[str] = "read"
     key_names = names("normal high memo users_running users_parked")
     arg_names = names(
-        "group consumer count normal_first token memo_ttl_ms user_cap records users examine "
+        "group consumer count normal_first read_id memo_ttl_ms user_cap records users examine "
         "want_last_ids"
     )
     normal: str
@@ -251,7 +251,7 @@ class Read(Step):
     consumer: str
     count: int
     normal_first: int
-    token: str
+    read_id: str
     memo_ttl_ms: int
     user_cap: int  # 0: no fairness for the type
     records: str

@@ -24,7 +24,7 @@ from producer.keyboards import PhotoCallback
 from producer.stream_records import draft_id_for
 from scripts.redis_acl import consumer_rules
 from shared.config import Settings
-from shared.queue import Delivery
+from shared.queue import TaskEntry
 from shared.queue.keys import BotKeys, Keys, Priority
 from shared.queue.live import LiveWriter
 from shared.tasks import ImagePromptResult, ImageResult, ReplyResult, TaskType
@@ -181,7 +181,7 @@ def has_text(chat_id: int, needle: str) -> Callable[[Request], bool]:
     return lambda r: r.ok and r.chat_id == chat_id and needle in str(r.params.get("text"))
 
 
-async def start_reply(app: InProcessBot, chat_id: int, text: str) -> tuple[Delivery, LiveWriter]:
+async def start_reply(app: InProcessBot, chat_id: int, text: str) -> tuple[TaskEntry, LiveWriter]:
     """A reply the bot shows while it is written: a draft in private, an edited message in a
     group (each with its records), followed by the bot's live reader."""
     app.tg.user_message(USER, text, chat_id=chat_id)
@@ -201,14 +201,14 @@ async def shown(tg: FakeTelegram, chat_id: int, text: str) -> bool:
     return any(text in str(message.get("text")) for message in tg.chat_history(chat_id))
 
 
-async def finish_reply(app: InProcessBot, task: Delivery, live: LiveWriter, chat_id: int) -> None:
+async def finish_reply(app: InProcessBot, task: TaskEntry, live: LiveWriter, chat_id: int) -> None:
     text = f"{live_text(task)}!"
     await live.close("done")
     await ManualConsumer(app.queue).complete(task, ReplyResult(reply=text, dialog_id=1))
     await eventually(lambda: shown(app.tg, chat_id, text))
 
 
-def live_text(task: Delivery) -> str:
+def live_text(task: TaskEntry) -> str:
     return f"Ответ: {task.task.data['user_message']}"
 
 

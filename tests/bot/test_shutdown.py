@@ -19,7 +19,7 @@ from producer.delivery import Deliveries
 from producer.jobs import DeliveryKind, Job, encode_kind
 from producer.throttle import PhotoLock
 from shared.config import Settings
-from shared.queue import Delivery, Outcome, QueueService
+from shared.queue import Ending, QueueService, TaskEntry
 from shared.queue.keys import BotKeys
 from shared.queue.scripts import Scripts
 from shared.tasks import ReplyResult, TaskStatus, TaskType, dumps, to_json
@@ -67,11 +67,11 @@ async def completed_reply(queue: QueueService, db: Sessions, world: World, text:
         )
     consumer = queue.consumer("c1")
     [delivery] = await consumer.read(TaskType.GENERATE_REPLY, 1, 500)
-    assert isinstance(delivery, Delivery)
+    assert isinstance(delivery, TaskEntry)
     [attempt] = await consumer.start([delivery], time.time())
     result = to_json(ReplyResult(reply=text, dialog_id=world.dialog_id))
     await consumer.finish(
-        [Outcome(delivery, TaskStatus.COMPLETED, attempt, time.time(), dumps(result))]
+        [Ending(delivery, TaskStatus.COMPLETED, attempt, time.time(), dumps(result))]
     )
     return task_id
 
@@ -160,11 +160,11 @@ async def test_closing_while_a_late_task_is_rechecked_keeps_its_row_for_the_next
     # The next start finds the row and delivers the reply once it is written.
     consumer = queue.consumer("c1")
     [delivery] = await consumer.read(TaskType.GENERATE_REPLY, 1, 500)
-    assert isinstance(delivery, Delivery)
+    assert isinstance(delivery, TaskEntry)
     [attempt] = await consumer.start([delivery], time.time())
     result = to_json(ReplyResult(reply="Тут!", dialog_id=world.dialog_id))
     await consumer.finish(
-        [Outcome(delivery, TaskStatus.COMPLETED, attempt, time.time(), dumps(result))]
+        [Ending(delivery, TaskStatus.COMPLETED, attempt, time.time(), dumps(result))]
     )
     restarted = deliveries_for(settings, db, queue, redis_client, transport)
     assert await restarted.resume() >= 1

@@ -16,7 +16,7 @@ from producer import texts
 from producer.keyboards import StopCallback
 from producer.stream_records import StreamRecords
 from shared.config import Settings
-from shared.queue import Delivery
+from shared.queue import TaskEntry
 from shared.queue.keys import BotKeys, Keys
 from shared.queue.live import LiveWriter
 from shared.tasks import ReplyResult, TaskType
@@ -56,7 +56,7 @@ async def app(
         yield running
 
 
-async def group_reply(app: InProcessBot, user_id: int, text: str, shown: str) -> Delivery:
+async def group_reply(app: InProcessBot, user_id: int, text: str, shown: str) -> TaskEntry:
     """`user_id` asks in the group; the reply is taken and shows `shown` under a ⏹ button."""
     app.tg.user_message(user_id, text, chat_id=GROUP)
     task = await ManualConsumer(app.queue).take(TaskType.GENERATE_REPLY)
@@ -68,7 +68,7 @@ async def group_reply(app: InProcessBot, user_id: int, text: str, shown: str) ->
     return task
 
 
-def stop_button_of(app: InProcessBot, task: Delivery) -> tuple[str, int]:
+def stop_button_of(app: InProcessBot, task: TaskEntry) -> tuple[str, int]:
     """The ⏹ button's data and the message it is under."""
     data = StopCallback(task_id=task.task.task_id).pack()
     for message in app.tg.chat_history(GROUP):
@@ -78,7 +78,7 @@ def stop_button_of(app: InProcessBot, task: Delivery) -> tuple[str, int]:
     raise LookupError("no stop button for the task")
 
 
-async def press_stop(app: InProcessBot, user_id: int, task: Delivery) -> str:
+async def press_stop(app: InProcessBot, user_id: int, task: TaskEntry) -> str:
     """`user_id` presses the task's ⏹; the text the bot answered the press with."""
     data, message_id = stop_button_of(app, task)
     callback_id = app.tg.callback(user_id, data, chat_id=GROUP, message_id=message_id)
@@ -88,7 +88,7 @@ async def press_stop(app: InProcessBot, user_id: int, task: Delivery) -> str:
     return str(app.tg.answered_callbacks[callback_id].get("text"))
 
 
-async def cancel_asked(app: InProcessBot, task: Delivery) -> bool:
+async def cancel_asked(app: InProcessBot, task: TaskEntry) -> bool:
     record = Keys.from_settings(app.settings).record(TaskType.GENERATE_REPLY, task.task.task_id)
     return bool(await app.queue.redis.hexists(record, "cancel"))
 
@@ -97,7 +97,7 @@ def to_group(text: str) -> Any:
     return lambda r: r.ok and r.chat_id == GROUP and r.params["text"] == text
 
 
-async def finish(app: InProcessBot, task: Delivery, text: str) -> Request:
+async def finish(app: InProcessBot, task: TaskEntry, text: str) -> Request:
     """The consumer completes the reply; the final edit of its message."""
     dialog_id = task.task.data["dialog_id"]
     await ManualConsumer(app.queue).complete(task, ReplyResult(reply=text, dialog_id=dialog_id))
@@ -162,7 +162,7 @@ async def test_stop_in_a_group_stops_only_the_senders_own_replies(
     await tg.wait_for("sendMessage", to_group(texts.REPLY_STOPPED_REFUNDED))
 
 
-async def being_written(records: StreamRecords, task: Delivery) -> bool:
+async def being_written(records: StreamRecords, task: TaskEntry) -> bool:
     return task.task.task_id in await records.replies(GROUP)
 
 

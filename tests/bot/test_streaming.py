@@ -15,7 +15,7 @@ from producer import texts
 from producer.keyboards import PhotoCallback, StopCallback
 from producer.stream_records import draft_id_for
 from shared.config import Settings
-from shared.queue import Delivery, QueueService
+from shared.queue import QueueService, TaskEntry
 from shared.queue.keys import Keys
 from shared.queue.live import LiveWriter
 from shared.tasks import ReplyResult, TaskType
@@ -58,7 +58,7 @@ async def app(
         yield running
 
 
-def writer(app: InProcessBot, delivery: Delivery) -> LiveWriter:
+def writer(app: InProcessBot, delivery: TaskEntry) -> LiveWriter:
     return LiveWriter.for_task(
         app.queue.redis, app.settings, TaskType.GENERATE_REPLY, delivery.task.task_id, 1
     )
@@ -72,7 +72,7 @@ def has_text(chat_id: int, needle: str) -> Callable[[Request], bool]:
     return lambda r: r.ok and r.chat_id == chat_id and needle in str(r.params.get("text"))
 
 
-async def take_reply(app: InProcessBot, text: str, chat_id: int | None = None) -> Delivery:
+async def take_reply(app: InProcessBot, text: str, chat_id: int | None = None) -> TaskEntry:
     app.tg.user_message(USER, text, chat_id=chat_id)
     return await ManualConsumer(app.queue).take(TaskType.GENERATE_REPLY)
 

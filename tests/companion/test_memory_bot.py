@@ -15,7 +15,7 @@ from db.models import ChatMessage, Dialog
 from producer import texts
 from producer.keyboards import MemoryCallback
 from shared.config import Settings
-from shared.queue import Delivery, QueueService, TaskType
+from shared.queue import QueueService, TaskEntry, TaskType
 from shared.tasks import ReplyResult, SummaryResult
 from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, press
 from tests.support.bot_harness import ManualConsumer, bot_settings, texts_to, wait_text
@@ -53,7 +53,7 @@ async def chatting(
         assert await open_deliveries(pg, user) == []
 
 
-async def exchange(bot: FedBot, consumer: ManualConsumer, user: int, number: int) -> Delivery:
+async def exchange(bot: FedBot, consumer: ManualConsumer, user: int, number: int) -> TaskEntry:
     """The user's message `number`, answered; returns the reply's task."""
     await bot.feed(bot.tg.user_message(user, f"сообщение {number}"))
     task = await consumer.take(REPLY)
@@ -63,7 +63,7 @@ async def exchange(bot: FedBot, consumer: ManualConsumer, user: int, number: int
     return task
 
 
-def sent_turns(task: Delivery, key: str = "history") -> list[str]:
+def sent_turns(task: TaskEntry, key: str = "history") -> list[str]:
     return [turn["content"] for turn in task.task.data[key]]
 
 

@@ -16,7 +16,7 @@ from db.models import ChatMessage, User
 from producer import texts
 from producer.keyboards import ContinueCallback, RegenerateCallback
 from shared.config import Settings
-from shared.queue import Delivery, QueueService, TaskType
+from shared.queue import QueueService, TaskEntry, TaskType
 from shared.tasks import ReplyResult
 from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, press
 from tests.support.bot_harness import ManualConsumer, balances, bot_settings, wait_text
@@ -59,7 +59,7 @@ async def answered(
     return await wait_text(bot.tg, user, f"ответ: {text}")
 
 
-async def complete(consumer: ManualConsumer, reply: str, **result: Any) -> Delivery:
+async def complete(consumer: ManualConsumer, reply: str, **result: Any) -> TaskEntry:
     task = await consumer.take(REPLY)
     dialog_id = task.task.data["dialog_id"]
     await consumer.complete(task, ReplyResult(reply=reply, dialog_id=dialog_id, **result))

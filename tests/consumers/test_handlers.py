@@ -23,7 +23,7 @@ from db.models import Currency, Dialog
 from shared.config import Settings
 from shared.config_values import Secret
 from shared.errors import ProviderUnavailableError
-from shared.queue import Delivery, QueueService
+from shared.queue import QueueService, TaskEntry
 from shared.queue.audio import AudioStore
 from shared.queue.connection import RedisClient
 from shared.tasks import ImagePromptResult, QueueTask, TaskStatus, TaskType, dumps
@@ -214,7 +214,7 @@ async def test_delivery_cap_dead_letters_a_task_that_keeps_crashing_consumers(
         consumer = queue.consumer(name)
         entries = await consumer.claim(TaskType.GENERATE_IMAGE_PROMPT, 1, 50)
         entries = entries or await consumer.read(TaskType.GENERATE_IMAGE_PROMPT, 1, 100)
-        await consumer.start([e for e in entries if isinstance(e, Delivery)], time.time())
+        await consumer.start([e for e in entries if isinstance(e, TaskEntry)], time.time())
         await asyncio.sleep(0.1)
     handler = Flaky(failures=0)
     opts = options(max_deliveries=2, claim_idle_ms=50)

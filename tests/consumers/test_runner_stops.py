@@ -14,7 +14,7 @@ import pytest
 from consumers.registry import TaskHandler
 from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import TaskRun
-from shared.queue import Delivery, QueueService
+from shared.queue import QueueService, TaskEntry
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType
 
 PROMPT = TaskType.GENERATE_IMAGE_PROMPT
@@ -83,4 +83,4 @@ async def test_a_shutdown_during_a_stopped_handler_s_cleanup_hands_the_task_back
     # Not ended as stopped: handed back, it waits for a consumer to run it again.
     assert task is not None and task.status is TaskStatus.PENDING
     again = await queue.consumer("c2").read(PROMPT, 1, 100)
-    assert [e.task.task_id for e in again if isinstance(e, Delivery)] == [task_id]
+    assert [e.task.task_id for e in again if isinstance(e, TaskEntry)] == [task_id]

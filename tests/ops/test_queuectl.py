@@ -15,7 +15,7 @@ from db import repositories as repo
 from db.engine import create_engine, create_sessionmaker
 from db.models import Currency
 from shared.config import Settings
-from shared.queue import Outcome, QueueService, TaskStatus
+from shared.queue import Ending, QueueService, TaskStatus
 from shared.queue.connection import RedisClient
 from shared.tasks import TaskType
 from tests.support.consumer_helpers import World, consumer_env, ledger, make_world
@@ -67,7 +67,7 @@ async def test_stats_reports_what_was_set_up(
     world = await make_world(db)
     await enqueue_replies(queue, world, 8)
     deliveries = await strand(queue, REPLY, 3, "c1")
-    dead = Outcome(deliveries[0], TaskStatus.FAILED, 1, time.time(), error="boom")
+    dead = Ending(deliveries[0], TaskStatus.FAILED, 1, time.time(), error="boom")
     await queue.consumer("c1").finish([dead])
     result = await run_cli(env, CTL, "stats", "--json")
     assert result.returncode == 0, result.stderr

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.errors import InvalidPayloadError, TaskTimeoutError, UnknownTaskTypeError
-from shared.queue import Delivery, Malformed, Outcome, QueueService, StreamConsumer
+from shared.queue import Ending, Malformed, QueueService, StreamConsumer, TaskEntry
 from shared.queue.connection import RedisClient
 from shared.tasks import TaskStatus, TaskType, dumps
 
@@ -49,19 +49,19 @@ RESULTS: dict[TaskType, dict[str, Any]] = {
 }
 
 
-async def take(consumer: StreamConsumer, task_type: TaskType, count: int = 10) -> list[Delivery]:
+async def take(consumer: StreamConsumer, task_type: TaskType, count: int = 10) -> list[TaskEntry]:
     entries = await consumer.read(task_type, count, block_ms=500)
-    assert all(isinstance(e, Delivery) for e in entries)
-    return [e for e in entries if isinstance(e, Delivery)]
+    assert all(isinstance(e, TaskEntry) for e in entries)
+    return [e for e in entries if isinstance(e, TaskEntry)]
 
 
 async def complete(
-    consumer: StreamConsumer, deliveries: list[Delivery], result: dict[str, Any] | None = None
+    consumer: StreamConsumer, deliveries: list[TaskEntry], result: dict[str, Any] | None = None
 ) -> list[bool]:
     started = time.time()
     attempts = await consumer.start(deliveries, started)
     outcomes = [
-        Outcome(
+        Ending(
             d, TaskStatus.COMPLETED, n, started, result_json=dumps(result or RESULTS[d.task_type])
         )
         for d, n in zip(deliveries, attempts, strict=True)
@@ -86,7 +86,7 @@ async def test_round_trip_per_type(
     assert running is not None and running.status is TaskStatus.PROCESSING
     assert running.consumer == "c1"
     assert await consumer.finish(
-        [Outcome(delivery, TaskStatus.COMPLETED, 1, time.time(), dumps(RESULTS[task_type]))]
+        [Ending(delivery, TaskStatus.COMPLETED, 1, time.time(), dumps(RESULTS[task_type]))]
     ) == [True]
     done = await queue.wait_for_task_result(task_id, timeout=10)
     assert done.status is TaskStatus.COMPLETED
@@ -146,7 +146,7 @@ async def test_dead_consumer_entries_are_claimed_by_another(queue: QueueService)
     assert await alive.claim(task_type, 10, min_idle_ms=5_000) == []
     await asyncio.sleep(0.15)
     [claimed] = await alive.claim(task_type, 10, min_idle_ms=100)
-    assert isinstance(claimed, Delivery) and claimed.task.task_id == task_id
+    assert isinstance(claimed, TaskEntry) and claimed.task.task_id == task_id
     assert await complete(alive, [claimed]) == [True]
     done = await queue.get_task(task_id)
     assert done is not None and done.status is TaskStatus.COMPLETED and done.attempts == 2
@@ -162,7 +162,7 @@ async def test_claim_cursor_reaches_stale_entry_behind_fresh_ones(queue: QueueSe
     # All but the last entry stay fresh; only the last one belongs to a dead consumer.
     assert await holder.renew(task_type, [d.entry_id for d in held[:-1]]) == []
     rescuer = queue.consumer("rescuer")
-    found: list[Delivery | Malformed] = []
+    found: list[TaskEntry | Malformed] = []
     for _ in range(10):
         found += await rescuer.claim(task_type, 1, min_idle_ms=100)
         if found:
@@ -189,7 +189,7 @@ async def test_hand_back_makes_entry_readable_at_once(queue: QueueService) -> No
     leaving = queue.consumer("leaving")
     deliveries = await take(leaving, task_type)
     await leaving.start(deliveries, time.time())
-    assert await leaving.hand_back(deliveries) == 1
+    assert await leaving.requeue(deliveries) == 1
     task = await queue.get_task(task_id)
     assert task is not None and task.status is TaskStatus.PENDING
     [again] = await take(queue.consumer("next"), task_type)
@@ -208,7 +208,7 @@ async def test_dead_letter_fails_task_and_announces(
     waiter = asyncio.create_task(queue.wait_for_task_result(task_id, timeout=5))
     await asyncio.sleep(0.05)
     [n] = await consumer.start(deliveries, time.time())
-    outcome = Outcome(deliveries[0], TaskStatus.FAILED, n, time.time(), error="boom")
+    outcome = Ending(deliveries[0], TaskStatus.FAILED, n, time.time(), error="boom")
     assert await consumer.finish([outcome]) == [True]
     failed = await waiter
     assert failed.status is TaskStatus.FAILED and failed.error == "boom"
@@ -226,7 +226,7 @@ async def test_first_final_status_wins(queue: QueueService) -> None:
     consumer = queue.consumer("c1")
     deliveries = await take(consumer, task_type)
     assert await complete(consumer, deliveries) == [True]
-    late = Outcome(deliveries[0], TaskStatus.FAILED, 2, time.time(), error="late")
+    late = Ending(deliveries[0], TaskStatus.FAILED, 2, time.time(), error="late")
     assert await consumer.finish([late]) == [False]
     task = await queue.get_task(task_id)
     assert task is not None and task.status is TaskStatus.COMPLETED and task.error is None
@@ -267,7 +267,7 @@ async def test_malformed_entries_are_dead_lettered(
     ):
         assert expected in reasons
     assert all(await consumer.fail(bad, "malformed"))
-    [ok] = [e for e in entries if isinstance(e, Delivery)]
+    [ok] = [e for e in entries if isinstance(e, TaskEntry)]
     assert ok.task.task_id == good
     assert await redis_client.xlen(queue.keys.dead(task_type)) == 5
     assert (await queue.get_queue_depth(task_type)).in_flight == 1
@@ -339,7 +339,7 @@ async def test_thousand_concurrent_waiters_share_one_connection(
         attempts = await consumer.start(batch, started)
         await consumer.finish(
             [
-                Outcome(
+                Ending(
                     d,
                     TaskStatus.COMPLETED,
                     n,

@@ -17,7 +17,7 @@ from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import TaskRun
 from scripts.reclaim_stuck import reclaim_pass
 from shared.config import Settings
-from shared.queue import Delivery, Malformed, QueueService
+from shared.queue import Malformed, QueueService, TaskEntry
 from shared.queue.dead_letters import replay_dead
 from shared.queue.keys import GROUP
 from shared.queue.records import DEAD_PREFIX_BYTES, parse_entry
@@ -93,7 +93,7 @@ def hostile_fields(draw: st.DrawFn) -> dict[bytes, bytes]:
 def test_parse_never_raises(entries: list[dict[bytes, bytes]]) -> None:
     for fields in entries:
         parsed = parse_entry(PROMPT, b"1-0", fields, 65536)
-        assert isinstance(parsed, Delivery | Malformed)
+        assert isinstance(parsed, TaskEntry | Malformed)
         if isinstance(parsed, Malformed):
             assert parsed.reason
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from shared.queue import Delivery, Outcome, QueueService
+from shared.queue import Ending, QueueService, TaskEntry
 from shared.queue.keys import GROUP
 from shared.queue.lua import SCRIPTS
 from shared.queue.scripts import script_sha
@@ -43,10 +43,10 @@ async def announcements(
     return seen
 
 
-async def started_delivery(proxied: QueueService) -> Delivery:
+async def started_delivery(proxied: QueueService) -> TaskEntry:
     await proxied.enqueue_task(PROMPT, 1, PAYLOAD, task_id="t-1")
     [entry] = await proxied.consumer("c1").read(PROMPT, 1, 100)
-    assert isinstance(entry, Delivery)
+    assert isinstance(entry, TaskEntry)
     return entry
 
 
@@ -76,7 +76,7 @@ async def test_finish_repeated_after_a_lost_reply_says_it_wrote_and_announces_on
     entry = await started_delivery(proxied)
     consumer = proxied.consumer("c1")
     [attempt] = await consumer.start([entry], time.time())
-    outcome = Outcome(entry, TaskStatus.COMPLETED, attempt, result_json=dumps({"prompt": "p"}))
+    outcome = Ending(entry, TaskStatus.COMPLETED, attempt, result_json=dumps({"prompt": "p"}))
     wrote: list[bool] = []
 
     async def finish() -> None:
@@ -89,7 +89,7 @@ async def test_finish_repeated_after_a_lost_reply_says_it_wrote_and_announces_on
     task = await proxied.get_task("t-1", PROMPT)
     assert task is not None and task.status is TaskStatus.COMPLETED
     # A duplicate run of the same entry by another consumer still writes nothing.
-    late = Outcome(entry, TaskStatus.COMPLETED, 2, result_json=dumps({"prompt": "late"}))
+    late = Ending(entry, TaskStatus.COMPLETED, 2, result_json=dumps({"prompt": "late"}))
     assert await proxied.consumer("c2").finish([late]) == [False]
 
 
@@ -116,7 +116,7 @@ async def test_hand_back_repeated_after_a_lost_reply_answers_with_the_same_entry
     consumer = proxied.consumer("c1")
     await consumer.start([entry], time.time())
     proxy.cut_reply_after(sha("requeue"))
-    assert await consumer.hand_back([entry]) == 1
+    assert await consumer.requeue([entry]) == 1
     assert proxy.cuts == 1
     stream = proxied.keys.stream(PROMPT)
     entries: Any = await redis_client.xrange(stream)
@@ -136,10 +136,10 @@ async def test_a_burst_of_cut_replies_loses_and_repeats_nothing(
     ids = [f"b-{i}" for i in range(20)]
     await asyncio.gather(*(proxied.enqueue_task(PROMPT, 1, PAYLOAD, task_id=i) for i in ids))
     consumer = proxied.consumer("c1")
-    entries = [e for e in await consumer.read(PROMPT, 50, 100) if isinstance(e, Delivery)]
+    entries = [e for e in await consumer.read(PROMPT, 50, 100) if isinstance(e, TaskEntry)]
     attempts = await consumer.start(entries, time.time())
     outcomes = [
-        Outcome(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
+        Ending(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
         for e, n in zip(entries, attempts, strict=True)
     ]
     assert await consumer.finish(outcomes) == [True] * 20
@@ -202,10 +202,10 @@ async def test_finish_batch_repeated_after_a_lost_reply_writes_and_announces_eac
 ) -> None:
     ids = await proxied.enqueue_many(PROMPT, [(i, PAYLOAD) for i in range(4)])
     consumer = proxied.consumer("c1")
-    entries = [e for e in await consumer.read(PROMPT, 4, 100) if isinstance(e, Delivery)]
+    entries = [e for e in await consumer.read(PROMPT, 4, 100) if isinstance(e, TaskEntry)]
     attempts = await consumer.start(entries, time.time())
     outcomes = [
-        Outcome(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
+        Ending(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
         for e, n in zip(entries, attempts, strict=True)
     ]
     wrote: list[bool] = []

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import TaskRun
-from shared.queue import Delivery, QueueService
+from shared.queue import QueueService, TaskEntry
 from shared.queue.connection import cancel_requested
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType
 
@@ -74,7 +74,7 @@ async def test_a_dead_consumer_s_entries_are_taken_by_liveness_not_idle_time(
     taken = await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000)
     assert len(taken) == 1
     [entry] = taken
-    assert isinstance(entry, Delivery) and entry.task.task_id == ids[0]
+    assert isinstance(entry, TaskEntry) and entry.task.task_id == ids[0]
     # Once it owns nothing, the dead consumer's name is removed with its heartbeat.
     await rescuer.claim(PROMPT, 10, min_idle_ms=3_600_000)
     names = {

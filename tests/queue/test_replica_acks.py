@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from shared.config import Settings
-from shared.queue import Delivery, Outcome, QueueService
+from shared.queue import Ending, QueueService, TaskEntry
 from shared.queue.replicas import ReplicaAcks
 from shared.tasks import TaskStatus, TaskType, dumps
 from tests.support.private_cluster import PrivateCluster
@@ -106,10 +106,10 @@ async def test_on_a_cluster_enqueue_and_finish_wait_for_the_owning_shard_s_repli
                 task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
                 consumer = queue.consumer("c1")
                 entries = await consumer.read(PROMPT, 10, block_ms=100)
-                deliveries = [e for e in entries if isinstance(e, Delivery)]
+                deliveries = [e for e in entries if isinstance(e, TaskEntry)]
                 await consumer.start(deliveries, time.time())
                 outcomes = [
-                    Outcome(d, TaskStatus.COMPLETED, 1, time.time(), dumps({"prompt": "p"}))
+                    Ending(d, TaskStatus.COMPLETED, 1, time.time(), dumps({"prompt": "p"}))
                     for d in deliveries
                 ]
                 assert await consumer.finish(outcomes) == [True, True]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from shared.queue import Delivery, Outcome, QueueService
+from shared.queue import Ending, QueueService, TaskEntry
 from shared.queue.connection import RedisClient
+from shared.queue.endings import ending_step
 from shared.queue.keys import GROUP, Priority
-from shared.queue.outcomes import outcome_step
 from shared.queue.step_batches import BATCH_LIMIT, EnqueueBatch, FinishBatch, calls_for
 from shared.queue.steps import Enqueue, Finish, Start, Step, UserSlot
 from shared.tasks import TaskStatus, TaskType, dumps, loads
@@ -148,20 +148,20 @@ async def test_a_finish_batch_matches_single_finishes(
     keeps its result (the late copy is only acked); the stream is left empty."""
     ids = await queue.enqueue_many(PROMPT, [(i, PAYLOAD) for i in range(3)])
     consumer = queue.consumer("c1")
-    entries = [e for e in await consumer.read(PROMPT, 3, 100) if isinstance(e, Delivery)]
+    entries = [e for e in await consumer.read(PROMPT, 3, 100) if isinstance(e, TaskEntry)]
     attempts = await consumer.start(entries, 1.0)
     first, second, third = (
-        Outcome(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
+        Ending(e, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": e.task.task_id}))
         for e, n in zip(entries, attempts, strict=True)
     )
     assert await consumer.finish([first]) == [True]
-    late = Outcome(first.entry, TaskStatus.COMPLETED, 2, result_json=dumps({"prompt": "late"}))
-    stopped = Outcome(
+    late = Ending(first.entry, TaskStatus.COMPLETED, 2, result_json=dumps({"prompt": "late"}))
+    stopped = Ending(
         third.entry, TaskStatus.CANCELLED, third.attempts, result_json=dumps({"prompt": "so"})
     )
     outcomes = [late, second, stopped]
     assert isinstance(
-        calls_for([outcome_step(queue.keys, queue.settings, "c1", o) for o in outcomes])[0][0],
+        calls_for([ending_step(queue.keys, queue.settings, "c1", o) for o in outcomes])[0][0],
         FinishBatch,
     )
     assert await consumer.finish(outcomes) == [False, True, True]

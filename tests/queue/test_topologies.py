@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
-from shared.queue import Delivery, Outcome, QueueService
+from shared.queue import Ending, QueueService, TaskEntry
 from shared.queue.connection import (
     FastSentinelConnection,
     RedisClient,
@@ -71,9 +71,9 @@ async def _complete_one(queue: QueueService) -> str:
     task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
     consumer = queue.consumer("c1")
     [delivery] = await consumer.read(PROMPT, 1, block_ms=500)
-    assert isinstance(delivery, Delivery)
+    assert isinstance(delivery, TaskEntry)
     [n] = await consumer.start([delivery], time.time())
-    outcome = Outcome(delivery, TaskStatus.COMPLETED, n, time.time(), dumps({"prompt": "p"}))
+    outcome = Ending(delivery, TaskStatus.COMPLETED, n, time.time(), dumps({"prompt": "p"}))
     assert await consumer.finish([outcome]) == [True]
     return task_id
 

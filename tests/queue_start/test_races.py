@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from consumers.runner import ConsumerRunner
-from shared.queue import Delivery, Outcome, QueueService
+from shared.queue import Ending, QueueService, TaskEntry
 from shared.tasks import TaskStatus, dumps
 from tests.queue_start.support import (
     PAYLOAD,
@@ -23,9 +23,9 @@ from tests.queue_start.support import (
 from tests.support.fakes.redis_proxy import RedisProxy
 
 
-def completed(delivery: Delivery, attempt: int, text: str) -> Outcome:
+def completed(delivery: TaskEntry, attempt: int, text: str) -> Ending:
     result = dumps({"prompt": text})
-    return Outcome(delivery, TaskStatus.COMPLETED, attempt, time.time(), result_json=result)
+    return Ending(delivery, TaskStatus.COMPLETED, attempt, time.time(), result_json=result)
 
 
 async def announced(pubsub: Any) -> list[bytes]:
@@ -48,11 +48,11 @@ async def test_a_duplicate_delivery_started_in_between_makes_the_early_finish_st
     await pubsub.get_message(timeout=1)
     a, b = queue.consumer("a"), queue.consumer("b")
     [first] = await a.read(PROMPT, 1, 100)
-    assert isinstance(first, Delivery) and first.first
+    assert isinstance(first, TaskEntry) and first.first
     answer = await a.send_start([first], time.time(), "token-a")
     assert (await answer)[0] == [1]
     [duplicate] = await b.claim(PROMPT, 1, 0)
-    assert isinstance(duplicate, Delivery) and not duplicate.first
+    assert isinstance(duplicate, TaskEntry) and not duplicate.first
     assert await b.start([duplicate], time.time()) == [2]
     assert await a.finish_early([completed(first, 1, "a")], "token-a", 1) == [-1]
     assert (await record(redis_client, queue, task_id))["status"] == "processing"
@@ -73,7 +73,7 @@ async def test_an_early_finish_behind_its_own_start_applies_once(
     task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
     a = queue.consumer("a")
     [first] = await a.read(PROMPT, 1, 100)
-    assert isinstance(first, Delivery)
+    assert isinstance(first, TaskEntry)
     answer = await a.send_start([first], time.time(), "token-a")
     assert await a.finish_early([completed(first, 1, "a")], "token-a", 1) == [1]
     assert (await answer)[0] == [1]

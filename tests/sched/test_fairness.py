@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from shared.queue import Delivery, Outcome, QueueService, StreamConsumer
+from shared.queue import Ending, QueueService, StreamConsumer, TaskEntry
 from shared.queue.dead_letters import replay_dead
 from shared.queue.fairness import top_users
 from shared.queue.keys import Priority
@@ -36,22 +36,22 @@ async def enqueue(queue: QueueService, *tasks: tuple[int, str]) -> None:
         await queue.enqueue_task(IMAGE, user, PAYLOAD, task_id=task_id)
 
 
-async def take(consumer: StreamConsumer, count: int = 10) -> list[Delivery]:
+async def take(consumer: StreamConsumer, count: int = 10) -> list[TaskEntry]:
     batch = await consumer.take(IMAGE, count)
-    assert all(isinstance(e, Delivery) for e in batch.entries)
-    return [e for e in batch.entries if isinstance(e, Delivery)]
+    assert all(isinstance(e, TaskEntry) for e in batch.entries)
+    return [e for e in batch.entries if isinstance(e, TaskEntry)]
 
 
-async def finish(consumer: StreamConsumer, deliveries: Sequence[Delivery]) -> None:
+async def finish(consumer: StreamConsumer, deliveries: Sequence[TaskEntry]) -> None:
     attempts = await consumer.start(deliveries, time.time())
     outcomes = [
-        Outcome(d, TaskStatus.COMPLETED, n, result_json=RESULT)
+        Ending(d, TaskStatus.COMPLETED, n, result_json=RESULT)
         for d, n in zip(deliveries, attempts, strict=True)
     ]
     assert await consumer.finish(outcomes) == [True] * len(outcomes)
 
 
-def ids(deliveries: Sequence[Delivery]) -> list[str]:
+def ids(deliveries: Sequence[TaskEntry]) -> list[str]:
     return [d.task.task_id for d in deliveries]
 
 
@@ -123,7 +123,7 @@ async def test_a_task_handed_back_keeps_its_place_before_the_users_newer_ones(
     leaving = queue.consumer("leaving")
     [a1] = await take(leaving)
     await leaving.start([a1], time.time())
-    assert await leaving.hand_back([a1]) == 1
+    assert await leaving.requeue([a1]) == 1
     assert ids(await take(queue.consumer("next"))) == ["a1"]
 
 
@@ -143,13 +143,13 @@ async def test_garbage_at_the_head_of_a_parked_list_is_dead_lettered_and_holds_n
     )
     await finish(consumer, [a1])
     [head] = (await consumer.take(IMAGE, 10)).entries
-    assert not isinstance(head, Delivery) and head.task_id == "x1"
+    assert not isinstance(head, TaskEntry) and head.task_id == "x1"
     # Its failure releases user 1 at once (no sweep): the rest of the list comes back.
     assert await consumer.fail([head], head.reason) == [True]
     entries = (await consumer.take(IMAGE, 10)).entries
-    bad = [e for e in entries if not isinstance(e, Delivery)]
+    bad = [e for e in entries if not isinstance(e, TaskEntry)]
     assert len(bad) == 2
-    assert ids([e for e in entries if isinstance(e, Delivery)]) == ["a2"]
+    assert ids([e for e in entries if isinstance(e, TaskEntry)]) == ["a2"]
     assert await consumer.fail(bad, "malformed") == [True, True]
     assert await redis_client.smembers(queue.keys.user_running(IMAGE, 1)) == {b"a2"}
     assert await redis_client.xlen(queue.keys.dead(IMAGE)) == 3
@@ -175,7 +175,7 @@ async def test_a_corrupt_entry_parked_under_a_real_task_never_reaches_its_record
     assert waiting is not None and (waiting.status, waiting.data) == (TaskStatus.PENDING, {})
     await finish(consumer, [a1])
     [bad] = (await consumer.take(IMAGE, 10)).entries
-    assert not isinstance(bad, Delivery) and bad.task_id == "a2"
+    assert not isinstance(bad, TaskEntry) and bad.task_id == "a2"
     assert await consumer.fail([bad], bad.reason) == [True]
     failed = await queue.get_task("a2")
     assert failed is not None and failed.status is TaskStatus.FAILED
@@ -336,7 +336,7 @@ async def test_a_task_cancelled_after_it_left_the_list_frees_its_place_at_once(
     assert ids(read) == ["a2", "a3"]
     assert await consumer.start(read, time.time()) == [-1, 1]  # a2 is never run
     await finish(consumer, read[1:])
-    outcome = Outcome(read[0], TaskStatus.COMPLETED, 0)  # what the runner does with it
+    outcome = Ending(read[0], TaskStatus.COMPLETED, 0)  # what the runner does with it
     assert await consumer.finish([outcome]) == [False]
     assert await running_ids(queue, 1) == set()
     assert await top_users(queue.redis, queue.keys, IMAGE) == []
@@ -360,7 +360,7 @@ async def test_a_high_priority_task_cancelled_while_waiting_is_found_and_holds_n
     await queue.enqueue_task(IMAGE, 1, PAYLOAD, task_id="a1")
     assert ids(await take(consumer)) == ["a1"]  # the user's place was free
     assert await consumer.start([h1], time.time()) == [-1]
-    assert await consumer.finish([Outcome(h1, TaskStatus.COMPLETED, 0)]) == [False]
+    assert await consumer.finish([Ending(h1, TaskStatus.COMPLETED, 0)]) == [False]
     assert await redis_client.xlen(queue.keys.stream(IMAGE, Priority.HIGH)) == 0
 
 

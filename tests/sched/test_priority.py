@@ -15,7 +15,7 @@ from consumers.task_run import TaskRun
 from scripts.reclaim_report import ReclaimOptions
 from scripts.reclaim_stuck import reclaim_pass
 from shared.errors import InvalidPayloadError
-from shared.queue import Delivery, Outcome, Priority, QueueService, StreamConsumer
+from shared.queue import Ending, Priority, QueueService, StreamConsumer, TaskEntry
 from shared.queue.keys import GROUP
 from shared.queue.recovery_steps import Claim
 from shared.tasks import ImagePromptResult, QueueTask, TaskResult, TaskStatus, TaskType, dumps
@@ -31,16 +31,16 @@ async def enqueue(queue: QueueService, prefix: str, n: int, priority: str = "nor
     ]
 
 
-async def take(consumer: StreamConsumer, count: int, normal_first: int = 0) -> list[Delivery]:
+async def take(consumer: StreamConsumer, count: int, normal_first: int = 0) -> list[TaskEntry]:
     batch = await consumer.take(PROMPT, count, normal_first)
-    return [e for e in batch.entries if isinstance(e, Delivery)]
+    return [e for e in batch.entries if isinstance(e, TaskEntry)]
 
 
-async def complete(consumer: StreamConsumer, deliveries: Sequence[Delivery]) -> list[bool]:
+async def complete(consumer: StreamConsumer, deliveries: Sequence[TaskEntry]) -> list[bool]:
     attempts = await consumer.start(deliveries, time.time())
     return await consumer.finish(
         [
-            Outcome(d, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": "p"}))
+            Ending(d, TaskStatus.COMPLETED, n, result_json=dumps({"prompt": "p"}))
             for d, n in zip(deliveries, attempts, strict=True)
         ]
     )
@@ -126,7 +126,7 @@ async def test_a_dead_name_is_forgotten_only_once_it_owns_nothing_in_either_stre
     # an idle time.
     assert await redis_client.hexists(queue.keys.alive(PROMPT), "dead")
     claimed = await rescuer.claim(PROMPT, 10, 60_000)
-    assert sorted((e.task.task_id, e.priority) for e in claimed if isinstance(e, Delivery)) == [
+    assert sorted((e.task.task_id, e.priority) for e in claimed if isinstance(e, TaskEntry)) == [
         ("h0", Priority.HIGH),
         ("h1", Priority.HIGH),
     ]

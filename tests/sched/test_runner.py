@@ -14,7 +14,7 @@ from consumers.gates import ProviderGate
 from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import TaskRun
 from shared.limits import parse_rate
-from shared.queue import Delivery, QueueService
+from shared.queue import QueueService, TaskEntry
 from shared.queue.leases import ProviderLeases, ProviderLimit
 from shared.tasks import (
     ImagePromptResult,
@@ -61,7 +61,7 @@ async def test_a_gated_runner_adopts_each_orphan_once_and_returns_every_lease(
     ids = await queue.enqueue_many(PROMPT, [(i, PAYLOADS[PROMPT]) for i in range(6)])
     # An earlier process named c1 read and started four of them, then died.
     earlier = queue.consumer("c1")
-    orphans = [e for e in await earlier.read(PROMPT, 4, 100) if isinstance(e, Delivery)]
+    orphans = [e for e in await earlier.read(PROMPT, 4, 100) if isinstance(e, TaskEntry)]
     await earlier.start(orphans, time.time())
     handler = Counting()
     options = RunnerOptions(limits={PROMPT: 8}, burst=True)

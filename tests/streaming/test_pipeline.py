@@ -21,7 +21,7 @@ from consumers.runner import ConsumerRunner, RunnerOptions
 from consumers.task_run import StopRequested, TaskRun
 from shared.config import Settings
 from shared.config_values import Secret
-from shared.queue import Delivery, QueueService
+from shared.queue import QueueService, TaskEntry
 from shared.queue.keys import GROUP
 from shared.queue.live import LiveChunk, LiveReader
 from shared.tasks import QueueTask, ReplyResult, TaskStatus, TaskType, to_json
@@ -272,7 +272,7 @@ async def test_a_task_cancelled_while_its_consumer_was_dead_is_never_run(
     task_id = await queue.enqueue_task(REPLY, 1, payload())
     dead = queue.consumer("c1")
     [entry] = await dead.read(REPLY, 1, 100)
-    assert isinstance(entry, Delivery)
+    assert isinstance(entry, TaskEntry)
     assert await dead.start([entry], time.time()) == [1]
     assert await queue.cancel(REPLY, task_id) is TaskStatus.PROCESSING  # nobody hears it
     await asyncio.sleep(0.15)
@@ -293,7 +293,7 @@ async def test_a_rerun_after_a_crash_voids_the_shown_text(
     task_id = await queue.enqueue_task(REPLY, 1, payload())
     dead = queue.consumer("c1")
     [entry] = await dead.read(REPLY, 1, 100)
-    assert isinstance(entry, Delivery)
+    assert isinstance(entry, TaskEntry)
     await dead.start([entry], time.time())
     writer = dead.live_writer(REPLY, task_id, 1)
     await writer.add("начало, которое умерло вместе с консюмером")
@@ -332,7 +332,7 @@ async def test_a_stop_whose_cancel_is_lost_still_ends_the_reply_at_the_next_delt
     venice.stream_plan = StreamPlan(delay=0.05)
     task_id = await queue.enqueue_task(REPLY, 1, payload())
     consumer = queue.consumer("c1")
-    [delivery] = [e for e in await consumer.read(REPLY, 1, 1000) if isinstance(e, Delivery)]
+    [delivery] = [e for e in await consumer.read(REPLY, 1, 1000) if isinstance(e, TaskEntry)]
     run = TaskRun.admitted_as(1, lambda attempt: consumer.live_writer(REPLY, task_id, attempt))
     handler = build_handlers([REPLY], Providers(llm=llm))[REPLY]
     running = asyncio.create_task(handler(delivery.task, run))

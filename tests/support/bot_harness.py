@@ -25,7 +25,7 @@ from producer.services import Services, build_services
 from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
-from shared.queue import Delivery, Outcome, QueueService, TaskStatus, TaskType
+from shared.queue import Ending, QueueService, TaskEntry, TaskStatus, TaskType
 from shared.queue.connection import BLOCK_MS
 from shared.queue.live import LiveReader
 from shared.tasks import TaskResult, dumps, to_json
@@ -90,35 +90,35 @@ class ManualConsumer:
     def __init__(self, queue: QueueService, name: str = "manual") -> None:
         self._consumer = queue.consumer(name)
 
-    async def take(self, task_type: TaskType, timeout: float = 10.0) -> Delivery:
+    async def take(self, task_type: TaskType, timeout: float = 10.0) -> TaskEntry:
         async with asyncio.timeout(timeout):
             while True:
                 for entry in await self._consumer.read(task_type, 1, BLOCK_MS // 4):
-                    if isinstance(entry, Delivery):
+                    if isinstance(entry, TaskEntry):
                         await self._consumer.start([entry], 0.0)
                         return entry
 
-    async def complete(self, delivery: Delivery, result: TaskResult) -> None:
-        outcome = Outcome(
+    async def complete(self, delivery: TaskEntry, result: TaskResult) -> None:
+        outcome = Ending(
             delivery, TaskStatus.COMPLETED, 1, 0.0, result_json=dumps(to_json(result))
         )
         await self._consumer.finish([outcome])
 
-    async def stop(self, delivery: Delivery, partial: TaskResult | None) -> None:
+    async def stop(self, delivery: TaskEntry, partial: TaskResult | None) -> None:
         """Finish as a consumer does once a cancel reached it: cancelled, with what was
         written (None: nothing)."""
         result_json = None if partial is None else dumps(to_json(partial))
-        outcome = Outcome(delivery, TaskStatus.CANCELLED, 1, 0.0, result_json=result_json)
+        outcome = Ending(delivery, TaskStatus.CANCELLED, 1, 0.0, result_json=result_json)
         await self._consumer.finish([outcome])
 
     async def fail(
         self,
-        delivery: Delivery,
+        delivery: TaskEntry,
         status: TaskStatus = TaskStatus.FAILED,
         error: str = "provider refused",
     ) -> None:
         # Like the real consumer: fail and announce; the bot refunds when it applies it.
-        outcome = Outcome(delivery, status, 1, 0.0, error=error)
+        outcome = Ending(delivery, status, 1, 0.0, error=error)
         await self._consumer.finish([outcome])
 
 

@@ -14,7 +14,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from scripts.reclaim_report import ReclaimOptions
-from shared.queue import Delivery, QueueService
+from shared.queue import QueueService, TaskEntry
 from shared.queue.keys import GROUP
 from shared.tasks import TaskType
 from tests.support.consumer_helpers import ROOT, World
@@ -59,12 +59,12 @@ def reply_payload(world: World, text: str) -> dict[str, Any]:
 
 async def strand(
     queue: QueueService, task_type: TaskType, count: int, name: str = "dead"
-) -> list[Delivery]:
+) -> list[TaskEntry]:
     """Read and start `count` entries as consumer `name`, then never finish them: the pending
     list a killed consumer leaves behind."""
     consumer = queue.consumer(name)
     entries = await consumer.read(task_type, count, 100)
-    deliveries = [e for e in entries if isinstance(e, Delivery)]
+    deliveries = [e for e in entries if isinstance(e, TaskEntry)]
     await consumer.start(deliveries, time.time())
     assert len(entries) == count
     return deliveries

@@ -1,4 +1,4 @@
-"""How an entry ends: the Outcome, and the finish or fail step (with its announcement) it takes."""
+"""How an entry ends: the Ending, and the finish or fail step (with its announcement) it takes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from shared.config import Settings
 from shared.queue.fairness import user_slot
 from shared.queue.keys import GROUP, Keys
-from shared.queue.records import Delivery, Malformed, completion_message, dead_fields
+from shared.queue.records import Malformed, TaskEntry, completion_message, dead_fields
 from shared.queue.steps import Fail, Finish, Step, UserSlot
 from shared.tasks import TaskStatus, dumps
 
@@ -17,11 +17,11 @@ from shared.tasks import TaskStatus, dumps
 MESSAGE_LIMIT = 16 * 1024
 DEAD_LETTER_MAXLEN = 100_000
 
-Entry = Delivery | Malformed
+Entry = TaskEntry | Malformed
 
 
 @dataclass(slots=True)
-class Outcome:
+class Ending:
     """How one entry ended: completed (a result), or failed for good (dead-lettered).
 
     An entry whose task finished elsewhere ends as COMPLETED without a result: the finish
@@ -38,7 +38,7 @@ class Outcome:
 
     @property
     def task_id(self) -> str | None:
-        return self.entry.task.task_id if isinstance(self.entry, Delivery) else self.entry.task_id
+        return self.entry.task.task_id if isinstance(self.entry, TaskEntry) else self.entry.task_id
 
 
 def stub_task(bad: Malformed, failed_at: float) -> bytes:
@@ -48,8 +48,8 @@ def stub_task(bad: Malformed, failed_at: float) -> bytes:
     return dumps(stub | {"data": {}, "created_at": failed_at, "charge_id": None})
 
 
-def _message(consumer: str, o: Outcome) -> bytes:
-    if not isinstance(o.entry, Delivery):
+def _message(consumer: str, o: Ending) -> bytes:
+    if not isinstance(o.entry, TaskEntry):
         return dumps({"task_id": o.task_id, "status": o.status, "error": o.error})
     state = {
         "status": o.status,
@@ -64,31 +64,31 @@ def _message(consumer: str, o: Outcome) -> bytes:
 
 @dataclass(slots=True)  # not frozen: built per task (see steps.py)
 class _Where:
-    token: str
+    final_id: str
     record: str
     channel: str
     stream: str
 
 
-def _where(keys: Keys, o: Outcome) -> _Where:
+def _where(keys: Keys, o: Ending) -> _Where:
     task_type = o.entry.task_type
     return _Where(
         # Attempt numbers are unique per start of an entry: entry id and attempt name one run.
-        token=f"{o.entry.entry_id}:{o.attempts}",
+        final_id=f"{o.entry.entry_id}:{o.attempts}",
         record=keys.record(task_type, o.task_id or ""),
         channel=keys.channel(task_type) if o.task_id else "",
         stream=keys.stream(task_type, o.entry.priority),
     )
 
 
-def outcome_step(keys: Keys, settings: Settings, consumer: str, o: Outcome) -> Step:
+def ending_step(keys: Keys, settings: Settings, consumer: str, o: Ending) -> Step:
     """The one step that ends an entry on its own stream: finish (a result, or only ack a
     duplicate) or fail; either frees the task's place in its user's count."""
     entry, where = o.entry, _where(keys, o)
     user = user_slot(keys, settings, entry)
     if o.status is TaskStatus.FAILED:
         return _fail_step(keys, settings, consumer=consumer, o=o, where=where, user=user)
-    if not isinstance(entry, Delivery):
+    if not isinstance(entry, TaskEntry):
         raise TypeError("only a parsed entry can complete")
     return Finish(
         stream=where.stream,
@@ -103,7 +103,7 @@ def outcome_step(keys: Keys, settings: Settings, consumer: str, o: Outcome) -> S
         channel=where.channel,
         message=_message(consumer, o),
         entry=entry.raw,
-        token=where.token,
+        final_id=where.final_id,
         user=user,
     )
 
@@ -113,12 +113,12 @@ def _fail_step(
     settings: Settings,
     *,
     consumer: str,
-    o: Outcome,
+    o: Ending,
     where: _Where,
     user: UserSlot | None,
 ) -> Fail:
     entry = o.entry
-    if isinstance(entry, Delivery):
+    if isinstance(entry, TaskEntry):
         raw, kept = entry.raw, [(b"task", entry.raw)]
     else:
         raw, kept = stub_task(entry, o.finished_at), dead_fields(entry.fields)
@@ -135,9 +135,9 @@ def _fail_step(
         message=_message(consumer, o),
         consumer=consumer,
         dead_maxlen=DEAD_LETTER_MAXLEN,
-        token=where.token,
+        final_id=where.final_id,
         entry=raw,
-        create=isinstance(entry, Delivery),
+        create=isinstance(entry, TaskEntry),
         dead_fields=kept,
         user=user,
     )
