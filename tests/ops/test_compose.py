@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import load_settings, setting_names
+from shared.tasks import TaskType
 from tests.support.consumer_helpers import ROOT
 
 SERVICES = {
@@ -112,3 +113,18 @@ def test_env_example_loads_and_keeps_the_defaults(tmp_path: Path) -> None:
     from_example = load_settings(_env_file=env_file)
     defaults = load_settings(_env_file=None)
     assert from_example == defaults
+
+
+def _consumed_types(text: str) -> set[str]:
+    """Every task type named by a `--types` list in `text` (a command line or a compose list)."""
+    found: set[str] = set()
+    for match in re.finditer(r'--types"?,?\s*"?([a-z_,]+)', text):
+        found |= set(match.group(1).split(","))
+    return found
+
+
+def test_every_task_type_has_a_consumer_in_compose_and_the_readme() -> None:
+    """A type no consumer reads waits until its tasks are lost (the voice types once were)."""
+    wanted = {str(task_type) for task_type in TaskType}
+    assert _consumed_types((ROOT / "compose.yaml").read_text()) == wanted
+    assert _consumed_types((ROOT / "README.md").read_text()) == wanted
