@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from shared.config import Settings, load_settings
 from shared.queue import QueueService
 from shared.queue.connection import RedisClient
-from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.fault_proxy import FaultProxy
 from tests.support.private_cluster import PrivateCluster
 
 pytest_plugins = [
@@ -123,14 +123,14 @@ async def queue(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterat
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[RedisProxy]:
+async def proxy() -> AsyncIterator[FaultProxy]:
     """A proxy to the shared Redis that can drop a reply after Redis ran the command."""
-    async with RedisProxy("127.0.0.1", 6379) as running:
+    async with FaultProxy(6379) as running:
         yield running
 
 
 @pytest.fixture
-async def proxied(settings: Settings, proxy: RedisProxy) -> AsyncIterator[QueueService]:
+async def proxied(settings: Settings, proxy: FaultProxy) -> AsyncIterator[QueueService]:
     """A queue service whose every command goes through `proxy`."""
     service = QueueService(settings.replace(redis_url=proxy.url), "proxied")
     await service.connect()

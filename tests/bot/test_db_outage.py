@@ -26,8 +26,7 @@ from tests.bot.test_shutdown import SlowTransport, completed_reply, deliveries_f
 from tests.support.bot_feed import fed_bot, history_of, open_deliveries, user_messages
 from tests.support.bot_harness import ManualConsumer, bot_settings, texts_to, wait_text
 from tests.support.consumer_helpers import count_replies, ledger, make_world
-from tests.support.fakes.redis_proxy import RedisProxy
-from tests.support.fakes.tcp_proxy import Fault, TcpProxy
+from tests.support.fakes.fault_proxy import Fault, FaultProxy
 from tests.support.fakes.telegram import FakeTelegram
 from tests.support.fixtures_db import Backend, Sessions, new_user_id
 
@@ -48,11 +47,11 @@ async def sessions_at(backend: Backend, port: int | None = None) -> AsyncIterato
 
 
 @pytest.fixture
-async def cutting_db(postgresql_backend: Backend) -> AsyncIterator[tuple[RedisProxy, Sessions]]:
+async def cutting_db(postgresql_backend: Backend) -> AsyncIterator[tuple[FaultProxy, Sessions]]:
     """Sessions whose statements pass a proxy that can lose the reply to one of them."""
     upstream = make_url(postgresql_backend.url)
     async with (
-        RedisProxy(upstream.host or "127.0.0.1", upstream.port or 5432) as proxy,
+        FaultProxy(upstream.port or 5432, upstream.host or "127.0.0.1") as proxy,
         sessions_at(postgresql_backend, proxy.port) as sessions,
     ):
         yield proxy, sessions
@@ -64,7 +63,7 @@ async def direct_db(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
         yield sessions
 
 
-async def mend_after(proxy: TcpProxy, seconds: float) -> None:
+async def mend_after(proxy: FaultProxy, seconds: float) -> None:
     await asyncio.sleep(seconds)
     await proxy.mend()
 
@@ -88,7 +87,7 @@ async def _row(db: Sessions, task_id: str) -> DeliveryRow:
     ],
 )
 async def test_a_lost_database_reply_still_sends_once_and_marks_sent(
-    cutting_db: tuple[RedisProxy, Sessions],
+    cutting_db: tuple[FaultProxy, Sessions],
     direct_db: Sessions,
     queue: QueueService,
     settings: Settings,
@@ -127,7 +126,7 @@ async def test_a_database_restart_during_a_delivery_is_ridden_out(
     task_id = await completed_reply(queue, direct_db, world, "После перезапуска")
     upstream = make_url(postgresql_backend.url)
     async with (
-        TcpProxy(upstream.port or 5432, upstream.host or "127.0.0.1") as proxy,
+        FaultProxy(upstream.port or 5432, upstream.host or "127.0.0.1") as proxy,
         sessions_at(postgresql_backend, proxy.port) as db,
     ):
         transport = SlowTransport(delay=0)
@@ -160,8 +159,8 @@ async def test_a_database_failure_while_charging_a_message_charges_once_and_repl
     asked = f"Ты тут? ({user})"
     async with (
         FakeTelegram() as tg,
-        RedisProxy(upstream.host or "127.0.0.1", upstream.port or 5432) as cutter,
-        TcpProxy(cutter.port) as gate,
+        FaultProxy(upstream.port or 5432, upstream.host or "127.0.0.1") as cutter,
+        FaultProxy(cutter.port) as gate,
         sessions_at(postgresql_backend, gate.port) as db,
     ):
         config = bot_settings(settings, postgresql_backend.url, tg.base_url, db_retry_seconds=20)

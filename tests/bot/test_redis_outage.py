@@ -22,7 +22,7 @@ from shared.tasks import ReplyResult
 from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, update
 from tests.support.bot_harness import ManualConsumer, balances, bot_settings, texts_to, wait_text
 from tests.support.consumer_helpers import ledger
-from tests.support.fakes.tcp_proxy import Fault, TcpProxy
+from tests.support.fakes.fault_proxy import Fault, FaultProxy
 from tests.support.fakes.telegram import FakeTelegram
 from tests.support.fixtures_db import Backend, Sessions, new_user_id
 
@@ -47,12 +47,12 @@ async def sqlite_db(sqlite_backend: Backend) -> AsyncIterator[Sessions]:
 
 
 @pytest.fixture
-async def proxy(redis_client: aioredis.Redis) -> AsyncIterator[TcpProxy]:
-    async with TcpProxy(REDIS_PORT) as running:
+async def proxy(redis_client: aioredis.Redis) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy(REDIS_PORT) as running:
         yield running
 
 
-def through(proxy: TcpProxy, settings: Settings, tg: FakeTelegram, **extra: Any) -> Settings:
+def through(proxy: FaultProxy, settings: Settings, tg: FakeTelegram, **extra: Any) -> Settings:
     """The bot's settings: its Redis is the proxy (same key prefix as the test's own queue)."""
     url = f"redis://127.0.0.1:{proxy.port}/0"
     return bot_settings(settings, "sqlite+aiosqlite://", tg.base_url, redis_url=url, **extra)
@@ -71,7 +71,7 @@ async def test_a_redis_blip_while_enqueuing_delays_the_reply_and_refunds_nothing
     sqlite_db: Sessions,
     tg: FakeTelegram,
     queue: QueueService,
-    proxy: TcpProxy,
+    proxy: FaultProxy,
     fault: Fault,
 ) -> None:
     user = new_user_id()
@@ -110,7 +110,7 @@ async def test_redis_away_past_the_retry_window_refunds_once_and_tells_once(
     sqlite_db: Sessions,
     tg: FakeTelegram,
     queue: QueueService,
-    proxy: TcpProxy,
+    proxy: FaultProxy,
 ) -> None:
     config = through(
         proxy,

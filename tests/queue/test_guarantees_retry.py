@@ -17,7 +17,7 @@ from shared.queue.keys import GROUP
 from shared.queue.lua import SCRIPTS
 from shared.queue.scripts import script_sha
 from shared.tasks import TaskStatus, TaskType, dumps
-from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.fault_proxy import FaultProxy
 
 PROMPT = TaskType.GENERATE_IMAGE_PROMPT
 PAYLOAD = {"girl_name": "Мира", "girl_description": "бариста"}
@@ -51,7 +51,7 @@ async def started_delivery(proxied: QueueService) -> TaskEntry:
 
 
 async def test_enqueue_repeated_after_a_lost_reply_adds_one_entry(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     proxy.cut_reply_after(sha("enqueue"))
     assert await proxied.enqueue_task(PROMPT, 1, PAYLOAD, task_id="t-1") == "t-1"
@@ -60,7 +60,7 @@ async def test_enqueue_repeated_after_a_lost_reply_adds_one_entry(
 
 
 async def test_start_repeated_after_a_lost_reply_counts_one_attempt(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     entry = await started_delivery(proxied)
     proxy.cut_reply_after(sha("start"))
@@ -71,7 +71,7 @@ async def test_start_repeated_after_a_lost_reply_counts_one_attempt(
 
 
 async def test_finish_repeated_after_a_lost_reply_says_it_wrote_and_announces_once(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     entry = await started_delivery(proxied)
     consumer = proxied.consumer("c1")
@@ -94,7 +94,7 @@ async def test_finish_repeated_after_a_lost_reply_says_it_wrote_and_announces_on
 
 
 async def test_fail_repeated_after_a_lost_reply_dead_letters_once(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     entry = await started_delivery(proxied)
     wrote: list[bool] = []
@@ -110,7 +110,7 @@ async def test_fail_repeated_after_a_lost_reply_dead_letters_once(
 
 
 async def test_hand_back_repeated_after_a_lost_reply_answers_with_the_same_entry(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     entry = await started_delivery(proxied)
     consumer = proxied.consumer("c1")
@@ -126,7 +126,7 @@ async def test_hand_back_repeated_after_a_lost_reply_answers_with_the_same_entry
 
 
 async def test_a_burst_of_cut_replies_loses_and_repeats_nothing(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     """Many tasks; the enqueue, start and finish replies of some are lost on the way."""
     # The concurrent enqueues travel together, in one call of the batch script; so do the
@@ -152,7 +152,7 @@ async def test_a_burst_of_cut_replies_loses_and_repeats_nothing(
 
 
 async def test_cancel_repeated_after_a_lost_reply_cancels_and_announces_once(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     await proxied.enqueue_task(PROMPT, 1, PAYLOAD, task_id="t-1")
     statuses: list[TaskStatus | None] = []
@@ -172,7 +172,7 @@ async def test_cancel_repeated_after_a_lost_reply_cancels_and_announces_once(
 
 
 async def test_cancel_of_a_running_task_repeated_after_a_lost_reply_flags_it(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     entry = await started_delivery(proxied)
     consumer = proxied.consumer("c1")
@@ -186,7 +186,7 @@ async def test_cancel_of_a_running_task_repeated_after_a_lost_reply_flags_it(
 
 
 async def test_enqueue_batch_repeated_after_a_lost_reply_adds_each_task_once(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     proxy.cut_reply_after(sha("enqueue_batch"))
     ids = await proxied.enqueue_many(PROMPT, [(i, PAYLOAD) for i in range(5)])
@@ -198,7 +198,7 @@ async def test_enqueue_batch_repeated_after_a_lost_reply_adds_each_task_once(
 
 
 async def test_finish_batch_repeated_after_a_lost_reply_writes_and_announces_each_once(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     ids = await proxied.enqueue_many(PROMPT, [(i, PAYLOAD) for i in range(4)])
     consumer = proxied.consumer("c1")

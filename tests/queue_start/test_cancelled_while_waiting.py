@@ -19,13 +19,13 @@ from tests.queue_start.support import (
     start_sha,
     venice_handler,
 )
-from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.fault_proxy import FaultProxy
 
 LATE = 0.3  # seconds the start's answer is held back
 
 
 async def test_a_cancelled_task_s_handler_never_reaches_its_provider(
-    queue: QueueService, proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    queue: QueueService, proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     async with venice_handler() as (venice, handler):
         task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
@@ -40,7 +40,7 @@ async def test_a_cancelled_task_s_handler_never_reaches_its_provider(
 
 
 async def test_a_cancelled_task_s_instant_result_is_not_stored_by_the_early_finish(
-    queue: QueueService, proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    queue: QueueService, proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)
     assert await queue.cancel(PROMPT, task_id) == "cancelled"
@@ -55,7 +55,7 @@ async def test_a_cancelled_task_s_instant_result_is_not_stored_by_the_early_fini
 
 
 async def test_a_fresh_task_s_instant_result_goes_behind_its_start(
-    queue: QueueService, proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    queue: QueueService, proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     """The control case: the same race for a task nobody cancelled completes it once."""
     task_id = await queue.enqueue_task(PROMPT, 1, PAYLOAD)

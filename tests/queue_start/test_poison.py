@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.queue import QueueService
 from tests.queue_start.support import PAYLOAD, PROMPT, record, start_sha
 from tests.support.consumer_helpers import ROOT, consumer_env
-from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.fault_proxy import FaultProxy
 
 CAP = 2
 
@@ -104,7 +104,7 @@ async def test_killed_before_its_start_reached_redis(
     queue: QueueService,
     settings: Settings,
     redis_client: aioredis.Redis,
-    proxy: RedisProxy,
+    proxy: FaultProxy,
     tmp_path: Path,
 ) -> None:
     """The start is held on its way (a proxy), the handler already runs and waits at its

@@ -20,7 +20,7 @@ from tests.queue_start.support import (
     start_sha,
     venice_handler,
 )
-from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.fault_proxy import FaultProxy
 
 
 def completed(delivery: TaskEntry, attempt: int, text: str) -> Ending:
@@ -83,7 +83,7 @@ async def test_an_early_finish_behind_its_own_start_applies_once(
 
 
 async def test_a_connection_dropped_between_start_and_answer_counts_one_attempt(
-    queue: QueueService, proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    queue: QueueService, proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     """Redis ran the start, its answer is lost with the connection: the runner asks again
     with the same token (no second attempt), the provider is called once, and the task
@@ -99,7 +99,7 @@ async def test_a_connection_dropped_between_start_and_answer_counts_one_attempt(
 
 
 async def test_an_instant_task_whose_start_answer_is_lost_completes_once(
-    queue: QueueService, proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    queue: QueueService, proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     """The early finish went behind the start on the connection that dropped: whether or not
     it ran, the task ends completed once, announced once, as attempt 1."""

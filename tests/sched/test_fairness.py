@@ -20,7 +20,7 @@ from shared.queue.keys import Priority
 from shared.queue.lua import SCRIPTS
 from shared.queue.scripts import script_sha
 from shared.tasks import TaskStatus, TaskType, dumps
-from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.fault_proxy import FaultProxy
 
 IMAGE = TaskType.GENERATE_IMAGE
 PAYLOAD = {"prompt": "кот в шляпе", "dialog_id": 1, "girl_id": 2}
@@ -260,7 +260,7 @@ async def test_high_priority_parked_tasks_go_back_to_the_high_stream(
 
 
 async def test_a_read_repeated_after_a_lost_reply_answers_the_same_entries(
-    proxied: QueueService, proxy: RedisProxy
+    proxied: QueueService, proxy: FaultProxy
 ) -> None:
     await enqueue(proxied, (1, "a1"), (1, "a2"), (2, "b1"), (3, "c1"))
     consumer = proxied.consumer("c1")
@@ -275,7 +275,7 @@ async def test_a_read_repeated_after_a_lost_reply_answers_the_same_entries(
 
 @pytest.mark.parametrize("step", ["finish", "fail"])
 async def test_an_end_repeated_after_a_lost_reply_releases_one_task(
-    proxied: QueueService, proxy: RedisProxy, step: str
+    proxied: QueueService, proxy: FaultProxy, step: str
 ) -> None:
     await enqueue(proxied, (1, "a1"), (1, "a2"), (1, "a3"))
     consumer = proxied.consumer("c1")

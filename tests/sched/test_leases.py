@@ -17,7 +17,7 @@ from shared.queue import QueueService
 from shared.queue.leases import ProviderLeases, ProviderLimit, provider_state
 from shared.queue.lua import SCRIPTS
 from shared.queue.scripts import script_sha
-from tests.support.fakes.redis_proxy import RedisProxy
+from tests.support.fakes.fault_proxy import FaultProxy
 
 CAPPED = ProviderLimit("local", 2, None)
 
@@ -140,7 +140,7 @@ async def test_a_waiter_at_the_cap_wakes_on_a_release(queue: QueueService) -> No
 
 
 async def test_admit_repeated_after_a_lost_reply_takes_nothing_twice(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     limit = ProviderLimit("venice", 3, parse_rate("1/m:3"))
     leases = leases_of(proxied, limit)
@@ -153,7 +153,7 @@ async def test_admit_repeated_after_a_lost_reply_takes_nothing_twice(
 
 
 async def test_a_race_for_the_last_lease_with_a_lost_reply_leaks_nothing(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     limit = ProviderLimit("local", 1, None)
     mine, theirs = leases_of(proxied, limit, "mine"), leases_of(proxied, limit, "theirs")
@@ -167,7 +167,7 @@ async def test_a_race_for_the_last_lease_with_a_lost_reply_leaks_nothing(
 
 
 async def test_release_and_pause_repeated_after_a_lost_reply_act_once(
-    proxied: QueueService, proxy: RedisProxy, redis_client: aioredis.Redis
+    proxied: QueueService, proxy: FaultProxy, redis_client: aioredis.Redis
 ) -> None:
     limit = ProviderLimit("venice", 0, parse_rate("1/m:3"))
     leases = leases_of(proxied, limit)

@@ -28,8 +28,7 @@ from db.models import LedgerEntry
 from producer import shop_texts
 from shared.config import Settings
 from tests.support.bot_harness import balances, wait_text
-from tests.support.fakes.redis_proxy import RedisProxy
-from tests.support.fakes.tcp_proxy import Fault, TcpProxy
+from tests.support.fakes.fault_proxy import Fault, FaultProxy
 from tests.support.fakes.telegram import FakeTelegram, JsonDict
 from tests.support.fixtures_db import (
     PG_URL,
@@ -60,8 +59,8 @@ def outage_backend() -> Iterator[Backend]:
 class Faulty:
     """PostgreSQL behind `gate` (refuses, cuts) behind `cutter` (loses a chosen reply)."""
 
-    gate: TcpProxy
-    cutter: RedisProxy
+    gate: FaultProxy
+    cutter: FaultProxy
     backend: Backend  # the proxied URL and the schema
 
 
@@ -69,8 +68,8 @@ class Faulty:
 async def faulty(outage_backend: Backend) -> AsyncIterator[Faulty]:
     upstream = make_url(outage_backend.url)
     async with (
-        RedisProxy(upstream.host or "127.0.0.1", upstream.port or 5432) as cutter,
-        TcpProxy(cutter.port) as gate,
+        FaultProxy(upstream.port or 5432, upstream.host or "127.0.0.1") as cutter,
+        FaultProxy(cutter.port) as gate,
     ):
         url = upstream.set(host="127.0.0.1", port=gate.port).render_as_string(False)
         yield Faulty(gate, cutter, Backend(url, outage_backend.schema))
