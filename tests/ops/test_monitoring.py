@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.metrics import Metrics, watch_streams
 from shared.queue import QueueService
+from shared.tasks import TaskType
 from tests.support.consumer_helpers import ROOT
 from tests.support.dashboard_helpers import REPLY, seed
 
@@ -98,6 +99,25 @@ def test_metric_names_are_found_in_promql() -> None:
 
 def test_alerts_cover_what_operators_need() -> None:
     assert set(rule_exprs()) == EXPECTED_ALERTS
+
+
+def test_every_task_type_is_watched_by_the_alerts() -> None:
+    """A type without a consumer has no series at all: each needs its own `absent`, and a
+    waiting-time threshold (a new type once had neither)."""
+    exprs = rule_exprs()
+    absent = set(
+        re.findall(
+            r'absent\(stream_consumers_alive\{task_type="([a-z_]+)"\}\)', exprs["NoLiveConsumer"]
+        )
+    )
+    waiting = {
+        t
+        for group in re.findall(r'task_type=~?"([a-z_|]+)"', exprs["OldestWaitingTooOld"])
+        for t in group.split("|")
+    }
+    every = {str(task_type) for task_type in TaskType}
+    assert absent == every
+    assert waiting == every
 
 
 def test_every_metric_in_rules_and_dashboard_is_exported() -> None:
