@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_short_streaming_benchmark_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "bench.streaming", "--chats", "4"]
-    command += ["--flood-seconds", "2", "--kill-replies", "2", "--words", "20", "--lone", "3"]
+    command += ["--flood-seconds", "4", "--kill-replies", "2", "--words", "20", "--lone", "3"]
     command += ["--own-redis", "--json", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=230, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
