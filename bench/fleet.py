@@ -64,10 +64,20 @@ class Consumers:
 
 
 def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a child process so far."""
+    """CPU seconds of a child process so far, to the nanosecond: the sum of its threads'
+    /proc schedstat run times (/proc/<pid>/stat counts 10 ms ticks, so a short run of an
+    idle-ish process reads zero). Threads that already exited count through /proc/<pid>/stat,
+    whichever is larger."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    ticks = (int(fields[11]) + int(fields[12])) / _TICKS
+    threads = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            threads += int(task.read_text().split()[0]) / 1e9
+        except (OSError, IndexError, ValueError):  # a thread that ended while being read
+            continue
+    return max(ticks, threads)
 
 
 async def delete_run(queue: QueueService) -> None:
