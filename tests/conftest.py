@@ -11,15 +11,21 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis.asyncio as aioredis
 
+from db.engine import create_engine, create_sessionmaker
 from shared.config import Settings, load_settings
 from shared.queue import QueueService
 from shared.queue.connection import RedisClient
 from tests.support.fakes.fault_proxy import FaultProxy
 from tests.support.private_cluster import PrivateCluster
+
+if TYPE_CHECKING:
+    # Not imported at run time: the module is a pytest plugin (below), asserts rewritten.
+    from tests.support.fixtures_db import Backend, Sessions
 
 pytest_plugins = [
     "tests.support.fixtures_db",
@@ -136,3 +142,11 @@ async def proxied(settings: Settings, proxy: FaultProxy) -> AsyncIterator[QueueS
     await service.connect()
     yield service
     await service.close()
+
+
+@pytest.fixture
+async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
+    """Sessions on this test process's PostgreSQL schema."""
+    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
+    yield create_sessionmaker(engine)
+    await engine.dispose()

@@ -5,12 +5,9 @@ old dialog listed."""
 from __future__ import annotations
 
 import base64
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
-from db.engine import create_engine, create_sessionmaker
 from db.models import Character, Dialog
 from db.repositories import active_dialog, bump_photo_counter
 from producer import texts
@@ -18,8 +15,8 @@ from producer.keyboards import CharacterCallback, DialogCallback, PhotoCallback
 from shared.config import Settings
 from shared.queue import QueueService, TaskType
 from shared.tasks import ImagePromptResult, ImageResult, ReplyResult
-from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, press
-from tests.support.bot_harness import ManualConsumer, bot_settings, wait_text
+from tests.support.bot_feed import FedBot, chatting, press
+from tests.support.bot_harness import ManualConsumer, wait_text
 from tests.support.bot_world import eventually
 from tests.support.consumer_helpers import ledger
 from tests.support.fakes.http import make_png
@@ -29,26 +26,6 @@ from tests.support.fixtures_db import Backend, Sessions, new_user_id
 pytestmark = pytest.mark.timeout(90)
 
 REPLY = TaskType.GENERATE_REPLY
-
-
-@pytest.fixture
-async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def chatting(
-    settings: Settings, pg: Sessions, postgresql_backend: Backend, user: int
-) -> AsyncIterator[FedBot]:
-    async with FakeTelegram() as tg:
-        config = bot_settings(settings, postgresql_backend.url, tg.base_url, start_energy=10)
-        async with fed_bot(config, pg, tg) as bot:
-            await bot.choose_character(user)
-            yield bot
-            assert await bot.services.deliveries.wait_idle(10)
-        assert await open_deliveries(pg, user) == []
 
 
 async def say(bot: FedBot, consumer: ManualConsumer, user: int, text: str) -> int:

@@ -5,47 +5,23 @@ an edit racing the first reply ends with one reply, for the edited text."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
 
-from db.engine import create_engine, create_sessionmaker
 from db.models import ChatMessage
 from shared.config import Settings
 from shared.queue import QueueService, TaskStatus, TaskType
 from shared.tasks import ReplyResult
-from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, press
-from tests.support.bot_harness import ManualConsumer, balances, bot_settings, texts_to, wait_text
+from tests.support.bot_feed import FedBot, chatting, press
+from tests.support.bot_harness import ManualConsumer, balances, texts_to, wait_text
 from tests.support.bot_world import eventually
 from tests.support.consumer_helpers import ledger
-from tests.support.fakes.telegram import FakeTelegram
 from tests.support.fixtures_db import Backend, Sessions, new_user_id
 
 pytestmark = pytest.mark.timeout(90)
 
 REPLY = TaskType.GENERATE_REPLY
-
-
-@pytest.fixture
-async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def chatting(
-    settings: Settings, pg: Sessions, postgresql_backend: Backend, user: int
-) -> AsyncIterator[FedBot]:
-    async with FakeTelegram() as tg:
-        config = bot_settings(settings, postgresql_backend.url, tg.base_url, start_energy=10)
-        async with fed_bot(config, pg, tg) as bot:
-            await bot.choose_character(user)
-            yield bot
-            assert await bot.services.deliveries.wait_idle(10)
-        assert await open_deliveries(pg, user) == []
 
 
 def message_id_of(bot: FedBot, update_id: int) -> int:

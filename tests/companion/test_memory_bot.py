@@ -5,20 +5,19 @@ a failed summary asked again by the next message, `/memory` and its owner-only c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
 
-from db.engine import create_engine, create_sessionmaker
 from db.models import ChatMessage, Dialog
 from producer import texts
 from producer.keyboards import MemoryCallback
 from shared.config import Settings
 from shared.queue import QueueService, TaskEntry, TaskType
 from shared.tasks import ReplyResult, SummaryResult
-from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, press
-from tests.support.bot_harness import ManualConsumer, bot_settings, texts_to, wait_text
+from tests.support import bot_feed
+from tests.support.bot_feed import FedBot, press
+from tests.support.bot_harness import ManualConsumer, texts_to, wait_text
 from tests.support.bot_world import eventually
 from tests.support.consumer_helpers import ledger
 from tests.support.fakes.telegram import FakeTelegram
@@ -31,26 +30,12 @@ SUMMARY = TaskType.SUMMARIZE_DIALOG
 WINDOW = 4
 
 
-@pytest.fixture
-async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def chatting(
+def chatting(
     settings: Settings, pg: Sessions, postgresql_backend: Backend, user: int
-) -> AsyncIterator[FedBot]:
-    async with FakeTelegram() as tg:
-        config = bot_settings(
-            settings, postgresql_backend.url, tg.base_url, history_messages=WINDOW, start_energy=20
-        )
-        async with fed_bot(config, pg, tg) as bot:
-            await bot.choose_character(user)
-            yield bot
-            assert await bot.services.deliveries.wait_idle(10)
-        assert await open_deliveries(pg, user) == []
+) -> contextlib.AbstractAsyncContextManager[FedBot]:
+    return bot_feed.chatting(
+        settings, pg, postgresql_backend, user, history_messages=WINDOW, start_energy=20
+    )
 
 
 async def exchange(bot: FedBot, consumer: ManualConsumer, user: int, number: int) -> TaskEntry:

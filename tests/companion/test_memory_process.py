@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ import structlog
 from aiohttp import web
 from sqlalchemy import select
 
-from db.engine import create_engine, create_sessionmaker
 from db.models import ChatMessage, Dialog
 from db.models import Delivery as DeliveryRow
 from shared.config import Settings
@@ -61,13 +60,6 @@ class HoldingVenice(FakeVenice):
     def summary_calls(self) -> list[list[dict[str, Any]]]:
         bodies = [r.json["messages"] for r in self.chat_requests]
         return [messages for messages in bodies if is_summary(messages)]
-
-
-@pytest.fixture
-async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

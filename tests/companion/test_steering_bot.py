@@ -4,22 +4,19 @@ the dialog's owner; the new text replaces the old one in the chat and in the his
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from db.engine import create_engine, create_sessionmaker
 from db.models import ChatMessage, User
 from producer import texts
 from producer.keyboards import ContinueCallback, RegenerateCallback
 from shared.config import Settings
 from shared.queue import QueueService, TaskEntry, TaskType
 from shared.tasks import ReplyResult
-from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, press
-from tests.support.bot_harness import ManualConsumer, balances, bot_settings, wait_text
+from tests.support.bot_feed import FedBot, chatting, press
+from tests.support.bot_harness import ManualConsumer, balances, wait_text
 from tests.support.bot_world import eventually
 from tests.support.consumer_helpers import ledger
 from tests.support.fakes.telegram import FakeTelegram, Request
@@ -28,26 +25,6 @@ from tests.support.fixtures_db import Backend, Sessions, new_user_id
 pytestmark = pytest.mark.timeout(90)
 
 REPLY = TaskType.GENERATE_REPLY
-
-
-@pytest.fixture
-async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def chatting(
-    settings: Settings, pg: Sessions, postgresql_backend: Backend, user: int
-) -> AsyncIterator[FedBot]:
-    async with FakeTelegram() as tg:
-        config = bot_settings(settings, postgresql_backend.url, tg.base_url, start_energy=10)
-        async with fed_bot(config, pg, tg) as bot:
-            await bot.choose_character(user)
-            yield bot
-            assert await bot.services.deliveries.wait_idle(10)
-        assert await open_deliveries(pg, user) == []
 
 
 async def answered(

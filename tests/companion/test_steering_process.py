@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from db.engine import create_engine, create_sessionmaker
 from db.models import ChatMessage, Dialog
 from producer import texts
 from shared.config import Settings
@@ -50,13 +49,6 @@ class HoldingVenice(FakeVenice):
             self.held.set()
             await self.pause(120)
         return await self._chat(request)
-
-
-@pytest.fixture
-async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

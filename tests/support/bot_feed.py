@@ -20,9 +20,9 @@ from producer.telegram_sender import telegram_sender
 from scripts.seed_characters import seed_characters
 from shared.config import Settings
 from shared.queue import QueueService, QueueTask
-from tests.support.bot_harness import wait_text
+from tests.support.bot_harness import bot_settings, wait_text
 from tests.support.fakes.telegram import FakeTelegram
-from tests.support.fixtures_db import Sessions
+from tests.support.fixtures_db import Backend, Sessions
 
 
 @dataclass
@@ -109,3 +109,24 @@ async def open_deliveries(db: Sessions, *chat_ids: int) -> list[str]:
             )
         )
     return list(rows)
+
+
+@contextlib.asynccontextmanager
+async def chatting(
+    settings: Settings,
+    pg: Sessions,
+    backend: Backend,
+    *users: int,
+    idle_seconds: float = 10,
+    **extra: Any,
+) -> AsyncIterator[FedBot]:
+    """A bot on the fake Telegram whose `users` chose a character (10 energy each unless
+    `extra` says otherwise); at the end every delivery is done and none is left open."""
+    async with FakeTelegram() as tg:
+        config = bot_settings(settings, backend.url, tg.base_url, **({"start_energy": 10} | extra))
+        async with fed_bot(config, pg, tg) as bot:
+            for user in users:
+                await bot.choose_character(user)
+            yield bot
+            assert await bot.services.deliveries.wait_idle(idle_seconds)
+        assert await open_deliveries(pg, *users) == []

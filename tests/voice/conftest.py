@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-
-from db.engine import create_engine, create_sessionmaker
-from tests.support.fixtures_db import Backend, Sessions
-
-
-@pytest.fixture
-async def pg(postgresql_backend: Backend) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgresql_backend.url, schema=postgresql_backend.schema)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

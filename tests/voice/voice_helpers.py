@@ -17,11 +17,11 @@ from shared.config import Settings
 from shared.config_values import Secret
 from shared.queue import QueueService, TaskType
 from shared.queue.audio import AudioStore
-from tests.support.bot_feed import FedBot, fed_bot, open_deliveries, press
-from tests.support.bot_harness import bot_settings
+from tests.support import bot_feed
+from tests.support.bot_feed import FedBot, press
 from tests.support.bot_world import eventually
 from tests.support.fakes.audio import FakeAudio
-from tests.support.fakes.telegram import FakeTelegram, Request
+from tests.support.fakes.telegram import Request
 from tests.support.fixtures_db import Backend, Sessions
 
 FAST = RetryPolicy(budget_seconds=2.0, max_attempts=2, initial_wait=0.01, max_wait=0.05)
@@ -49,20 +49,11 @@ async def voice_consumer(queue: QueueService, audio: FakeAudio) -> AsyncIterator
         await tts.aclose()
 
 
-@contextlib.asynccontextmanager
-async def chatting(
+def chatting(
     settings: Settings, pg: Sessions, backend: Backend, *users: int, **extra: Any
-) -> AsyncIterator[FedBot]:
-    """A bot on the fake Telegram whose `users` chose a character; at the end every
-    delivery is done and none is left open."""
-    async with FakeTelegram() as tg:
-        config = bot_settings(settings, backend.url, tg.base_url, **({"start_energy": 10} | extra))
-        async with fed_bot(config, pg, tg) as bot:
-            for user in users:
-                await bot.choose_character(user)
-            yield bot
-            assert await bot.services.deliveries.wait_idle(20)
-        assert await open_deliveries(pg, *users) == []
+) -> contextlib.AbstractAsyncContextManager[FedBot]:
+    """A bot whose `users` chose a character; voice tasks take longer to settle (20 s)."""
+    return bot_feed.chatting(settings, pg, backend, *users, idle_seconds=20, **extra)
 
 
 def button(message: Request, text: str) -> str:
